@@ -1,0 +1,371 @@
+//! The `shipsafe.toml` model (SPEC §2). Every table denies unknown keys so a
+//! typo is an error with its line, never a silently ignored safety setting.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::duration::Duration;
+use crate::expect::Expectation;
+use crate::template::Template;
+use crate::window::Window;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub project: ProjectConfig,
+    #[serde(default)]
+    pub environments: IndexMap<String, Spanned<EnvironmentConfig>>,
+    #[serde(default)]
+    pub migrations: MigrationsConfig,
+    #[serde(default)]
+    pub backups: BackupsConfig,
+    #[serde(default)]
+    pub rehearsal: RehearsalConfig,
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+    #[serde(default)]
+    pub smoke: Vec<SmokeConfig>,
+    #[serde(default)]
+    pub data: IndexMap<String, DataSetConfig>,
+    #[serde(default)]
+    pub mask: IndexMap<String, Spanned<MaskKind>>,
+    #[serde(default)]
+    pub readiness: ReadinessConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: Option<String>,
+    /// Run history, audit log, reports. Relative to the config file's folder.
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protection {
+    /// Local development: changes need no backup.
+    Open,
+    /// Backups before every change are mandatory.
+    Guarded,
+    /// Backup, rehearsal on a clone and confirmation are mandatory.
+    Protected,
+}
+
+impl Protection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Guarded => "guarded",
+            Self::Protected => "protected",
+        }
+    }
+}
+
+/// The default when an environment does not say: a missing line must not
+/// make production changes backup-free.
+fn default_protection() -> Protection {
+    Protection::Guarded
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub database_url: Spanned<Template>,
+    pub app_url: Option<Spanned<Template>>,
+    #[serde(default = "default_protection")]
+    pub protection: Protection,
+    pub window: Option<Window>,
+    pub git_branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationFormat {
+    #[default]
+    Auto,
+    Native,
+    Prisma,
+    Flyway,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsConfig {
+    #[serde(default = "default_migrations_dir")]
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub format: MigrationFormat,
+    /// External mode: the team's own tool.
+    pub up: Option<String>,
+    pub down: Option<String>,
+    pub pending: Option<String>,
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Duration,
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: Duration,
+    #[serde(default = "default_lock_retries")]
+    pub lock_retries: u32,
+}
+
+fn default_migrations_dir() -> PathBuf {
+    PathBuf::from("migrations")
+}
+fn default_url_env() -> String {
+    "DATABASE_URL".into()
+}
+fn default_lock_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_lock_retries() -> u32 {
+    5
+}
+
+impl Default for MigrationsConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_migrations_dir(),
+            format: MigrationFormat::Auto,
+            up: None,
+            down: None,
+            pending: None,
+            url_env: default_url_env(),
+            lock_timeout: default_lock_timeout(),
+            statement_timeout: default_statement_timeout(),
+            lock_retries: default_lock_retries(),
+        }
+    }
+}
+
+impl MigrationsConfig {
+    /// External mode: shipsafe drives the team's own migration tool.
+    pub fn is_external(&self) -> bool {
+        self.up.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsConfig {
+    /// `file://PATH` or `s3://bucket/prefix`. Default: `<state_dir>/backups`.
+    pub storage: Option<Spanned<Template>>,
+    pub s3_endpoint: Option<Template>,
+    pub s3_region: Option<String>,
+    #[serde(default)]
+    pub s3_allow_http: bool,
+    #[serde(default = "default_compression_level")]
+    pub compression_level: i32,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+fn default_compression_level() -> i32 {
+    3
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        Self {
+            storage: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_allow_http: false,
+            compression_level: default_compression_level(),
+            retention: Retention::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default = "default_keep_last")]
+    pub keep_last: u32,
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u32,
+    #[serde(default = "default_keep_monthly")]
+    pub keep_monthly: u32,
+}
+
+fn default_keep_last() -> u32 {
+    10
+}
+fn default_keep_daily() -> u32 {
+    30
+}
+fn default_keep_monthly() -> u32 {
+    12
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_last: default_keep_last(),
+            keep_daily: default_keep_daily(),
+            keep_monthly: default_keep_monthly(),
+        }
+    }
+}
+
+/// Where rehearsals get their copy of the target database.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CloneSource {
+    /// A throwaway local cluster restored from the pre-change backup.
+    #[default]
+    Scratch,
+    /// Another configured environment (its data is replaced).
+    Env(String),
+    /// A command that prints a connection URL (Neon branch, snapshot, ...).
+    Command(String),
+}
+
+impl CloneSource {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "scratch" {
+            return Ok(Self::Scratch);
+        }
+        if let Some(env) = t.strip_prefix("env:") {
+            let env = env.trim();
+            if env.is_empty() {
+                return Err("rehearsal clone `env:` needs an environment name, e.g. \"env:staging\"".into());
+            }
+            return Ok(Self::Env(env.to_string()));
+        }
+        if let Some(cmd) = t.strip_prefix("command:") {
+            let cmd = cmd.trim();
+            let cmd = cmd
+                .strip_prefix('"')
+                .and_then(|c| c.strip_suffix('"'))
+                .unwrap_or(cmd);
+            if cmd.trim().is_empty() {
+                return Err("rehearsal clone `command:` needs a command that prints a URL".into());
+            }
+            return Ok(Self::Command(cmd.to_string()));
+        }
+        Err(format!(
+            "rehearsal clone {s:?} is not understood: use \"scratch\", \"env:NAME\" or \"command:SCRIPT\""
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for CloneSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CloneSource::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RehearsalConfig {
+    /// Absent means `scratch`.
+    pub clone: Option<Spanned<CloneSource>>,
+}
+
+impl RehearsalConfig {
+    pub fn clone_source(&self) -> CloneSource {
+        self.clone
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    pub name: String,
+    pub sql: String,
+    pub expect: Expectation,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeConfig {
+    pub name: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub headers: IndexMap<String, Template>,
+    /// JSON request body; strings may hold `${VAR}` references.
+    pub json: Option<toml::Value>,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    /// A subset the response JSON must contain.
+    pub expect_json: Option<toml::Value>,
+    /// Variables taken from the response (`name = "json.field.path"`).
+    #[serde(default)]
+    pub capture: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSetConfig {
+    pub table: String,
+    pub key: Vec<String>,
+    pub columns: Option<Vec<String>>,
+    #[serde(default)]
+    pub renames: IndexMap<String, String>,
+    #[serde(default)]
+    pub deletes: Vec<String>,
+    #[serde(default)]
+    pub references: IndexMap<String, ReferenceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// The referenced table.
+    pub table: String,
+    /// Its natural key, written into data files instead of the surrogate id.
+    pub key: Vec<String>,
+    /// The foreign-key column in this set's table.
+    pub column: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskKind {
+    Email,
+    Phone,
+    Name,
+    Text,
+    Null,
+    Keep,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessConfig {
+    pub tenant_column: Option<String>,
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub table: String,
+    pub user: String,
+    pub hash: String,
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+}
