@@ -214,7 +214,10 @@ mod tests {
     #[test]
     fn masks_every_url_in_text() {
         let t = "copy postgres://a:one@h1/x to postgres://b:two@h2/y";
-        assert_eq!(mask_secrets(t), "copy postgres://a:***@h1/x to postgres://b:***@h2/y");
+        assert_eq!(
+            mask_secrets(t),
+            "copy postgres://a:***@h1/x to postgres://b:***@h2/y"
+        );
     }
 
     #[test]

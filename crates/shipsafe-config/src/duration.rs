@@ -26,7 +26,9 @@ impl Duration {
         let t = s.trim();
         let split = t
             .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(|| format!("duration {s:?} has no unit: write e.g. \"5s\", \"15min\", \"2h\""))?;
+            .ok_or_else(|| {
+                format!("duration {s:?} has no unit: write e.g. \"5s\", \"15min\", \"2h\"")
+            })?;
         let (num, unit) = t.split_at(split);
         let value: f64 = num
             .parse()

@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(Expectation::parse("=0").unwrap(), Expectation::Eq(0));
         assert_eq!(Expectation::parse("< -3").unwrap(), Expectation::Lt(-3));
         assert_eq!(Expectation::parse("empty").unwrap(), Expectation::Empty);
-        assert_eq!(Expectation::parse("nonempty").unwrap(), Expectation::NonEmpty);
+        assert_eq!(
+            Expectation::parse("nonempty").unwrap(),
+            Expectation::NonEmpty
+        );
         assert_eq!(Expectation::parse("true").unwrap(), Expectation::True);
         assert!(Expectation::parse("== 1").is_err());
         assert!(Expectation::parse(">= one").is_err());

@@ -55,10 +55,11 @@ impl Environment<'_> {
 /// Finds the config file: flag, then `SHIPSAFE_CONFIG`, then the first
 /// `shipsafe.toml` in `cwd` or a parent.
 pub fn locate(opts: &LoadOptions, vars: &dyn VarSource) -> Result<PathBuf, ConfigError> {
-    let explicit = opts
-        .config_flag
-        .clone()
-        .or_else(|| vars.var(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+    let explicit = opts.config_flag.clone().or_else(|| {
+        vars.var(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     if let Some(p) = explicit {
         let p = if p.is_absolute() { p } else { opts.cwd.join(p) };
         if !p.is_file() {
@@ -90,10 +91,11 @@ pub fn load(opts: &LoadOptions, vars: &dyn VarSource) -> Result<Config, ConfigEr
         source,
     })?;
     let mut config = Config::parse(&path, &source)?;
-    let state_override = opts
-        .state_dir_flag
-        .clone()
-        .or_else(|| vars.var(STATE_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+    let state_override = opts.state_dir_flag.clone().or_else(|| {
+        vars.var(STATE_DIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     if let Some(dir) = state_override {
         config.state_dir = if dir.is_absolute() {
             dir
@@ -109,9 +111,7 @@ impl Config {
     /// resolve relative paths.
     pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(source).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map_or((1, 1), |s| line_col(source, s.start));
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(source, s.start));
             ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
@@ -215,10 +215,15 @@ impl Config {
         }
         for smoke in &self.file.smoke {
             let method = smoke.method.to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&method.as_str()) {
+            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                .contains(&method.as_str())
+            {
                 return Err(self.invalid(
                     self.value_span(&smoke.method).unwrap_or(0..0),
-                    format!("smoke test {:?}: method {:?} is not an HTTP method", smoke.name, smoke.method),
+                    format!(
+                        "smoke test {:?}: method {:?} is not an HTTP method",
+                        smoke.name, smoke.method
+                    ),
                 ));
             }
             if !smoke.path.starts_with('/') {
@@ -231,7 +236,8 @@ impl Config {
         for (name, set) in &self.file.data {
             if set.key.is_empty() {
                 return Err(self.invalid(
-                    self.key_span(&format!("data.{name}"), "key").unwrap_or(0..0),
+                    self.key_span(&format!("data.{name}"), "key")
+                        .unwrap_or(0..0),
                     format!("data.{name}.key must name at least one column (the natural key)"),
                 ));
             }
@@ -259,9 +265,7 @@ impl Config {
             let t = line.trim();
             if t.starts_with('[') {
                 in_table = t == header;
-            } else if in_table
-                && t.split('=').next().map(str::trim) == Some(key)
-            {
+            } else if in_table && t.split('=').next().map(str::trim) == Some(key) {
                 let col = line.len() - line.trim_start().len();
                 return Some(offset + col..offset + line.len());
             }
@@ -272,9 +276,7 @@ impl Config {
 
     fn value_span(&self, value: &str) -> Option<Range<usize>> {
         let quoted = format!("\"{value}\"");
-        self.source
-            .find(&quoted)
-            .map(|i| i..i + quoted.len())
+        self.source.find(&quoted).map(|i| i..i + quoted.len())
     }
 
     /// Path of the config file.

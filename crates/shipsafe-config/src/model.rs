@@ -237,7 +237,9 @@ impl CloneSource {
         if let Some(env) = t.strip_prefix("env:") {
             let env = env.trim();
             if env.is_empty() {
-                return Err("rehearsal clone `env:` needs an environment name, e.g. \"env:staging\"".into());
+                return Err(
+                    "rehearsal clone `env:` needs an environment name, e.g. \"env:staging\"".into(),
+                );
             }
             return Ok(Self::Env(env.to_string()));
         }

@@ -172,7 +172,10 @@ mod tests {
     fn resolves_references_inside_text() {
         let t = Template::new("postgres://app:${PW}@${HOST}:5432/app").unwrap();
         let vars = [("PW", "s3cret"), ("HOST", "db")];
-        assert_eq!(t.resolve(&vars).unwrap(), "postgres://app:s3cret@db:5432/app");
+        assert_eq!(
+            t.resolve(&vars).unwrap(),
+            "postgres://app:s3cret@db:5432/app"
+        );
         assert_eq!(t.variables(), vec!["PW", "HOST"]);
     }
 

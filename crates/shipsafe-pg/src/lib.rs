@@ -1,14 +1,12 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! PostgreSQL access for shipsafe: connections, server binaries of the right
+//! major version, and throwaway scratch clusters.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod binaries;
+pub mod connect;
+pub mod error;
+pub mod scratch;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use binaries::PgBinaries;
+pub use connect::{ServerInfo, connect, quote_ident, quote_literal, server_info};
+pub use error::{PgError, describe};
+pub use scratch::{ScratchCluster, ScratchOptions};

@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+/// Errors from talking to PostgreSQL or running its binaries. Messages name
+/// the object and say what to do; URLs in them are always masked.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error(
+        "PostgreSQL binary `{name}`{} not found (looked in: {}): install the PostgreSQL server package (Debian: `apt-get install postgresql-{}`) or set PG_BIN_DIR to the folder holding it",
+        major.map(|m| format!(" for major version {m}")).unwrap_or_default(),
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        major.map(|m| m.to_string()).unwrap_or_else(|| "15".into())
+    )]
+    BinaryNotFound {
+        name: String,
+        major: Option<u32>,
+        searched: Vec<PathBuf>,
+    },
+
+    #[error(
+        "{} is PostgreSQL {found}, older than the server's major version {needed}: a dump or restore with an older client can lose data; install the {needed} client tools or set PG_BIN_DIR",
+        path.display()
+    )]
+    BinaryTooOld {
+        path: PathBuf,
+        found: u32,
+        needed: u32,
+    },
+
+    #[error(
+        "shipsafe runs as root, and PostgreSQL refuses to run as root; it needs the unprivileged user {user:?} to run scratch clusters, which does not exist: create it (`useradd --system {user}`) or set SHIPSAFE_SCRATCH_USER to another unprivileged user"
+    )]
+    NoUnprivilegedUser { user: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("`{command}` failed: {output}")]
+    CommandFailed { command: String, output: String },
+
+    #[error(
+        "scratch PostgreSQL cluster in {} did not start: {reason}\n--- last lines of its log ---\n{log_tail}",
+        dir.display()
+    )]
+    StartFailed {
+        dir: PathBuf,
+        reason: String,
+        log_tail: String,
+    },
+
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+
+    #[error("query failed on {url}: {message}")]
+    Query { url: String, message: String },
+}
+
+impl PgError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// True when the cause is a missing or unusable installation, not the
+    /// database: fixing it means installing or configuring something.
+    pub fn is_installation(&self) -> bool {
+        matches!(
+            self,
+            Self::BinaryNotFound { .. }
+                | Self::BinaryTooOld { .. }
+                | Self::NoUnprivilegedUser { .. }
+        )
+    }
+}
+
+/// Describes a tokio-postgres error with SQLSTATE and server detail, without
+/// ever including connection parameters.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; detail: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    shipsafe_config::mask_secrets(&s)
+}
