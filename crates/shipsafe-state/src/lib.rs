@@ -1,14 +1,25 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! shipsafe's local state in `<state_dir>/state.db` (SQLite): run history
+//! and the hash-chained audit log (SPEC §12).
+//!
+//! Backups are deliberately *not* only here: their manifests live next to
+//! the archives in backup storage, so losing this folder loses no backup.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod actor;
+pub mod audit;
+pub mod error;
+pub mod runs;
+pub mod store;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+pub use actor::Actor;
+pub use audit::{AuditEntry, ChainProblem, ChainReport, NewAuditEntry};
+pub use error::StateError;
+pub use runs::{RunRecord, StepRecord};
+pub use store::StateStore;
+
+/// Now, as RFC 3339 UTC with millisecond precision.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
 }
