@@ -1,14 +1,14 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The work behind each shipsafe command. Functions here take typed options
+//! and return typed, serializable results; parsing arguments and printing
+//! are the binary's job.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod audit;
+pub mod commands;
+pub mod demo;
+pub mod error;
+pub mod exit;
+pub mod progress;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::CoreError;
+pub use exit::ExitKind;
+pub use progress::{Progress, Silent};

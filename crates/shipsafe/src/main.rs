@@ -1,3 +1,102 @@
-fn main() {
-    println!("Hello, world!");
+//! The `shipsafe` binary: parses the command line, runs the command, prints
+//! the result, and maps the outcome to an exit code.
+
+mod cli;
+mod cmd;
+mod output;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use clap::error::ErrorKind;
+use shipsafe_core::ExitKind;
+
+use crate::cli::{Cli, Command, Format, LogAction};
+use crate::cmd::Ctx;
+use crate::output::{Rendered, error_message, exit_kind, print_error, print_result};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    init_tracing(cli.quiet, cli.verbose);
+    let format = cli.format;
+    let quiet = cli.quiet;
+    match run(cli) {
+        Ok(r) => {
+            print_result(format, quiet, &r);
+            ExitCode::from(r.exit.code())
+        }
+        Err(err) => {
+            let kind = exit_kind(&err);
+            print_error(format, kind, &error_message(&err));
+            ExitCode::from(kind.code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Rendered> {
+    let ctx = Ctx::from_cli(&cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Init { force } => cmd::init::run(&ctx, force),
+        Command::Demo => runtime.block_on(cmd::demo::run(&ctx)),
+        Command::Status { env } => runtime.block_on(cmd::status::run(&ctx, env.as_deref())),
+        Command::Log(args) => match args.action {
+            Some(LogAction::Verify) => cmd::log::verify(&ctx),
+            None => cmd::log::show(&ctx, args.env.as_deref(), args.limit),
+        },
+    }
+}
+
+/// Help and version go to stdout with exit 0; anything else is a usage
+/// error (64), as JSON too when JSON output was asked for.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let wants_json = {
+                let args: Vec<String> = std::env::args().collect();
+                args.windows(2)
+                    .any(|w| w[0] == "--format" && w[1] == "json")
+                    || args.iter().any(|a| a == "--format=json")
+            };
+            if wants_json {
+                let first = e.to_string();
+                let first = first
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                print_error(Format::Json, ExitKind::Usage, first);
+            } else {
+                let _ = e.print();
+            }
+            ExitCode::from(ExitKind::Usage.code())
+        }
+    }
+}
+
+fn init_tracing(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIPSAFE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
 }

@@ -1,0 +1,335 @@
+//! `shipsafe init`: a starter `shipsafe.toml` that fits the project's
+//! migration tool, and a `.gitignore` entry for the state folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::CoreError;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Detected {
+    /// `migrations/<version>_<name>/up.sql`
+    Native,
+    /// `prisma/migrations/<ts>_<name>/migration.sql`
+    Prisma,
+    /// `V<version>__<name>.sql`
+    Flyway,
+    /// `alembic.ini` (external mode).
+    Alembic,
+    /// Flask-Migrate: alembic inside `migrations/` (external mode).
+    FlaskMigrate,
+    /// Nothing found: native layout, to be created with `shipsafe new`.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detection {
+    pub tool: Detected,
+    /// Folder holding the migrations, relative to the project.
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    pub config: String,
+    pub migrations: Detection,
+    pub gitignore: String,
+    pub gitignore_updated: bool,
+}
+
+const FLYWAY_DIRS: &[&str] = &[
+    "migrations",
+    "db/migration",
+    "src/main/resources/db/migration",
+    "sql",
+    "flyway/sql",
+];
+
+fn has_flyway_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.filter_map(Result::ok).any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".sql")
+                && name
+                    .strip_prefix('V')
+                    .and_then(|r| r.split_once("__"))
+                    .is_some_and(|(v, _)| {
+                        !v.is_empty()
+                            && v.chars()
+                                .all(|c| c.is_ascii_digit() || c == '.' || c == '_')
+                    })
+        })
+    })
+}
+
+fn has_native_layout(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.filter_map(Result::ok)
+            .any(|e| e.path().join("up.sql").is_file())
+    })
+}
+
+/// Looks at the project folder to guess its migration tool.
+pub fn detect(root: &Path) -> Detection {
+    let found = |tool, dir: &str| Detection {
+        tool,
+        dir: Some(dir.to_string()),
+    };
+    if root.join("migrations/alembic.ini").is_file()
+        || (root.join("migrations/env.py").is_file() && root.join("migrations/versions").is_dir())
+    {
+        return found(Detected::FlaskMigrate, "migrations");
+    }
+    if root.join("alembic.ini").is_file() {
+        return Detection {
+            tool: Detected::Alembic,
+            dir: None,
+        };
+    }
+    if root.join("prisma/migrations").is_dir() {
+        return found(Detected::Prisma, "prisma/migrations");
+    }
+    if has_native_layout(&root.join("migrations")) {
+        return found(Detected::Native, "migrations");
+    }
+    for d in FLYWAY_DIRS {
+        if has_flyway_files(&root.join(d)) {
+            return found(Detected::Flyway, d);
+        }
+    }
+    Detection {
+        tool: Detected::None,
+        dir: None,
+    }
+}
+
+fn migrations_section(d: &Detection) -> String {
+    let dir = d.dir.as_deref().unwrap_or("migrations");
+    match d.tool {
+        Detected::Native | Detected::None => format!(
+            "[migrations]\n\
+             dir = \"{dir}\"                    # <version>_<name>/{{up,down,verify}}.sql; create with `shipsafe new NAME`\n\
+             format = \"native\"\n"
+        ),
+        Detected::Prisma => format!("[migrations]\ndir = \"{dir}\"\nformat = \"prisma\"\n"),
+        Detected::Flyway => format!("[migrations]\ndir = \"{dir}\"\nformat = \"flyway\"\n"),
+        Detected::Alembic => "[migrations]\n\
+             # alembic.ini found: shipsafe drives alembic (external mode).\n\
+             up = \"alembic upgrade head\"\n\
+             down = \"alembic downgrade -1\"\n\
+             pending = \"alembic check\"                # exit 0 = nothing pending\n\
+             url_env = \"DATABASE_URL\"                 # the variable your env.py reads\n"
+            .to_string(),
+        Detected::FlaskMigrate => "[migrations]\n\
+             # Flask-Migrate found: shipsafe drives it (external mode).\n\
+             up = \"flask db upgrade\"\n\
+             down = \"flask db downgrade\"\n\
+             pending = \"flask db check\"               # exit 0 = nothing pending\n\
+             url_env = \"DATABASE_URL\"                 # the variable your app config reads\n"
+            .to_string(),
+    }
+}
+
+/// The starter configuration for a project.
+pub fn starter_config(project: &str, d: &Detection) -> String {
+    let project = project.replace(['"', '\\'], "");
+    format!(
+        r#"# shipsafe configuration: see docs/configuration.md for every key.
+# Secrets never go in this file: reference them as ${{VARIABLE}}.
+
+[project]
+name = "{project}"
+state_dir = ".shipsafe"                 # run history and audit log (keep it out of git)
+
+[environments.local]
+database_url = "${{LOCAL_DATABASE_URL}}"
+protection = "open"                     # open | guarded | protected
+
+# [environments.staging]
+# database_url = "${{STAGING_DATABASE_URL}}"
+# app_url = "https://staging.example.com"
+# protection = "guarded"
+
+[environments.production]
+database_url = "${{DATABASE_URL}}"
+protection = "protected"
+# app_url = "https://app.example.com"
+# window = "Sat 22:00-02:00 Europe/Berlin"
+# git_branch = "main"
+
+{migrations}lock_timeout = "3s"
+statement_timeout = "30min"
+lock_retries = 5
+
+[backups]
+storage = "file://.shipsafe/backups"
+compression_level = 3
+retention = {{ keep_last = 10, keep_daily = 30, keep_monthly = 12 }}
+
+[rehearsal]
+clone = "scratch"
+
+# [[checks]]
+# name = "at least one active admin"
+# sql = "select count(*) from users where role = 'admin' and is_active"
+# expect = ">= 1"
+"#,
+        migrations = migrations_section(d)
+    )
+}
+
+/// Writes `shipsafe.toml` and the `.gitignore` entry in `root`. An existing
+/// config is never overwritten unless `force` is set.
+pub fn init(root: &Path, force: bool) -> Result<InitReport, CoreError> {
+    let config_path = root.join(shipsafe_config::load::FILE_NAME);
+    if config_path.exists() && !force {
+        return Err(CoreError::Usage(format!(
+            "{} already exists; shipsafe init never overwrites it (pass --force to replace it)",
+            config_path.display()
+        )));
+    }
+    let detection = detect(root);
+    let project = root
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "my-app".into());
+    let text = starter_config(&project, &detection);
+    write_atomic(&config_path, &text)?;
+    let gitignore = root.join(".gitignore");
+    let gitignore_updated = ensure_ignored(&gitignore, ".shipsafe/")?;
+    Ok(InitReport {
+        config: config_path.display().to_string(),
+        migrations: detection,
+        gitignore: gitignore.display().to_string(),
+        gitignore_updated,
+    })
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), CoreError> {
+    let tmp: PathBuf = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)
+        .map_err(|e| CoreError::io(format!("cannot write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| CoreError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// Adds `entry` to a .gitignore unless a line already covers it.
+fn ensure_ignored(gitignore: &Path, entry: &str) -> Result<bool, CoreError> {
+    let existing = match std::fs::read_to_string(gitignore) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(CoreError::io(
+                format!("cannot read {}", gitignore.display()),
+                e,
+            ));
+        }
+    };
+    let bare = entry.trim_end_matches('/');
+    if existing
+        .lines()
+        .map(str::trim)
+        .any(|l| l == entry || l == bare || l == format!("/{entry}") || l == format!("/{bare}"))
+    {
+        return Ok(false);
+    }
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("# shipsafe state (run history, audit log, local backups)\n");
+    text.push_str(entry);
+    text.push('\n');
+    std::fs::write(gitignore, text)
+        .map_err(|e| CoreError::io(format!("cannot write {}", gitignore.display()), e))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn touch(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, "").unwrap();
+    }
+
+    #[test]
+    fn detects_each_layout() {
+        let cases: &[(&[&str], Detected, Option<&str>)] = &[
+            (
+                &["migrations/20260101000000_init/up.sql"],
+                Detected::Native,
+                Some("migrations"),
+            ),
+            (
+                &["prisma/migrations/20260101_init/migration.sql"],
+                Detected::Prisma,
+                Some("prisma/migrations"),
+            ),
+            (&["alembic.ini", "alembic/env.py"], Detected::Alembic, None),
+            (
+                &["migrations/alembic.ini", "migrations/env.py"],
+                Detected::FlaskMigrate,
+                Some("migrations"),
+            ),
+            (
+                &["db/migration/V1__init.sql", "db/migration/V1.1__more.sql"],
+                Detected::Flyway,
+                Some("db/migration"),
+            ),
+            (
+                &["migrations/V2__x.sql"],
+                Detected::Flyway,
+                Some("migrations"),
+            ),
+            (&["README.md"], Detected::None, None),
+        ];
+        for (files, tool, dir) in cases {
+            let d = tempfile::tempdir().unwrap();
+            for f in *files {
+                touch(d.path(), f);
+            }
+            let got = detect(d.path());
+            assert_eq!(&got.tool, tool, "{files:?}");
+            assert_eq!(got.dir.as_deref(), *dir, "{files:?}");
+        }
+    }
+
+    #[test]
+    fn every_starter_config_parses_strictly() {
+        for (tool, dir) in [
+            (Detected::Native, Some("migrations")),
+            (Detected::Prisma, Some("prisma/migrations")),
+            (Detected::Flyway, Some("db/migration")),
+            (Detected::Alembic, None),
+            (Detected::FlaskMigrate, Some("migrations")),
+            (Detected::None, None),
+        ] {
+            let d = Detection {
+                tool: tool.clone(),
+                dir: dir.map(str::to_string),
+            };
+            let text = starter_config("demo \"quoted\"", &d);
+            let parsed = shipsafe_config::Config::parse(Path::new("shipsafe.toml"), &text);
+            assert!(parsed.is_ok(), "{tool:?}: {:?}\n{text}", parsed.err());
+        }
+    }
+
+    #[test]
+    fn gitignore_entry_is_added_once() {
+        let d = tempfile::tempdir().unwrap();
+        let gi = d.path().join(".gitignore");
+        fs::write(&gi, "target").unwrap();
+        assert!(ensure_ignored(&gi, ".shipsafe/").unwrap());
+        assert!(!ensure_ignored(&gi, ".shipsafe/").unwrap());
+        let text = fs::read_to_string(&gi).unwrap();
+        assert!(text.starts_with("target\n"));
+        assert_eq!(text.matches(".shipsafe/").count(), 1);
+    }
+}

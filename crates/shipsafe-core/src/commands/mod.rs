@@ -1,0 +1,3 @@
+pub mod init;
+pub mod log;
+pub mod status;

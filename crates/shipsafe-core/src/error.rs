@@ -1,0 +1,55 @@
+use shipsafe_config::ConfigError;
+use shipsafe_pg::PgError;
+use shipsafe_state::StateError;
+
+use crate::exit::ExitKind;
+
+/// Why a command failed. Each variant knows its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error(transparent)]
+    Pg(#[from] PgError),
+
+    #[error(transparent)]
+    State(#[from] StateError),
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The operation failed before changing anything.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CoreError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Self::Config(e) if e.is_usage() => ExitKind::Usage,
+            Self::Config(_) => ExitKind::Config,
+            Self::Pg(e) if e.is_installation() => ExitKind::Config,
+            Self::Usage(_) => ExitKind::Usage,
+            // Nothing was changed: the database is as it was before.
+            Self::Pg(_) | Self::State(_) | Self::Io { .. } | Self::Failed(_) => {
+                ExitKind::RolledBack
+            }
+        }
+    }
+}

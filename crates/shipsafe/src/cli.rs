@@ -1,0 +1,87 @@
+//! The command line (SPEC §3). Only commands that work are listed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shipsafe",
+    version,
+    about = "Make risky production work on PostgreSQL safe: proven backups, rehearsed migrations, automatic rollback, an audit trail.",
+    after_help = "Exit codes: 0 success, 1 problems found (nothing changed), 3 blocked by a gate, 4 failed and rolled back (database as before), 5 failed and NOT rolled back (a person must act), 64 usage error, 78 configuration error."
+)]
+pub struct Cli {
+    /// Config file (default: SHIPSAFE_CONFIG, else the nearest shipsafe.toml upwards).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Output format; json prints exactly one JSON document on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text, env = "SHIPSAFE_FORMAT")]
+    pub format: Format,
+
+    /// State folder (run history, audit log); overrides SHIPSAFE_STATE_DIR and project.state_dir.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on stderr (-vv for debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Never show progress bars (they only appear when stderr is a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter shipsafe.toml and .gitignore entry, detecting the migration tool.
+    Init {
+        /// Replace an existing shipsafe.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Tour shipsafe on a throwaway PostgreSQL cluster (needs only the server binaries).
+    Demo,
+    /// Per environment: reachable, server version, database size.
+    Status {
+        /// Only this environment.
+        env: Option<String>,
+    },
+    /// Show the audit log, or verify its hash chain (`log verify`).
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LogArgs {
+    #[command(subcommand)]
+    pub action: Option<LogAction>,
+
+    /// Only entries for this environment.
+    #[arg(long)]
+    pub env: Option<String>,
+
+    /// At most this many entries (newest first).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogAction {
+    /// Check that no entry was edited, reordered or deleted.
+    Verify,
+}
