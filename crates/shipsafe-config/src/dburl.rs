@@ -92,12 +92,25 @@ fn userinfo_password_span(text: &str) -> Option<(usize, (usize, usize))> {
     None
 }
 
+/// A value made only of `${NAME}` references names variables; it holds no
+/// secret and stays readable.
+fn is_reference_only(v: &str) -> bool {
+    crate::template::Template::new(v).is_ok_and(|t| {
+        t.has_variables()
+            && t.parts()
+                .iter()
+                .all(|p| matches!(p, crate::template::Part::Var(_)))
+    })
+}
+
 fn mask_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some((_, (s, e))) = userinfo_password_span(rest) {
         out.push_str(&rest[..s]);
-        if s < e {
+        if is_reference_only(&rest[s..e]) {
+            out.push_str(&rest[s..e]);
+        } else if s < e {
             out.push_str(MASK);
         }
         out.push_str(&rest[e..e + 1]); // the '@'
@@ -158,7 +171,10 @@ fn password_param_spans(text: &str) -> Vec<(usize, usize)> {
 }
 
 fn mask_password_params(text: &str) -> String {
-    let spans = password_param_spans(text);
+    let spans: Vec<_> = password_param_spans(text)
+        .into_iter()
+        .filter(|&(s, e)| !is_reference_only(&text[s..e]))
+        .collect();
     if spans.is_empty() {
         return text.to_string();
     }
@@ -217,6 +233,20 @@ mod tests {
         assert_eq!(
             mask_secrets(t),
             "copy postgres://a:***@h1/x to postgres://b:***@h2/y"
+        );
+    }
+
+    #[test]
+    fn variable_references_are_not_secrets() {
+        for s in [
+            "postgres://app:${DB_PASSWORD}@host/db",
+            "postgres://host/db?password=${PW}",
+        ] {
+            assert_eq!(mask_secrets(s), s);
+        }
+        assert_eq!(
+            mask_secrets("postgres://app:x${PW}@host/db"),
+            "postgres://app:***@host/db"
         );
     }
 

@@ -37,10 +37,15 @@ impl Expectation {
                     "expect {s:?} is not understood: use `= N`, `>= N`, `<= N`, `> N`, `< N`, `true`, `empty` or `nonempty`"
                 )
             })?;
+        let rest = rest.trim();
+        if rest.starts_with(['=', '<', '>']) {
+            return Err(format!(
+                "expect {s:?} is not understood: use `= N`, `>= N`, `<= N`, `> N`, `< N`, `true`, `empty` or `nonempty`"
+            ));
+        }
         let n: i64 = rest
-            .trim()
             .parse()
-            .map_err(|_| format!("expect {s:?}: {:?} is not a whole number", rest.trim()))?;
+            .map_err(|_| format!("expect {s:?}: {rest:?} is not a whole number"))?;
         Ok(match op {
             ">=" => Self::Ge(n),
             "<=" => Self::Le(n),

@@ -1,5 +1,161 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Test support: a uniquely named database per test on a real PostgreSQL
+//! server, dropped afterwards.
+//!
+//! The server is `SHIPSAFE_TEST_DATABASE_URL` when set (CI points it at the
+//! local server), otherwise one scratch cluster per test process. Databases
+//! of test processes that died are swept on first use. Nothing is mocked.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use shipsafe_config::DbUrl;
+use shipsafe_pg::{ScratchCluster, connect, quote_ident};
+use tokio_postgres::Client;
+
+pub const TEST_URL_ENV: &str = "SHIPSAFE_TEST_DATABASE_URL";
+const PREFIX: &str = "shipsafe_test_";
+
+/// The maintenance URL of the test server.
+fn server_url() -> DbUrl {
+    static URL: OnceLock<DbUrl> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var(TEST_URL_ENV)
+            && !u.is_empty()
+        {
+            return DbUrl::new(u);
+        }
+        // Kept for the whole test process; the postmaster dies with the
+        // process (parent-death signal) and its folder is swept later.
+        static CLUSTER: OnceLock<ScratchCluster> = OnceLock::new();
+        let c = CLUSTER.get_or_init(|| {
+            ScratchCluster::start().unwrap_or_else(|e| {
+                panic!("no {TEST_URL_ENV} and no scratch cluster could start: {e}")
+            })
+        });
+        c.url("postgres")
+    })
+    .clone()
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &DbUrl, db: &str) -> DbUrl {
+    let s = url.expose();
+    let (base, query) = match s.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (s, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| scheme_end + i);
+    let mut out = match path_start {
+        Some(p) => format!("{}/{db}", &base[..p]),
+        None => format!("{base}/{db}"),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    DbUrl::new(out)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn admin() -> Client {
+    connect(&server_url())
+        .await
+        .unwrap_or_else(|e| panic!("the test server must be reachable (set {TEST_URL_ENV}): {e}"))
+}
+
+async fn sweep(admin: &Client) {
+    let rows = admin
+        .query(
+            "select datname::text from pg_database where datname like 'shipsafe\\_test\\_%'",
+            &[],
+        )
+        .await
+        .expect("list test databases");
+    for r in rows {
+        let name: String = r.get(0);
+        let pid = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| !pid_alive(p)) {
+            let _ = admin
+                .batch_execute(&format!(
+                    "drop database if exists {} with (force)",
+                    quote_ident(&name)
+                ))
+                .await;
+        }
+    }
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: DbUrl,
+}
+
+impl TestDb {
+    /// Creates a fresh, empty database.
+    pub async fn new() -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        let admin = admin().await;
+        SWEPT.get_or_init(|| sweep(&admin)).await;
+        let name = format!(
+            "{PREFIX}{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        admin
+            .batch_execute(&format!("create database {}", quote_ident(&name)))
+            .await
+            .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+        let url = with_database(&server_url(), &name);
+        Self { name, url }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await.expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop may run inside a runtime; use a thread with its own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(c) = connect(&server_url()).await {
+                    let _ = c
+                        .batch_execute(&format!(
+                            "drop database if exists {} with (force)",
+                            quote_ident(&name)
+                        ))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 #[cfg(test)]
@@ -7,8 +163,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn replaces_database_in_urls() {
+        let u = DbUrl::new("postgres://u:p@h:5432/postgres?sslmode=disable");
+        assert_eq!(
+            with_database(&u, "x").expose(),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        let u = DbUrl::new("postgres://h");
+        assert_eq!(with_database(&u, "x").expose(), "postgres://h/x");
+    }
+
+    #[tokio::test]
+    async fn each_test_db_is_fresh_and_dropped() {
+        let name;
+        {
+            let db = TestDb::new().await;
+            name = db.name().to_string();
+            let c = db.client().await;
+            let n: i64 = c
+                .query_one(
+                    "select count(*) from pg_tables where schemaname = 'public'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 0);
+        }
+        let a = admin().await;
+        let left: i64 = a
+            .query_one(
+                "select count(*) from pg_database where datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{name} was not dropped");
     }
 }

@@ -10,6 +10,8 @@ use crate::error::CoreError;
 pub struct StatusReport {
     pub project: String,
     pub config: String,
+    /// Where run history and the audit log are kept.
+    pub state_dir: String,
     pub environments: Vec<EnvStatus>,
 }
 
@@ -96,6 +98,7 @@ pub async fn status(
     Ok(StatusReport {
         project: config.project_name(),
         config: config.path().display().to_string(),
+        state_dir: config.state_dir().display().to_string(),
         environments,
     })
 }
