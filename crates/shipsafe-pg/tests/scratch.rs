@@ -155,6 +155,8 @@ fn probe_hold_cluster() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
+// The caller waits on the returned child; the lint also counts panic paths.
+#[allow(clippy::zombie_processes)]
 fn run_probe(mode: &str) -> (Child, u32, PathBuf) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -176,6 +178,7 @@ fn run_probe(mode: &str) -> (Child, u32, PathBuf) {
         line.clear();
         let n = reader.read_line(&mut line).unwrap();
         if n == 0 {
+            let _ = child.wait();
             let mut err = String::new();
             std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
             panic!("probe exited before starting its cluster:\n{err}");

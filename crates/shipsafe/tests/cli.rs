@@ -1,0 +1,277 @@
+//! The command line as a user drives it: precedence, exit codes, JSON
+//! shapes, init, status, log and demo.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{code, json, shipsafe, stderr, stdout, write};
+use shipsafe_state::{Actor, NewAuditEntry, StateStore};
+use shipsafe_testkit::TestDb;
+
+fn project(name: &str) -> String {
+    format!("[project]\nname = \"{name}\"\n")
+}
+
+fn status_json(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
+    let mut cmd = shipsafe(cwd);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).args(["--format", "json", "status"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json(&out)
+}
+
+#[test]
+fn config_location_precedence_flag_env_walk_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "shipsafe.toml", &project("from-walk-up"));
+    write(root, "env.toml", &project("from-env"));
+    write(root, "flag.toml", &project("from-flag"));
+    let nested = root.join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    let env = ("SHIPSAFE_CONFIG", root.join("env.toml").display().to_string());
+    let flag = root.join("flag.toml").display().to_string();
+
+    assert_eq!(status_json(&nested, &[], &[])["project"], "from-walk-up");
+    assert_eq!(status_json(&nested, &[], &[(env.0, &env.1)])["project"], "from-env");
+    assert_eq!(
+        status_json(&nested, &["--config", &flag], &[(env.0, &env.1)])["project"],
+        "from-flag"
+    );
+}
+
+#[test]
+fn state_dir_precedence_flag_env_file_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    write(&root, "shipsafe.toml", "");
+    let sd = |v: &serde_json::Value| v["state_dir"].as_str().unwrap().to_string();
+    assert_eq!(sd(&status_json(&root, &[], &[])), root.join(".shipsafe").display().to_string());
+    write(&root, "shipsafe.toml", "[project]\nstate_dir = \"from-file\"\n");
+    assert_eq!(sd(&status_json(&root, &[], &[])), root.join("from-file").display().to_string());
+    let env = [("SHIPSAFE_STATE_DIR", "/tmp/from-env")];
+    assert_eq!(sd(&status_json(&root, &[], &env)), "/tmp/from-env");
+    assert_eq!(
+        sd(&status_json(&root, &["--state-dir", "/tmp/from-flag"], &env)),
+        "/tmp/from-flag"
+    );
+}
+
+#[test]
+fn format_precedence_flag_over_env() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "shipsafe.toml", "");
+    let out = shipsafe(dir.path()).env("SHIPSAFE_FORMAT", "json").arg("status").output().unwrap();
+    json(&out);
+    let out = shipsafe(dir.path())
+        .env("SHIPSAFE_FORMAT", "json")
+        .args(["--format", "text", "status"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("No environments configured"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn status_reports_reachable_and_unreachable_environments() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "shipsafe.toml",
+        "[environments.app]\ndatabase_url = \"${APP_URL}\"\n\n\
+         [environments.down]\ndatabase_url = \"postgres://app@127.0.0.1:1/app?connect_timeout=2\"\n\n\
+         [environments.unset]\ndatabase_url = \"${NOT_SET_ANYWHERE}\"\nprotection = \"protected\"\n",
+    );
+    let run = |args: &[&str]| {
+        shipsafe(dir.path())
+            .env("APP_URL", db.url().expose())
+            .args(["--format", "json", "status"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["app"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = json(&out);
+    let app = &v["environments"][0];
+    assert_eq!(app["name"], "app");
+    assert_eq!(app["protection"], "guarded", "the default protection");
+    assert_eq!(app["reachable"], true);
+    assert_eq!(app["database"], db.name());
+    assert!(app["server_version"].as_str().unwrap().starts_with(|c: char| c.is_ascii_digit()));
+    assert!(app["size_bytes"].as_i64().unwrap() > 0);
+
+    let out = run(&[]);
+    assert_eq!(code(&out), 1, "an unreachable environment is a problem found");
+    let v = json(&out);
+    let envs = v["environments"].as_array().unwrap();
+    assert_eq!(envs.len(), 3);
+    assert_eq!(envs[1]["reachable"], false);
+    assert!(envs[1]["error"].as_str().unwrap().contains("cannot connect to postgres://app@127.0.0.1:1/app"));
+    assert!(envs[2]["error"].as_str().unwrap().contains("NOT_SET_ANYWHERE"));
+
+    let out = run(&["down"]);
+    assert_eq!(code(&out), 1);
+}
+
+#[test]
+fn init_writes_a_config_that_loads_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "prisma/migrations/20260101000000_init/migration.sql", "create table t (id int);");
+    write(dir.path(), ".gitignore", "node_modules\n");
+    let out = shipsafe(dir.path()).args(["--format", "json", "init"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["migrations"]["tool"], "prisma");
+    assert_eq!(v["gitignore_updated"], true);
+    let cfg = std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap();
+    assert!(cfg.contains("format = \"prisma\""));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".gitignore")).unwrap().matches(".shipsafe/").count(),
+        1
+    );
+    // The starter config loads: status works (environments are unresolved).
+    let out = shipsafe(dir.path()).arg("status").output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stdout(&out).contains("LOCAL_DATABASE_URL"));
+
+    // A second init refuses and leaves the file alone.
+    write(dir.path(), "shipsafe.toml", "# edited by hand\n");
+    let out = shipsafe(dir.path()).arg("init").output().unwrap();
+    assert_eq!(code(&out), 64);
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap(), "# edited by hand\n");
+    let out = shipsafe(dir.path()).args(["init", "--force"]).output().unwrap();
+    assert_eq!(code(&out), 0);
+    // init is recorded in the audit log.
+    let out = shipsafe(dir.path()).args(["--format", "json", "log"]).output().unwrap();
+    let v = json(&out);
+    assert_eq!(v["entries"][0]["command"], "init");
+}
+
+fn seeded_state(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "shipsafe.toml",
+        "[environments.prod]\ndatabase_url = \"${DATABASE_URL}\"\n[environments.staging]\ndatabase_url = \"${STAGING_URL}\"\n",
+    );
+    let mut store = StateStore::open(&dir.path().join(".shipsafe")).unwrap();
+    for i in 1..=n {
+        store
+            .append_audit(&NewAuditEntry {
+                actor: Actor { os_user: "ops".into(), ..Default::default() },
+                command: "deploy".into(),
+                env: Some(if i % 2 == 0 { "staging" } else { "prod" }.into()),
+                outcome: "deployed".into(),
+                backup_ids: vec![format!("backup-{i}")],
+                run_id: Some(format!("run-{i}")),
+                detail: serde_json::json!({}),
+            })
+            .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn log_lists_newest_first_with_filters() {
+    let dir = seeded_state(5);
+    let out = shipsafe(dir.path()).args(["--format", "json", "log"]).output().unwrap();
+    let v = json(&out);
+    let seqs: Vec<i64> = v["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [5, 4, 3, 2, 1]);
+    let out = shipsafe(dir.path())
+        .args(["--format", "json", "log", "--env", "staging", "--limit", "1"])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(v["entries"][0]["seq"], 4);
+    let out = shipsafe(dir.path()).arg("log").output().unwrap();
+    assert!(stdout(&out).contains("run-3") && stdout(&out).contains("backup-3"));
+    let out = shipsafe(dir.path()).args(["log", "--env", "qa"]).output().unwrap();
+    assert_eq!(code(&out), 64, "unknown environment");
+}
+
+#[test]
+fn log_verify_passes_then_names_the_tampered_entry() {
+    let dir = seeded_state(4);
+    let out = shipsafe(dir.path()).args(["log", "verify"]).output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("intact: 4 entries"));
+
+    let db = rusqlite::Connection::open(dir.path().join(".shipsafe/state.db")).unwrap();
+    db.execute("update audit set outcome = 'rolled_back' where seq = 2", []).unwrap();
+    let out = shipsafe(dir.path()).args(["log", "verify"]).output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(stdout(&out).contains("breaks at entry 2"), "{}", stdout(&out));
+    let out = shipsafe(dir.path()).args(["--format", "json", "log", "verify"]).output().unwrap();
+    assert_eq!(code(&out), 1);
+    let v = json(&out);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["seq"], 2);
+}
+
+#[test]
+fn log_without_state_is_empty_and_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "shipsafe.toml", "");
+    let out = shipsafe(dir.path()).arg("log").output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("empty"));
+    let out = shipsafe(dir.path()).args(["log", "verify"]).output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert!(!dir.path().join(".shipsafe").exists(), "read-only commands create no state");
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = shipsafe(dir.path()).arg("frobnicate").output().unwrap();
+    assert_eq!(code(&out), 64);
+    let out = shipsafe(dir.path()).args(["--format", "json", "frobnicate"]).output().unwrap();
+    assert_eq!(code(&out), 64);
+    assert_eq!(json(&out)["error"]["exit_code"], 64);
+    let out = shipsafe(dir.path()).args(["status", "a", "b"]).output().unwrap();
+    assert_eq!(code(&out), 64);
+    let out = shipsafe(dir.path()).arg("--help").output().unwrap();
+    assert_eq!(code(&out), 0);
+    let help = stdout(&out);
+    for listed in ["init", "demo", "status", "log"] {
+        assert!(help.contains(listed), "{help}");
+    }
+    // Commands that do not work yet are not offered.
+    for unlisted in ["deploy", "backup", "rollback", "wipe"] {
+        assert!(!help.contains(&format!("\n  {unlisted} ")), "{unlisted} listed before it works");
+    }
+}
+
+#[test]
+fn demo_builds_the_sample_database_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = shipsafe(dir.path())
+        .env("TMPDIR", dir.path())
+        .args(["--format", "json", "demo"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = json(&out);
+    let rows = |t: &str| {
+        v["tables"].as_array().unwrap().iter().find(|x| x["table"] == t).unwrap()["rows"].as_i64().unwrap()
+    };
+    assert_eq!(rows("users"), 50);
+    assert_eq!(rows("tools"), 5);
+    assert!(rows("tool_access") > 50);
+    assert_eq!(v["status"]["environments"][0]["reachable"], true);
+    // Its scratch cluster and demo project are gone; only the template cache stays.
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("shipsafe-cache-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
