@@ -9,4 +9,4 @@ pub mod scratch;
 pub use binaries::PgBinaries;
 pub use connect::{ServerInfo, connect, quote_ident, quote_literal, server_info};
 pub use error::{PgError, describe};
-pub use scratch::{ScratchCluster, ScratchOptions};
+pub use scratch::{ScratchCluster, ScratchOptions, Storage};

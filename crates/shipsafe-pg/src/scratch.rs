@@ -16,6 +16,10 @@
 //!   start.
 //! - Durability is off (`fsync`, `full_page_writes`, `synchronous_commit`):
 //!   a scratch cluster's data is disposable, and restores run much faster.
+//! - Small clusters live in memory (`/dev/shm`): starting one means creating
+//!   about a thousand files, which costs far more on many disks (and
+//!   virtualized file systems) than the bytes do. Clusters that will hold a
+//!   large restore say so with [`ScratchOptions::size_hint`] and go to disk.
 
 use std::fs::{self, File};
 use std::io;
@@ -47,6 +51,56 @@ pub struct ScratchOptions {
     pub major: Option<u32>,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
+    /// Bytes the cluster is expected to hold (e.g. a restore's size).
+    pub size_hint: Option<u64>,
+    pub storage: Storage,
+}
+
+/// Where a scratch cluster's files live. `SHIPSAFE_SCRATCH_DIR` overrides all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// Memory when the expected size fits comfortably, else disk.
+    #[default]
+    Auto,
+    Memory,
+    Disk,
+}
+
+const SHM: &str = "/dev/shm";
+/// Memory use allowed for one cluster: a quarter of free shared memory, and
+/// never more than this.
+const MEMORY_CAP: u64 = 4 << 30;
+/// What an empty cluster needs, before any data.
+const BASE_FOOTPRINT: u64 = 64 << 20;
+
+fn shm_available() -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(SHM).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// The folder new cluster folders are created in.
+fn base_dir(opts: &ScratchOptions) -> PathBuf {
+    if let Some(d) = std::env::var_os("SHIPSAFE_SCRATCH_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let need = opts.size_hint.unwrap_or(0).saturating_add(BASE_FOOTPRINT);
+    let memory_ok = |need: u64| shm_available().is_some_and(|a| need <= (a / 4).min(MEMORY_CAP));
+    match opts.storage {
+        Storage::Disk => std::env::temp_dir(),
+        Storage::Memory if shm_available().is_some() => PathBuf::from(SHM),
+        Storage::Memory => std::env::temp_dir(),
+        Storage::Auto if memory_ok(need) => PathBuf::from(SHM),
+        Storage::Auto => std::env::temp_dir(),
+    }
+}
+
+/// Every folder that may hold clusters, for sweeping.
+fn sweep_dirs() -> Vec<PathBuf> {
+    let mut v = vec![std::env::temp_dir(), PathBuf::from(SHM)];
+    if let Some(d) = std::env::var_os("SHIPSAFE_SCRATCH_DIR").filter(|v| !v.is_empty()) {
+        v.push(PathBuf::from(d));
+    }
+    v
 }
 
 /// A running throwaway cluster. Dropping it stops the server and deletes its
@@ -459,13 +513,15 @@ impl ScratchCluster {
         let binaries = PgBinaries::find(opts.major, &["postgres", "initdb"])?;
         let who = run_as()?;
         install_signal_cleanup();
-        let tmp = std::env::temp_dir();
-        // Cheap (one directory listing), and catches leftovers of processes
-        // that died while this one was running.
-        sweep_leftovers(&tmp);
+        // Cheap (a directory listing each), and catches leftovers of
+        // processes that died while this one was running.
+        for d in sweep_dirs() {
+            sweep_leftovers(&d);
+        }
+        let base = base_dir(opts);
 
         let tpl = template(&binaries, who.as_ref())?;
-        let dir = tmp.join(format!("{DIR_PREFIX}{}", unique_suffix()));
+        let dir = base.join(format!("{DIR_PREFIX}{}", unique_suffix()));
         fs::create_dir(&dir)
             .map_err(|e| PgError::io(format!("cannot create {}", dir.display()), e))?;
         let mut started = Self::start_in(&dir, &tpl, &binaries, who.as_ref(), opts);

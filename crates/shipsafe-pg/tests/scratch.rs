@@ -244,3 +244,35 @@ fn sigkill_to_owner_stops_server_and_next_start_sweeps_dir() {
     drop(ScratchCluster::start().unwrap());
     assert!(!dir.exists(), "the next start must sweep {}", dir.display());
 }
+
+#[test]
+fn small_clusters_live_in_memory_and_large_ones_on_disk() {
+    use shipsafe_pg::{ScratchOptions, Storage};
+    if std::env::var_os("SHIPSAFE_SCRATCH_DIR").is_some() {
+        return; // an explicit location overrides the choice under test
+    }
+    let small = ScratchCluster::start().unwrap();
+    if Path::new("/dev/shm").is_dir() {
+        assert!(
+            small.dir().starts_with("/dev/shm"),
+            "{}",
+            small.dir().display()
+        );
+    }
+    let large = ScratchCluster::start_with(&ScratchOptions {
+        size_hint: Some(1 << 50),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(
+        large.dir().starts_with(std::env::temp_dir()),
+        "{}",
+        large.dir().display()
+    );
+    let forced = ScratchCluster::start_with(&ScratchOptions {
+        storage: Storage::Disk,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(forced.dir().starts_with(std::env::temp_dir()));
+}

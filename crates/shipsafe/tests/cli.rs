@@ -19,7 +19,11 @@ fn status_json(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> serde_json::
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd.args(args).args(["--format", "json", "status"]).output().unwrap();
+    let out = cmd
+        .args(args)
+        .args(["--format", "json", "status"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     json(&out)
 }
@@ -33,11 +37,17 @@ fn config_location_precedence_flag_env_walk_up() {
     write(root, "flag.toml", &project("from-flag"));
     let nested = root.join("a/b");
     std::fs::create_dir_all(&nested).unwrap();
-    let env = ("SHIPSAFE_CONFIG", root.join("env.toml").display().to_string());
+    let env = (
+        "SHIPSAFE_CONFIG",
+        root.join("env.toml").display().to_string(),
+    );
     let flag = root.join("flag.toml").display().to_string();
 
     assert_eq!(status_json(&nested, &[], &[])["project"], "from-walk-up");
-    assert_eq!(status_json(&nested, &[], &[(env.0, &env.1)])["project"], "from-env");
+    assert_eq!(
+        status_json(&nested, &[], &[(env.0, &env.1)])["project"],
+        "from-env"
+    );
     assert_eq!(
         status_json(&nested, &["--config", &flag], &[(env.0, &env.1)])["project"],
         "from-flag"
@@ -50,13 +60,27 @@ fn state_dir_precedence_flag_env_file_default() {
     let root = dir.path().canonicalize().unwrap();
     write(&root, "shipsafe.toml", "");
     let sd = |v: &serde_json::Value| v["state_dir"].as_str().unwrap().to_string();
-    assert_eq!(sd(&status_json(&root, &[], &[])), root.join(".shipsafe").display().to_string());
-    write(&root, "shipsafe.toml", "[project]\nstate_dir = \"from-file\"\n");
-    assert_eq!(sd(&status_json(&root, &[], &[])), root.join("from-file").display().to_string());
+    assert_eq!(
+        sd(&status_json(&root, &[], &[])),
+        root.join(".shipsafe").display().to_string()
+    );
+    write(
+        &root,
+        "shipsafe.toml",
+        "[project]\nstate_dir = \"from-file\"\n",
+    );
+    assert_eq!(
+        sd(&status_json(&root, &[], &[])),
+        root.join("from-file").display().to_string()
+    );
     let env = [("SHIPSAFE_STATE_DIR", "/tmp/from-env")];
     assert_eq!(sd(&status_json(&root, &[], &env)), "/tmp/from-env");
     assert_eq!(
-        sd(&status_json(&root, &["--state-dir", "/tmp/from-flag"], &env)),
+        sd(&status_json(
+            &root,
+            &["--state-dir", "/tmp/from-flag"],
+            &env
+        )),
         "/tmp/from-flag"
     );
 }
@@ -65,14 +89,22 @@ fn state_dir_precedence_flag_env_file_default() {
 fn format_precedence_flag_over_env() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "shipsafe.toml", "");
-    let out = shipsafe(dir.path()).env("SHIPSAFE_FORMAT", "json").arg("status").output().unwrap();
+    let out = shipsafe(dir.path())
+        .env("SHIPSAFE_FORMAT", "json")
+        .arg("status")
+        .output()
+        .unwrap();
     json(&out);
     let out = shipsafe(dir.path())
         .env("SHIPSAFE_FORMAT", "json")
         .args(["--format", "text", "status"])
         .output()
         .unwrap();
-    assert!(stdout(&out).contains("No environments configured"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("No environments configured"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]
@@ -102,17 +134,36 @@ async fn status_reports_reachable_and_unreachable_environments() {
     assert_eq!(app["protection"], "guarded", "the default protection");
     assert_eq!(app["reachable"], true);
     assert_eq!(app["database"], db.name());
-    assert!(app["server_version"].as_str().unwrap().starts_with(|c: char| c.is_ascii_digit()));
+    assert!(
+        app["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(|c: char| c.is_ascii_digit())
+    );
     assert!(app["size_bytes"].as_i64().unwrap() > 0);
 
     let out = run(&[]);
-    assert_eq!(code(&out), 1, "an unreachable environment is a problem found");
+    assert_eq!(
+        code(&out),
+        1,
+        "an unreachable environment is a problem found"
+    );
     let v = json(&out);
     let envs = v["environments"].as_array().unwrap();
     assert_eq!(envs.len(), 3);
     assert_eq!(envs[1]["reachable"], false);
-    assert!(envs[1]["error"].as_str().unwrap().contains("cannot connect to postgres://app@127.0.0.1:1/app"));
-    assert!(envs[2]["error"].as_str().unwrap().contains("NOT_SET_ANYWHERE"));
+    assert!(
+        envs[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to postgres://app@127.0.0.1:1/app")
+    );
+    assert!(
+        envs[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("NOT_SET_ANYWHERE")
+    );
 
     let out = run(&["down"]);
     assert_eq!(code(&out), 1);
@@ -121,9 +172,16 @@ async fn status_reports_reachable_and_unreachable_environments() {
 #[test]
 fn init_writes_a_config_that_loads_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "prisma/migrations/20260101000000_init/migration.sql", "create table t (id int);");
+    write(
+        dir.path(),
+        "prisma/migrations/20260101000000_init/migration.sql",
+        "create table t (id int);",
+    );
     write(dir.path(), ".gitignore", "node_modules\n");
-    let out = shipsafe(dir.path()).args(["--format", "json", "init"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["--format", "json", "init"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let v = json(&out);
     assert_eq!(v["migrations"]["tool"], "prisma");
@@ -131,7 +189,10 @@ fn init_writes_a_config_that_loads_and_never_overwrites() {
     let cfg = std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap();
     assert!(cfg.contains("format = \"prisma\""));
     assert_eq!(
-        std::fs::read_to_string(dir.path().join(".gitignore")).unwrap().matches(".shipsafe/").count(),
+        std::fs::read_to_string(dir.path().join(".gitignore"))
+            .unwrap()
+            .matches(".shipsafe/")
+            .count(),
         1
     );
     // The starter config loads: status works (environments are unresolved).
@@ -144,11 +205,20 @@ fn init_writes_a_config_that_loads_and_never_overwrites() {
     let out = shipsafe(dir.path()).arg("init").output().unwrap();
     assert_eq!(code(&out), 64);
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap(), "# edited by hand\n");
-    let out = shipsafe(dir.path()).args(["init", "--force"]).output().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap(),
+        "# edited by hand\n"
+    );
+    let out = shipsafe(dir.path())
+        .args(["init", "--force"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0);
     // init is recorded in the audit log.
-    let out = shipsafe(dir.path()).args(["--format", "json", "log"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["--format", "json", "log"])
+        .output()
+        .unwrap();
     let v = json(&out);
     assert_eq!(v["entries"][0]["command"], "init");
 }
@@ -164,7 +234,10 @@ fn seeded_state(n: usize) -> tempfile::TempDir {
     for i in 1..=n {
         store
             .append_audit(&NewAuditEntry {
-                actor: Actor { os_user: "ops".into(), ..Default::default() },
+                actor: Actor {
+                    os_user: "ops".into(),
+                    ..Default::default()
+                },
                 command: "deploy".into(),
                 env: Some(if i % 2 == 0 { "staging" } else { "prod" }.into()),
                 outcome: "deployed".into(),
@@ -180,12 +253,22 @@ fn seeded_state(n: usize) -> tempfile::TempDir {
 #[test]
 fn log_lists_newest_first_with_filters() {
     let dir = seeded_state(5);
-    let out = shipsafe(dir.path()).args(["--format", "json", "log"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["--format", "json", "log"])
+        .output()
+        .unwrap();
     let v = json(&out);
-    let seqs: Vec<i64> = v["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, [5, 4, 3, 2, 1]);
     let out = shipsafe(dir.path())
-        .args(["--format", "json", "log", "--env", "staging", "--limit", "1"])
+        .args([
+            "--format", "json", "log", "--env", "staging", "--limit", "1",
+        ])
         .output()
         .unwrap();
     let v = json(&out);
@@ -193,23 +276,40 @@ fn log_lists_newest_first_with_filters() {
     assert_eq!(v["entries"][0]["seq"], 4);
     let out = shipsafe(dir.path()).arg("log").output().unwrap();
     assert!(stdout(&out).contains("run-3") && stdout(&out).contains("backup-3"));
-    let out = shipsafe(dir.path()).args(["log", "--env", "qa"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["log", "--env", "qa"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 64, "unknown environment");
 }
 
 #[test]
 fn log_verify_passes_then_names_the_tampered_entry() {
     let dir = seeded_state(4);
-    let out = shipsafe(dir.path()).args(["log", "verify"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["log", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("intact: 4 entries"));
 
     let db = rusqlite::Connection::open(dir.path().join(".shipsafe/state.db")).unwrap();
-    db.execute("update audit set outcome = 'rolled_back' where seq = 2", []).unwrap();
-    let out = shipsafe(dir.path()).args(["log", "verify"]).output().unwrap();
+    db.execute("update audit set outcome = 'rolled_back' where seq = 2", [])
+        .unwrap();
+    let out = shipsafe(dir.path())
+        .args(["log", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stdout(&out).contains("breaks at entry 2"), "{}", stdout(&out));
-    let out = shipsafe(dir.path()).args(["--format", "json", "log", "verify"]).output().unwrap();
+    assert!(
+        stdout(&out).contains("breaks at entry 2"),
+        "{}",
+        stdout(&out)
+    );
+    let out = shipsafe(dir.path())
+        .args(["--format", "json", "log", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1);
     let v = json(&out);
     assert_eq!(v["ok"], false);
@@ -223,9 +323,15 @@ fn log_without_state_is_empty_and_intact() {
     let out = shipsafe(dir.path()).arg("log").output().unwrap();
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("empty"));
-    let out = shipsafe(dir.path()).args(["log", "verify"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["log", "verify"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0);
-    assert!(!dir.path().join(".shipsafe").exists(), "read-only commands create no state");
+    assert!(
+        !dir.path().join(".shipsafe").exists(),
+        "read-only commands create no state"
+    );
 }
 
 #[test]
@@ -233,10 +339,16 @@ fn usage_errors_exit_64_and_help_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let out = shipsafe(dir.path()).arg("frobnicate").output().unwrap();
     assert_eq!(code(&out), 64);
-    let out = shipsafe(dir.path()).args(["--format", "json", "frobnicate"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["--format", "json", "frobnicate"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 64);
     assert_eq!(json(&out)["error"]["exit_code"], 64);
-    let out = shipsafe(dir.path()).args(["status", "a", "b"]).output().unwrap();
+    let out = shipsafe(dir.path())
+        .args(["status", "a", "b"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 64);
     let out = shipsafe(dir.path()).arg("--help").output().unwrap();
     assert_eq!(code(&out), 0);
@@ -246,7 +358,10 @@ fn usage_errors_exit_64_and_help_exits_0() {
     }
     // Commands that do not work yet are not offered.
     for unlisted in ["deploy", "backup", "rollback", "wipe"] {
-        assert!(!help.contains(&format!("\n  {unlisted} ")), "{unlisted} listed before it works");
+        assert!(
+            !help.contains(&format!("\n  {unlisted} ")),
+            "{unlisted} listed before it works"
+        );
     }
 }
 
@@ -255,13 +370,21 @@ fn demo_builds_the_sample_database_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let out = shipsafe(dir.path())
         .env("TMPDIR", dir.path())
+        .env("SHIPSAFE_SCRATCH_DIR", dir.path())
         .args(["--format", "json", "demo"])
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let v = json(&out);
     let rows = |t: &str| {
-        v["tables"].as_array().unwrap().iter().find(|x| x["table"] == t).unwrap()["rows"].as_i64().unwrap()
+        v["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["table"] == t)
+            .unwrap()["rows"]
+            .as_i64()
+            .unwrap()
     };
     assert_eq!(rows("users"), 50);
     assert_eq!(rows("tools"), 5);

@@ -91,7 +91,11 @@ protection = "open"
             .output()
             .unwrap();
         let all = format!("{}{}", common::stdout(&out), common::stderr(&out));
-        assert!(!all.contains(SECRET), "`shipsafe {}` printed the password:\n{all}", args.join(" "));
+        assert!(
+            !all.contains(SECRET),
+            "`shipsafe {}` printed the password:\n{all}",
+            args.join(" ")
+        );
         if args == &["status", "prod"] {
             assert_eq!(common::code(&out), 0, "{all}");
             assert!(all.contains("***"), "the masked URL is shown: {all}");
@@ -99,7 +103,10 @@ protection = "open"
         }
     }
     assert!(seen_reachable);
-    assert!(dir.path().join(".shipsafe/state.db").is_file(), "init recorded an audit entry");
+    assert!(
+        dir.path().join(".shipsafe/state.db").is_file(),
+        "init recorded an audit entry"
+    );
     assert!(
         !all_files_text(&dir.path().join(".shipsafe")).contains(SECRET),
         "the state folder holds the password"
