@@ -47,10 +47,12 @@ impl SearchPaths {
     /// Candidate folders in order for `major` (or every installed major,
     /// newest first).
     fn candidates(&self, major: Option<u32>) -> Vec<PathBuf> {
-        let mut out = Vec::new();
+        // An explicit choice is honoured, never quietly bypassed: with
+        // PG_BIN_DIR set, nothing else is searched.
         if let Some(d) = &self.pg_bin_dir {
-            out.push(d.clone());
+            return vec![d.clone()];
         }
+        let mut out = Vec::new();
         for pattern in &self.distro_patterns {
             let mut majors: Vec<u32> = match major {
                 Some(m) => vec![m],
@@ -251,13 +253,10 @@ mod tests {
     }
 
     #[test]
-    fn pg_bin_dir_is_searched_first_and_must_hold_the_program() {
+    fn pg_bin_dir_is_the_only_place_searched_when_set() {
         let empty = tempfile::tempdir().unwrap();
-        let search = SearchPaths {
-            pg_bin_dir: Some(empty.path().to_path_buf()),
-            distro_patterns: vec![],
-            path: vec![],
-        };
+        let mut search = SearchPaths::from_env();
+        search.pg_bin_dir = Some(empty.path().to_path_buf());
         let err = PgBinaries::find_in(&search, None, &["initdb"]).unwrap_err();
         assert!(
             err.to_string()

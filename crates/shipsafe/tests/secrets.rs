@@ -79,6 +79,7 @@ protection = "open"
         &["log", "verify"],
         &["--format", "json", "log"],
         &["status", "nosuchenv"],
+        &["--format", "json", "demo"],
         &["init"],
         &["init", "--force"],
     ];
