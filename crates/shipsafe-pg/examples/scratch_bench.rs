@@ -26,6 +26,25 @@ async fn ready(c: &ScratchCluster) {
     client.query_one("select 1", &[]).await.unwrap();
 }
 
+/// Start-to-answer times of `n` clusters started one after another.
+async fn time_starts(opts: ScratchOptions, n: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let o = opts.clone();
+        let c = tokio::task::spawn_blocking(move || ScratchCluster::start_with(&o))
+            .await
+            .unwrap()
+            .unwrap();
+        ready(&c).await;
+        times.push(t.elapsed());
+        tokio::task::spawn_blocking(move || c.stop().unwrap())
+            .await
+            .unwrap();
+    }
+    times
+}
+
 /// The manual way, as the unprivileged user when root.
 fn manual_start(bins: &PgBinaries, port: u16) -> Duration {
     let dir = tempfile::tempdir().unwrap();
@@ -93,37 +112,12 @@ async fn main() {
     let bins = c.binaries().clone();
     drop(c);
 
-    let mut warm = Vec::new();
-    for _ in 0..n {
-        let t = Instant::now();
-        let c = tokio::task::spawn_blocking(ScratchCluster::start)
-            .await
-            .unwrap()
-            .unwrap();
-        ready(&c).await;
-        warm.push(t.elapsed());
-        tokio::task::spawn_blocking(move || c.stop().unwrap())
-            .await
-            .unwrap();
-    }
-    let mut disk = Vec::new();
+    let mut warm = time_starts(ScratchOptions::default(), n).await;
     let on_disk = ScratchOptions {
         storage: Storage::Disk,
         ..Default::default()
     };
-    for _ in 0..n.min(10) {
-        let t = Instant::now();
-        let opts = on_disk.clone();
-        let c = tokio::task::spawn_blocking(move || ScratchCluster::start_with(&opts))
-            .await
-            .unwrap()
-            .unwrap();
-        ready(&c).await;
-        disk.push(t.elapsed());
-        tokio::task::spawn_blocking(move || c.stop().unwrap())
-            .await
-            .unwrap();
-    }
+    let mut disk = time_starts(on_disk, n.min(10)).await;
     let mut manual: Vec<Duration> = (0..n.min(10))
         .map(|i| manual_start(&bins, 55432 + i as u16))
         .collect();

@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use shipsafe_core::ExitKind;
 
 use super::Ctx;
-use crate::output::{Rendered, human_bytes, table};
+use crate::output::{Rendered, table};
 use crate::ui::Spinner;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Rendered> {
@@ -24,28 +24,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Rendered> {
         .collect();
     text.push_str(&table(&["TABLE", "ROWS"], &rows));
     text.push_str("\nshipsafe status of that environment:\n\n");
-    let env_rows: Vec<Vec<String>> = report
-        .status
-        .environments
-        .iter()
-        .map(|e| {
-            vec![
-                e.name.clone(),
-                e.protection.clone(),
-                if e.reachable {
-                    "yes".into()
-                } else {
-                    "NO".into()
-                },
-                e.server_version.clone().unwrap_or_default(),
-                e.size_bytes.map_or_else(|| "-".into(), human_bytes),
-            ]
-        })
-        .collect();
-    text.push_str(&table(
-        &["ENV", "PROTECTION", "REACHABLE", "VERSION", "SIZE"],
-        &env_rows,
-    ));
+    text.push_str(&super::status::render(&report.status));
     text.push_str("\nThe scratch cluster has been stopped and removed.\n");
     let exit = if report.status.all_reachable() {
         ExitKind::Success
