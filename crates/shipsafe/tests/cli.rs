@@ -285,35 +285,69 @@ fn log_lists_newest_first_with_filters() {
 
 #[test]
 fn log_verify_passes_then_names_the_tampered_entry() {
-    let dir = seeded_state(4);
-    let out = shipsafe(dir.path())
-        .args(["log", "verify"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0);
-    assert!(stdout(&out).contains("intact: 4 entries"));
+    let tamperings = [
+        (
+            "edit",
+            "update audit set outcome = 'rolled_back' where seq = 2",
+            2,
+        ),
+        (
+            "reorder",
+            "update audit set seq = -1 where seq = 2; update audit set seq = 2 where seq = 3; \
+             update audit set seq = 3 where seq = -1;",
+            2,
+        ),
+        ("delete", "delete from audit where seq = 3", 3),
+        ("delete newest", "delete from audit where seq = 4", 4),
+    ];
+    for (what, sql, broken) in tamperings {
+        let dir = seeded_state(4);
+        let out = shipsafe(dir.path())
+            .args(["log", "verify"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0);
+        assert!(stdout(&out).contains("intact: 4 entries"));
 
-    let db = rusqlite::Connection::open(dir.path().join(".shipsafe/state.db")).unwrap();
-    db.execute("update audit set outcome = 'rolled_back' where seq = 2", [])
-        .unwrap();
+        let db = rusqlite::Connection::open(dir.path().join(".shipsafe/state.db")).unwrap();
+        db.execute_batch(sql).unwrap();
+        let out = shipsafe(dir.path())
+            .args(["log", "verify"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "{what}");
+        assert!(
+            stdout(&out).contains(&format!("breaks at entry {broken}")),
+            "{what}: {}",
+            stdout(&out)
+        );
+        let out = shipsafe(dir.path())
+            .args(["--format", "json", "log", "verify"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1);
+        let v = json(&out);
+        assert_eq!(v["ok"], false, "{what}");
+        assert_eq!(v["problems"][0]["seq"], broken, "{what}");
+    }
+}
+
+#[test]
+fn missing_postgres_binaries_are_a_clear_config_error() {
+    let dir = tempfile::tempdir().unwrap();
     let out = shipsafe(dir.path())
-        .args(["log", "verify"])
+        .env("PG_BIN_DIR", dir.path())
+        .arg("demo")
         .output()
         .unwrap();
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    let msg = stderr(&out);
+    assert!(msg.contains("`postgres`, `initdb` not found"), "{msg}");
     assert!(
-        stdout(&out).contains("breaks at entry 2"),
-        "{}",
-        stdout(&out)
+        msg.contains(&dir.path().display().to_string()),
+        "names where it looked: {msg}"
     );
-    let out = shipsafe(dir.path())
-        .args(["--format", "json", "log", "verify"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 1);
-    let v = json(&out);
-    assert_eq!(v["ok"], false);
-    assert_eq!(v["problems"][0]["seq"], 2);
+    assert!(msg.contains("PG_BIN_DIR"), "says what to do: {msg}");
 }
 
 #[test]
