@@ -1,3 +1,4 @@
+use shipsafe_backup::BackupError;
 use shipsafe_config::ConfigError;
 use shipsafe_pg::PgError;
 use shipsafe_state::StateError;
@@ -15,6 +16,17 @@ pub enum CoreError {
 
     #[error(transparent)]
     State(#[from] StateError),
+
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+
+    /// A gate stopped the command before it changed anything.
+    #[error("{0}")]
+    Blocked(String),
+
+    /// Verification found a problem; nothing was changed.
+    #[error("{0}")]
+    Problems(String),
 
     #[error("{what}: {source}")]
     Io {
@@ -46,8 +58,14 @@ impl CoreError {
             Self::Config(_) => ExitKind::Config,
             Self::Pg(e) if e.is_installation() => ExitKind::Config,
             Self::Usage(_) => ExitKind::Usage,
+            Self::Blocked(_) => ExitKind::Blocked,
+            Self::Problems(_) => ExitKind::Problems,
+            Self::Backup(BackupError::InvalidStorage { .. }) => ExitKind::Config,
+            Self::Backup(BackupError::NotFound { .. }) => ExitKind::Usage,
+            Self::Backup(BackupError::Pg(e)) if e.is_installation() => ExitKind::Config,
+            Self::Backup(e) if e.is_bad_backup() => ExitKind::Problems,
             // Nothing was changed: the database is as it was before.
-            Self::Pg(_) | Self::State(_) | Self::Io { .. } | Self::Failed(_) => {
+            Self::Pg(_) | Self::State(_) | Self::Io { .. } | Self::Failed(_) | Self::Backup(_) => {
                 ExitKind::RolledBack
             }
         }

@@ -8,7 +8,8 @@ pub mod demo;
 pub mod error;
 pub mod exit;
 pub mod progress;
+pub mod runs;
 
 pub use error::CoreError;
 pub use exit::ExitKind;
-pub use progress::{Progress, Silent};
+pub use progress::{Confirm, Progress, Silent};

@@ -4,6 +4,16 @@
 pub trait Progress: Send + Sync {
     /// A new stage begins.
     fn stage(&self, message: &str);
+
+    /// Bytes processed in the current stage, and the total when known.
+    fn bytes(&self, _done: u64, _total: Option<u64>) {}
+}
+
+/// Asks a person to confirm a change to a protected environment.
+pub trait Confirm: Send + Sync {
+    /// Returns true only when the person confirmed `env` (by typing its name
+    /// on a terminal, or with `--confirm ENV`). `what` describes the change.
+    fn confirm(&self, env: &str, what: &str) -> Result<bool, String>;
 }
 
 /// Reports nothing.

@@ -2,11 +2,13 @@
 //! major version, and throwaway scratch clusters.
 
 pub mod binaries;
+pub mod checks;
 pub mod connect;
 pub mod error;
 pub mod scratch;
 
 pub use binaries::PgBinaries;
+pub use checks::{CheckOutcome, run_checks};
 pub use connect::{ServerInfo, connect, quote_ident, quote_literal, server_info};
 pub use error::{PgError, describe};
 pub use scratch::{ScratchCluster, ScratchOptions, Storage};

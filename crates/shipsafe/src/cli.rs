@@ -63,6 +63,44 @@ pub enum Command {
     },
     /// Show the audit log, or verify its hash chain (`log verify`).
     Log(LogArgs),
+    /// Backups: create, list, verify (by restoring), restore, prune.
+    #[command(subcommand)]
+    Backup(BackupAction),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Take a backup of ENV now (pg_dump, zstd, checksum, storage).
+    Create {
+        env: String,
+        /// Why (recorded in the manifest).
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// The catalog, newest first, with verified / unverified.
+    List {
+        /// Only backups of this environment.
+        env: Option<String>,
+    },
+    /// Prove a backup restores: restore it into a scratch cluster and run the checks.
+    Verify { id: String },
+    /// Replace ENV's data with a backup (safety backup first; checks must pass to commit).
+    Restore {
+        id: String,
+        /// The environment to restore into.
+        #[arg(long, value_name = "ENV")]
+        to: String,
+        /// Confirm a protected environment without a terminal prompt.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+    },
+    /// Apply retention (keep_last / keep_daily / keep_monthly); never deletes the newest verified backup.
+    Prune {
+        env: Option<String>,
+        /// Show what would be deleted and why the rest is kept; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,14 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     init_tracing(cli.quiet, cli.verbose);
+    // A file-size limit must surface as a write error (and a clean, failed
+    // backup), not kill the process mid-write.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
     let format = cli.format;
     let quiet = cli.quiet;
     match run(cli) {
@@ -50,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
             Some(LogAction::Verify) => cmd::log::verify(&ctx),
             None => cmd::log::show(&ctx, args.env.as_deref(), args.limit),
         },
+        Command::Backup(action) => runtime.block_on(cmd::backup::run(&ctx, action)),
     }
 }
 

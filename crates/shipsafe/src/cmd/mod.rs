@@ -1,5 +1,6 @@
 //! One file per command: call the core, render the result.
 
+pub mod backup;
 pub mod demo;
 pub mod init;
 pub mod log;

@@ -1,0 +1,361 @@
+//! `pg_dump -Fc -Z0` → zstd (multithreaded) → BLAKE3 → storage, in one pass.
+//!
+//! The upload is committed only after `pg_dump` exited successfully and the
+//! compressor finished; any failure aborts it, so a partial archive is never
+//! published. The manifest is written last.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shipsafe_config::DbUrl;
+use shipsafe_pg::PgBinaries;
+
+use crate::error::BackupError;
+use crate::manifest::{Manifest, Status, new_id};
+use crate::store::BackupStore;
+
+/// Called with the number of uncompressed bytes read so far.
+pub type OnBytes = Arc<dyn Fn(u64) + Send + Sync>;
+
+pub struct DumpRequest<'a> {
+    pub url: &'a DbUrl,
+    pub env: &'a str,
+    pub reason: &'a str,
+    pub compression_level: i32,
+    /// `pg_dump` of the server's major version (or newer).
+    pub binaries: &'a PgBinaries,
+    pub server_version: &'a str,
+    pub database: &'a str,
+    pub on_bytes: Option<OnBytes>,
+}
+
+impl std::fmt::Debug for DumpRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpRequest")
+            .field("url", self.url)
+            .field("env", &self.env)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Command for a libpq program talking to `url`, with the password passed
+/// in the environment (never on the command line, where `ps` shows it).
+pub fn libpq_command(program: std::path::PathBuf, url: &DbUrl) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg(format!("--dbname={}", url.without_password()));
+    if let Some(pw) = url.password() {
+        cmd.env("PGPASSWORD", pw);
+    }
+    cmd.env("PGAPPNAME", "shipsafe").stdin(Stdio::null());
+    cmd
+}
+
+/// Buffers compressed output, hashes it and hands it to the uploader.
+struct ChannelSink {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+const SEND_CHUNK: usize = 1 << 20;
+
+impl ChannelSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(SEND_CHUNK),
+        ));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChannelSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SEND_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+struct Compressed {
+    raw_bytes: u64,
+    size_bytes: u64,
+    checksum: String,
+}
+
+/// Takes a backup and publishes it. On failure nothing is published; a
+/// manifest with status `failed` and the reason is written when storage
+/// allows, so the attempt is on record.
+pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifest, BackupError> {
+    let started = jiff::Timestamp::now();
+    let id = new_id(req.env, started);
+    let mut manifest = Manifest {
+        id: id.clone(),
+        env: req.env.to_string(),
+        database: req.database.to_string(),
+        reason: req.reason.to_string(),
+        status: Status::Failed,
+        created_at: rfc3339(started),
+        finished_at: String::new(),
+        raw_bytes: 0,
+        size_bytes: 0,
+        checksum: String::new(),
+        location: store.archive_location(&id),
+        server_version: req.server_version.to_string(),
+        pg_dump_version: req.binaries.version().to_string(),
+        verifications: Vec::new(),
+        error: None,
+    };
+    match run(store, &req, &id).await {
+        Ok(c) => {
+            manifest.status = Status::Complete;
+            manifest.raw_bytes = c.raw_bytes;
+            manifest.size_bytes = c.size_bytes;
+            manifest.checksum = format!("blake3:{}", c.checksum);
+            manifest.finished_at = rfc3339(jiff::Timestamp::now());
+            if let Err(e) = store.put_manifest(&manifest).await {
+                // Without its manifest the archive is not a backup; remove it.
+                let _ = store.delete(&id).await;
+                return Err(e);
+            }
+            Ok(manifest)
+        }
+        Err(e) => {
+            manifest.finished_at = rfc3339(jiff::Timestamp::now());
+            manifest.error = Some(e.to_string());
+            if let Err(m) = store.put_manifest(&manifest).await {
+                tracing::debug!("could not record the failed backup {id}: {m}");
+            }
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn rfc3339(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Millisecond)
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_else(|_| t.to_string())
+}
+
+async fn run(
+    store: &BackupStore,
+    req: &DumpRequest<'_>,
+    id: &str,
+) -> Result<Compressed, BackupError> {
+    let mut upload = store.start_archive(id).await?;
+    let mut cmd = libpq_command(req.binaries.path("pg_dump"), req.url);
+    cmd.args(["--format=custom", "-Z0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = upload.abort().await;
+            return Err(BackupError::io(
+                "cannot run pg_dump",
+                req.binaries.path("pg_dump"),
+                e,
+            ));
+        }
+    };
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = upload.abort().await;
+        return Err(BackupError::Dump {
+            status: "no output pipe".into(),
+            stderr: String::new(),
+        });
+    };
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let level = req.compression_level;
+    let on_bytes = req.on_bytes.clone();
+    let compressor = tokio::task::spawn_blocking(move || -> std::io::Result<Compressed> {
+        let sink = ChannelSink {
+            tx,
+            buf: Vec::with_capacity(SEND_CHUNK),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        enc.multithread(threads)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut raw = 0u64;
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            raw += n as u64;
+            enc.write_all(&buf[..n])?;
+            if let Some(f) = &on_bytes {
+                f(raw);
+            }
+        }
+        let mut sink = enc.finish()?;
+        sink.flush()?;
+        Ok(Compressed {
+            raw_bytes: raw,
+            size_bytes: sink.bytes,
+            checksum: sink.hasher.finalize().to_hex().to_string(),
+        })
+    });
+
+    let mut upload_err = None;
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = upload.wait_for_capacity(4).await {
+            upload_err = Some(e);
+            break;
+        }
+        upload.write(&chunk);
+    }
+    // Stop the compressor (and so pg_dump) if the upload broke off.
+    drop(rx);
+    if upload_err.is_some() {
+        let _ = child.kill();
+    }
+    let compressed = compressor.await;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await;
+    let stderr_text = stderr_reader.join().unwrap_or_default();
+
+    let outcome = judge(
+        upload_err.map(|e| BackupError::Storage {
+            url: store.url().to_string(),
+            message: format!("writing the archive failed: {}", describe_os(&e)),
+        }),
+        status,
+        compressed,
+        &stderr_text,
+        req,
+    );
+    let compressed = match outcome {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+    };
+    upload.finish().await.map_err(|e| BackupError::Storage {
+        url: store.url().to_string(),
+        message: format!("completing the archive upload failed: {}", describe_os(&e)),
+    })?;
+    Ok(compressed)
+}
+
+type Joined<T> = Result<T, tokio::task::JoinError>;
+
+/// Decides whether the archive may be published: only if the upload, the
+/// compressor and pg_dump all succeeded and pg_dump wrote something.
+fn judge(
+    upload_err: Option<BackupError>,
+    status: Joined<std::io::Result<std::process::ExitStatus>>,
+    compressed: Joined<std::io::Result<Compressed>>,
+    stderr_text: &str,
+    req: &DumpRequest<'_>,
+) -> Result<Compressed, BackupError> {
+    if let Some(e) = upload_err {
+        return Err(e);
+    }
+    let status = match status {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(BackupError::io(
+                "waiting for pg_dump",
+                req.binaries.path("pg_dump"),
+                e,
+            ));
+        }
+        Err(e) => {
+            return Err(BackupError::Dump {
+                status: format!("interrupted: {e}"),
+                stderr: String::new(),
+            });
+        }
+    };
+    if !status.success() {
+        return Err(BackupError::Dump {
+            status: describe_status(status),
+            stderr: tail(stderr_text),
+        });
+    }
+    let compressed = match compressed {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Err(BackupError::Dump {
+                status: format!("compressing the dump failed: {e}"),
+                stderr: tail(stderr_text),
+            });
+        }
+        Err(e) => {
+            return Err(BackupError::Dump {
+                status: format!("compressor stopped: {e}"),
+                stderr: String::new(),
+            });
+        }
+    };
+    if compressed.raw_bytes == 0 {
+        return Err(BackupError::Dump {
+            status: "pg_dump wrote nothing".into(),
+            stderr: tail(stderr_text),
+        });
+    }
+    Ok(compressed)
+}
+
+fn describe_os(e: &object_store::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+pub(crate) fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+pub(crate) fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let t = lines[lines.len().saturating_sub(12)..].join("\n");
+    let t = shipsafe_config::mask_secrets(t.trim());
+    if t.is_empty() {
+        "(no error output)".into()
+    } else {
+        t
+    }
+}

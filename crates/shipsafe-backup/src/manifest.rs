@@ -1,0 +1,85 @@
+//! The manifest stored next to each archive: the JSON of SPEC §3 ("JSON of
+//! a backup"). Manifests in storage are the catalog: with the state folder
+//! gone, `backup list` still finds every backup.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Complete,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub at: String,
+    pub ok: bool,
+    pub restore_seconds: f64,
+    pub checks_passed: u32,
+    pub checks_failed: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    pub env: String,
+    pub database: String,
+    /// manual, scheduled, pre-deploy, pre-rollback, pre-restore, pre-wipe,
+    /// pre-import, pre-clone
+    pub reason: String,
+    pub status: Status,
+    pub created_at: String,
+    pub finished_at: String,
+    /// Bytes of the uncompressed `pg_dump -Fc` archive.
+    pub raw_bytes: u64,
+    /// Bytes of the stored, zstd-compressed archive.
+    pub size_bytes: u64,
+    /// `blake3:<hex>` of the stored archive.
+    pub checksum: String,
+    /// Storage URL of the archive.
+    pub location: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    #[serde(default)]
+    pub verifications: Vec<Verification>,
+    /// Why a failed backup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Manifest {
+    pub fn is_complete(&self) -> bool {
+        self.status == Status::Complete
+    }
+
+    /// Proven restorable: the latest verification succeeded.
+    pub fn is_verified(&self) -> bool {
+        self.verifications.last().is_some_and(|v| v.ok)
+    }
+
+    pub fn last_good_verification(&self) -> Option<&Verification> {
+        self.verifications.iter().rev().find(|v| v.ok)
+    }
+
+    pub fn created(&self) -> Option<jiff::Timestamp> {
+        self.created_at.parse().ok()
+    }
+
+    /// Server major version the dump came from.
+    pub fn server_major(&self) -> Option<u32> {
+        shipsafe_pg::binaries::major_of(&self.server_version)
+    }
+}
+
+/// A new backup id: `<env>-<UTC time>-<4 hex>`, sortable by time.
+pub fn new_id(env: &str, at: jiff::Timestamp) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = blake3::hash(format!("{}{nanos}", std::process::id()).as_bytes()).to_hex();
+    format!("{env}-{}-{}", at.strftime("%Y%m%dT%H%M%SZ"), &salt[..4])
+}

@@ -1,0 +1,509 @@
+//! `shipsafe backup create | list | verify | restore | prune` (SPEC §7).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use shipsafe_backup::{
+    AtomicRestore, BackupError, BackupStore, Decision, DumpRequest, Manifest, OnBytes, StorageSpec,
+    Verification, fetch_verified, restore_atomic, restore_parallel,
+};
+use shipsafe_config::{Config, Protection, VarSource};
+use shipsafe_pg::{
+    CheckOutcome, PgBinaries, ScratchCluster, ScratchOptions, connect, quote_ident, run_checks,
+    server_info,
+};
+
+use crate::error::CoreError;
+use crate::progress::{Confirm, Progress};
+use crate::runs::Run;
+
+/// Where `[backups]` says backups go, with `${VAR}`s resolved.
+pub fn storage_spec(config: &Config, vars: &dyn VarSource) -> Result<StorageSpec, CoreError> {
+    let b = &config.file().backups;
+    let url = match &b.storage {
+        Some(t) => config.resolve(t, "backups.storage", vars)?,
+        None => format!("file://{}", config.state_dir().join("backups").display()),
+    };
+    let endpoint = match &b.s3_endpoint {
+        Some(t) => Some(t.resolve(vars).map_err(|m| {
+            CoreError::Config(shipsafe_config::ConfigError::Invalid {
+                path: config.path().to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!("backups.s3_endpoint uses ${{{}}}, which is not set", m.name),
+            })
+        })?),
+        None => None,
+    };
+    Ok(StorageSpec {
+        url,
+        root: config.root().to_path_buf(),
+        s3_endpoint: endpoint,
+        s3_region: b.s3_region.clone(),
+        s3_allow_http: b.s3_allow_http,
+    })
+}
+
+pub fn open_store(config: &Config, vars: &dyn VarSource) -> Result<BackupStore, CoreError> {
+    Ok(BackupStore::open(&storage_spec(config, vars)?)?)
+}
+
+fn bytes_callback(progress: &Arc<dyn Progress>, total: Option<u64>) -> OnBytes {
+    let p = Arc::clone(progress);
+    Arc::new(move |n| p.bytes(n, total))
+}
+
+/// Takes a backup of `env` and publishes it (no audit entry: callers that
+/// are part of a larger run record it there).
+pub async fn take_backup(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    reason: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<Manifest, CoreError> {
+    let url = config.database_url(env, vars)?;
+    let store = open_store(config, vars)?;
+    progress.stage(&format!("connecting to {env}"));
+    let client = connect(&url).await?;
+    let info = server_info(&client, &url).await?;
+    drop(client);
+    let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;
+    progress.stage(&format!(
+        "backing up {env} ({}) to {}",
+        info.database,
+        store.url()
+    ));
+    let manifest = shipsafe_backup::create(
+        &store,
+        DumpRequest {
+            url: &url,
+            env,
+            reason,
+            compression_level: config.file().backups.compression_level,
+            binaries: &binaries,
+            server_version: &info.server_version,
+            database: &info.database,
+            on_bytes: Some(bytes_callback(
+                progress,
+                Some(info.size_bytes.max(0) as u64),
+            )),
+        },
+    )
+    .await?;
+    Ok(manifest)
+}
+
+/// `backup create ENV [--reason]`.
+pub async fn create(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    reason: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<Manifest, CoreError> {
+    config.environment(env)?;
+    let result = take_backup(config, vars, env, reason, progress).await;
+    let (outcome, ids, detail) = match &result {
+        Ok(m) => (
+            "complete",
+            vec![m.id.clone()],
+            serde_json::json!({ "reason": reason, "size_bytes": m.size_bytes }),
+        ),
+        Err(e) => (
+            "failed",
+            vec![],
+            serde_json::json!({ "reason": reason, "error": e.to_string() }),
+        ),
+    };
+    crate::audit::record_with(
+        config.state_dir(),
+        cwd,
+        "backup create",
+        Some(env),
+        outcome,
+        ids,
+        detail,
+    )?;
+    result
+}
+
+/// `backup list [ENV]`: newest first, straight from storage.
+pub async fn list(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: Option<&str>,
+) -> Result<Vec<Manifest>, CoreError> {
+    let store = open_store(config, vars)?;
+    let mut all = store.list().await?;
+    if let Some(e) = env {
+        all.retain(|m| m.env == e);
+    }
+    Ok(all)
+}
+
+/// `backup verify ID`: restore into a scratch cluster of the backup's major
+/// version, run the checks, and record the result in the manifest.
+pub async fn verify(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    id: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Manifest, Vec<CheckOutcome>), CoreError> {
+    let store = open_store(config, vars)?;
+    let mut manifest = store.manifest(id).await?;
+    let started = Instant::now();
+    let at = shipsafe_state::now_rfc3339();
+    let result = restore_and_check(config, &store, &manifest, progress).await;
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let (verification, checks, err) = match result {
+        Ok(checks) => {
+            let failed = checks.iter().filter(|c| !c.ok).count() as u32;
+            let v = Verification {
+                at,
+                ok: failed == 0,
+                restore_seconds: (restore_seconds * 1000.0).round() / 1000.0,
+                checks_passed: checks.len() as u32 - failed,
+                checks_failed: failed,
+                error: (failed > 0)
+                    .then(|| format!("{failed} check(s) failed on the restored copy")),
+            };
+            (v, checks, None)
+        }
+        Err(e) => {
+            let v = Verification {
+                at,
+                ok: false,
+                restore_seconds: (restore_seconds * 1000.0).round() / 1000.0,
+                checks_passed: 0,
+                checks_failed: 0,
+                error: Some(e.to_string()),
+            };
+            (v, Vec::new(), Some(e))
+        }
+    };
+    let ok = verification.ok;
+    // A backup that is not complete never had an archive to verify; its
+    // manifest stays as the record of the failed attempt.
+    if manifest.is_complete() {
+        manifest.verifications.push(verification);
+        store.put_manifest(&manifest).await?;
+    }
+    crate::audit::record_with(
+        config.state_dir(),
+        cwd,
+        "backup verify",
+        Some(&manifest.env),
+        if ok {
+            "verified"
+        } else {
+            "verification_failed"
+        },
+        vec![manifest.id.clone()],
+        serde_json::json!({ "restore_seconds": restore_seconds }),
+    )?;
+    if let Some(e) = err {
+        return Err(match e {
+            CoreError::Backup(b) if b.is_bad_backup() => CoreError::Backup(b),
+            other => other,
+        });
+    }
+    if !ok {
+        let names: Vec<&str> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(CoreError::Problems(format!(
+            "backup {} restored, but checks failed on the restored copy: {}",
+            manifest.id,
+            names.join(", ")
+        )));
+    }
+    Ok((manifest, checks))
+}
+
+async fn restore_and_check(
+    config: &Config,
+    store: &BackupStore,
+    manifest: &Manifest,
+    progress: &Arc<dyn Progress>,
+) -> Result<Vec<CheckOutcome>, CoreError> {
+    progress.stage(&format!("downloading and checking {}", manifest.id));
+    let archive = fetch_verified(
+        store,
+        manifest,
+        &std::env::temp_dir(),
+        Some(bytes_callback(progress, Some(manifest.size_bytes))),
+    )
+    .await?;
+    let major = manifest.server_major();
+    progress.stage("starting a scratch cluster");
+    let opts = ScratchOptions {
+        major,
+        size_hint: Some(manifest.raw_bytes.saturating_mul(3)),
+        ..Default::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || ScratchCluster::start_with(&opts))
+        .await
+        .map_err(|e| CoreError::Failed(format!("scratch cluster start was interrupted: {e}")))??;
+    let admin = connect(&cluster.url("postgres")).await?;
+    admin
+        .batch_execute(&format!(
+            "create database {}",
+            quote_ident(&manifest.database)
+        ))
+        .await
+        .map_err(|e| {
+            CoreError::Failed(format!(
+                "cannot create the database to restore into: {}",
+                shipsafe_pg::describe(&e)
+            ))
+        })?;
+    drop(admin);
+    let url = cluster.url(&manifest.database);
+    progress.stage(&format!(
+        "restoring {} into the scratch cluster",
+        manifest.id
+    ));
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    restore_parallel(cluster.binaries(), archive.path(), &url, jobs).await?;
+    progress.stage("running checks on the restored copy");
+    let client = connect(&url).await?;
+    let checks = run_checks(&client, &config.file().checks, false).await;
+    drop(client);
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .map_err(|e| CoreError::Failed(format!("scratch cluster stop was interrupted: {e}")))??;
+    Ok(checks)
+}
+
+/// The run report of `backup restore`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub target: String,
+    pub safety_backup: Option<String>,
+    pub checks: Vec<CheckOutcome>,
+}
+
+/// Stops a change to a protected environment unless a person confirmed it.
+pub fn require_confirmation(
+    config: &Config,
+    env: &str,
+    what: &str,
+    confirm: &dyn Confirm,
+) -> Result<(), CoreError> {
+    if config.environment(env)?.protection() != Protection::Protected {
+        return Ok(());
+    }
+    match confirm.confirm(env, what) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(CoreError::Blocked(format!(
+            "{env} is protected: {what} needs confirmation. Type the environment name when asked, or pass --confirm {env} when not on a terminal; nothing was changed"
+        ))),
+        Err(why) => Err(CoreError::Blocked(format!("{why}; nothing was changed"))),
+    }
+}
+
+/// `backup restore ID --to ENV`: checksum first, then (guarded/protected) a
+/// safety backup, then an atomic restore whose checks must pass to commit.
+#[allow(clippy::too_many_arguments)]
+pub async fn restore(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    id: &str,
+    to: &str,
+    confirm: &dyn Confirm,
+    progress: &Arc<dyn Progress>,
+) -> Result<shipsafe_state::RunRecord, CoreError> {
+    let protection = config.environment(to)?.protection();
+    let store = open_store(config, vars)?;
+    let manifest = store.manifest(id).await?;
+    require_confirmation(
+        config,
+        to,
+        &format!(
+            "restoring backup {id} (of {}, {}) over {to}",
+            manifest.env, manifest.created_at
+        ),
+        confirm,
+    )?;
+    let target = config.database_url(to, vars)?;
+    let mut run = Run::start("backup restore", Some(to));
+    run.record.backup_id = Some(manifest.id.clone());
+    let mut report = RestoreReport {
+        backup: manifest.id.clone(),
+        target: target.masked(),
+        safety_backup: None,
+        checks: Vec::new(),
+    };
+
+    run.begin("checksum");
+    progress.stage(&format!("downloading and checking {id}"));
+    let archive = match fetch_verified(
+        &store,
+        &manifest,
+        &std::env::temp_dir(),
+        Some(bytes_callback(progress, Some(manifest.size_bytes))),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            let outcome = "failed_nothing_changed";
+            run.finish(
+                outcome,
+                &report,
+                config.state_dir(),
+                cwd,
+                vec![manifest.id.clone()],
+                serde_json::json!({ "error": e.to_string() }),
+            )?;
+            return Err(e.into());
+        }
+    };
+    run.end("ok", serde_json::json!({ "checksum": manifest.checksum }));
+
+    let mut backup_ids = vec![manifest.id.clone()];
+    if protection == Protection::Open {
+        run.skip("backup", "open environment");
+    } else {
+        run.begin("backup");
+        match take_backup(config, vars, to, "pre-restore", progress).await {
+            Ok(safety) => {
+                run.end(
+                    "ok",
+                    serde_json::json!({ "backup_id": safety.id, "size_bytes": safety.size_bytes }),
+                );
+                report.safety_backup = Some(safety.id.clone());
+                backup_ids.push(safety.id);
+            }
+            Err(e) => {
+                run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                run.finish(
+                    "failed_nothing_changed",
+                    &report,
+                    config.state_dir(),
+                    cwd,
+                    backup_ids,
+                    serde_json::json!({ "error": e.to_string() }),
+                )?;
+                return Err(e);
+            }
+        }
+    }
+
+    run.begin("restore");
+    progress.stage(&format!("restoring {id} into {to} (one transaction)"));
+    let client = connect(&target).await?;
+    let info = server_info(&client, &target).await?;
+    drop(client);
+    let binaries = PgBinaries::for_server(
+        info.major
+            .max(manifest.server_major().unwrap_or(info.major)),
+        &["pg_restore"],
+    )?;
+    let result = restore_atomic(
+        &binaries,
+        archive.path(),
+        &target,
+        AtomicRestore {
+            checks: &config.file().checks,
+            lock_timeout: config.file().migrations.lock_timeout.as_std(),
+            on_bytes: Some(bytes_callback(progress, None)),
+        },
+    )
+    .await;
+    match result {
+        Ok(r) => {
+            run.end("ok", serde_json::json!({ "script_bytes": r.script_bytes }));
+            run.record.steps.push(shipsafe_state::StepRecord {
+                name: "checks".into(),
+                status: "ok".into(),
+                duration_ms: r.checks.iter().map(|c| c.duration_ms).sum(),
+                detail: serde_json::json!({ "passed": r.checks.len() }),
+            });
+            report.checks = r.checks;
+            Ok(run.finish(
+                "restored",
+                &report,
+                config.state_dir(),
+                cwd,
+                backup_ids,
+                serde_json::json!({}),
+            )?)
+        }
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            let outcome = if matches!(e, BackupError::RestoreRolledBack { .. }) {
+                "rolled_back"
+            } else {
+                "failed_nothing_changed"
+            };
+            run.finish(
+                outcome,
+                &report,
+                config.state_dir(),
+                cwd,
+                backup_ids,
+                serde_json::json!({ "error": e.to_string() }),
+            )?;
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub decisions: Vec<Decision>,
+    pub deleted: Vec<String>,
+}
+
+/// `backup prune [ENV] [--dry-run]`.
+pub async fn prune(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: Option<&str>,
+    dry_run: bool,
+) -> Result<PruneReport, CoreError> {
+    let store = open_store(config, vars)?;
+    let mut all = store.list().await?;
+    if let Some(e) = env {
+        all.retain(|m| m.env == e);
+    }
+    let protected = BTreeMap::new();
+    let decisions = shipsafe_backup::plan(&all, config.file().backups.retention, &protected);
+    let mut deleted = Vec::new();
+    if !dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            store.delete(&d.id).await?;
+            deleted.push(d.id.clone());
+        }
+        if !deleted.is_empty() {
+            crate::audit::record_with(
+                config.state_dir(),
+                cwd,
+                "backup prune",
+                env,
+                "pruned",
+                deleted.clone(),
+                serde_json::json!({ "kept": decisions.iter().filter(|d| d.keep).count() }),
+            )?;
+        }
+    }
+    Ok(PruneReport {
+        dry_run,
+        decisions,
+        deleted,
+    })
+}

@@ -1,0 +1,103 @@
+//! Recording a run (SPEC §3 "JSON of a run"): steps with durations, the
+//! outcome, the state record and the audit entry.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use shipsafe_state::{Actor, NewAuditEntry, RunRecord, StateStore, StepRecord};
+
+use crate::error::CoreError;
+
+/// A run being built up step by step.
+#[derive(Debug)]
+pub struct Run {
+    pub record: RunRecord,
+    started: Instant,
+    step_started: Option<(String, Instant)>,
+}
+
+/// Run ids: UTC time plus 4 hex digits, sortable and short enough to type.
+pub fn new_run_id() -> String {
+    let now = jiff::Timestamp::now();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = format!("{:08x}", nanos ^ std::process::id().rotate_left(16));
+    format!("{}-{}", now.strftime("%Y%m%d-%H%M%S"), &salt[..4])
+}
+
+impl Run {
+    pub fn start(command: &str, env: Option<&str>) -> Self {
+        Self {
+            record: RunRecord {
+                run_id: new_run_id(),
+                command: command.to_string(),
+                env: env.map(str::to_string),
+                outcome: "failed_nothing_changed".into(),
+                backup_id: None,
+                started_at: shipsafe_state::now_rfc3339(),
+                duration_ms: 0,
+                steps: Vec::new(),
+                report: serde_json::json!({}),
+            },
+            started: Instant::now(),
+            step_started: None,
+        }
+    }
+
+    /// Starts timing a step.
+    pub fn begin(&mut self, name: &str) {
+        self.step_started = Some((name.to_string(), Instant::now()));
+    }
+
+    /// Ends the current step.
+    pub fn end(&mut self, status: &str, detail: serde_json::Value) {
+        if let Some((name, t)) = self.step_started.take() {
+            self.record.steps.push(StepRecord {
+                name,
+                status: status.to_string(),
+                duration_ms: t.elapsed().as_millis() as u64,
+                detail,
+            });
+        }
+    }
+
+    /// Records a step that was not run.
+    pub fn skip(&mut self, name: &str, why: &str) {
+        self.record.steps.push(StepRecord {
+            name: name.to_string(),
+            status: "skipped".into(),
+            duration_ms: 0,
+            detail: serde_json::json!({ "reason": why }),
+        });
+    }
+
+    /// Finishes the run: saves it and appends the audit entry.
+    pub fn finish(
+        mut self,
+        outcome: &str,
+        report: &impl Serialize,
+        state_dir: &Path,
+        cwd: &Path,
+        backup_ids: Vec<String>,
+        detail: serde_json::Value,
+    ) -> Result<RunRecord, CoreError> {
+        self.record.outcome = outcome.to_string();
+        self.record.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.record.report = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
+        let mut store = StateStore::open(state_dir)?;
+        store.save_run(&self.record)?;
+        store.append_audit(&NewAuditEntry {
+            actor: Actor::detect(cwd),
+            command: self.record.command.clone(),
+            env: self.record.env.clone(),
+            outcome: outcome.to_string(),
+            backup_ids,
+            run_id: Some(self.record.run_id.clone()),
+            detail,
+        })?;
+        Ok(self.record)
+    }
+}
