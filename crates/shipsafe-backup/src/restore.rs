@@ -378,7 +378,8 @@ async fn archive_has_public_schema(
 
 /// SQL that empties the database: every non-system schema dropped (so
 /// objects created after the backup go too), large objects unlinked, and
-/// `public` recreated with its owner and grants unless the archive does it.
+/// `public` recreated with its owner, grants and comment unless the archive
+/// does it.
 async fn clean_slate_sql(
     client: &tokio_postgres::Client,
     public_in_archive: bool,
@@ -404,6 +405,13 @@ async fn clean_slate_sql(
             &[],
         )
         .await?;
+    let public_comment: Option<String> = client
+        .query_opt(
+            "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = 'public'",
+            &[],
+        )
+        .await?
+        .and_then(|r| r.get(0));
     let mut sql =
         String::from("select pg_catalog.lo_unlink(oid) from pg_catalog.pg_largeobject_metadata;\n");
     let mut public_owner = None;
@@ -421,6 +429,12 @@ async fn clean_slate_sql(
             "create schema public authorization {};\n",
             quote_ident(&owner)
         ));
+        if let Some(c) = &public_comment {
+            sql.push_str(&format!(
+                "comment on schema public is {};\n",
+                shipsafe_pg::quote_literal(c)
+            ));
+        }
         for g in &public_grants {
             let grantee: String = g.get(0);
             let privilege: String = g.get(1);

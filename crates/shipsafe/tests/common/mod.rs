@@ -51,3 +51,110 @@ pub fn json(o: &Output) -> serde_json::Value {
     );
     first
 }
+
+/// What a database holds, for before/after comparisons: its schema as
+/// `pg_dump --schema-only` prints it and the row count of every table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub schema: String,
+    pub rows: Vec<(String, i64)>,
+}
+
+pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
+    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump"]).unwrap();
+    let out = std::process::Command::new(bins.path("pg_dump"))
+        .args(["--schema-only", "--no-owner", "--no-privileges"])
+        .arg(format!("--dbname={}", url.expose()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let schema = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let client = shipsafe_pg::connect(url).await.unwrap();
+    let tables = client
+        .query(
+            "select format('%I.%I', schemaname, tablename) from pg_tables \
+             where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for t in tables {
+        let name: String = t.get(0);
+        let n: i64 = client
+            .query_one(&format!("select count(*) from {name}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        rows.push((name, n));
+    }
+    Snapshot { schema, rows }
+}
+
+/// Loads the demo's SME sample schema and data.
+pub async fn load_sample(url: &shipsafe_config::DbUrl) {
+    let client = shipsafe_pg::connect(url).await.unwrap();
+    client
+        .batch_execute(shipsafe_core::demo::SAMPLE_SQL)
+        .await
+        .unwrap();
+}
+
+/// A project folder whose environments point at the given URLs (through
+/// variables, as a real project would).
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Project {
+    /// `envs`: (name, protection, url). `extra`: more TOML.
+    pub fn new(envs: &[(&str, &str, &shipsafe_config::DbUrl)], extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::new();
+        let mut vars = Vec::new();
+        for (name, protection, url) in envs {
+            let var = format!("{}_URL", name.to_uppercase());
+            toml.push_str(&format!(
+                "[environments.{name}]\ndatabase_url = \"${{{var}}}\"\nprotection = \"{protection}\"\n\n"
+            ));
+            vars.push((var, url.expose().to_string()));
+        }
+        toml.push_str(extra);
+        write(dir.path(), "shipsafe.toml", &toml);
+        Self { dir, vars }
+    }
+
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = shipsafe(self.dir.path());
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `shipsafe --format json ARGS`: (exit code, JSON, stderr).
+    pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let out = self
+            .cmd()
+            .args(["--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        (code(&out), json(&out), stderr(&out))
+    }
+
+    pub fn backups_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join(".shipsafe/backups")
+    }
+}
