@@ -541,3 +541,57 @@ async fn unknown_backup_id_is_a_usage_error() {
     assert!(err.contains("backup list"), "{err}");
     assert!(Path::new(&p.dir.path().join("shipsafe.toml")).exists());
 }
+
+#[tokio::test]
+async fn prune_dry_run_then_prune_keeps_the_newest_verified() {
+    let src = TestDb::new().await;
+    load_sample(src.url()).await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url())],
+        "[backups]\nretention = { keep_last = 1, keep_daily = 0, keep_monthly = 0 }\n",
+    );
+    let ids: Vec<String> = (0..4)
+        .map(|_| create(&p, "prod")["id"].as_str().unwrap().to_string())
+        .collect();
+    let (code, _, err) = p.json(&["backup", "verify", &ids[0]]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, dry, _) = p.json(&["backup", "prune", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["deleted"].as_array().unwrap().len(), 0);
+    let (_, list, _) = p.json(&["backup", "list"]);
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        4,
+        "a dry run deletes nothing"
+    );
+
+    let (code, r, _) = p.json(&["backup", "prune", "prod"]);
+    assert_eq!(code, 0);
+    let mut deleted: Vec<String> = r["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    deleted.sort();
+    let mut want = vec![ids[1].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(deleted, want);
+    let (_, list, _) = p.json(&["backup", "list"]);
+    let left: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        left,
+        [ids[3].as_str(), ids[0].as_str()],
+        "newest, and the newest verified"
+    );
+    for id in &deleted {
+        assert!(!p.backups_dir().join(format!("{id}.dump.zst")).exists());
+    }
+}
