@@ -77,55 +77,161 @@ pub async fn fetch_verified(
     let file =
         std::fs::File::create(&path).map_err(|e| BackupError::io("cannot create", &path, e))?;
 
-    let (size, mut stream) = store.archive(&manifest.id).await?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(8);
-    // Decompression runs beside the download; it stops writing at the first
-    // error but the hash still covers every byte, so a flipped byte is
-    // reported as what it is: a checksum mismatch.
-    let decoder = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut dec = zstd::stream::write::Decoder::new(BufWriter::with_capacity(1 << 20, file))
-            .map_err(|e| e.to_string())?;
-        let mut failed: Option<String> = None;
-        for chunk in rx {
-            if failed.is_none()
-                && let Err(e) = dec.write_all(&chunk)
-            {
-                failed = Some(e.to_string());
+    let location = manifest.location.clone();
+    let (got, stored_size, actual, decoded) = match store.local_archive_path(&manifest.id) {
+        // A local archive is read directly with large buffers.
+        Some(local) => {
+            let input = std::fs::File::open(&local).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BackupError::Corrupt {
+                    id: manifest.id.clone(),
+                    message: format!("its archive {location} is missing"),
+                },
+                _ => BackupError::io("cannot read the archive", &local, e),
+            })?;
+            let (got, actual, decoded) =
+                tokio::task::spawn_blocking(move || decode_stream(input, file, on_bytes))
+                    .await
+                    .map_err(|e| {
+                        BackupError::io(
+                            "reading stopped",
+                            &local,
+                            std::io::Error::other(e.to_string()),
+                        )
+                    })?
+                    .map_err(|e| BackupError::io("cannot read the archive", &local, e))?;
+            (got, got, actual, decoded)
+        }
+        // Remote: the download feeds the decoding thread through a channel.
+        None => {
+            let (size, mut stream) = store.archive(&manifest.id).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+            let reader = ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            };
+            let decoding =
+                tokio::task::spawn_blocking(move || decode_stream(reader, file, on_bytes));
+            let mut read_err = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        read_err = Some(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let decoded = decoding.await;
+            if let Some(e) = read_err {
+                return Err(e);
+            }
+            let (got, actual, decoded) = decoded
+                .map_err(|e| {
+                    BackupError::io(
+                        "decoding stopped",
+                        parent,
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?
+                .map_err(|e| BackupError::io("cannot write the restore file", parent, e))?;
+            (got, size, actual, decoded)
+        }
+    };
+    judge_fetch(
+        manifest,
+        got,
+        stored_size,
+        actual,
+        decoded,
+        dir.path(),
+        parent,
+        needed,
+    )?;
+    Ok(VerifiedArchive { path, _dir: dir })
+}
+
+/// Reads the chunks a download sends, as a `Read`.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
             }
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        dec.flush().map_err(|e| e.to_string())?;
-        dec.into_inner().flush().map_err(|e| e.to_string())
-    });
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Hashes and decompresses `input` into `out` as the bytes go by. Returns
+/// (bytes read, checksum, decode result); a decode error stops the writing
+/// but not the hashing, so a flipped byte is reported as what it is.
+fn decode_stream(
+    mut input: impl std::io::Read,
+    out: std::fs::File,
+    on_bytes: Option<OnBytes>,
+) -> std::io::Result<(u64, String, Result<(), String>)> {
+    let mut dec = zstd::stream::write::Decoder::new(BufWriter::with_capacity(4 << 20, out))?;
     let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 4 << 20];
     let mut got = 0u64;
-    let mut read_err = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => {
-                hasher.update(&c);
-                got += c.len() as u64;
-                if let Some(f) = &on_bytes {
-                    f(got);
-                }
-                if tx.send(c).is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                read_err = Some(e);
-                break;
-            }
+    let mut failed: Option<String> = None;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        hasher.update(&buf[..n]);
+        if failed.is_none()
+            && let Err(e) = dec.write_all(&buf[..n])
+        {
+            failed = Some(e.to_string());
+        }
+        if let Some(f) = &on_bytes {
+            f(got);
         }
     }
-    drop(tx);
-    let decoded = decoder.await;
-    if let Some(e) = read_err {
-        return Err(e);
-    }
-    let actual = format!("blake3:{}", hasher.finalize().to_hex());
+    let decoded = match failed {
+        Some(e) => Err(e),
+        None => dec
+            .flush()
+            .and_then(|()| dec.into_inner().flush())
+            .map_err(|e| e.to_string()),
+    };
+    Ok((
+        got,
+        format!("blake3:{}", hasher.finalize().to_hex()),
+        decoded,
+    ))
+}
+
+/// Decides whether a fetched archive may be used: the checksum first (a
+/// flipped byte is a checksum mismatch, whatever else went wrong), then the
+/// size, then decompression.
+#[allow(clippy::too_many_arguments)]
+fn judge_fetch(
+    manifest: &Manifest,
+    got: u64,
+    stored_size: u64,
+    actual: String,
+    decoded: Result<(), String>,
+    tmp: &Path,
+    parent: &Path,
+    needed: u64,
+) -> Result<(), BackupError> {
     if actual != manifest.checksum {
         return Err(BackupError::ChecksumMismatch {
             id: manifest.id.clone(),
@@ -134,7 +240,7 @@ pub async fn fetch_verified(
             actual,
         });
     }
-    if got != size || got != manifest.size_bytes {
+    if got != stored_size || got != manifest.size_bytes {
         return Err(BackupError::Corrupt {
             id: manifest.id.clone(),
             message: format!(
@@ -143,31 +249,22 @@ pub async fn fetch_verified(
             ),
         });
     }
-    match decoded {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let full = free_bytes(dir.path()).is_some_and(|a| a < 1 << 20);
-            return Err(if full {
-                BackupError::NoSpace {
-                    path: parent.to_path_buf(),
-                    needed,
-                    available: 0,
-                }
-            } else {
-                BackupError::Corrupt {
-                    id: manifest.id.clone(),
-                    message: format!("it does not decompress: {e}"),
-                }
-            });
-        }
-        Err(e) => {
-            return Err(BackupError::Corrupt {
+    if let Err(e) = decoded {
+        let full = free_bytes(tmp).is_some_and(|a| a < 1 << 20);
+        return Err(if full {
+            BackupError::NoSpace {
+                path: parent.to_path_buf(),
+                needed,
+                available: 0,
+            }
+        } else {
+            BackupError::Corrupt {
                 id: manifest.id.clone(),
-                message: format!("decompression stopped: {e}"),
-            });
-        }
+                message: format!("it does not decompress: {e}"),
+            }
+        });
     }
-    Ok(VerifiedArchive { path, _dir: dir })
+    Ok(())
 }
 
 /// `pg_restore -j` into an existing empty database, without owners and

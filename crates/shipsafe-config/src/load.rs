@@ -210,7 +210,7 @@ impl Config {
         if !(1..=22).contains(&level) {
             return Err(self.invalid(
                 self.key_span("backups", "compression_level").unwrap_or(0..0),
-                format!("backups.compression_level is {level}; zstd levels run from 1 to 22 (3 is a good default)"),
+                format!("backups.compression_level is {level}; zstd levels run from 1 to 22 (1, the default, is fastest)"),
             ));
         }
         for smoke in &self.file.smoke {

@@ -104,7 +104,7 @@ fn defaults_apply_to_a_minimal_file() {
     );
     assert_eq!(f.migrations.dir, Path::new("migrations"));
     assert_eq!(f.migrations.lock_retries, 5);
-    assert_eq!(f.backups.compression_level, 3);
+    assert_eq!(f.backups.compression_level, 1);
     assert_eq!(f.backups.retention.keep_last, 10);
     assert_eq!(c.state_dir(), Path::new("/p/.shipsafe"));
 }

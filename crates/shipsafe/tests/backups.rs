@@ -595,3 +595,28 @@ async fn prune_dry_run_then_prune_keeps_the_newest_verified() {
         assert!(!p.backups_dir().join(format!("{id}.dump.zst")).exists());
     }
 }
+
+#[tokio::test]
+async fn status_shows_last_backup_and_last_verified_restore() {
+    let src = TestDb::new().await;
+    load_sample(src.url()).await;
+    let p = Project::new(&[("prod", "guarded", src.url())], "");
+    let (_, st, _) = p.json(&["status", "prod"]);
+    assert!(st["environments"][0]["last_backup"].is_null());
+    assert!(st["environments"][0]["last_verified"].is_null());
+
+    let a = create(&p, "prod")["id"].as_str().unwrap().to_string();
+    let (code, _, err) = p.json(&["backup", "verify", &a]);
+    assert_eq!(code, 0, "{err}");
+    let b = create(&p, "prod")["id"].as_str().unwrap().to_string();
+    let (code, st, err) = p.json(&["status", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    let env = &st["environments"][0];
+    assert_eq!(env["last_backup"]["id"], b.as_str(), "the newest backup");
+    assert_eq!(
+        env["last_verified"]["id"],
+        a.as_str(),
+        "only a restored backup counts as verified"
+    );
+    assert!(env["last_verified"]["restore_seconds"].as_f64().unwrap() > 0.0);
+}

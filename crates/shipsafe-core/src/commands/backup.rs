@@ -188,6 +188,13 @@ pub async fn verify(
         }
     };
     let ok = verification.ok;
+    let audit_detail = serde_json::json!({
+        "ok": ok,
+        "restore_seconds": verification.restore_seconds,
+        "checks_passed": verification.checks_passed,
+        "checks_failed": verification.checks_failed,
+        "error": verification.error,
+    });
     // A backup that is not complete never had an archive to verify; its
     // manifest stays as the record of the failed attempt.
     if manifest.is_complete() {
@@ -205,7 +212,7 @@ pub async fn verify(
             "verification_failed"
         },
         vec![manifest.id.clone()],
-        serde_json::json!({ "restore_seconds": restore_seconds }),
+        audit_detail,
     )?;
     if let Some(e) = err {
         return Err(match e {
@@ -234,6 +241,14 @@ async fn restore_and_check(
     manifest: &Manifest,
     progress: &Arc<dyn Progress>,
 ) -> Result<Vec<CheckOutcome>, CoreError> {
+    // The cluster starts while the archive is fetched and checked; if the
+    // fetch fails, the cluster is dropped (and torn down) unused.
+    let opts = ScratchOptions {
+        major: manifest.server_major(),
+        size_hint: Some(manifest.raw_bytes.saturating_mul(3)),
+        ..Default::default()
+    };
+    let starting = tokio::task::spawn_blocking(move || ScratchCluster::start_with(&opts));
     progress.stage(&format!("downloading and checking {}", manifest.id));
     let archive = fetch_verified(
         store,
@@ -242,14 +257,8 @@ async fn restore_and_check(
         Some(bytes_callback(progress, Some(manifest.size_bytes))),
     )
     .await?;
-    let major = manifest.server_major();
     progress.stage("starting a scratch cluster");
-    let opts = ScratchOptions {
-        major,
-        size_hint: Some(manifest.raw_bytes.saturating_mul(3)),
-        ..Default::default()
-    };
-    let cluster = tokio::task::spawn_blocking(move || ScratchCluster::start_with(&opts))
+    let cluster = starting
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster start was interrupted: {e}")))??;
     let admin = connect(&cluster.url("postgres")).await?;

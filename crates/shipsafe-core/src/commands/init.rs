@@ -165,7 +165,7 @@ lock_retries = 5
 
 [backups]
 storage = "file://.shipsafe/backups"
-compression_level = 3
+compression_level = 1                   # zstd, multithreaded
 retention = {{ keep_last = 10, keep_daily = 30, keep_monthly = 12 }}
 
 [rehearsal]

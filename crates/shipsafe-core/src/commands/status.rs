@@ -13,6 +13,23 @@ pub struct StatusReport {
     /// Where run history and the audit log are kept.
     pub state_dir: String,
     pub environments: Vec<EnvStatus>,
+    /// Why backups could not be listed, if they could not.
+    pub backups_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastBackup {
+    pub id: String,
+    pub created_at: String,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastVerified {
+    pub id: String,
+    /// When the restore that proved it happened.
+    pub verified_at: String,
+    pub restore_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +44,10 @@ pub struct EnvStatus {
     pub size_bytes: Option<i64>,
     /// Why the environment could not be reached or resolved.
     pub error: Option<String>,
+    /// The newest complete backup.
+    pub last_backup: Option<LastBackup>,
+    /// The newest backup proven by a restore.
+    pub last_verified: Option<LastVerified>,
 }
 
 impl StatusReport {
@@ -72,6 +93,8 @@ pub async fn status(
                 database: None,
                 size_bytes: None,
                 error: None,
+                last_backup: None,
+                last_verified: None,
             };
             match url {
                 Err(msg) => st.error = Some(msg),
@@ -94,12 +117,36 @@ pub async fn status(
             }
             st
         });
-    let environments = join_all(checks).await;
+    let mut environments = join_all(checks).await;
+    let backups = match crate::commands::backup::list(config, vars, None).await {
+        Ok(all) => Ok(all),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Ok(all) = &backups {
+        for env in &mut environments {
+            let mine = all.iter().filter(|m| m.env == env.name && m.is_complete());
+            // `list` is newest first.
+            env.last_backup = mine.clone().next().map(|m| LastBackup {
+                id: m.id.clone(),
+                created_at: m.created_at.clone(),
+                size_bytes: m.size_bytes,
+            });
+            env.last_verified = mine
+                .filter_map(|m| m.last_good_verification().map(|v| (m, v)))
+                .max_by(|a, b| a.1.at.cmp(&b.1.at))
+                .map(|(m, v)| LastVerified {
+                    id: m.id.clone(),
+                    verified_at: v.at.clone(),
+                    restore_seconds: v.restore_seconds,
+                });
+        }
+    }
     Ok(StatusReport {
         project: config.project_name(),
         config: config.path().display().to_string(),
         state_dir: config.state_dir().display().to_string(),
         environments,
+        backups_error: backups.err(),
     })
 }
 
