@@ -28,6 +28,14 @@ pub enum CoreError {
     #[error("{0}")]
     Problems(String),
 
+    /// The operation failed and was rolled back.
+    #[error("{0}")]
+    RolledBack(String),
+
+    /// The operation failed and could not be rolled back.
+    #[error("{0}")]
+    RollbackFailed(String),
+
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -60,6 +68,8 @@ impl CoreError {
             Self::Usage(_) => ExitKind::Usage,
             Self::Blocked(_) => ExitKind::Blocked,
             Self::Problems(_) => ExitKind::Problems,
+            Self::RolledBack(_) => ExitKind::RolledBack,
+            Self::RollbackFailed(_) => ExitKind::RollbackFailed,
             Self::Backup(BackupError::InvalidStorage { .. }) => ExitKind::Config,
             Self::Backup(BackupError::NotFound { .. }) => ExitKind::Usage,
             Self::Backup(BackupError::Pg(e)) if e.is_installation() => ExitKind::Config,

@@ -101,3 +101,39 @@ impl Run {
         Ok(self.record)
     }
 }
+
+/// Writes `<state_dir>/reports/<run_id>.md`.
+pub fn write_markdown(state_dir: &Path, run: &RunRecord) -> Result<std::path::PathBuf, CoreError> {
+    let dir = state_dir.join("reports");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
+    let mut md = format!(
+        "# shipsafe {} {}: {}\n\n- run: `{}`\n- started: {}\n- duration: {} ms\n- backup: {}\n\n## Steps\n\n| step | status | ms | detail |\n|---|---|---|---|\n",
+        run.command,
+        run.env.as_deref().unwrap_or("-"),
+        run.outcome,
+        run.run_id,
+        run.started_at,
+        run.duration_ms,
+        run.backup_id
+            .as_deref()
+            .map_or_else(|| "none".to_string(), |b| format!("`{b}`")),
+    );
+    for s in &run.steps {
+        let detail = shipsafe_config::mask_secrets(&s.detail.to_string()).replace('|', "\\|");
+        md.push_str(&format!(
+            "| {} | {} | {} | `{}` |\n",
+            s.name, s.status, s.duration_ms, detail
+        ));
+    }
+    md.push_str(&format!(
+        "\n## Report\n\n```json\n{}\n```\n",
+        shipsafe_config::mask_secrets(
+            &serde_json::to_string_pretty(&run.report).unwrap_or_default()
+        )
+    ));
+    let path = dir.join(format!("{}.md", run.run_id));
+    std::fs::write(&path, md)
+        .map_err(|e| CoreError::io(format!("cannot write {}", path.display()), e))?;
+    Ok(path)
+}

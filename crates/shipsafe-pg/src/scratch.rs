@@ -94,6 +94,19 @@ fn base_dir(opts: &ScratchOptions) -> PathBuf {
     }
 }
 
+/// A folder for a short-lived file of `size` bytes: shared memory when it
+/// fits comfortably (same rule as small clusters), else the temp folder.
+/// Keeps a decompressed archive from competing with a restore for the disk.
+pub fn temp_dir_for(size: u64) -> PathBuf {
+    let fits = shm_available()
+        .is_some_and(|a| size.saturating_add(BASE_FOOTPRINT) <= (a / 4).min(MEMORY_CAP));
+    if fits {
+        PathBuf::from(SHM)
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Every folder that may hold clusters, for sweeping.
 fn sweep_dirs() -> Vec<PathBuf> {
     let mut v = vec![std::env::temp_dir(), PathBuf::from(SHM)];
@@ -396,14 +409,16 @@ fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> 
         give_to(&staging, who)?;
         let data = staging.join("data");
         let mut last_err = None;
-        // C.UTF-8 keeps character classification right for non-ASCII text;
-        // fall back to C where that locale is missing.
-        for locale in ["C.UTF-8", "C"] {
+        // Collation C sorts by bytes (fast index builds, deterministic);
+        // ctype C.UTF-8 keeps upper()/lower() right for non-ASCII text.
+        // Fall back to plain C where C.UTF-8 is missing.
+        for ctype in ["C.UTF-8", "C"] {
             let out = command_as(bins.path("initdb"), who, &staging)
                 .arg("-D")
                 .arg(&data)
                 .arg(format!("--username={SUPERUSER}"))
-                .arg(format!("--locale={locale}"))
+                .arg("--locale=C")
+                .arg(format!("--lc-ctype={ctype}"))
                 .args(INITDB_ARGS)
                 .stdin(Stdio::null())
                 .output()

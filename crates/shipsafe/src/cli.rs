@@ -63,6 +63,17 @@ pub enum Command {
     },
     /// Show the audit log, or verify its hash chain (`log verify`).
     Log(LogArgs),
+    /// Create migrations/<UTC timestamp>_<name>/{up,down,verify}.sql.
+    New { name: String },
+    /// What `deploy ENV` would do: pending migrations and problems. Changes nothing.
+    Plan { env: String },
+    /// Apply pending migrations: backup (guarded), apply, verify, roll back on failure.
+    Deploy {
+        env: String,
+        /// Confirm a protected environment without a terminal prompt.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+    },
     /// Backups: create, list, verify (by restoring), restore, prune.
     #[command(subcommand)]
     Backup(BackupAction),

@@ -59,6 +59,9 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
             None => cmd::log::show(&ctx, args.env.as_deref(), args.limit),
         },
         Command::Backup(action) => runtime.block_on(cmd::backup::run(&ctx, action)),
+        Command::New { name } => cmd::migrate::new(&ctx, &name),
+        Command::Plan { env } => runtime.block_on(cmd::migrate::plan(&ctx, &env)),
+        Command::Deploy { env, confirm: _ } => runtime.block_on(cmd::migrate::deploy(&ctx, &env)),
     }
 }
 

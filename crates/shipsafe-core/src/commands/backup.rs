@@ -253,7 +253,7 @@ async fn restore_and_check(
     let archive = fetch_verified(
         store,
         manifest,
-        &std::env::temp_dir(),
+        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
         Some(bytes_callback(progress, Some(manifest.size_bytes))),
     )
     .await?;
@@ -359,7 +359,7 @@ pub async fn restore(
     let archive = match fetch_verified(
         &store,
         &manifest,
-        &std::env::temp_dir(),
+        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
         Some(bytes_callback(progress, Some(manifest.size_bytes))),
     )
     .await

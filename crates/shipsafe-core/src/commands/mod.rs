@@ -1,4 +1,5 @@
 pub mod backup;
 pub mod init;
 pub mod log;
+pub mod migrate;
 pub mod status;

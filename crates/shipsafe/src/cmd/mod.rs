@@ -4,6 +4,7 @@ pub mod backup;
 pub mod demo;
 pub mod init;
 pub mod log;
+pub mod migrate;
 pub mod status;
 
 use std::path::PathBuf;

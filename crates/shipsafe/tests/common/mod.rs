@@ -54,6 +54,7 @@ pub fn json(o: &Output) -> serde_json::Value {
 
 /// What a database holds, for before/after comparisons: its schema as
 /// `pg_dump --schema-only` prints it and the row count of every table.
+/// shipsafe's own bookkeeping (schema `shipsafe`) is left out.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub schema: String,
@@ -63,7 +64,12 @@ pub struct Snapshot {
 pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
     let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump"]).unwrap();
     let out = std::process::Command::new(bins.path("pg_dump"))
-        .args(["--schema-only", "--no-owner", "--no-privileges"])
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--exclude-schema=shipsafe",
+        ])
         .arg(format!("--dbname={}", url.expose()))
         .output()
         .unwrap();
@@ -83,7 +89,7 @@ pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
     let tables = client
         .query(
             "select format('%I.%I', schemaname, tablename) from pg_tables \
-             where schemaname not in ('pg_catalog', 'information_schema') order by 1",
+             where schemaname not in ('pg_catalog', 'information_schema', 'shipsafe') order by 1",
             &[],
         )
         .await

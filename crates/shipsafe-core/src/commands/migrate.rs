@@ -1,0 +1,571 @@
+//! `shipsafe new`, `plan` and `deploy` (open and guarded environments).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use shipsafe_backup::{AtomicRestore, fetch_verified, restore_atomic};
+use shipsafe_config::{Config, MigrationFormat, Protection, VarSource};
+use shipsafe_migrate::{
+    ApplyOptions, ApplyReport, MigrateError, Migration, VerifyReport, apply, history,
+};
+use shipsafe_pg::{CheckOutcome, PgBinaries, connect, run_checks, server_info};
+
+use crate::error::CoreError;
+use crate::progress::Progress;
+use crate::runs::Run;
+
+impl From<MigrateError> for CoreError {
+    fn from(e: MigrateError) -> Self {
+        match e {
+            MigrateError::Locked { .. } => CoreError::Blocked(e.to_string()),
+            MigrateError::Drift { .. }
+            | MigrateError::Missing { .. }
+            | MigrateError::Dirty { .. } => CoreError::Problems(e.to_string()),
+            MigrateError::Layout { .. } | MigrateError::Read { .. } => {
+                CoreError::Usage(e.to_string())
+            }
+            other => CoreError::Failed(other.to_string()),
+        }
+    }
+}
+
+pub fn migrations_dir(config: &Config) -> PathBuf {
+    config.root().join(&config.file().migrations.dir)
+}
+
+pub fn discover(config: &Config) -> Result<Vec<Migration>, CoreError> {
+    Ok(shipsafe_migrate::discover(
+        &migrations_dir(config),
+        config.file().migrations.format,
+    )?)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewReport {
+    pub dir: String,
+    pub files: Vec<String>,
+}
+
+/// `shipsafe new NAME`: `migrations/<UTC timestamp>_<name>/{up,down,verify}.sql`.
+pub fn new_migration(config: &Config, name: &str) -> Result<NewReport, CoreError> {
+    let m = &config.file().migrations;
+    if m.is_external() || matches!(m.format, MigrationFormat::Prisma | MigrationFormat::Flyway) {
+        return Err(CoreError::Usage(
+            "this project's migrations are written with its own tool (see [migrations] in shipsafe.toml); `shipsafe new` writes native migrations".into(),
+        ));
+    }
+    let slug: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    if slug.is_empty() {
+        return Err(CoreError::Usage(format!(
+            "{name:?} is not a usable migration name: use letters, digits and _"
+        )));
+    }
+    let version = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let dir = migrations_dir(config).join(format!("{version}_{slug}"));
+    if dir.exists() {
+        return Err(CoreError::Usage(format!(
+            "{} already exists",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
+    let files = [
+        (
+            "up.sql",
+            format!(
+                "-- {slug}: the change.\n-- Runs in one transaction with lock_timeout and statement_timeout set.\n-- Mark `-- shipsafe:no-transaction` for CREATE INDEX CONCURRENTLY and the like.\n\n"
+            ),
+        ),
+        (
+            "down.sql",
+            format!(
+                "-- {slug}: undoes up.sql exactly (rehearsals check the round trip).\n-- If there is no way back, delete this file and mark up.sql `-- shipsafe:irreversible`.\n\n"
+            ),
+        ),
+        (
+            "verify.sql",
+            format!(
+                "-- {slug}: proves the change did what it should. Runs in a transaction that\n-- is always rolled back, so it may insert test rows. Every query must return\n-- true in its first column (false, NULL or no row fails).\n\n"
+            ),
+        ),
+    ];
+    let mut written = Vec::new();
+    for (file, text) in files {
+        let p = dir.join(file);
+        std::fs::write(&p, text)
+            .map_err(|e| CoreError::io(format!("cannot write {}", p.display()), e))?;
+        written.push(p.display().to_string());
+    }
+    Ok(NewReport {
+        dir: dir.display().to_string(),
+        files: written,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingMigration {
+    pub version: String,
+    pub name: String,
+    pub transactional: bool,
+    pub has_down: bool,
+    pub irreversible: bool,
+    pub has_verify: bool,
+}
+
+impl PendingMigration {
+    fn of(m: &Migration) -> Self {
+        Self {
+            version: m.version.clone(),
+            name: m.name.clone(),
+            transactional: !m.no_transaction(),
+            has_down: m.down.is_some(),
+            irreversible: m.irreversible(),
+            has_verify: m.verify.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub env: String,
+    pub protection: String,
+    pub applied: usize,
+    pub pending: Vec<PendingMigration>,
+    /// What deploy would do first.
+    pub backup_first: bool,
+    /// Problems that would stop deploy.
+    pub problems: Vec<String>,
+}
+
+/// `shipsafe plan ENV`: what deploy would do. Changes nothing.
+pub async fn plan(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+) -> Result<PlanReport, CoreError> {
+    let protection = config.environment(env)?.protection();
+    let migrations = discover(config)?;
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+    let applied = history::applied(&client).await?;
+    let applied_count = applied.len();
+    let plan = history::plan(&migrations, applied)?;
+    let mut problems = Vec::new();
+    if protection != Protection::Open {
+        for m in &plan.pending {
+            if m.down.is_none() && !m.irreversible() && m.layout == shipsafe_migrate::Layout::Native
+            {
+                problems.push(format!(
+                    "migration {} has no down.sql: add one, or mark up.sql `-- shipsafe:irreversible` (a failed deploy is then undone by restoring the pre-deploy backup)",
+                    m.label()
+                ));
+            }
+        }
+    }
+    Ok(PlanReport {
+        env: env.to_string(),
+        protection: protection.as_str().into(),
+        applied: applied_count,
+        pending: plan
+            .pending
+            .iter()
+            .map(|m| PendingMigration::of(m))
+            .collect(),
+        backup_first: protection != Protection::Open,
+        problems,
+    })
+}
+
+/// What `deploy` reports besides its steps.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeployReport {
+    pub applied: Vec<ApplyReport>,
+    pub verified: Vec<VerifyReport>,
+    pub checks: Vec<CheckOutcome>,
+    pub rollback: Option<RollbackInfo>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackInfo {
+    /// `down` (down migrations) or `restore` (pre-deploy backup).
+    pub method: String,
+    pub ok: bool,
+    pub detail: String,
+    pub checks_after: Vec<CheckOutcome>,
+}
+
+/// The outcome of a deploy and its exit status.
+#[derive(Debug)]
+pub struct DeployOutcome {
+    pub run: shipsafe_state::RunRecord,
+    pub error: Option<CoreError>,
+}
+
+/// `shipsafe deploy ENV` for open and guarded environments: (guarded:
+/// backup) → apply → verify.sql + `[[checks]]` → on failure, down
+/// migrations of this run in reverse, or a restore of the pre-deploy backup.
+pub async fn deploy(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    applied_by: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<DeployOutcome, CoreError> {
+    let protection = config.environment(env)?.protection();
+    if protection == Protection::Protected {
+        return Err(CoreError::Blocked(format!(
+            "{env} is protected: deploys there need the rehearsal protocol (a rehearsal on a clone, then confirmation), which this version of shipsafe does not have yet; nothing was changed"
+        )));
+    }
+    let mut run = Run::start("deploy", Some(env));
+    let mut report = DeployReport::default();
+    let finish = |run: Run,
+                  outcome: &str,
+                  report: &DeployReport,
+                  ids: Vec<String>|
+     -> Result<shipsafe_state::RunRecord, CoreError> {
+        let rec = run.finish(
+            outcome,
+            report,
+            config.state_dir(),
+            cwd,
+            ids,
+            serde_json::json!({}),
+        )?;
+        crate::runs::write_markdown(config.state_dir(), &rec)?;
+        Ok(rec)
+    };
+
+    // 1. preflight
+    run.begin("preflight");
+    progress.stage(&format!("preflight: {env}"));
+    let migrations = discover(config)?;
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+    if let Err(e) = history::lock(&client).await {
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+        let rec = finish(run, "blocked", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: Some(e.into()),
+        });
+    }
+    let applied = match history::applied(&client).await.and_then(|a| {
+        history::plan(&migrations, a).map(|p| p.pending.into_iter().cloned().collect::<Vec<_>>())
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            report.error = Some(e.to_string());
+            history::unlock(&client).await;
+            let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
+            return Ok(DeployOutcome {
+                run: rec,
+                error: Some(e.into()),
+            });
+        }
+    };
+    let pending: Vec<Migration> = applied;
+    run.end(
+        "ok",
+        serde_json::json!({ "pending": pending.iter().map(Migration::label).collect::<Vec<_>>() }),
+    );
+    if pending.is_empty() {
+        history::unlock(&client).await;
+        let rec = finish(run, "nothing_to_do", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: None,
+        });
+    }
+
+    // 2. lint
+    run.skip("lint", "the SQL linter is not part of this version yet");
+
+    // 3. backup
+    let mut backup_id = None;
+    if protection == Protection::Guarded {
+        run.begin("backup");
+        match crate::commands::backup::take_backup(config, vars, env, "pre-deploy", progress).await
+        {
+            Ok(m) => {
+                run.end(
+                    "ok",
+                    serde_json::json!({ "backup_id": m.id, "size_bytes": m.size_bytes }),
+                );
+                backup_id = Some(m.id);
+            }
+            Err(e) => {
+                run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                report.error = Some(e.to_string());
+                history::unlock(&client).await;
+                let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
+                return Ok(DeployOutcome {
+                    run: rec,
+                    error: Some(e),
+                });
+            }
+        }
+    } else {
+        run.skip("backup", "open environment");
+    }
+    run.record.backup_id = backup_id.clone();
+    let ids: Vec<String> = backup_id.iter().cloned().collect();
+
+    // 4./5. rehearsal and confirmation belong to protected environments.
+    run.skip("rehearse", "not required for this protection level");
+
+    // 6. apply
+    let m = &config.file().migrations;
+    let opts = ApplyOptions {
+        lock_timeout: m.lock_timeout.as_std(),
+        statement_timeout: m.statement_timeout.as_std(),
+        lock_retries: m.lock_retries,
+        applied_by: applied_by.to_string(),
+        run_id: Some(run.record.run_id.clone()),
+    };
+    run.begin("apply");
+    let mut done: Vec<&Migration> = Vec::new();
+    let mut failure: Option<MigrateError> = None;
+    let mut partial = false;
+    for mig in &pending {
+        progress.stage(&format!("applying {}", mig.label()));
+        match apply::up(&client, mig, &opts).await {
+            Ok(r) => {
+                report.applied.push(r);
+                done.push(mig);
+            }
+            Err(e) => {
+                partial = matches!(e, MigrateError::Apply { partial: true, .. });
+                if partial {
+                    done.push(mig);
+                }
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    run.end(
+        if failure.is_some() { "failed" } else { "ok" },
+        serde_json::json!({ "applied": report.applied.iter().map(|r| format!("{}_{}", r.version, r.name)).collect::<Vec<_>>(),
+                            "error": failure.as_ref().map(ToString::to_string) }),
+    );
+
+    // 7. data: reference-data sets are a later part of the protocol.
+    run.skip("data", "no reference-data import in this version");
+
+    // 8. verify
+    if failure.is_none() {
+        run.begin("verify");
+        progress.stage("verifying");
+        for mig in &done {
+            match apply::verify(&client, mig).await {
+                Ok(Some(v)) => report.verified.push(v),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            report.checks = run_checks(&client, &config.file().checks, false).await;
+        }
+        let failed_checks: Vec<&CheckOutcome> = report.checks.iter().filter(|c| !c.ok).collect();
+        let check_error = (!failed_checks.is_empty()).then(|| {
+            failed_checks
+                .iter()
+                .map(|c| {
+                    format!(
+                        "check {:?} expected {} got {}",
+                        c.name,
+                        c.expect,
+                        c.actual
+                            .as_deref()
+                            .or(c.error.as_deref())
+                            .unwrap_or("nothing")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        run.end(
+            if failure.is_some() || check_error.is_some() { "failed" } else { "ok" },
+            serde_json::json!({ "verify_sql": report.verified.len(), "checks_passed": report.checks.iter().filter(|c| c.ok).count(),
+                                "checks_failed": failed_checks.len() }),
+        );
+        if failure.is_none()
+            && let Some(msg) = check_error
+        {
+            failure = Some(MigrateError::Verify {
+                version: "(all)".into(),
+                location: config.path().display().to_string(),
+                message: msg,
+            });
+        }
+    } else {
+        run.skip("verify", "apply failed");
+    }
+
+    let Some(failure) = failure else {
+        history::unlock(&client).await;
+        let rec = finish(run, "deployed", &report, ids)?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: None,
+        });
+    };
+    report.error = Some(failure.to_string());
+
+    // 9. rollback
+    run.begin("rollback");
+    progress.stage("rolling back");
+    let can_down = !partial && done.iter().all(|m| m.down.is_some());
+    let mut info = if done.is_empty() {
+        RollbackInfo {
+            method: "transaction".into(),
+            ok: true,
+            detail:
+                "the failing migration rolled back in its own transaction; nothing else was applied"
+                    .into(),
+            checks_after: vec![],
+        }
+    } else if can_down {
+        let mut ok = true;
+        let mut detail = Vec::new();
+        for mig in done.iter().rev() {
+            match apply::down(&client, mig, &opts).await {
+                Ok(_) => detail.push(format!("reverted {}", mig.label())),
+                Err(e) => {
+                    ok = false;
+                    detail.push(format!("reverting {} failed: {e}", mig.label()));
+                    break;
+                }
+            }
+        }
+        RollbackInfo {
+            method: "down".into(),
+            ok,
+            detail: detail.join("; "),
+            checks_after: vec![],
+        }
+    } else if let Some(id) = &backup_id {
+        match restore_pre_deploy(config, vars, env, id, progress).await {
+            Ok(()) => RollbackInfo {
+                method: "restore".into(),
+                ok: true,
+                detail: format!("restored the pre-deploy backup {id}"),
+                checks_after: vec![],
+            },
+            Err(e) => RollbackInfo {
+                method: "restore".into(),
+                ok: false,
+                detail: format!("restoring the pre-deploy backup {id} failed: {e}"),
+                checks_after: vec![],
+            },
+        }
+    } else {
+        RollbackInfo {
+            method: "none".into(),
+            ok: false,
+            detail: "the applied migrations have no down.sql and this open environment has no pre-deploy backup".into(),
+            checks_after: vec![],
+        }
+    };
+    if info.ok
+        && let Ok(c) = connect(&url).await
+    {
+        info.checks_after = run_checks(&c, &config.file().checks, false).await;
+    }
+    run.end(
+        if info.ok { "ok" } else { "failed" },
+        serde_json::json!({ "method": info.method, "detail": info.detail }),
+    );
+    history::unlock(&client).await;
+    let ok = info.ok;
+    let detail = info.detail.clone();
+    report.rollback = Some(info);
+    let (outcome, error) = if ok {
+        (
+            "rolled_back",
+            CoreError::RolledBack(format!(
+                "deploy to {env} failed and was rolled back ({detail}); the database is as it was before: {failure}"
+            )),
+        )
+    } else {
+        let advice = match &backup_id {
+            Some(id) => format!(
+                "restore the pre-deploy backup with `shipsafe backup restore {id} --to {env}`"
+            ),
+            None => "there is no pre-deploy backup (open environment): repair the database by hand"
+                .into(),
+        };
+        (
+            "rollback_failed",
+            CoreError::RollbackFailed(format!(
+                "deploy to {env} failed and could NOT be rolled back: {failure}; rollback: {detail}. The database holds a partly applied change: {advice}"
+            )),
+        )
+    };
+    let rec = finish(run, outcome, &report, ids)?;
+    Ok(DeployOutcome {
+        run: rec,
+        error: Some(error),
+    })
+}
+
+async fn restore_pre_deploy(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    id: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<(), CoreError> {
+    let store = crate::commands::backup::open_store(config, vars)?;
+    let manifest = store.manifest(id).await?;
+    progress.stage(&format!("restoring the pre-deploy backup {id}"));
+    let archive = fetch_verified(
+        &store,
+        &manifest,
+        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
+        None,
+    )
+    .await?;
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+    let info = server_info(&client, &url).await?;
+    drop(client);
+    let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
+    // No checks inside: the state before the deploy is what we want back,
+    // whatever the checks say; they run afterwards and are reported.
+    restore_atomic(
+        &binaries,
+        archive.path(),
+        &url,
+        AtomicRestore {
+            checks: &[],
+            lock_timeout: config.file().migrations.lock_timeout.as_std(),
+            on_bytes: None,
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,598 @@
+//! Migrations as a user drives them: deploy, verify, rollback on failure,
+//! drift, dirty state, locks held by others, lock-timeout retries, and the
+//! Prisma and Flyway layouts. Databases are compared before and after.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Project, load_sample, snapshot, write};
+use shipsafe_testkit::TestDb;
+
+/// Seed 003's schema before its migration.
+const SEED_003_SCHEMA: &str = "
+create type clinic_role as enum ('doctor', 'nurse');
+create table customers (id serial primary key, name text not null, customer_code text);
+create table workflow_states (id uuid primary key default gen_random_uuid(), name text);
+create table sales_commissions (id serial primary key, amount numeric not null);
+insert into customers (name, customer_code) values ('existing', 'CUST-000001');
+insert into sales_commissions (amount) values (10), (20);
+";
+
+/// Seed 003's migration, as shipped.
+const SEED_003_UP: &str = r#"-- 1. Fix customer_code auto-generation
+CREATE SEQUENCE IF NOT EXISTS customer_code_seq START 1000;
+
+CREATE OR REPLACE FUNCTION generate_customer_code()
+RETURNS TRIGGER AS $$
+BEGIN
+  IF NEW.customer_code IS NULL THEN
+    NEW.customer_code := 'CUST-' || LPAD(nextval('customer_code_seq')::TEXT, 6, '0');
+  END IF;
+  RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+DROP TRIGGER IF EXISTS set_customer_code ON customers;
+CREATE TRIGGER set_customer_code
+  BEFORE INSERT ON customers
+  FOR EACH ROW
+  EXECUTE FUNCTION generate_customer_code();
+
+-- 2. Add beautician to clinic_role enum
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_enum
+        WHERE enumlabel = 'beautician'
+        AND enumtypid = (SELECT oid FROM pg_type WHERE typname = 'clinic_role')
+    ) THEN
+        ALTER TYPE clinic_role ADD VALUE IF NOT EXISTS 'beautician';
+    END IF;
+END
+$$;
+
+-- 3. Add workflow_id to sales_commissions
+ALTER TABLE sales_commissions
+ADD COLUMN IF NOT EXISTS workflow_id UUID REFERENCES workflow_states(id);
+
+CREATE INDEX IF NOT EXISTS idx_sales_commissions_workflow_id
+ON sales_commissions(workflow_id);
+"#;
+
+/// Seed 003's rollback procedure.
+const SEED_003_DOWN: &str = "
+DROP TRIGGER IF EXISTS set_customer_code ON customers;
+DROP FUNCTION IF EXISTS generate_customer_code();
+ALTER TABLE sales_commissions DROP COLUMN IF EXISTS workflow_id;
+";
+
+/// Seed 003's post-deployment check, as SQL: a new customer gets a code.
+const SEED_003_VERIFY: &str = "
+insert into customers (name) values ('verify test customer');
+select customer_code like 'CUST-00%' from customers where name = 'verify test customer';
+select exists (select 1 from pg_enum where enumlabel = 'beautician');
+select count(*) = 0 from customers where name = 'verify test customer' and customer_code is null;
+";
+
+fn migration(p: &Project, dir: &str, up: &str, down: Option<&str>, verify: Option<&str>) {
+    write(p.dir.path(), &format!("migrations/{dir}/up.sql"), up);
+    if let Some(d) = down {
+        write(p.dir.path(), &format!("migrations/{dir}/down.sql"), d);
+    }
+    if let Some(v) = verify {
+        write(p.dir.path(), &format!("migrations/{dir}/verify.sql"), v);
+    }
+}
+
+fn steps(run: &serde_json::Value) -> Vec<(String, String)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn seed_003_migration_deploys_verifies_reverts_and_deploys_again() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(SEED_003_SCHEMA)
+        .await
+        .unwrap();
+    let p = Project::new(&[("prod", "guarded", db.url())], "");
+    migration(
+        &p,
+        "20260201120000_customer_code",
+        SEED_003_UP,
+        Some(SEED_003_DOWN),
+        Some(SEED_003_VERIFY),
+    );
+    let before = snapshot(db.url()).await;
+
+    let (code, run, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let names: Vec<String> = steps(&run).into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        names,
+        [
+            "preflight",
+            "lint",
+            "backup",
+            "rehearse",
+            "apply",
+            "data",
+            "verify"
+        ]
+    );
+    assert_eq!(run["report"]["verified"][0]["assertions"], 3);
+    assert!(run["backup_id"].as_str().unwrap().starts_with("prod-"));
+    // verify.sql's test customer was rolled back.
+    let c = db.client().await;
+    let n: i64 = c
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let row = c
+        .query_one(
+            "insert into customers (name) values ('real') returning customer_code",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, String>(0).starts_with("CUST-00"));
+    c.batch_execute("delete from customers where name = 'real'")
+        .await
+        .unwrap();
+
+    // History records it.
+    let h = c
+        .query_one("select name, checksum, applied_by, run_id from shipsafe.migrations where version = '20260201120000'", &[])
+        .await
+        .unwrap();
+    assert_eq!(h.get::<_, String>(0), "customer_code");
+    assert!(h.get::<_, String>(1).starts_with("blake3:"));
+    assert_eq!(
+        h.get::<_, Option<String>>(3).as_deref(),
+        run["run_id"].as_str()
+    );
+
+    // Down, then up again, through the engine.
+    let migrations =
+        shipsafe_migrate::discover(&p.dir.path().join("migrations"), Default::default()).unwrap();
+    let opts = shipsafe_migrate::ApplyOptions {
+        lock_timeout: std::time::Duration::from_secs(3),
+        statement_timeout: std::time::Duration::from_secs(60),
+        lock_retries: 0,
+        applied_by: "test".into(),
+        run_id: None,
+    };
+    shipsafe_migrate::apply::down(&c, &migrations[0], &opts)
+        .await
+        .unwrap();
+    let cols: i64 = c
+        .query_one("select count(*) from information_schema.columns where table_name = 'sales_commissions' and column_name = 'workflow_id'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cols, 0, "down removed the column");
+    let after_down = snapshot(db.url()).await;
+    assert_eq!(after_down.rows, before.rows, "down keeps every row");
+    let trigger: i64 = c
+        .query_one(
+            "select count(*) from pg_trigger where tgname = 'set_customer_code'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(trigger, 0, "down removed the trigger");
+    let (code, run, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 0, "up again: {err}");
+    assert_eq!(run["outcome"], "deployed");
+    let (code, run, _) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 0);
+    assert_eq!(run["outcome"], "nothing_to_do");
+}
+
+#[tokio::test]
+async fn a_failing_check_rolls_back_with_down_migrations() {
+    let db = TestDb::new().await;
+    load_sample(db.url()).await;
+    let checks = "[[checks]]\nname = \"every user has an email\"\nsql = \"select count(*) from users where email is null\"\nexpect = \"= 0\"\n";
+    let p = Project::new(&[("staging", "guarded", db.url())], checks);
+    let before = snapshot(db.url()).await;
+    migration(
+        &p,
+        "20260301000000_optional_email",
+        "alter table users alter column email drop not null;\nupdate users set email = null where username = 'user_a';",
+        Some(
+            "update users set email = 'user_a@sme.example' where username = 'user_a';\nalter table users alter column email set not null;",
+        ),
+        None,
+    );
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert_eq!(run["report"]["rollback"]["method"], "down");
+    assert!(err.contains("every user has an email"), "{err}");
+    let after = snapshot(db.url()).await;
+    assert_eq!(after.rows, before.rows);
+    assert_eq!(after.schema, before.schema, "schema as before");
+    let report = p.dir.path().join(format!(
+        ".shipsafe/reports/{}.md",
+        run["run_id"].as_str().unwrap()
+    ));
+    assert!(
+        std::fs::read_to_string(report)
+            .unwrap()
+            .contains("rolled_back")
+    );
+}
+
+#[tokio::test]
+async fn without_down_migrations_the_pre_deploy_backup_is_restored() {
+    let db = TestDb::new().await;
+    load_sample(db.url()).await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    let before = snapshot(db.url()).await;
+    migration(
+        &p,
+        "20260301000000_drop_phone",
+        "-- shipsafe:irreversible\nalter table users drop column phone;\ndelete from tool_access;",
+        None,
+        Some("select count(*) > 0 from tool_access;"),
+    );
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert_eq!(run["report"]["rollback"]["method"], "restore");
+    assert!(
+        err.contains("verification of migration 20260301000000 failed"),
+        "{err}"
+    );
+    assert!(err.contains("verify.sql:1:1"), "{err}");
+    let after = snapshot(db.url()).await;
+    assert_eq!(after.rows, before.rows);
+    assert_eq!(after.schema, before.schema);
+}
+
+#[tokio::test]
+async fn verify_select_false_fails_unlike_sqitch() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(
+        &p,
+        "1_t",
+        "create table t (id int);",
+        Some("drop table t;"),
+        Some("select false;"),
+    );
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("returned f, expected true"), "{err}");
+    assert_eq!(run["report"]["rollback"]["method"], "down");
+    let exists: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('t') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists);
+}
+
+#[tokio::test]
+async fn failure_in_the_third_statement_leaves_nothing_and_names_the_line() {
+    let db = TestDb::new().await;
+    load_sample(db.url()).await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    let before = snapshot(db.url()).await;
+    migration(
+        &p,
+        "1_three",
+        "create table audit_trail (id int);\ninsert into audit_trail values (1);\n\nalter table users add constraint nope check (id < 0);\n",
+        None,
+        None,
+    );
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert!(err.contains("migrations/1_three/up.sql:4:1"), "{err}");
+    assert!(err.contains("is violated by some row"), "{err}");
+    let after = snapshot(db.url()).await;
+    assert_eq!(after.schema, before.schema);
+    assert_eq!(after.rows, before.rows);
+}
+
+#[tokio::test]
+async fn changed_file_after_apply_is_drift() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(&p, "1_t", "create table t (id int);", None, None);
+    assert_eq!(p.json(&["deploy", "dev"]).0, 0);
+    write(
+        p.dir.path(),
+        "migrations/1_t/up.sql",
+        "create table t (id bigint);",
+    );
+    let (code, _, err) = p.json(&["plan", "dev"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("migration 1 was changed after it was applied"),
+        "{err}"
+    );
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "failed_nothing_changed");
+}
+
+#[tokio::test]
+async fn half_applied_migration_blocks_the_next_deploy() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(
+        &p,
+        "1_half",
+        "-- shipsafe:no-transaction\ncreate table a (id int);\nselect 1/0;\ncreate table b (id int);",
+        None,
+        None,
+    );
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(
+        code, 5,
+        "outside a transaction, the first statement stays: {err}"
+    );
+    assert!(err.contains("first 1 statement(s) stay applied"), "{err}");
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("migration 1 is half-applied"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_concurrent_run_is_blocked() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(&p, "1_t", "create table t (id int);", None, None);
+    let holder = db.client().await;
+    holder
+        .execute(
+            "select pg_advisory_lock($1)",
+            &[&shipsafe_migrate::history::LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(
+        err.contains("another shipsafe run holds the migration lock"),
+        "{err}"
+    );
+    assert!(err.contains("pid "), "names the holder: {err}");
+    let exists: bool = holder
+        .query_one("select to_regclass('t') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "nothing changed");
+    holder
+        .execute("select pg_advisory_unlock_all()", &[])
+        .await
+        .unwrap();
+    assert_eq!(p.json(&["deploy", "dev"]).0, 0);
+}
+
+#[tokio::test]
+async fn lock_timeouts_are_retried_while_another_session_holds_the_table() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table busy (id int)")
+        .await
+        .unwrap();
+    let cfg = "[migrations]\nlock_timeout = \"200ms\"\nlock_retries = 5\n";
+    let p = Project::new(&[("dev", "open", db.url())], cfg);
+    migration(
+        &p,
+        "1_add",
+        "alter table busy add column note text;",
+        None,
+        None,
+    );
+    // Another session holds ACCESS EXCLUSIVE for a while, then lets go.
+    let (blocker, conn) = tokio_postgres::connect(db.url().expose(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    blocker
+        .batch_execute("begin; lock table busy in access exclusive mode")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        blocker.batch_execute("commit").await.unwrap();
+        blocker
+    });
+    let (code, run, err) = tokio::task::spawn_blocking(move || {
+        let r = p.json(&["deploy", "dev"]);
+        (r.0, r.1, r.2)
+    })
+    .await
+    .unwrap();
+    release.await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let retries = run["report"]["applied"][0]["retries"].as_u64().unwrap();
+    assert!(retries >= 1, "it had to retry: {run}");
+}
+
+#[tokio::test]
+async fn lock_timeout_without_retries_fails_and_says_so() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table busy (id int)")
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        "[migrations]\nlock_timeout = \"100ms\"\nlock_retries = 0\n",
+    );
+    migration(
+        &p,
+        "1_add",
+        "alter table busy add column note text;",
+        None,
+        None,
+    );
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("begin; lock table busy in access exclusive mode")
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("lock timeout"), "{err}");
+    assert!(err.contains("conflicting lock"), "{err}");
+    blocker.batch_execute("rollback").await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_index_builds_run_outside_a_transaction_and_invalid_ones_are_dropped() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table t (email text); insert into t values ('a'), ('a'), ('b');")
+        .await
+        .unwrap();
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(
+        &p,
+        "1_idx",
+        "create index concurrently t_email_idx on t (email);",
+        Some("drop index concurrently t_email_idx;"),
+        None,
+    );
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["applied"][0]["transactional"], false);
+
+    migration(
+        &p,
+        "2_unique",
+        "create unique index concurrently t_email_key on t (email);",
+        None,
+        None,
+    );
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("dropped the invalid index"), "{err}");
+    let invalid: i64 = db
+        .client()
+        .await
+        .query_one("select count(*) from pg_index where not indisvalid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(invalid, 0, "no INVALID index left behind");
+}
+
+#[tokio::test]
+async fn prisma_and_flyway_layouts_deploy() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        "[migrations]\ndir = \"prisma/migrations\"\n",
+    );
+    write(
+        p.dir.path(),
+        "prisma/migrations/20260101000000_init/migration.sql",
+        "create table p1 (id int);",
+    );
+    write(
+        p.dir.path(),
+        "prisma/migrations/20260102000000_more/migration.sql",
+        "create table p2 (id int);",
+    );
+    write(
+        p.dir.path(),
+        "prisma/migrations/migration_lock.toml",
+        "provider = \"postgresql\"",
+    );
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["applied"].as_array().unwrap().len(), 2);
+
+    let db2 = TestDb::new().await;
+    let f = Project::new(
+        &[("dev", "open", db2.url())],
+        "[migrations]\ndir = \"db/migration\"\n",
+    );
+    write(
+        f.dir.path(),
+        "db/migration/V1__init.sql",
+        "create table f1 (id int);",
+    );
+    write(
+        f.dir.path(),
+        "db/migration/V1.1__add.sql",
+        "alter table f1 add column x int;",
+    );
+    let (code, run, err) = f.json(&["plan", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["pending"].as_array().unwrap().len(), 2);
+    let (code, _, err) = f.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    let cols: i64 = db2
+        .client()
+        .await
+        .query_one(
+            "select count(*) from information_schema.columns where table_name = 'f1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cols, 2);
+}
+
+#[tokio::test]
+async fn protected_deploys_are_blocked_until_rehearsal_exists() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(&p, "1_t", "create table t (id int);", None, None);
+    let (code, _, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("rehearsal"), "{err}");
+}
+
+#[test]
+fn new_creates_the_three_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "shipsafe.toml", "");
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "new", "Customer code!"])
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    let v = common::json(&out);
+    let d = std::path::PathBuf::from(v["dir"].as_str().unwrap());
+    assert!(
+        d.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("_customer_code")
+    );
+    for f in ["up.sql", "down.sql", "verify.sql"] {
+        assert!(d.join(f).is_file(), "{f}");
+    }
+}
