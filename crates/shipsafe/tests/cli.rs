@@ -387,11 +387,21 @@ fn usage_errors_exit_64_and_help_exits_0() {
     let out = shipsafe(dir.path()).arg("--help").output().unwrap();
     assert_eq!(code(&out), 0);
     let help = stdout(&out);
-    for listed in ["init", "demo", "status", "log", "backup", "new", "plan", "deploy"] {
+    for listed in [
+        "init", "demo", "status", "log", "backup", "new", "plan", "deploy",
+    ] {
         assert!(help.contains(listed), "{help}");
     }
     // Commands that do not work yet are not offered.
-    for unlisted in ["rollback", "rehearse", "wipe", "readiness", "serve", "clone", "lint"] {
+    for unlisted in [
+        "rollback",
+        "rehearse",
+        "wipe",
+        "readiness",
+        "serve",
+        "clone",
+        "lint",
+    ] {
         assert!(
             !help.contains(&format!("\n  {unlisted} ")),
             "{unlisted} listed before it works"
