@@ -237,10 +237,8 @@ fn sigkill_to_owner_stops_server_and_next_start_sweeps_dir() {
     wait_until("postmaster to exit", Duration::from_secs(15), || {
         !alive(pid)
     });
-    assert!(
-        dir.exists(),
-        "SIGKILL cannot run cleanup code; the folder is swept later"
-    );
+    // SIGKILL runs no cleanup code: the folder stays until a later start
+    // sweeps it (possibly another test process's start, running in parallel).
     drop(ScratchCluster::start().unwrap());
     assert!(!dir.exists(), "the next start must sweep {}", dir.display());
 }
