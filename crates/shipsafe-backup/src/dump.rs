@@ -327,17 +327,7 @@ fn judge(
 }
 
 fn describe_os(e: &object_store::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
+    shipsafe_pg::error_chain(e)
 }
 
 pub(crate) fn describe_status(status: std::process::ExitStatus) -> String {

@@ -332,18 +332,7 @@ impl BackupStore {
     }
 }
 
-/// An object_store error with its sources (the root cause, such as
-/// "Connection refused" or "No space left on device", is often deep).
+/// An object_store error with its sources (the root cause is often deep).
 fn describe(e: &object_store::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
+    shipsafe_pg::error_chain(e)
 }

@@ -91,8 +91,15 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         }
         return s;
     }
+    error_chain(e)
+}
+
+/// An error and its sources, joined, each cause once, secrets masked. The
+/// root cause ("Connection refused", "No space left on device") is often
+/// several levels down.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(inner) = src {
         let t = inner.to_string();
         if !s.contains(&t) {
