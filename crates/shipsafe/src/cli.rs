@@ -56,7 +56,7 @@ pub enum Command {
     },
     /// Tour shipsafe on a throwaway PostgreSQL cluster (needs only the server binaries).
     Demo,
-    /// Per environment: reachable, server version, database size.
+    /// Per environment: reachable, server version, size, last backup and last verified restore.
     Status {
         /// Only this environment.
         env: Option<String>,
