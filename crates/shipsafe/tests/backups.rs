@@ -344,23 +344,7 @@ async fn pg_dump_killed_mid_stream_publishes_nothing() {
     let (src, _) = src_and_dst().await;
     let p = Project::new(&[("prod", "guarded", src.url())], "");
     // A pg_dump that streams real output, then dies of SIGKILL part-way.
-    let real = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
-    let bin = tempfile::tempdir().unwrap();
-    for prog in ["pg_restore", "psql"] {
-        std::os::unix::fs::symlink(real.path(prog), bin.path().join(prog)).unwrap();
-    }
-    let script = format!(
-        "#!/bin/bash\nif [ \"$1\" = --version ]; then exec '{0}' --version; fi\n'{0}' \"$@\" | head -c 20000\nkill -KILL $$\n",
-        real.path("pg_dump").display()
-    );
-    let wrapper = bin.path().join("pg_dump");
-    std::fs::write(&wrapper, script).unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-
+    let bin = common::pg_dump_dying_after(20000);
     let out = p
         .cmd()
         .env("PG_BIN_DIR", bin.path())

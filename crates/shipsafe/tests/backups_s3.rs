@@ -151,27 +151,6 @@ fn bucket_keys(moto: &Moto, bucket: &str) -> Vec<String> {
         .collect()
 }
 
-fn pg_dump_dying_after(bytes: usize) -> tempfile::TempDir {
-    let real = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
-    let bin = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(real.path("pg_restore"), bin.path().join("pg_restore")).unwrap();
-    let wrapper = bin.path().join("pg_dump");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/bash\nif [ \"$1\" = --version ]; then exec '{0}' --version; fi\n'{0}' \"$@\" | head -c {bytes}\nkill -KILL $$\n",
-            real.path("pg_dump").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    bin
-}
-
 async fn noisy_db() -> TestDb {
     let src = TestDb::new().await;
     // Incompressible data: several 8 MiB upload parts.
@@ -194,7 +173,7 @@ async fn pg_dump_dying_mid_upload_completes_no_s3_object() {
     let dst = TestDb::new().await;
     let p = s3_project(&moto, &src, &dst);
     // Dies after ~20 MB: at least two parts have been uploaded by then.
-    let bin = pg_dump_dying_after(20 << 20);
+    let bin = common::pg_dump_dying_after(20 << 20);
     let out = p
         .cmd()
         .env("PG_BIN_DIR", bin.path())

@@ -164,3 +164,26 @@ impl Project {
         self.dir.path().join(".shipsafe/backups")
     }
 }
+
+/// A `PG_BIN_DIR` whose `pg_dump` streams `bytes` of real output and then
+/// dies of SIGKILL: pg_dump failing mid-stream, reproducibly.
+pub fn pg_dump_dying_after(bytes: usize) -> tempfile::TempDir {
+    let real = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(real.path("pg_restore"), bin.path().join("pg_restore")).unwrap();
+    let wrapper = bin.path().join("pg_dump");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nif [ \"$1\" = --version ]; then exec '{0}' --version; fi\n'{0}' \"$@\" | head -c {bytes}\nkill -KILL $$\n",
+            real.path("pg_dump").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    bin
+}
