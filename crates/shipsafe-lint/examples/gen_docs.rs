@@ -10,8 +10,16 @@ fn main() -> std::io::Result<()> {
         "# Lint rules\n\n`shipsafe lint` checks migration SQL with PostgreSQL's own parser. Each rule has a page: the problem, why it hurts in production, and the safe way.\n\n| rule | severity | catches |\n|---|---|---|\n",
     );
     for r in shipsafe_lint::rules::all() {
-        std::fs::write(dir.join(format!("{}.md", r.id())), shipsafe_lint::rules::doc_page(r))?;
-        index.push_str(&format!("| [{0}]({0}.md) | {1} | {2} |\n", r.id(), r.severity().as_str(), r.summary()));
+        std::fs::write(
+            dir.join(format!("{}.md", r.id())),
+            shipsafe_lint::rules::doc_page(r),
+        )?;
+        index.push_str(&format!(
+            "| [{0}]({0}.md) | {1} | {2} |\n",
+            r.id(),
+            r.severity().as_str(),
+            r.summary()
+        ));
     }
     std::fs::write(dir.join("README.md"), index)?;
     Ok(())

@@ -38,7 +38,11 @@ impl<'a> Context<'a> {
     }
 
     pub(crate) fn set_current(&mut self, start: usize, len: usize) {
-        let end = if len == 0 { self.text.len() } else { (start + len).min(self.text.len()) };
+        let end = if len == 0 {
+            self.text.len()
+        } else {
+            (start + len).min(self.text.len())
+        };
         self.current = self.text.get(start..end).unwrap_or("");
     }
 
@@ -55,7 +59,9 @@ impl<'a> Context<'a> {
                 }
             }
             NodeEnum::TransactionStmt(t) => match t.kind() {
-                TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart => self.in_transaction = true,
+                TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart => {
+                    self.in_transaction = true
+                }
                 TransactionStmtKind::TransStmtCommit | TransactionStmtKind::TransStmtRollback => {
                     self.in_transaction = false;
                 }
@@ -77,7 +83,11 @@ impl<'a> Context<'a> {
             }
             _ => {}
         }
-        let end = if len == 0 { self.text.len() } else { (start + len).min(self.text.len()) };
+        let end = if len == 0 {
+            self.text.len()
+        } else {
+            (start + len).min(self.text.len())
+        };
         if let Some(t) = self.text.get(start..end) {
             self.previous.push(t);
         }

@@ -106,7 +106,11 @@ pub struct ParseError {
 
 impl std::fmt::Display for ParseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -184,7 +188,10 @@ pub fn lint(file: &str, text: &str) -> Result<Vec<Finding>, ParseError> {
         let start = first_token(text, raw.stmt_location.max(0) as usize);
         let (line, column) = line_col(text, start);
         let allowed = allowances(text, line);
-        ctx.set_current(raw.stmt_location.max(0) as usize, raw.stmt_len.max(0) as usize);
+        ctx.set_current(
+            raw.stmt_location.max(0) as usize,
+            raw.stmt_len.max(0) as usize,
+        );
         for rule in &rules {
             if let Some(hit) = rule.check(node, &ctx) {
                 let allow = allowed.iter().find(|(r, _)| r == rule.id());
@@ -201,7 +208,11 @@ pub fn lint(file: &str, text: &str) -> Result<Vec<Finding>, ParseError> {
                 });
             }
         }
-        ctx.observe(node, raw.stmt_location.max(0) as usize, raw.stmt_len.max(0) as usize);
+        ctx.observe(
+            node,
+            raw.stmt_location.max(0) as usize,
+            raw.stmt_len.max(0) as usize,
+        );
     }
     Ok(findings)
 }
@@ -235,7 +246,10 @@ mod tests {
         let f = lint("m/up.sql", sql).unwrap();
         let drop = f.iter().find(|f| f.rule == "ban-drop-table").unwrap();
         assert_eq!((drop.line, drop.column), (4, 3));
-        assert!(drop.render().starts_with("m/up.sql:4:3: error[ban-drop-table]: "));
+        assert!(
+            drop.render()
+                .starts_with("m/up.sql:4:3: error[ban-drop-table]: ")
+        );
     }
 
     #[test]
@@ -244,9 +258,16 @@ mod tests {
         let f = lint("up.sql", sql).unwrap();
         assert_eq!(f.len(), 1);
         assert!(f[0].suppressed);
-        assert_eq!(f[0].reason.as_deref(), Some("replaced by archive_users in v42"));
+        assert_eq!(
+            f[0].reason.as_deref(),
+            Some("replaced by archive_users in v42")
+        );
         // Another rule's allow does not suppress this one.
-        let f = lint("up.sql", "-- shipsafe:allow ban-truncate\ndrop table users;").unwrap();
+        let f = lint(
+            "up.sql",
+            "-- shipsafe:allow ban-truncate\ndrop table users;",
+        )
+        .unwrap();
         assert!(!f[0].suppressed);
     }
 
@@ -269,7 +290,12 @@ mod tests {
             );
             let page = std::fs::read_to_string(dir.join(format!("{}.md", r.id())))
                 .unwrap_or_else(|_| panic!("docs/rules/{}.md is missing", r.id()));
-            assert_eq!(page, rules::doc_page(r), "docs/rules/{}.md is out of date (scripts/gen-rule-docs)", r.id());
+            assert_eq!(
+                page,
+                rules::doc_page(r),
+                "docs/rules/{}.md is out of date (scripts/gen-rule-docs)",
+                r.id()
+            );
         }
     }
 }

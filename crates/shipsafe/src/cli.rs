@@ -63,6 +63,11 @@ pub enum Command {
     },
     /// Show the audit log, or verify its hash chain (`log verify`).
     Log(LogArgs),
+    /// Lint migration SQL (default: every migration of the project).
+    Lint {
+        /// Files or folders (down.sql and verify.sql in folders are skipped).
+        paths: Vec<std::path::PathBuf>,
+    },
     /// Create migrations/<UTC timestamp>_<name>/{up,down,verify}.sql.
     New { name: String },
     /// What `deploy ENV` would do: pending migrations and problems. Changes nothing.

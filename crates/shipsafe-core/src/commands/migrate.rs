@@ -151,6 +151,7 @@ pub struct PlanReport {
     pub backup_first: bool,
     /// Problems that would stop deploy.
     pub problems: Vec<String>,
+    pub lint: Vec<shipsafe_lint::Finding>,
 }
 
 /// `shipsafe plan ENV`: what deploy would do. Changes nothing.
@@ -178,7 +179,12 @@ pub async fn plan(
             }
         }
     }
+    let lint = crate::commands::lint::lint_migrations(&plan.pending, config.root())?;
+    for f in lint.blocking() {
+        problems.push(format!("lint: {}", f.render().trim_end()));
+    }
     Ok(PlanReport {
+        lint: lint.findings.clone(),
         env: env.to_string(),
         protection: protection.as_str().into(),
         applied: applied_count,
@@ -195,6 +201,7 @@ pub async fn plan(
 /// What `deploy` reports besides its steps.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeployReport {
+    pub lint: Vec<shipsafe_lint::Finding>,
     pub applied: Vec<ApplyReport>,
     pub verified: Vec<VerifyReport>,
     pub checks: Vec<CheckOutcome>,
@@ -297,8 +304,47 @@ pub async fn deploy(
         });
     }
 
-    // 2. lint
-    run.skip("lint", "the SQL linter is not part of this version yet");
+    // 2. lint: unsuppressed errors block (exit 1) before anything changes.
+    run.begin("lint");
+    let pending_refs: Vec<&Migration> = pending.iter().collect();
+    let lint = match crate::commands::lint::lint_migrations(&pending_refs, config.root()) {
+        Ok(l) => l,
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            report.error = Some(e.to_string());
+            history::unlock(&client).await;
+            let rec = finish(run, "blocked", &report, vec![])?;
+            return Ok(DeployOutcome {
+                run: rec,
+                error: Some(e),
+            });
+        }
+    };
+    let blocking: Vec<String> = lint
+        .blocking()
+        .iter()
+        .map(|f| f.render().trim_end().to_string())
+        .collect();
+    run.end(
+        if blocking.is_empty() { "ok" } else { "failed" },
+        serde_json::json!({ "files_checked": lint.files_checked, "findings": lint.findings.len(),
+                            "blocking": blocking.len(), "suppressed": lint.findings.iter().filter(|f| f.suppressed).count() }),
+    );
+    report.lint = lint.findings.clone();
+    if !blocking.is_empty() {
+        history::unlock(&client).await;
+        let msg = format!(
+            "lint found {} error(s) in the pending migrations; nothing was changed. Fix them, or allow one with `-- shipsafe:allow RULE reason` on the line before the statement:\n{}",
+            blocking.len(),
+            blocking.join("\n")
+        );
+        report.error = Some(msg.clone());
+        let rec = finish(run, "blocked", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: Some(CoreError::Problems(msg)),
+        });
+    }
 
     // 3. backup
     let mut backup_id = None;

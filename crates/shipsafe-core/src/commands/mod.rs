@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod init;
+pub mod lint;
 pub mod log;
 pub mod migrate;
 pub mod status;

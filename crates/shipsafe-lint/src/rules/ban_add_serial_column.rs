@@ -31,8 +31,17 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("ban-add-serial-column", "alter table users add column n bigserial;"));
-        assert!(fires("ban-add-serial-column", "alter table users add column n int generated always as identity;"));
-        assert!(!fires("ban-add-serial-column", "alter table users add column n bigint;"));
+        assert!(fires(
+            "ban-add-serial-column",
+            "alter table users add column n bigserial;"
+        ));
+        assert!(fires(
+            "ban-add-serial-column",
+            "alter table users add column n int generated always as identity;"
+        ));
+        assert!(!fires(
+            "ban-add-serial-column",
+            "alter table users add column n bigint;"
+        ));
     }
 }

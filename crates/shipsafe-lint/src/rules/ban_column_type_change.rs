@@ -25,7 +25,13 @@ mod tests {
 
     #[test]
     fn fires_on_existing_tables_only() {
-        assert!(fires("ban-column-type-change", "alter table users alter column id type bigint;"));
-        assert!(!fires("ban-column-type-change", "create table t (id int); alter table t alter column id type bigint;"));
+        assert!(fires(
+            "ban-column-type-change",
+            "alter table users alter column id type bigint;"
+        ));
+        assert!(!fires(
+            "ban-column-type-change",
+            "create table t (id int); alter table t alter column id type bigint;"
+        ));
     }
 }

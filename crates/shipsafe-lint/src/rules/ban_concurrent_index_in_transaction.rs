@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit};
+use super::hit;
 rule!(
     BanConcurrentIndexInTransaction, "ban-concurrent-index-in-transaction", Error, "CONCURRENTLY cannot run inside a transaction block.",
     problem: "`CREATE INDEX CONCURRENTLY` after an explicit `BEGIN`.",
@@ -28,7 +28,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("ban-concurrent-index-in-transaction", "begin; create index concurrently i on t (x); commit;"));
-        assert!(!fires("ban-concurrent-index-in-transaction", "create index concurrently i on t (x);"));
+        assert!(fires(
+            "ban-concurrent-index-in-transaction",
+            "begin; create index concurrently i on t (x); commit;"
+        ));
+        assert!(!fires(
+            "ban-concurrent-index-in-transaction",
+            "create index concurrently i on t (x);"
+        ));
     }
 }

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit};
+use super::hit;
 rule!(
     BanDisablingTimeouts, "ban-disabling-timeouts", Error, "Turning off lock_timeout or statement_timeout removes the deploy's safety net.",
     problem: "`SET lock_timeout = 0` (or `statement_timeout = 0`) in a migration.",
@@ -33,7 +33,10 @@ mod tests {
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
         assert!(fires("ban-disabling-timeouts", "set lock_timeout = 0;"));
-        assert!(fires("ban-disabling-timeouts", "set statement_timeout to '0';"));
+        assert!(fires(
+            "ban-disabling-timeouts",
+            "set statement_timeout to '0';"
+        ));
         assert!(!fires("ban-disabling-timeouts", "set lock_timeout = '5s';"));
     }
 }

@@ -25,8 +25,17 @@ mod tests {
 
     #[test]
     fn fires_on_existing_tables_only() {
-        assert!(fires("ban-drop-column", "alter table users drop column phone;"));
-        assert!(!fires("ban-drop-column", "alter table users add column phone text;"));
-        assert!(!fires("ban-drop-column", "create table t (a int, b int); alter table t drop column b;"));
+        assert!(fires(
+            "ban-drop-column",
+            "alter table users drop column phone;"
+        ));
+        assert!(!fires(
+            "ban-drop-column",
+            "alter table users add column phone text;"
+        ));
+        assert!(!fires(
+            "ban-drop-column",
+            "create table t (a int, b int); alter table t drop column b;"
+        ));
     }
 }

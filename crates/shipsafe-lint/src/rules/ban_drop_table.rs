@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::{hit};
+use super::hit;
 rule!(
     BanDropTable, "ban-drop-table", Error, "DROP TABLE deletes a table and every row in it.",
     problem: "`DROP TABLE` removes the table and its data. Application code still deployed (or a rollback of it) that reads the table fails at once.",
@@ -48,8 +48,17 @@ mod tests {
     #[test]
     fn fires_on_existing_tables_only() {
         assert!(fires("ban-drop-table", "drop table users;"));
-        assert!(fires("ban-drop-table", "drop table if exists public.users cascade;"));
+        assert!(fires(
+            "ban-drop-table",
+            "drop table if exists public.users cascade;"
+        ));
         assert!(!fires("ban-drop-table", "drop view users;"));
-        assert!(!fires("ban-drop-table", "create table tmp (id int); drop table tmp;"), "created in the same migration");
+        assert!(
+            !fires(
+                "ban-drop-table",
+                "create table tmp (id int); drop table tmp;"
+            ),
+            "created in the same migration"
+        );
     }
 }

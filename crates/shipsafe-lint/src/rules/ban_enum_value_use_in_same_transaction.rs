@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit};
+use super::hit;
 rule!(
     BanEnumValueUseInSameTransaction, "ban-enum-value-use-in-same-transaction", Error, "A new enum value cannot be used in the transaction that adds it.",
     problem: "`ALTER TYPE ... ADD VALUE 'x'` followed, in the same migration, by a statement that uses `'x'`.",
@@ -25,7 +25,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("ban-enum-value-use-in-same-transaction", "alter type clinic_role add value 'beautician'; insert into staff (role) values ('beautician');"));
-        assert!(!fires("ban-enum-value-use-in-same-transaction", "alter type clinic_role add value 'beautician';"));
+        assert!(fires(
+            "ban-enum-value-use-in-same-transaction",
+            "alter type clinic_role add value 'beautician'; insert into staff (role) values ('beautician');"
+        ));
+        assert!(!fires(
+            "ban-enum-value-use-in-same-transaction",
+            "alter type clinic_role add value 'beautician';"
+        ));
     }
 }

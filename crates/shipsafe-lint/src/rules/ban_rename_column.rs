@@ -25,7 +25,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("ban-rename-column", "alter table users rename column email to mail;"));
-        assert!(!fires("ban-rename-column", "create table t (a int); alter table t rename column a to b;"));
+        assert!(fires(
+            "ban-rename-column",
+            "alter table users rename column email to mail;"
+        ));
+        assert!(!fires(
+            "ban-rename-column",
+            "create table t (a int); alter table t rename column a to b;"
+        ));
     }
 }

@@ -25,7 +25,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("ban-rename-table", "alter table users rename to accounts;"));
-        assert!(!fires("ban-rename-table", "alter table users rename column a to b;"));
+        assert!(fires(
+            "ban-rename-table",
+            "alter table users rename to accounts;"
+        ));
+        assert!(!fires(
+            "ban-rename-table",
+            "alter table users rename column a to b;"
+        ));
     }
 }

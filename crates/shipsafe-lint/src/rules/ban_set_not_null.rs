@@ -22,7 +22,13 @@ mod tests {
 
     #[test]
     fn fires_on_existing_tables_only() {
-        assert!(fires("ban-set-not-null", "alter table users alter column phone set not null;"));
-        assert!(!fires("ban-set-not-null", "create table t (a int); alter table t alter column a set not null;"));
+        assert!(fires(
+            "ban-set-not-null",
+            "alter table users alter column phone set not null;"
+        ));
+        assert!(!fires(
+            "ban-set-not-null",
+            "create table t (a int); alter table t alter column a set not null;"
+        ));
     }
 }

@@ -29,6 +29,9 @@ mod tests {
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
         assert!(fires("ban-truncate", "truncate users cascade;"));
-        assert!(!fires("ban-truncate", "create table t (id int); truncate t;"));
+        assert!(!fires(
+            "ban-truncate",
+            "create table t (id int); truncate t;"
+        ));
     }
 }

@@ -29,7 +29,16 @@ rule!(
 );
 
 /// Functions whose value changes per row.
-const VOLATILE: &[&str] = &["random", "clock_timestamp", "timeofday", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v4", "nextval", "txid_current"];
+const VOLATILE: &[&str] = &[
+    "random",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "uuid_generate_v1",
+    "uuid_generate_v4",
+    "nextval",
+    "txid_current",
+];
 
 #[cfg(test)]
 mod tests {
@@ -37,9 +46,21 @@ mod tests {
 
     #[test]
     fn fires_on_volatile_defaults_only() {
-        assert!(fires("ban-volatile-default", "alter table users add column token uuid default gen_random_uuid();"));
-        assert!(!fires("ban-volatile-default", "alter table users add column created timestamptz default now();"));
-        assert!(!fires("ban-volatile-default", "alter table users add column n int default 0;"));
-        assert!(!fires("ban-volatile-default", "create table t (a int); alter table t add column r float default random();"));
+        assert!(fires(
+            "ban-volatile-default",
+            "alter table users add column token uuid default gen_random_uuid();"
+        ));
+        assert!(!fires(
+            "ban-volatile-default",
+            "alter table users add column created timestamptz default now();"
+        ));
+        assert!(!fires(
+            "ban-volatile-default",
+            "alter table users add column n int default 0;"
+        ));
+        assert!(!fires(
+            "ban-volatile-default",
+            "create table t (a int); alter table t add column r float default random();"
+        ));
     }
 }

@@ -23,8 +23,17 @@ mod tests {
 
     #[test]
     fn fires_on_existing_tables_only() {
-        assert!(fires("constraint-missing-not-valid", "alter table users add constraint positive check (id > 0);"));
-        assert!(!fires("constraint-missing-not-valid", "alter table users add constraint positive check (id > 0) not valid;"));
-        assert!(!fires("constraint-missing-not-valid", "create table t (id int); alter table t add check (id > 0);"));
+        assert!(fires(
+            "constraint-missing-not-valid",
+            "alter table users add constraint positive check (id > 0);"
+        ));
+        assert!(!fires(
+            "constraint-missing-not-valid",
+            "alter table users add constraint positive check (id > 0) not valid;"
+        ));
+        assert!(!fires(
+            "constraint-missing-not-valid",
+            "create table t (id int); alter table t add check (id > 0);"
+        ));
     }
 }

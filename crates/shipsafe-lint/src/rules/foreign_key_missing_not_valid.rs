@@ -26,7 +26,13 @@ mod tests {
     fn fires_on_existing_tables_only() {
         let sql = "alter table tool_access add constraint fk_user foreign key (user_id) references users (id);";
         assert!(fires("foreign-key-missing-not-valid", sql));
-        assert!(!fires("foreign-key-missing-not-valid", &sql.replace(");", ") not valid;")));
-        assert!(!fires("foreign-key-missing-not-valid", &format!("create table tool_access (user_id int); {sql}")));
+        assert!(!fires(
+            "foreign-key-missing-not-valid",
+            &sql.replace(");", ") not valid;")
+        ));
+        assert!(!fires(
+            "foreign-key-missing-not-valid",
+            &format!("create table tool_access (user_id int); {sql}")
+        ));
     }
 }

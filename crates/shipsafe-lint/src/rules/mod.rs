@@ -1,7 +1,9 @@
 //! The rule set: one file per rule, registered in [`all`].
 
 use pg_query::NodeEnum;
-use pg_query::protobuf::{AlterTableCmd, AlterTableStmt, ColumnDef, Constraint, RangeVar, TypeName};
+use pg_query::protobuf::{
+    AlterTableCmd, AlterTableStmt, ColumnDef, Constraint, RangeVar, TypeName,
+};
 
 use crate::{Hit, Rule};
 
@@ -133,7 +135,10 @@ pub(crate) fn table_name(r: Option<&RangeVar>) -> String {
 
 /// ALTER TABLE on a table that existed before this migration: the table and
 /// its commands.
-pub(crate) fn alter_existing<'a>(stmt: &'a NodeEnum, ctx: &crate::Context) -> Option<(String, Vec<&'a AlterTableCmd>)> {
+pub(crate) fn alter_existing<'a>(
+    stmt: &'a NodeEnum,
+    ctx: &crate::Context,
+) -> Option<(String, Vec<&'a AlterTableCmd>)> {
     let NodeEnum::AlterTableStmt(AlterTableStmt { relation, cmds, .. }) = stmt else {
         return None;
     };

@@ -28,8 +28,17 @@ mod tests {
 
     #[test]
     fn fires_on_keys() {
-        assert!(fires("prefer-bigint-over-int", "create table t (id serial primary key);"));
-        assert!(fires("prefer-bigint-over-int", "create table t (id int primary key);"));
-        assert!(!fires("prefer-bigint-over-int", "create table t (id bigserial primary key, n int);"));
+        assert!(fires(
+            "prefer-bigint-over-int",
+            "create table t (id serial primary key);"
+        ));
+        assert!(fires(
+            "prefer-bigint-over-int",
+            "create table t (id int primary key);"
+        ));
+        assert!(!fires(
+            "prefer-bigint-over-int",
+            "create table t (id bigserial primary key, n int);"
+        ));
     }
 }

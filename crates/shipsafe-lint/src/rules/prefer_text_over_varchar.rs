@@ -24,7 +24,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("prefer-text-over-varchar", "create table t (name varchar(100));"));
-        assert!(!fires("prefer-text-over-varchar", "create table t (name text);"));
+        assert!(fires(
+            "prefer-text-over-varchar",
+            "create table t (name varchar(100));"
+        ));
+        assert!(!fires(
+            "prefer-text-over-varchar",
+            "create table t (name text);"
+        ));
     }
 }

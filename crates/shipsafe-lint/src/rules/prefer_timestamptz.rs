@@ -22,7 +22,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("prefer-timestamptz", "create table t (at timestamp);"));
-        assert!(!fires("prefer-timestamptz", "create table t (at timestamptz);"));
+        assert!(fires(
+            "prefer-timestamptz",
+            "create table t (at timestamp);"
+        ));
+        assert!(!fires(
+            "prefer-timestamptz",
+            "create table t (at timestamptz);"
+        ));
     }
 }

@@ -26,8 +26,17 @@ mod tests {
 
     #[test]
     fn fires_on_existing_tables_only() {
-        assert!(fires("require-concurrent-index-creation", "create index i on users (email);"));
-        assert!(!fires("require-concurrent-index-creation", "create index concurrently i on users (email);"));
-        assert!(!fires("require-concurrent-index-creation", "create table t (x int); create index on t (x);"));
+        assert!(fires(
+            "require-concurrent-index-creation",
+            "create index i on users (email);"
+        ));
+        assert!(!fires(
+            "require-concurrent-index-creation",
+            "create index concurrently i on users (email);"
+        ));
+        assert!(!fires(
+            "require-concurrent-index-creation",
+            "create table t (x int); create index on t (x);"
+        ));
     }
 }

@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::{hit};
+use super::hit;
 rule!(
     RequireConcurrentIndexDeletion, "require-concurrent-index-deletion", Warning, "DROP INDEX without CONCURRENTLY blocks the table.",
     problem: "`DROP INDEX` without `CONCURRENTLY`.",
@@ -26,7 +26,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("require-concurrent-index-deletion", "drop index users_email_idx;"));
-        assert!(!fires("require-concurrent-index-deletion", "drop index concurrently users_email_idx;"));
+        assert!(fires(
+            "require-concurrent-index-deletion",
+            "drop index users_email_idx;"
+        ));
+        assert!(!fires(
+            "require-concurrent-index-deletion",
+            "drop index concurrently users_email_idx;"
+        ));
     }
 }

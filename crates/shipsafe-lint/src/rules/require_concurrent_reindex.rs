@@ -25,7 +25,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("require-concurrent-reindex", "reindex index users_email_idx;"));
-        assert!(!fires("require-concurrent-reindex", "reindex index concurrently users_email_idx;"));
+        assert!(fires(
+            "require-concurrent-reindex",
+            "reindex index users_email_idx;"
+        ));
+        assert!(!fires(
+            "require-concurrent-reindex",
+            "reindex index concurrently users_email_idx;"
+        ));
     }
 }

@@ -30,8 +30,17 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("require-default-for-not-null-column", "alter table users add column code text not null;"));
-        assert!(!fires("require-default-for-not-null-column", "alter table users add column code text not null default '';"));
-        assert!(!fires("require-default-for-not-null-column", "alter table users add column code text;"));
+        assert!(fires(
+            "require-default-for-not-null-column",
+            "alter table users add column code text not null;"
+        ));
+        assert!(!fires(
+            "require-default-for-not-null-column",
+            "alter table users add column code text not null default '';"
+        ));
+        assert!(!fires(
+            "require-default-for-not-null-column",
+            "alter table users add column code text;"
+        ));
     }
 }

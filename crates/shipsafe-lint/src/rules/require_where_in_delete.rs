@@ -26,6 +26,9 @@ mod tests {
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
         assert!(fires("require-where-in-delete", "delete from tool_access;"));
-        assert!(!fires("require-where-in-delete", "delete from tool_access where user_id = 3;"));
+        assert!(!fires(
+            "require-where-in-delete",
+            "delete from tool_access where user_id = 3;"
+        ));
     }
 }

@@ -25,7 +25,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("require-where-in-update", "update users set is_active = false;"));
-        assert!(!fires("require-where-in-update", "update users set is_active = false where id = 3;"));
+        assert!(fires(
+            "require-where-in-update",
+            "update users set is_active = false;"
+        ));
+        assert!(!fires(
+            "require-where-in-update",
+            "update users set is_active = false where id = 3;"
+        ));
     }
 }

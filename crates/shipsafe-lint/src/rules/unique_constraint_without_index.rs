@@ -24,7 +24,13 @@ mod tests {
 
     #[test]
     fn catches_the_risk_and_passes_the_safe_form() {
-        assert!(fires("unique-constraint-without-index", "alter table users add constraint u unique (email);"));
-        assert!(!fires("unique-constraint-without-index", "alter table users add constraint u unique using index users_email_idx;"));
+        assert!(fires(
+            "unique-constraint-without-index",
+            "alter table users add constraint u unique (email);"
+        ));
+        assert!(!fires(
+            "unique-constraint-without-index",
+            "alter table users add constraint u unique using index users_email_idx;"
+        ));
     }
 }

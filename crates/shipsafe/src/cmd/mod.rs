@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod demo;
 pub mod init;
+pub mod lint;
 pub mod log;
 pub mod migrate;
 pub mod status;
