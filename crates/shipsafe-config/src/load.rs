@@ -203,7 +203,7 @@ impl Config {
         if m.up.is_some() && m.pending.is_none() {
             return Err(self.invalid(
                 self.key_span("migrations", "up").unwrap_or(0..0),
-                "migrations.up runs an external tool; also set migrations.pending, a command that exits 0 when nothing is pending (e.g. \"alembic check\")".into(),
+                "migrations.up runs an external tool; also set migrations.pending, a command that exits 0 when nothing is pending (e.g. \"alembic current | grep -q '(head)'\")".into(),
             ));
         }
         let level = self.file.backups.compression_level;

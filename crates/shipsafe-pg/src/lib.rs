@@ -9,6 +9,8 @@ pub mod scratch;
 
 pub use binaries::PgBinaries;
 pub use checks::{CheckOutcome, run_checks};
-pub use connect::{ServerInfo, connect, quote_ident, quote_literal, server_info};
+pub use connect::{
+    ServerInfo, connect, quote_ident, quote_literal, schema_fingerprint, server_info,
+};
 pub use error::{PgError, describe, error_chain};
 pub use scratch::{ScratchCluster, ScratchOptions, Storage};

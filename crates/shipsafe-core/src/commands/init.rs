@@ -119,7 +119,7 @@ fn migrations_section(d: &Detection) -> String {
              # alembic.ini found: shipsafe drives alembic (external mode).\n\
              up = \"alembic upgrade head\"\n\
              down = \"alembic downgrade -1\"\n\
-             pending = \"alembic check\"                # exit 0 = nothing pending\n\
+             pending = \"alembic current | grep -q '(head)'\"  # exit 0 = at head, nothing pending\n\
              url_env = \"DATABASE_URL\"                 # the variable your env.py reads\n"
             .to_string(),
         Detected::FlaskMigrate => "[migrations]\n\

@@ -147,6 +147,8 @@ pub struct PlanReport {
     pub protection: String,
     pub applied: usize,
     pub pending: Vec<PendingMigration>,
+    /// External mode: whether the team\'s tool says something is pending.
+    pub external_pending: Option<bool>,
     /// What deploy would do first.
     pub backup_first: bool,
     /// Problems that would stop deploy.
@@ -161,6 +163,20 @@ pub async fn plan(
     env: &str,
 ) -> Result<PlanReport, CoreError> {
     let protection = config.environment(env)?.protection();
+    if let Some(ext) = external(config) {
+        let url = config.database_url(env, vars)?;
+        let r = run_tool(config, &ext.pending, &url, &ext.url_env).await?;
+        return Ok(PlanReport {
+            env: env.to_string(),
+            protection: protection.as_str().into(),
+            applied: 0,
+            pending: Vec::new(),
+            external_pending: Some(!r.ok()),
+            backup_first: protection != Protection::Open,
+            problems: Vec::new(),
+            lint: Vec::new(),
+        });
+    }
     let migrations = discover(config)?;
     let url = config.database_url(env, vars)?;
     let client = connect(&url).await?;
@@ -193,6 +209,7 @@ pub async fn plan(
             .iter()
             .map(|m| PendingMigration::of(m))
             .collect(),
+        external_pending: None,
         backup_first: protection != Protection::Open,
         problems,
     })
@@ -201,6 +218,8 @@ pub async fn plan(
 /// What `deploy` reports besides its steps.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeployReport {
+    /// External mode: what the team's tool printed.
+    pub tool_output: Vec<ToolRun>,
     pub lint: Vec<shipsafe_lint::Finding>,
     pub applied: Vec<ApplyReport>,
     pub verified: Vec<VerifyReport>,
@@ -241,6 +260,9 @@ pub async fn deploy(
         return Err(CoreError::Blocked(format!(
             "{env} is protected: deploys there need the rehearsal protocol (a rehearsal on a clone, then confirmation), which this version of shipsafe does not have yet; nothing was changed"
         )));
+    }
+    if let Some(ext) = external(config) {
+        return deploy_external(config, vars, cwd, env, &ext, progress).await;
     }
     let mut run = Run::start("deploy", Some(env));
     let mut report = DeployReport::default();
@@ -614,4 +636,319 @@ async fn restore_pre_deploy(
     )
     .await?;
     Ok(())
+}
+
+/// External mode: the team's own migration tool (SPEC §4).
+#[derive(Debug, Clone)]
+pub struct External {
+    pub up: String,
+    pub down: Option<String>,
+    pub pending: String,
+    pub url_env: String,
+}
+
+pub fn external(config: &Config) -> Option<External> {
+    let m = &config.file().migrations;
+    Some(External {
+        up: m.up.clone()?,
+        down: m.down.clone(),
+        pending: m.pending.clone()?,
+        url_env: m.url_env.clone(),
+    })
+}
+
+/// One run of the team's tool.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolRun {
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The last lines of its output, secrets masked.
+    pub output: String,
+}
+
+impl ToolRun {
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// Runs `command` with `sh -c` in the project folder, the target URL in
+/// `url_env`, within the statement timeout.
+pub async fn run_tool(
+    config: &Config,
+    command: &str,
+    url: &shipsafe_config::DbUrl,
+    url_env: &str,
+) -> Result<ToolRun, CoreError> {
+    let started = std::time::Instant::now();
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(config.root())
+        .env(url_env, url.expose())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let limit = config.file().migrations.statement_timeout.as_std();
+    let out = match tokio::time::timeout(limit, child).await {
+        Ok(r) => r.map_err(|e| CoreError::io(format!("cannot run `{command}`"), e))?,
+        Err(_) => {
+            return Ok(ToolRun {
+                command: command.to_string(),
+                exit_code: None,
+                duration_ms: started.elapsed().as_millis() as u64,
+                output: format!(
+                    "stopped after {} (migrations.statement_timeout)",
+                    config.file().migrations.statement_timeout
+                ),
+            });
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+    Ok(ToolRun {
+        command: command.to_string(),
+        exit_code: out.status.code(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        output: shipsafe_config::mask_secrets(&tail),
+    })
+}
+
+/// Deploy through the team's tool: pending? → (guarded: backup) → up →
+/// checks → on failure, restore the pre-deploy backup (or `down` when there
+/// is no backup).
+async fn deploy_external(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    ext: &External,
+    progress: &Arc<dyn Progress>,
+) -> Result<DeployOutcome, CoreError> {
+    let protection = config.environment(env)?.protection();
+    let mut run = Run::start("deploy", Some(env));
+    let mut report = DeployReport::default();
+    let finish = |run: Run,
+                  outcome: &str,
+                  report: &DeployReport,
+                  ids: Vec<String>|
+     -> Result<shipsafe_state::RunRecord, CoreError> {
+        let rec = run.finish(
+            outcome,
+            report,
+            config.state_dir(),
+            cwd,
+            ids,
+            serde_json::json!({ "mode": "external" }),
+        )?;
+        crate::runs::write_markdown(config.state_dir(), &rec)?;
+        Ok(rec)
+    };
+    run.begin("preflight");
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+    if let Err(e) = history::lock(&client).await {
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+        let rec = finish(run, "blocked", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: Some(e.into()),
+        });
+    }
+    progress.stage(&format!(
+        "asking `{}` whether anything is pending",
+        ext.pending
+    ));
+    let pending = run_tool(config, &ext.pending, &url, &ext.url_env).await?;
+    let has_pending = !pending.ok();
+    report.tool_output.push(pending);
+    run.end("ok", serde_json::json!({ "pending": has_pending }));
+    if !has_pending {
+        history::unlock(&client).await;
+        let rec = finish(run, "nothing_to_do", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: None,
+        });
+    }
+    run.skip("lint", "external tool: its SQL is not visible to shipsafe");
+    let mut backup_id = None;
+    if protection == Protection::Guarded {
+        run.begin("backup");
+        match crate::commands::backup::take_backup(config, vars, env, "pre-deploy", progress).await
+        {
+            Ok(m) => {
+                run.end("ok", serde_json::json!({ "backup_id": m.id }));
+                backup_id = Some(m.id);
+            }
+            Err(e) => {
+                run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                history::unlock(&client).await;
+                let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
+                return Ok(DeployOutcome {
+                    run: rec,
+                    error: Some(e),
+                });
+            }
+        }
+    } else {
+        run.skip("backup", "open environment");
+    }
+    run.record.backup_id = backup_id.clone();
+    let ids: Vec<String> = backup_id.iter().cloned().collect();
+    run.skip("rehearse", "not required for this protection level");
+    let fingerprint_before = shipsafe_pg::schema_fingerprint(&client)
+        .await
+        .map_err(|e| {
+            CoreError::Failed(format!(
+                "cannot read the schema: {}",
+                shipsafe_pg::describe(&e)
+            ))
+        })?;
+    run.begin("apply");
+    progress.stage(&format!("running `{}`", ext.up));
+    let up = run_tool(config, &ext.up, &url, &ext.url_env).await?;
+    let mut failure =
+        (!up.ok()).then(|| format!("`{}` exited with {:?}: {}", ext.up, up.exit_code, up.output));
+    run.end(
+        if up.ok() { "ok" } else { "failed" },
+        serde_json::json!({ "exit_code": up.exit_code, "duration_ms": up.duration_ms }),
+    );
+    report.tool_output.push(up);
+    run.skip("data", "no reference-data import in this version");
+    if failure.is_none() {
+        run.begin("verify");
+        report.checks = run_checks(&client, &config.file().checks, false).await;
+        let failed: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| {
+                format!(
+                    "check {:?} expected {} got {}",
+                    c.name,
+                    c.expect,
+                    c.actual
+                        .as_deref()
+                        .or(c.error.as_deref())
+                        .unwrap_or("nothing")
+                )
+            })
+            .collect();
+        run.end(
+            if failed.is_empty() { "ok" } else { "failed" },
+            serde_json::json!({ "checks_failed": failed.len() }),
+        );
+        if !failed.is_empty() {
+            failure = Some(failed.join("; "));
+        }
+    } else {
+        run.skip("verify", "apply failed");
+    }
+    let Some(failure) = failure else {
+        history::unlock(&client).await;
+        let rec = finish(run, "deployed", &report, ids)?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: None,
+        });
+    };
+    report.error = Some(failure.clone());
+    run.begin("rollback");
+    progress.stage("rolling back");
+    let mut info = if let Some(id) = &backup_id {
+        match restore_pre_deploy(config, vars, env, id, progress).await {
+            Ok(()) => RollbackInfo {
+                method: "restore".into(),
+                ok: true,
+                detail: format!("restored the pre-deploy backup {id}"),
+                checks_after: vec![],
+            },
+            Err(e) => RollbackInfo {
+                method: "restore".into(),
+                ok: false,
+                detail: format!("restoring the pre-deploy backup {id} failed: {e}"),
+                checks_after: vec![],
+            },
+        }
+    } else if shipsafe_pg::schema_fingerprint(&client)
+        .await
+        .ok()
+        .as_deref()
+        == Some(fingerprint_before.as_str())
+    {
+        // The tool's failed run left the schema as it was (it rolled back its
+        // own transaction): running `down` now would undo an earlier deploy.
+        RollbackInfo {
+            method: "transaction".into(),
+            ok: true,
+            detail: "the tool's failed run changed nothing (schema fingerprint unchanged)".into(),
+            checks_after: vec![],
+        }
+    } else if let Some(down) = &ext.down {
+        let r = run_tool(config, down, &url, &ext.url_env).await?;
+        let back = shipsafe_pg::schema_fingerprint(&client)
+            .await
+            .ok()
+            .as_deref()
+            == Some(fingerprint_before.as_str());
+        let ok = r.ok() && back;
+        let detail = format!(
+            "ran `{down}` once (exit {:?}); the schema is {} before the deploy",
+            r.exit_code,
+            if back { "as" } else { "NOT as" }
+        );
+        report.tool_output.push(r);
+        RollbackInfo {
+            method: "down".into(),
+            ok,
+            detail,
+            checks_after: vec![],
+        }
+    } else {
+        RollbackInfo {
+            method: "none".into(),
+            ok: false,
+            detail: "no pre-deploy backup (open environment) and no migrations.down command".into(),
+            checks_after: vec![],
+        }
+    };
+    if info.ok
+        && let Ok(c) = connect(&url).await
+    {
+        info.checks_after = run_checks(&c, &config.file().checks, false).await;
+    }
+    run.end(
+        if info.ok { "ok" } else { "failed" },
+        serde_json::json!({ "method": info.method, "detail": info.detail }),
+    );
+    history::unlock(&client).await;
+    let (ok, detail) = (info.ok, info.detail.clone());
+    report.rollback = Some(info);
+    let (outcome, error) = if ok {
+        (
+            "rolled_back",
+            CoreError::RolledBack(format!(
+                "deploy to {env} failed and was rolled back ({detail}); the database is as it was before: {failure}"
+            )),
+        )
+    } else {
+        (
+            "rollback_failed",
+            CoreError::RollbackFailed(format!(
+                "deploy to {env} failed and could NOT be rolled back: {failure}; rollback: {detail}. Repair the database by hand or restore a backup (`shipsafe backup list {env}`)"
+            )),
+        )
+    };
+    let rec = finish(run, outcome, &report, ids)?;
+    Ok(DeployOutcome {
+        run: rec,
+        error: Some(error),
+    })
 }

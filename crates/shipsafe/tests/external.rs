@@ -1,0 +1,194 @@
+//! External mode with a real alembic project: shipsafe runs the team's own
+//! tool with the target URL in `url_env`, decides "pending" by the tool's
+//! exit code, and rolls back by restoring the pre-deploy backup.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Project, snapshot, write};
+use shipsafe_testkit::TestDb;
+
+const CONFIG: &str = r#"
+[migrations]
+up = "alembic upgrade head"
+down = "alembic downgrade -1"
+pending = "alembic current | grep -q '(head)'"
+url_env = "DATABASE_URL"
+"#;
+
+fn revision(p: &Project, rev: &str, down: Option<&str>, upgrade: &str, downgrade: &str) {
+    write(
+        p.dir.path(),
+        &format!("alembic/versions/{rev}.py"),
+        &format!(
+            "from alembic import op\nimport sqlalchemy as sa\n\nrevision = {rev:?}\ndown_revision = {}\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n",
+            down.map_or("None".to_string(), |d| format!("{d:?}"))
+        ),
+    );
+}
+
+/// A real alembic project (`alembic init`), whose env.py reads DATABASE_URL.
+fn alembic_project(envs: &[(&str, &str, &shipsafe_config::DbUrl)], extra: &str) -> Project {
+    let p = Project::new(envs, &format!("{CONFIG}{extra}"));
+    let out = Command::new("alembic")
+        .args(["init", "alembic"])
+        .current_dir(p.dir.path())
+        .output()
+        .expect("alembic must be installed (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env_py = p.dir.path().join("alembic/env.py");
+    let text = std::fs::read_to_string(&env_py).unwrap().replacen(
+        "config = context.config\n",
+        "config = context.config\nimport os\nconfig.set_main_option(\"sqlalchemy.url\", os.environ[\"DATABASE_URL\"].replace(\"postgres://\", \"postgresql+psycopg2://\", 1))\n",
+        1,
+    );
+    std::fs::write(env_py, text).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn alembic_upgrades_through_shipsafe_and_second_run_has_nothing_to_do() {
+    let db = TestDb::new().await;
+    let p = alembic_project(&[("dev", "open", db.url())], "");
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True), sa.Column('email', sa.Text))",
+        "op.drop_table('accounts')",
+    );
+    let (code, plan, err) = p.json(&["plan", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plan["external_pending"], true);
+
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    assert_eq!(
+        run["report"]["tool_output"][1]["command"],
+        "alembic upgrade head"
+    );
+    let exists: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('accounts') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists);
+
+    let (code, run, _) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        run["outcome"], "nothing_to_do",
+        "the pending command says alembic is at head"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_check_after_alembic_restores_the_pre_deploy_backup() {
+    let db = TestDb::new().await;
+    let checks = "\n[[checks]]\nname = \"no account without email\"\nsql = \"select count(*) from accounts where email is null\"\nexpect = \"= 0\"\n";
+    let p = alembic_project(&[("staging", "guarded", db.url())], checks);
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True), sa.Column('email', sa.Text))\n    op.execute(\"insert into accounts (email) values ('a@example.com')\")",
+        "op.drop_table('accounts')",
+    );
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let before = snapshot(db.url()).await;
+
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "op.execute(\"insert into accounts (email) values (null)\")",
+        "op.execute(\"delete from accounts where email is null\")",
+    );
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert_eq!(run["report"]["rollback"]["method"], "restore");
+    assert!(err.contains("no account without email"), "{err}");
+    assert_eq!(
+        snapshot(db.url()).await,
+        before,
+        "data and alembic_version as before the deploy"
+    );
+    let version: String = db
+        .client()
+        .await
+        .query_one("select version_num from alembic_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "0001");
+}
+
+#[tokio::test]
+async fn a_failed_alembic_run_that_changed_nothing_is_not_undone_further() {
+    let db = TestDb::new().await;
+    let p = alembic_project(&[("dev", "open", db.url())], "");
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('a', sa.Column('id', sa.BigInteger, primary_key=True))",
+        "op.drop_table('a')",
+    );
+    assert_eq!(p.json(&["deploy", "dev"]).0, 0);
+    let before = snapshot(db.url()).await;
+    revision(&p, "0002", Some("0001"), "op.execute('select 1/0')", "pass");
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    // alembic rolled 0002 back itself; running `down` now would undo 0001.
+    assert_eq!(run["report"]["rollback"]["method"], "transaction", "{err}");
+    assert_eq!(
+        snapshot(db.url()).await,
+        before,
+        "0001's table is still there"
+    );
+}
+
+#[tokio::test]
+async fn a_half_applied_alembic_run_is_undone_with_down() {
+    let db = TestDb::new().await;
+    let p = alembic_project(&[("dev", "open", db.url())], "");
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('a', sa.Column('id', sa.BigInteger, primary_key=True))",
+        "op.drop_table('a')",
+    );
+    assert_eq!(p.json(&["deploy", "dev"]).0, 0);
+    let before = snapshot(db.url()).await;
+    // 0002 commits its DDL (autocommit block), then fails: half applied.
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "with op.get_context().autocommit_block():\n        op.execute('create table b (id bigint)')\n    op.execute('select 1/0')",
+        "op.execute('drop table if exists b')",
+    );
+    // This team's `down` removes what the half-applied revision left.
+    let cfg = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    let cfg = cfg.replace(
+        "down = \"alembic downgrade -1\"",
+        "down = 'psql \"$DATABASE_URL\" -qc \"drop table if exists b\"'",
+    );
+    write(p.dir.path(), "shipsafe.toml", &cfg);
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(run["report"]["rollback"]["method"], "down", "{err}");
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+}
