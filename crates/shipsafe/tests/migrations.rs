@@ -728,3 +728,28 @@ fn lint_command_reports_in_text_and_json() {
         common::stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn status_counts_pending_migrations_and_reports_drift() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(&p, "1_a", "create table a (id bigint);", None, None);
+    migration(&p, "2_b", "create table b (id bigint);", None, None);
+    let (_, st, _) = p.json(&["status", "dev"]);
+    assert_eq!(st["environments"][0]["pending_migrations"], 2);
+    assert_eq!(p.json(&["deploy", "dev"]).0, 0);
+    let (_, st, _) = p.json(&["status", "dev"]);
+    assert_eq!(st["environments"][0]["pending_migrations"], 0);
+    write(
+        p.dir.path(),
+        "migrations/1_a/up.sql",
+        "create table a (id int);",
+    );
+    let out = p.cmd().args(["status", "dev"]).output().unwrap();
+    let text = common::stdout(&out);
+    assert!(text.contains("ERROR"), "{text}");
+    assert!(
+        text.contains("migration 1 was changed after it was applied"),
+        "{text}"
+    );
+}

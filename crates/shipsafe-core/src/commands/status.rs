@@ -44,6 +44,11 @@ pub struct EnvStatus {
     pub size_bytes: Option<i64>,
     /// Why the environment could not be reached or resolved.
     pub error: Option<String>,
+    /// Migrations not yet applied (native layouts; external tools are asked
+    /// by `plan`).
+    pub pending_migrations: Option<usize>,
+    /// Why pending migrations could not be counted (drift, a half-applied one).
+    pub migrations_error: Option<String>,
     /// The newest complete backup.
     pub last_backup: Option<LastBackup>,
     /// The newest backup proven by a restore.
@@ -81,9 +86,17 @@ pub async fn status(
         };
         resolved.push((name.clone(), env.protection().as_str().to_string(), url));
     }
-    let checks = resolved
-        .into_iter()
-        .map(|(name, protection, url)| async move {
+    // Discovered once; counted against each environment's history.
+    let migrations = if crate::commands::migrate::external(config).is_some() {
+        None
+    } else {
+        crate::commands::migrate::discover(config)
+            .ok()
+            .map(std::sync::Arc::new)
+    };
+    let checks = resolved.into_iter().map(|(name, protection, url)| {
+        let migrations = migrations.clone();
+        async move {
             let mut st = EnvStatus {
                 name,
                 protection,
@@ -93,6 +106,8 @@ pub async fn status(
                 database: None,
                 size_bytes: None,
                 error: None,
+                pending_migrations: None,
+                migrations_error: None,
                 last_backup: None,
                 last_verified: None,
             };
@@ -107,6 +122,19 @@ pub async fn status(
                     match probe.await {
                         Ok(info) => {
                             st.reachable = true;
+                            if let Some(all) = &migrations
+                                && let Ok(client) = connect(&url).await
+                            {
+                                match shipsafe_migrate::history::applied(&client).await.and_then(
+                                    |a| {
+                                        shipsafe_migrate::history::plan(all, a)
+                                            .map(|p| p.pending.len())
+                                    },
+                                ) {
+                                    Ok(n) => st.pending_migrations = Some(n),
+                                    Err(e) => st.migrations_error = Some(e.to_string()),
+                                }
+                            }
                             st.server_version = Some(info.server_version);
                             st.database = Some(info.database);
                             st.size_bytes = Some(info.size_bytes);
@@ -116,7 +144,8 @@ pub async fn status(
                 }
             }
             st
-        });
+        }
+    });
     let mut environments = join_all(checks).await;
     let backups = match crate::commands::backup::list(config, vars, None).await {
         Ok(all) => Ok(all),

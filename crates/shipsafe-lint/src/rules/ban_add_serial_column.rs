@@ -43,5 +43,12 @@ mod tests {
             "ban-add-serial-column",
             "alter table users add column n bigint;"
         ));
+        assert!(
+            !fires(
+                "ban-add-serial-column",
+                "create table t (a int); alter table t add column n bigserial;"
+            ),
+            "created in the same migration"
+        );
     }
 }

@@ -33,5 +33,12 @@ mod tests {
             "ban-rename-table",
             "alter table users rename column a to b;"
         ));
+        assert!(
+            !fires(
+                "ban-rename-table",
+                "create table t (id int); alter table t rename to u;"
+            ),
+            "created in the same migration"
+        );
     }
 }

@@ -42,5 +42,12 @@ mod tests {
             "require-default-for-not-null-column",
             "alter table users add column code text;"
         ));
+        assert!(
+            !fires(
+                "require-default-for-not-null-column",
+                "create table t (id int); alter table t add column code text not null;"
+            ),
+            "created in the same migration"
+        );
     }
 }

@@ -30,5 +30,12 @@ mod tests {
             "require-where-in-delete",
             "delete from tool_access where user_id = 3;"
         ));
+        assert!(
+            !fires(
+                "require-where-in-delete",
+                "create table t (id int); delete from t;"
+            ),
+            "created in the same migration"
+        );
     }
 }

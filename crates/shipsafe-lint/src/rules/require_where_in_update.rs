@@ -33,5 +33,12 @@ mod tests {
             "require-where-in-update",
             "update users set is_active = false where id = 3;"
         ));
+        assert!(
+            !fires(
+                "require-where-in-update",
+                "create table t (id int); update t set id = 1;"
+            ),
+            "created in the same migration"
+        );
     }
 }

@@ -32,5 +32,12 @@ mod tests {
             "unique-constraint-without-index",
             "alter table users add constraint u unique using index users_email_idx;"
         ));
+        assert!(
+            !fires(
+                "unique-constraint-without-index",
+                "create table t (e text); alter table t add constraint u unique (e);"
+            ),
+            "created in the same migration"
+        );
     }
 }

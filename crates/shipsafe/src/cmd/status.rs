@@ -45,6 +45,11 @@ pub fn render(report: &StatusReport) -> String {
                 e.server_version.clone().unwrap_or_else(|| "-".into()),
                 e.database.clone().unwrap_or_else(|| "-".into()),
                 e.size_bytes.map_or_else(|| "-".into(), human_bytes),
+                match (e.pending_migrations, &e.migrations_error) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(_)) => "ERROR".into(),
+                    (None, None) => "-".into(),
+                },
                 e.url.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -61,6 +66,11 @@ pub fn render(report: &StatusReport) -> String {
         ],
         &rows,
     );
+    for e in report.environments.iter() {
+        if let Some(m) = &e.migrations_error {
+            text.push_str(&format!("\n{}: migrations: {m}\n", e.name));
+        }
+    }
     for e in report.environments.iter().filter(|e| e.error.is_some()) {
         text.push_str(&format!(
             "\n{}: {}\n",
