@@ -536,20 +536,7 @@ pub async fn deploy(
             checks_after: vec![],
         }
     } else if let Some(id) = &backup_id {
-        match restore_pre_deploy(config, vars, env, id, progress).await {
-            Ok(()) => RollbackInfo {
-                method: "restore".into(),
-                ok: true,
-                detail: format!("restored the pre-deploy backup {id}"),
-                checks_after: vec![],
-            },
-            Err(e) => RollbackInfo {
-                method: "restore".into(),
-                ok: false,
-                detail: format!("restoring the pre-deploy backup {id} failed: {e}"),
-                checks_after: vec![],
-            },
-        }
+        rollback_by_restore(config, vars, env, id, progress).await
     } else {
         RollbackInfo {
             method: "none".into(),
@@ -571,33 +558,69 @@ pub async fn deploy(
     let ok = info.ok;
     let detail = info.detail.clone();
     report.rollback = Some(info);
-    let (outcome, error) = if ok {
-        (
-            "rolled_back",
-            CoreError::RolledBack(format!(
-                "deploy to {env} failed and was rolled back ({detail}); the database is as it was before: {failure}"
-            )),
-        )
-    } else {
-        let advice = match &backup_id {
-            Some(id) => format!(
-                "restore the pre-deploy backup with `shipsafe backup restore {id} --to {env}`"
-            ),
-            None => "there is no pre-deploy backup (open environment): repair the database by hand"
-                .into(),
-        };
-        (
-            "rollback_failed",
-            CoreError::RollbackFailed(format!(
-                "deploy to {env} failed and could NOT be rolled back: {failure}; rollback: {detail}. The database holds a partly applied change: {advice}"
-            )),
-        )
-    };
+    let (outcome, error) = conclude(env, ok, &detail, &failure.to_string(), backup_id.as_deref());
     let rec = finish(run, outcome, &report, ids)?;
     Ok(DeployOutcome {
         run: rec,
         error: Some(error),
     })
+}
+
+/// The run's outcome and error after a rollback attempt: what happened, and
+/// when it failed, exactly what a person should do.
+fn conclude(
+    env: &str,
+    ok: bool,
+    detail: &str,
+    failure: &str,
+    backup_id: Option<&str>,
+) -> (&'static str, CoreError) {
+    if ok {
+        return (
+            "rolled_back",
+            CoreError::RolledBack(format!(
+                "deploy to {env} failed and was rolled back ({detail}); the database is as it was before: {failure}"
+            )),
+        );
+    }
+    let advice = match backup_id {
+        Some(id) => {
+            format!("restore the pre-deploy backup with `shipsafe backup restore {id} --to {env}`")
+        }
+        None => format!(
+            "there is no pre-deploy backup (open environment): repair the database by hand, or restore an older backup (`shipsafe backup list {env}`)"
+        ),
+    };
+    (
+        "rollback_failed",
+        CoreError::RollbackFailed(format!(
+            "deploy to {env} failed and could NOT be rolled back: {failure}; rollback: {detail}. The database holds a partly applied change: {advice}"
+        )),
+    )
+}
+
+/// Rollback by restoring the step-3 backup.
+async fn rollback_by_restore(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    id: &str,
+    progress: &Arc<dyn Progress>,
+) -> RollbackInfo {
+    match restore_pre_deploy(config, vars, env, id, progress).await {
+        Ok(()) => RollbackInfo {
+            method: "restore".into(),
+            ok: true,
+            detail: format!("restored the pre-deploy backup {id}"),
+            checks_after: vec![],
+        },
+        Err(e) => RollbackInfo {
+            method: "restore".into(),
+            ok: false,
+            detail: format!("restoring the pre-deploy backup {id} failed: {e}"),
+            checks_after: vec![],
+        },
+    }
 }
 
 async fn restore_pre_deploy(
@@ -863,20 +886,7 @@ async fn deploy_external(
     run.begin("rollback");
     progress.stage("rolling back");
     let mut info = if let Some(id) = &backup_id {
-        match restore_pre_deploy(config, vars, env, id, progress).await {
-            Ok(()) => RollbackInfo {
-                method: "restore".into(),
-                ok: true,
-                detail: format!("restored the pre-deploy backup {id}"),
-                checks_after: vec![],
-            },
-            Err(e) => RollbackInfo {
-                method: "restore".into(),
-                ok: false,
-                detail: format!("restoring the pre-deploy backup {id} failed: {e}"),
-                checks_after: vec![],
-            },
-        }
+        rollback_by_restore(config, vars, env, id, progress).await
     } else if shipsafe_pg::schema_fingerprint(&client)
         .await
         .ok()
@@ -931,21 +941,7 @@ async fn deploy_external(
     history::unlock(&client).await;
     let (ok, detail) = (info.ok, info.detail.clone());
     report.rollback = Some(info);
-    let (outcome, error) = if ok {
-        (
-            "rolled_back",
-            CoreError::RolledBack(format!(
-                "deploy to {env} failed and was rolled back ({detail}); the database is as it was before: {failure}"
-            )),
-        )
-    } else {
-        (
-            "rollback_failed",
-            CoreError::RollbackFailed(format!(
-                "deploy to {env} failed and could NOT be rolled back: {failure}; rollback: {detail}. Repair the database by hand or restore a backup (`shipsafe backup list {env}`)"
-            )),
-        )
-    };
+    let (outcome, error) = conclude(env, ok, &detail, &failure, backup_id.as_deref());
     let rec = finish(run, outcome, &report, ids)?;
     Ok(DeployOutcome {
         run: rec,
