@@ -9,6 +9,7 @@ pub mod error;
 pub mod exit;
 pub mod progress;
 pub mod runs;
+pub mod smoke;
 
 pub use error::CoreError;
 pub use exit::ExitKind;

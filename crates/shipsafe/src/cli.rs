@@ -68,6 +68,8 @@ pub enum Command {
         /// Files or folders (down.sql and verify.sql in folders are skipped).
         paths: Vec<std::path::PathBuf>,
     },
+    /// Run [[checks]] and [[smoke]] against ENV now.
+    Verify { env: String },
     /// Create migrations/<UTC timestamp>_<name>/{up,down,verify}.sql.
     New { name: String },
     /// What `deploy ENV` would do: pending migrations and problems. Changes nothing.

@@ -60,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
         },
         Command::Backup(action) => runtime.block_on(cmd::backup::run(&ctx, action)),
         Command::New { name } => cmd::migrate::new(&ctx, &name),
+        Command::Verify { env } => runtime.block_on(cmd::verify::run(&ctx, &env)),
         Command::Lint { paths } => cmd::lint::run(&ctx, &paths),
         Command::Plan { env } => runtime.block_on(cmd::migrate::plan(&ctx, &env)),
         Command::Deploy { env, confirm: _ } => runtime.block_on(cmd::migrate::deploy(&ctx, &env)),

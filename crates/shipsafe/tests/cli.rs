@@ -388,7 +388,7 @@ fn usage_errors_exit_64_and_help_exits_0() {
     assert_eq!(code(&out), 0);
     let help = stdout(&out);
     for listed in [
-        "init", "demo", "status", "log", "backup", "new", "plan", "deploy", "lint",
+        "init", "demo", "status", "log", "backup", "new", "plan", "deploy", "lint", "verify",
     ] {
         assert!(help.contains(listed), "{help}");
     }

@@ -224,6 +224,7 @@ pub struct DeployReport {
     pub applied: Vec<ApplyReport>,
     pub verified: Vec<VerifyReport>,
     pub checks: Vec<CheckOutcome>,
+    pub smoke: Vec<crate::smoke::SmokeOutcome>,
     pub rollback: Option<RollbackInfo>,
     pub error: Option<String>,
 }
@@ -457,6 +458,11 @@ pub async fn deploy(
         if failure.is_none() {
             report.checks = run_checks(&client, &config.file().checks, false).await;
         }
+        if failure.is_none()
+            && let Ok(Ok(smoke)) = crate::commands::verify::smoke_for(config, vars, env).await
+        {
+            report.smoke = smoke;
+        }
         let failed_checks: Vec<&CheckOutcome> = report.checks.iter().filter(|c| !c.ok).collect();
         let check_error = (!failed_checks.is_empty()).then(|| {
             failed_checks
@@ -475,6 +481,13 @@ pub async fn deploy(
                 .collect::<Vec<_>>()
                 .join("; ")
         });
+        let smoke_failures = crate::commands::verify::smoke_failures(&report.smoke);
+        let check_error = match (check_error, smoke_failures.is_empty()) {
+            (Some(c), false) => Some(format!("{c}; {}", smoke_failures.join("; "))),
+            (Some(c), true) => Some(c),
+            (None, false) => Some(smoke_failures.join("; ")),
+            (None, true) => None,
+        };
         run.end(
             if failure.is_some() || check_error.is_some() { "failed" } else { "ok" },
             serde_json::json!({ "verify_sql": report.verified.len(), "checks_passed": report.checks.iter().filter(|c| c.ok).count(),
@@ -848,6 +861,9 @@ async fn deploy_external(
     if failure.is_none() {
         run.begin("verify");
         report.checks = run_checks(&client, &config.file().checks, false).await;
+        if let Ok(Ok(smoke)) = crate::commands::verify::smoke_for(config, vars, env).await {
+            report.smoke = smoke;
+        }
         let failed: Vec<String> = report
             .checks
             .iter()
@@ -868,6 +884,8 @@ async fn deploy_external(
             if failed.is_empty() { "ok" } else { "failed" },
             serde_json::json!({ "checks_failed": failed.len() }),
         );
+        let mut failed = failed;
+        failed.extend(crate::commands::verify::smoke_failures(&report.smoke));
         if !failed.is_empty() {
             failure = Some(failed.join("; "));
         }

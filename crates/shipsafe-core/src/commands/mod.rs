@@ -4,3 +4,4 @@ pub mod lint;
 pub mod log;
 pub mod migrate;
 pub mod status;
+pub mod verify;

@@ -7,6 +7,7 @@ pub mod lint;
 pub mod log;
 pub mod migrate;
 pub mod status;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,85 @@
+//! `shipsafe verify ENV`: `[[checks]]` and `[[smoke]]` now.
+
+use serde::Serialize;
+use shipsafe_config::{Config, VarSource};
+use shipsafe_pg::{CheckOutcome, connect, run_checks};
+
+use crate::error::CoreError;
+use crate::smoke::{self, SmokeOutcome};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub env: String,
+    pub ok: bool,
+    pub checks: Vec<CheckOutcome>,
+    pub smoke: Vec<SmokeOutcome>,
+    /// Why smoke tests did not run (no app_url).
+    pub smoke_skipped: Option<String>,
+}
+
+/// Smoke tests of `env`, or why they cannot run.
+pub async fn smoke_for(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+) -> Result<Result<Vec<SmokeOutcome>, String>, CoreError> {
+    let tests = &config.file().smoke;
+    if tests.is_empty() {
+        return Ok(Err("no [[smoke]] tests configured".into()));
+    }
+    match config.app_url(env, vars) {
+        Ok(Some(base)) => Ok(Ok(smoke::run(&base, tests, vars, smoke::READINESS).await)),
+        Ok(None) => Ok(Err(format!("environments.{env}.app_url is not set"))),
+        // Smoke tests that cannot run are a failure, never a silent pass.
+        Err(e) => Ok(Ok(vec![SmokeOutcome {
+            name: "app_url".into(),
+            method: "-".into(),
+            path: "-".into(),
+            status: None,
+            ok: false,
+            attempts: 0,
+            duration_ms: 0,
+            error: Some(e.to_string()),
+        }])),
+    }
+}
+
+pub async fn verify(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+) -> Result<VerifyReport, CoreError> {
+    config.environment(env)?;
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+    let checks = run_checks(&client, &config.file().checks, false).await;
+    let (smoke, smoke_skipped) = match smoke_for(config, vars, env).await? {
+        Ok(s) => (s, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let ok = checks.iter().all(|c| c.ok) && smoke.iter().all(|s| s.ok);
+    Ok(VerifyReport {
+        env: env.to_string(),
+        ok,
+        checks,
+        smoke,
+        smoke_skipped,
+    })
+}
+
+/// One line per failed smoke test, for error messages.
+pub fn smoke_failures(smoke: &[SmokeOutcome]) -> Vec<String> {
+    smoke
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| {
+            format!(
+                "smoke {:?} ({} {}): {}",
+                s.name,
+                s.method,
+                s.path,
+                s.error.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect()
+}
