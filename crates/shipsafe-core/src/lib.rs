@@ -7,6 +7,7 @@ pub mod commands;
 pub mod demo;
 pub mod error;
 pub mod exit;
+pub mod gates;
 pub mod progress;
 pub mod runs;
 pub mod smoke;

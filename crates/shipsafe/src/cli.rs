@@ -80,6 +80,9 @@ pub enum Command {
         /// Confirm a protected environment without a terminal prompt.
         #[arg(long, value_name = "ENV")]
         confirm: Option<String>,
+        /// Go ahead outside the window or off the git branch; the reason is audited.
+        #[arg(long, value_name = "REASON")]
+        r#override: Option<String>,
     },
     /// Backups: create, list, verify (by restoring), restore, prune.
     #[command(subcommand)]

@@ -63,7 +63,11 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
         Command::Verify { env } => runtime.block_on(cmd::verify::run(&ctx, &env)),
         Command::Lint { paths } => cmd::lint::run(&ctx, &paths),
         Command::Plan { env } => runtime.block_on(cmd::migrate::plan(&ctx, &env)),
-        Command::Deploy { env, confirm: _ } => runtime.block_on(cmd::migrate::deploy(&ctx, &env)),
+        Command::Deploy {
+            env,
+            confirm: _,
+            r#override,
+        } => runtime.block_on(cmd::migrate::deploy(&ctx, &env, r#override.as_deref())),
     }
 }
 

@@ -715,3 +715,123 @@ async fn status_counts_pending_migrations_and_reports_drift() {
         "{text}"
     );
 }
+
+/// A window on the day after tomorrow (UTC): certainly closed now.
+fn closed_window() -> String {
+    let day = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .tomorrow()
+        .unwrap()
+        .tomorrow()
+        .unwrap();
+    format!("{} 00:00-24:00 UTC", day.strftime("%a"))
+}
+
+fn with_env_line(p: &Project, line: &str) {
+    let cfg = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &cfg.replacen("protection = ", &format!("{line}\nprotection = "), 1),
+    );
+}
+
+#[tokio::test]
+async fn outside_the_window_deploy_is_blocked_and_override_is_audited() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    with_env_line(&p, &format!("window = \"{}\"", closed_window()));
+    migration(
+        &p,
+        "1_t",
+        "create table t (id bigint);",
+        Some("drop table t;"),
+        None,
+    );
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(err.contains("outside the maintenance window"), "{err}");
+    assert!(err.contains("--override"), "{err}");
+    let exists: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('t') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "nothing changed");
+
+    let (code, run, err) = p.json(&["deploy", "staging", "--override", "hotfix for incident 42"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let (_, log, _) = p.json(&["log", "--limit", "1"]);
+    assert_eq!(log["entries"][0]["command"], "deploy");
+    assert_eq!(
+        log["entries"][0]["detail"]["override"],
+        "hotfix for incident 42"
+    );
+    assert_eq!(log["entries"][0]["detail"]["gates"][0]["passed"], false);
+    let out = p.cmd().arg("log").output().unwrap();
+    assert!(common::stdout(&out).contains("deployed"));
+}
+
+#[tokio::test]
+async fn inside_the_window_deploy_goes_ahead() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    with_env_line(&p, "window = \"daily 00:00-24:00 UTC\"");
+    migration(
+        &p,
+        "1_t",
+        "create table t (id bigint);",
+        Some("drop table t;"),
+        None,
+    );
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn the_git_gate_needs_a_clean_tree_on_the_branch() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    with_env_line(&p, "git_branch = \"main\"");
+    migration(
+        &p,
+        "1_t",
+        "create table t (id bigint);",
+        Some("drop table t;"),
+        None,
+    );
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("not a git checkout"), "{err}");
+
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(p.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    write(p.dir.path(), ".gitignore", ".shipsafe/\n");
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "init"]);
+    write(p.dir.path(), "migrations/1_t/verify.sql", "select true;");
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("uncommitted changes on main"), "{err}");
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "verify"]);
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -254,6 +254,7 @@ pub async fn deploy(
     cwd: &Path,
     env: &str,
     applied_by: &str,
+    override_reason: Option<&str>,
     progress: &Arc<dyn Progress>,
 ) -> Result<DeployOutcome, CoreError> {
     let protection = config.environment(env)?.protection();
@@ -263,9 +264,16 @@ pub async fn deploy(
         )));
     }
     if let Some(ext) = external(config) {
-        return deploy_external(config, vars, cwd, env, &ext, progress).await;
+        return deploy_external(config, vars, cwd, env, &ext, override_reason, progress).await;
     }
     let mut run = Run::start("deploy", Some(env));
+    // Gates (window, git branch) before anything else; --override is recorded.
+    let gate_results = crate::gates::check(config, env, jiff::Timestamp::now())?;
+    let audit_detail = serde_json::json!({
+        "override": override_reason,
+        "gates": gate_results,
+    });
+
     let mut report = DeployReport::default();
     let finish = |run: Run,
                   outcome: &str,
@@ -278,13 +286,22 @@ pub async fn deploy(
             config.state_dir(),
             cwd,
             ids,
-            serde_json::json!({}),
+            audit_detail.clone(),
         )?;
         crate::runs::write_markdown(config.state_dir(), &rec)?;
         Ok(rec)
     };
 
     // 1. preflight
+    if let Err(e) = crate::gates::enforce(&gate_results, env, override_reason) {
+        run.begin("gates");
+        run.end("failed", serde_json::json!({ "gates": gate_results }));
+        let rec = finish(run, "blocked", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: Some(e),
+        });
+    }
     run.begin("preflight");
     progress.stage(&format!("preflight: {env}"));
     let migrations = discover(config)?;
@@ -765,27 +782,41 @@ async fn deploy_external(
     cwd: &Path,
     env: &str,
     ext: &External,
+    override_reason: Option<&str>,
     progress: &Arc<dyn Progress>,
 ) -> Result<DeployOutcome, CoreError> {
     let protection = config.environment(env)?.protection();
     let mut run = Run::start("deploy", Some(env));
+    // Gates (window, git branch) before anything else; --override is recorded.
+    let gate_results = crate::gates::check(config, env, jiff::Timestamp::now())?;
+    let audit_detail = serde_json::json!({
+        "override": override_reason,
+        "gates": gate_results,
+    });
+
     let mut report = DeployReport::default();
     let finish = |run: Run,
                   outcome: &str,
                   report: &DeployReport,
                   ids: Vec<String>|
      -> Result<shipsafe_state::RunRecord, CoreError> {
-        let rec = run.finish(
-            outcome,
-            report,
-            config.state_dir(),
-            cwd,
-            ids,
-            serde_json::json!({ "mode": "external" }),
-        )?;
+        let rec = run.finish(outcome, report, config.state_dir(), cwd, ids, {
+            let mut d = audit_detail.clone();
+            d["mode"] = serde_json::json!("external");
+            d
+        })?;
         crate::runs::write_markdown(config.state_dir(), &rec)?;
         Ok(rec)
     };
+    if let Err(e) = crate::gates::enforce(&gate_results, env, override_reason) {
+        run.begin("gates");
+        run.end("failed", serde_json::json!({ "gates": gate_results }));
+        let rec = finish(run, "blocked", &report, vec![])?;
+        return Ok(DeployOutcome {
+            run: rec,
+            error: Some(e),
+        });
+    }
     run.begin("preflight");
     let url = config.database_url(env, vars)?;
     let client = connect(&url).await?;

@@ -84,7 +84,11 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     Rendered::new(&r, text, exit)
 }
 
-pub async fn deploy(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
+pub async fn deploy(
+    ctx: &Ctx,
+    env: &str,
+    override_reason: Option<&str>,
+) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let actor = shipsafe_state::Actor::detect(&ctx.cwd);
@@ -94,6 +98,7 @@ pub async fn deploy(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
         &ctx.cwd,
         env,
         &actor.short(),
+        override_reason,
         &progress,
     )
     .await
