@@ -74,6 +74,15 @@ impl Run {
         });
     }
 
+    /// Saves the run as it is now, marked `running`, so a process killed
+    /// later still leaves a record that `rollback` can find.
+    pub fn checkpoint(&mut self, state_dir: &Path) -> Result<(), CoreError> {
+        self.record.outcome = "running".into();
+        self.record.duration_ms = self.started.elapsed().as_millis() as u64;
+        StateStore::open(state_dir)?.save_run(&self.record)?;
+        Ok(())
+    }
+
     /// Finishes the run: saves it and appends the audit entry.
     pub fn finish(
         mut self,

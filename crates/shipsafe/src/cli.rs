@@ -68,6 +68,16 @@ pub enum Command {
         /// Files or folders (down.sql and verify.sql in folders are skipped).
         paths: Vec<std::path::PathBuf>,
     },
+    /// Undo the most recent deploy (or --run ID): restore its pre-deploy backup after a safety backup.
+    Rollback {
+        env: String,
+        /// The deploy run to undo (default: the newest one not rolled back).
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// Confirm a protected environment without a terminal prompt.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+    },
     /// Run [[checks]] and [[smoke]] against ENV now.
     Verify { env: String },
     /// Create migrations/<UTC timestamp>_<name>/{up,down,verify}.sql.

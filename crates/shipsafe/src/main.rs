@@ -60,6 +60,9 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
         },
         Command::Backup(action) => runtime.block_on(cmd::backup::run(&ctx, action)),
         Command::New { name } => cmd::migrate::new(&ctx, &name),
+        Command::Rollback { env, run, confirm } => {
+            runtime.block_on(cmd::migrate::rollback(&ctx, &env, run.as_deref(), confirm))
+        }
         Command::Verify { env } => runtime.block_on(cmd::verify::run(&ctx, &env)),
         Command::Lint { paths } => cmd::lint::run(&ctx, &paths),
         Command::Plan { env } => runtime.block_on(cmd::migrate::plan(&ctx, &env)),

@@ -835,3 +835,103 @@ async fn the_git_gate_needs_a_clean_tree_on_the_branch() {
     let (code, _, err) = p.json(&["deploy", "staging"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[tokio::test]
+async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre_deploy_state() {
+    let db = TestDb::new().await;
+    load_sample(db.url()).await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    let before = snapshot(db.url()).await;
+    // verify.sql takes a while: the migration has committed when it runs.
+    migration(
+        &p,
+        "1_wreck",
+        "-- shipsafe:allow require-where-in-delete the test deletes on purpose\ndelete from tool_access;\nalter table tools add column legacy boolean;",
+        Some("alter table tools drop column legacy;"),
+        Some("select pg_sleep(3) is not null;"),
+    );
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
+    cmd.current_dir(p.dir.path()).args(["deploy", "staging"]);
+    for (k, v) in &p.vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = db.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let applied: bool = c
+            .query_one(
+                "select to_regclass('shipsafe.migrations') is not null and exists (select 1 from shipsafe.migrations)",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(false);
+        if applied {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup, no rollback, no record of the end
+    child.wait().unwrap();
+    let grants: i64 = c
+        .query_one("select count(*) from tool_access", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(grants, 0, "the change is in the database");
+
+    // The killed process's server session finishes its statement before the
+    // server notices the client is gone; until then it holds the migration
+    // lock, and a rollback is refused rather than racing it.
+    let (code, _, err) = p.json(&["rollback", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("holds the migration lock"), "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let held: bool = c
+            .query_one(
+                "select exists (select 1 from pg_locks where locktype = 'advisory' and ((classid::bigint << 32) | objid::bigint) = $1)",
+                &[&shipsafe_migrate::history::LOCK_KEY],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !held {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned session never let go"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, run, err) = p.json(&["rollback", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert_eq!(run["report"]["method"], "restore");
+    assert!(
+        run["report"]["safety_backup"]
+            .as_str()
+            .unwrap()
+            .starts_with("staging-")
+    );
+    assert_eq!(
+        snapshot(db.url()).await,
+        before,
+        "the pre-deploy state is back"
+    );
+
+    // Nothing left to roll back.
+    let (code, run, _) = p.json(&["rollback", "staging"]);
+    assert_eq!(code, 0);
+    assert_eq!(run["outcome"], "nothing_to_do");
+}

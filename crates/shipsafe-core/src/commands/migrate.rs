@@ -414,6 +414,8 @@ pub async fn deploy(
         run.skip("backup", "open environment");
     }
     run.record.backup_id = backup_id.clone();
+    // From here on the database may change: leave a record first.
+    run.checkpoint(config.state_dir())?;
     let ids: Vec<String> = backup_id.iter().cloned().collect();
 
     // 4./5. rehearsal and confirmation belong to protected environments.
@@ -653,7 +655,7 @@ async fn rollback_by_restore(
     }
 }
 
-async fn restore_pre_deploy(
+pub(crate) async fn restore_pre_deploy(
     config: &Config,
     vars: &dyn VarSource,
     env: &str,
@@ -868,6 +870,8 @@ async fn deploy_external(
         run.skip("backup", "open environment");
     }
     run.record.backup_id = backup_id.clone();
+    // From here on the database may change: leave a record first.
+    run.checkpoint(config.state_dir())?;
     let ids: Vec<String> = backup_id.iter().cloned().collect();
     run.skip("rehearse", "not required for this protection level");
     let fingerprint_before = shipsafe_pg::schema_fingerprint(&client)

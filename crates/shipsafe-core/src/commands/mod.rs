@@ -3,5 +3,6 @@ pub mod init;
 pub mod lint;
 pub mod log;
 pub mod migrate;
+pub mod rollback;
 pub mod status;
 pub mod verify;

@@ -129,3 +129,37 @@ pub async fn deploy(
         exit,
     })
 }
+
+pub async fn rollback(
+    ctx: &Ctx,
+    env: &str,
+    run_id: Option<&str>,
+    confirm: Option<String>,
+) -> anyhow::Result<Rendered> {
+    let config = ctx.config()?;
+    let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
+    let confirm = crate::ui::TerminalConfirm { flag: confirm };
+    let run = shipsafe_core::commands::rollback::rollback(
+        &config,
+        &ProcessEnv,
+        &ctx.cwd,
+        env,
+        run_id,
+        &confirm,
+        &progress,
+    )
+    .await
+    .with_context(|| format!("rollback of {env}"))?;
+    drop(progress);
+    let text = format!(
+        "rollback {env}: {} (run {}): {}\n",
+        run.outcome,
+        run.run_id,
+        run.report["detail"].as_str().unwrap_or_default()
+    );
+    Ok(Rendered {
+        json: serde_json::to_value(&run)?,
+        text,
+        exit: ExitKind::Success,
+    })
+}

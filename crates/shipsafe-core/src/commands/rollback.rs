@@ -1,0 +1,209 @@
+//! `shipsafe rollback ENV [--run ID]`: undo the most recent deploy that
+//! changed the database and is not rolled back yet (or the given run).
+//!
+//! Without a rehearsal that proved a down/up round trip, down migrations are
+//! not trusted to give the data back, so a deploy with a pre-deploy backup is
+//! undone by restoring it, after a safety backup of the current state. A
+//! deploy without a backup (open environment) is undone with the down
+//! migrations of that run.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use shipsafe_config::{Config, Protection, VarSource};
+use shipsafe_migrate::{ApplyOptions, apply, history};
+use shipsafe_pg::{CheckOutcome, connect, run_checks};
+use shipsafe_state::{RunRecord, StateStore};
+
+use crate::commands::backup::{require_confirmation, take_backup};
+use crate::error::CoreError;
+use crate::progress::{Confirm, Progress};
+use crate::runs::Run;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub rolled_back_run: Option<String>,
+    /// `restore` or `down`.
+    pub method: Option<String>,
+    pub safety_backup: Option<String>,
+    pub detail: String,
+    pub checks_after: Vec<CheckOutcome>,
+}
+
+/// The deploy to undo: the given run, or the newest deploy that may have
+/// changed the database and that no later rollback undid.
+fn target(
+    store: &StateStore,
+    env: &str,
+    run_id: Option<&str>,
+) -> Result<Option<RunRecord>, CoreError> {
+    let runs = store.runs(Some(env), 500)?;
+    let undone: Vec<String> = runs
+        .iter()
+        .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
+        .filter_map(|r| r.report["rolled_back_run"].as_str().map(str::to_string))
+        .collect();
+    if let Some(id) = run_id {
+        let Some(r) = runs.into_iter().find(|r| r.run_id == id) else {
+            return Err(CoreError::Usage(format!(
+                "no run {id} for {env}: `shipsafe log --env {env}` lists the runs"
+            )));
+        };
+        if r.command != "deploy" {
+            return Err(CoreError::Usage(format!(
+                "run {id} is a {}, not a deploy",
+                r.command
+            )));
+        }
+        if undone.contains(&r.run_id) {
+            return Err(CoreError::Usage(format!(
+                "run {id} was already rolled back"
+            )));
+        }
+        return Ok(Some(r));
+    }
+    Ok(runs.into_iter().find(|r| {
+        r.command == "deploy"
+            && matches!(
+                r.outcome.as_str(),
+                "deployed" | "running" | "rollback_failed"
+            )
+            && !undone.contains(&r.run_id)
+    }))
+}
+
+pub async fn rollback(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    run_id: Option<&str>,
+    confirm: &dyn Confirm,
+    progress: &Arc<dyn Progress>,
+) -> Result<RunRecord, CoreError> {
+    let protection = config.environment(env)?.protection();
+    let store = StateStore::open(config.state_dir())?;
+    let mut run = Run::start("rollback", Some(env));
+    let mut report = RollbackReport {
+        rolled_back_run: None,
+        method: None,
+        safety_backup: None,
+        detail: String::new(),
+        checks_after: Vec::new(),
+    };
+    let Some(deploy) = target(&store, env, run_id)? else {
+        report.detail = format!("no deploy of {env} to roll back");
+        return run.finish(
+            "nothing_to_do",
+            &report,
+            config.state_dir(),
+            cwd,
+            vec![],
+            serde_json::json!({}),
+        );
+    };
+    drop(store);
+    require_confirmation(
+        config,
+        env,
+        &format!("rolling back deploy {} of {env}", deploy.run_id),
+        confirm,
+    )?;
+    report.rolled_back_run = Some(deploy.run_id.clone());
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+    history::lock(&client).await?;
+    let mut ids = Vec::new();
+
+    let result: Result<String, CoreError> = async {
+        if let Some(backup) = &deploy.backup_id {
+            if protection != Protection::Open {
+                run.begin("backup");
+                let safety = take_backup(config, vars, env, "pre-rollback", progress).await;
+                match safety {
+                    Ok(m) => {
+                        run.end("ok", serde_json::json!({ "backup_id": m.id }));
+                        report.safety_backup = Some(m.id.clone());
+                        ids.push(m.id);
+                    }
+                    Err(e) => {
+                        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                        return Err(e);
+                    }
+                }
+            }
+            ids.push(backup.clone());
+            run.begin("restore");
+            report.method = Some("restore".into());
+            crate::commands::migrate::restore_pre_deploy(config, vars, env, backup, progress).await?;
+            run.end("ok", serde_json::json!({ "backup_id": backup }));
+            Ok(format!("restored the pre-deploy backup {backup} of run {}", deploy.run_id))
+        } else {
+            // No backup (open environment): the down migrations of that run.
+            run.begin("down");
+            report.method = Some("down".into());
+            let migrations = crate::commands::migrate::discover(config)?;
+            let applied = history::applied(&client).await?;
+            let mut mine: Vec<_> = applied
+                .iter()
+                .filter(|a| a.run_id.as_deref() == Some(deploy.run_id.as_str()))
+                .filter_map(|a| migrations.iter().find(|m| m.version == a.version))
+                .collect();
+            mine.reverse();
+            let m = &config.file().migrations;
+            let opts = ApplyOptions {
+                lock_timeout: m.lock_timeout.as_std(),
+                statement_timeout: m.statement_timeout.as_std(),
+                lock_retries: m.lock_retries,
+                applied_by: "rollback".into(),
+                run_id: Some(run.record.run_id.clone()),
+            };
+            for mig in &mine {
+                apply::down(&client, mig, &opts).await?;
+            }
+            run.end("ok", serde_json::json!({ "reverted": mine.iter().map(|m| m.label()).collect::<Vec<_>>() }));
+            Ok(format!("reverted {} migration(s) of run {}", mine.len(), deploy.run_id))
+        }
+    }
+    .await;
+    history::unlock(&client).await;
+    match result {
+        Ok(detail) => {
+            report.detail = detail;
+            if let Ok(c) = connect(&url).await {
+                report.checks_after = run_checks(&c, &config.file().checks, false).await;
+            }
+            let rec = run.finish(
+                "rolled_back",
+                &report,
+                config.state_dir(),
+                cwd,
+                ids,
+                serde_json::json!({ "run": deploy.run_id }),
+            )?;
+            crate::runs::write_markdown(config.state_dir(), &rec)?;
+            Ok(rec)
+        }
+        Err(e) => {
+            report.detail = e.to_string();
+            let rec = run.finish(
+                "rollback_failed",
+                &report,
+                config.state_dir(),
+                cwd,
+                ids,
+                serde_json::json!({ "run": deploy.run_id }),
+            )?;
+            crate::runs::write_markdown(config.state_dir(), &rec)?;
+            Err(CoreError::RollbackFailed(format!(
+                "rollback of {env} (run {}) failed: {e}. {}",
+                deploy.run_id,
+                match &report.safety_backup {
+                    Some(s) => format!("The state before this rollback is in backup {s}"),
+                    None => "Check the database by hand".into(),
+                }
+            )))
+        }
+    }
+}
