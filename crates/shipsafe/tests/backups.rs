@@ -402,23 +402,10 @@ impl Drop for Mounted {
     }
 }
 
-/// Incompressible data, so the archive is larger than the room we leave.
-async fn add_noise(db: &TestDb, megabytes: u32) {
-    db.client()
-        .await
-        .batch_execute(&format!(
-            "create table noise as select g, decode(md5(g::text) || md5((g*7)::text), 'hex') b \
-             from generate_series(1, {}) g",
-            megabytes * 1024 * 1024 / 32
-        ))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn full_disk_fails_cleanly() {
     let (src, _) = src_and_dst().await;
-    add_noise(&src, 3).await;
+    common::add_noise(&src, 3).await;
     let before = snapshot(src.url()).await;
     if nix::unistd::geteuid().is_root() {
         let mnt = Mounted(tmpfs("size=512k").expect("root can mount a tmpfs"));

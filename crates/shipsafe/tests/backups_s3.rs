@@ -154,14 +154,7 @@ fn bucket_keys(moto: &Moto, bucket: &str) -> Vec<String> {
 async fn noisy_db() -> TestDb {
     let src = TestDb::new().await;
     // Incompressible data: several 8 MiB upload parts.
-    src.client()
-        .await
-        .batch_execute(
-            "create table noise as select g, decode(md5(g::text) || md5((g*7)::text), 'hex') b \
-             from generate_series(1, 1000000) g",
-        )
-        .await
-        .unwrap();
+    common::add_noise(&src, 32).await;
     src
 }
 

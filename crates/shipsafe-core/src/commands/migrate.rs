@@ -387,35 +387,19 @@ pub async fn deploy(
     }
 
     // 3. backup
-    let mut backup_id = None;
-    if protection == Protection::Guarded {
-        run.begin("backup");
-        match crate::commands::backup::take_backup(config, vars, env, "pre-deploy", progress).await
-        {
-            Ok(m) => {
-                run.end(
-                    "ok",
-                    serde_json::json!({ "backup_id": m.id, "size_bytes": m.size_bytes }),
-                );
-                backup_id = Some(m.id);
-            }
-            Err(e) => {
-                run.end("failed", serde_json::json!({ "error": e.to_string() }));
-                report.error = Some(e.to_string());
-                history::unlock(&client).await;
-                let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
-                return Ok(DeployOutcome {
-                    run: rec,
-                    error: Some(e),
-                });
-            }
+    // 3. backup (guarded and protected; there is no way to skip it).
+    let backup_id = match backup_step(config, vars, env, protection, &mut run, progress).await {
+        Ok(id) => id,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            history::unlock(&client).await;
+            let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
+            return Ok(DeployOutcome {
+                run: rec,
+                error: Some(e),
+            });
         }
-    } else {
-        run.skip("backup", "open environment");
-    }
-    run.record.backup_id = backup_id.clone();
-    // From here on the database may change: leave a record first.
-    run.checkpoint(config.state_dir())?;
+    };
     let ids: Vec<String> = backup_id.iter().cloned().collect();
 
     // 4./5. rehearsal and confirmation belong to protected environments.
@@ -596,6 +580,41 @@ pub async fn deploy(
         run: rec,
         error: Some(error),
     })
+}
+
+/// Step 3: the pre-deploy backup in guarded and protected environments,
+/// then a `running` checkpoint, since from here on the database may change.
+async fn backup_step(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    protection: Protection,
+    run: &mut Run,
+    progress: &Arc<dyn Progress>,
+) -> Result<Option<String>, CoreError> {
+    let mut backup_id = None;
+    if protection == Protection::Open {
+        run.skip("backup", "open environment");
+    } else {
+        run.begin("backup");
+        match crate::commands::backup::take_backup(config, vars, env, "pre-deploy", progress).await
+        {
+            Ok(m) => {
+                run.end(
+                    "ok",
+                    serde_json::json!({ "backup_id": m.id, "size_bytes": m.size_bytes }),
+                );
+                backup_id = Some(m.id);
+            }
+            Err(e) => {
+                run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                return Err(e);
+            }
+        }
+    }
+    run.record.backup_id = backup_id.clone();
+    run.checkpoint(config.state_dir())?;
+    Ok(backup_id)
 }
 
 /// The run's outcome and error after a rollback attempt: what happened, and
@@ -847,31 +866,19 @@ async fn deploy_external(
         });
     }
     run.skip("lint", "external tool: its SQL is not visible to shipsafe");
-    let mut backup_id = None;
-    if protection == Protection::Guarded {
-        run.begin("backup");
-        match crate::commands::backup::take_backup(config, vars, env, "pre-deploy", progress).await
-        {
-            Ok(m) => {
-                run.end("ok", serde_json::json!({ "backup_id": m.id }));
-                backup_id = Some(m.id);
-            }
-            Err(e) => {
-                run.end("failed", serde_json::json!({ "error": e.to_string() }));
-                history::unlock(&client).await;
-                let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
-                return Ok(DeployOutcome {
-                    run: rec,
-                    error: Some(e),
-                });
-            }
+    // 3. backup (guarded and protected; there is no way to skip it).
+    let backup_id = match backup_step(config, vars, env, protection, &mut run, progress).await {
+        Ok(id) => id,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            history::unlock(&client).await;
+            let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
+            return Ok(DeployOutcome {
+                run: rec,
+                error: Some(e),
+            });
         }
-    } else {
-        run.skip("backup", "open environment");
-    }
-    run.record.backup_id = backup_id.clone();
-    // From here on the database may change: leave a record first.
-    run.checkpoint(config.state_dir())?;
+    };
     let ids: Vec<String> = backup_id.iter().cloned().collect();
     run.skip("rehearse", "not required for this protection level");
     let fingerprint_before = shipsafe_pg::schema_fingerprint(&client)

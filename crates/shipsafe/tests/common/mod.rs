@@ -187,3 +187,17 @@ pub fn pg_dump_dying_after(bytes: usize) -> tempfile::TempDir {
     .unwrap();
     bin
 }
+
+/// Adds about `megabytes` of incompressible rows (md5 bytes) to `db`, so
+/// archives are larger than the room a test leaves or span upload parts.
+pub async fn add_noise(db: &shipsafe_testkit::TestDb, megabytes: u32) {
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "create table noise as select g, decode(md5(g::text) || md5((g*7)::text), 'hex') b \
+             from generate_series(1, {}) g",
+            megabytes * 1024 * 1024 / 32
+        ))
+        .await
+        .unwrap();
+}
