@@ -29,6 +29,9 @@ pub struct DumpRequest<'a> {
     pub server_version: &'a str,
     pub database: &'a str,
     pub on_bytes: Option<OnBytes>,
+    /// Also write pg_dump's uncompressed output to this file, for a clone
+    /// restored from the very bytes the backup was made of.
+    pub tee: Option<&'a std::path::Path>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -193,6 +196,18 @@ async fn run(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let level = req.compression_level;
     let on_bytes = req.on_bytes.clone();
+    let mut tee = match req.tee {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = upload.abort().await;
+                return Err(BackupError::io("cannot write the copy for the clone", p, e));
+            }
+        },
+        None => None,
+    };
     let compressor = tokio::task::spawn_blocking(move || -> std::io::Result<Compressed> {
         let sink = ChannelSink {
             tx,
@@ -212,12 +227,18 @@ async fn run(
             }
             raw += n as u64;
             enc.write_all(&buf[..n])?;
+            if let Some(t) = &mut tee {
+                t.write_all(&buf[..n])?;
+            }
             if let Some(f) = &on_bytes {
                 f(raw);
             }
         }
         let mut sink = enc.finish()?;
         sink.flush()?;
+        if let Some(t) = tee {
+            t.into_inner().map_err(|e| e.into_error())?;
+        }
         Ok(Compressed {
             raw_bytes: raw,
             size_bytes: sink.bytes,

@@ -275,9 +275,25 @@ pub async fn restore_parallel(
     target: &DbUrl,
     jobs: usize,
 ) -> Result<(), BackupError> {
+    restore_parallel_with(binaries, archive, target, jobs, false).await
+}
+
+/// [`restore_parallel`]; with `keep_owners`, owners and grants are restored
+/// too (the roles must exist in the target cluster), so a migration that
+/// grants to or changes the owner to an application role works on a clone.
+pub async fn restore_parallel_with(
+    binaries: &PgBinaries,
+    archive: &Path,
+    target: &DbUrl,
+    jobs: usize,
+    keep_owners: bool,
+) -> Result<(), BackupError> {
     let mut cmd = libpq_command(binaries.path("pg_restore"), target);
-    cmd.arg(format!("--jobs={}", jobs.max(1)))
-        .args(["--no-owner", "--no-privileges", "--exit-on-error"])
+    cmd.arg(format!("--jobs={}", jobs.max(1)));
+    if !keep_owners {
+        cmd.args(["--no-owner", "--no-privileges"]);
+    }
+    cmd.arg("--exit-on-error")
         .arg(archive)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

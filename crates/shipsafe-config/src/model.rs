@@ -274,9 +274,55 @@ impl<'de> Deserialize<'de> for CloneSource {
 pub struct RehearsalConfig {
     /// Absent means `scratch`.
     pub clone: Option<Spanned<CloneSource>>,
+    /// An ACCESS EXCLUSIVE lock on an existing table larger than this makes
+    /// the verdict `needs_ack`. Default 50MB.
+    #[serde(default)]
+    pub exclusive_lock_limit: Option<ByteSize>,
+}
+
+/// A size such as `"50MB"`, `"1.5GB"`, `"800kB"` or `"1024"` (bytes).
+/// Units are powers of 1024, as in PostgreSQL's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size: write e.g. \"50MB\" or \"2GB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" | "kib" => 1 << 10,
+            "mb" | "m" | "mib" => 1 << 20,
+            "gb" | "g" | "gib" => 1 << 30,
+            "tb" | "t" | "tib" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown size unit {other:?}; use B, kB, MB, GB or TB"
+                ));
+            }
+        };
+        Ok(Self((n * mult as f64).round() as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ByteSize::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl RehearsalConfig {
+    pub fn exclusive_lock_limit(&self) -> u64 {
+        self.exclusive_lock_limit.map_or(50 << 20, |b| b.0)
+    }
+
     pub fn clone_source(&self) -> CloneSource {
         self.clone
             .as_ref()
@@ -372,4 +418,23 @@ pub struct CredentialConfig {
     pub hash: String,
     #[serde(rename = "where")]
     pub filter: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("50MB").unwrap().0, 50 << 20);
+        assert_eq!(ByteSize::parse("1.5GB").unwrap().0, 3 << 29);
+        assert_eq!(ByteSize::parse("800 kB").unwrap().0, 800 << 10);
+        assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
+        assert!(ByteSize::parse("ten MB").is_err());
+        assert!(
+            ByteSize::parse("5 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod exit;
 pub mod gates;
 pub mod progress;
+pub mod rehearsal_text;
 pub mod runs;
 pub mod smoke;
 

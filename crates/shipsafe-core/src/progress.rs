@@ -7,6 +7,11 @@ pub trait Progress: Send + Sync {
 
     /// Bytes processed in the current stage, and the total when known.
     fn bytes(&self, _done: u64, _total: Option<u64>) {}
+
+    /// Runs `f` with the progress display hidden (for a prompt).
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        f()
+    }
 }
 
 /// Asks a person to confirm a change to a protected environment.
@@ -14,6 +19,11 @@ pub trait Confirm: Send + Sync {
     /// Returns true only when the person confirmed `env` (by typing its name
     /// on a terminal, or with `--confirm ENV`). `what` describes the change.
     fn confirm(&self, env: &str, what: &str) -> Result<bool, String>;
+
+    /// Whether [`Confirm::confirm`] could say yes at all: true with a
+    /// matching `--confirm ENV` or a terminal to ask on, false without
+    /// either, an error for a `--confirm` naming another environment.
+    fn can_confirm(&self, env: &str) -> Result<bool, String>;
 }
 
 /// Reports nothing.

@@ -135,6 +135,12 @@ pub fn write_markdown(state_dir: &Path, run: &RunRecord) -> Result<std::path::Pa
             s.name, s.status, s.duration_ms, detail
         ));
     }
+    if let Some(r) = run.report.get("rehearsal").filter(|r| !r.is_null()) {
+        md.push_str(&format!(
+            "\n## Rehearsal\n\n```text\n{}```\n",
+            shipsafe_config::mask_secrets(&crate::rehearsal_text::render(r))
+        ));
+    }
     md.push_str(&format!(
         "\n## Report\n\n```json\n{}\n```\n",
         shipsafe_config::mask_secrets(

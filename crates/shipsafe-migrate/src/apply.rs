@@ -46,7 +46,7 @@ pub struct ApplyReport {
 }
 
 /// Where in `script` a statement error points.
-fn locate(script: &Script, stmt: &Statement, e: &tokio_postgres::Error) -> String {
+pub(crate) fn locate(script: &Script, stmt: &Statement, e: &tokio_postgres::Error) -> String {
     let offset = match e.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(p)) => stmt.start + byte_of_char(&stmt.sql, *p as usize),
         _ => stmt.start,
@@ -54,7 +54,7 @@ fn locate(script: &Script, stmt: &Statement, e: &tokio_postgres::Error) -> Strin
     script.location(offset)
 }
 
-fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
@@ -65,7 +65,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((500u64 << attempt.min(5)).min(10_000))
 }
 
-fn timeouts(opts: &ApplyOptions, local: bool) -> String {
+pub(crate) fn timeouts(opts: &ApplyOptions, local: bool) -> String {
     let scope = if local { "local " } else { "" };
     format!(
         "set {scope}lock_timeout = '{}ms'; set {scope}statement_timeout = '{}ms'",
@@ -74,7 +74,7 @@ fn timeouts(opts: &ApplyOptions, local: bool) -> String {
     )
 }
 
-fn check_no_transaction_control(m: &Migration, script: &Script) -> Result<(), MigrateError> {
+pub(crate) fn check_no_transaction_control(m: &Migration, script: &Script) -> Result<(), MigrateError> {
     if let Some(s) = script
         .statements()
         .iter()
@@ -161,7 +161,7 @@ pub async fn down(
 
 /// What the transaction records in the history before it commits.
 #[derive(Debug, Clone, Copy)]
-enum After {
+pub(crate) enum After {
     Record,
     Forget,
 }
@@ -172,7 +172,7 @@ const RECORD: &str = "insert into shipsafe.migrations (version, name, checksum, 
      applied_at = now(), applied_by = excluded.applied_by, run_id = excluded.run_id, dirty = false";
 const FORGET: &str = "delete from shipsafe.migrations where version = $1";
 
-async fn finish(
+pub(crate) async fn finish(
     client: &Client,
     m: &Migration,
     opts: &ApplyOptions,
@@ -292,7 +292,7 @@ async fn run_transactional(
 }
 
 /// Invalid indexes, to find the one a failed concurrent build left behind.
-async fn invalid_indexes(client: &Client) -> Vec<String> {
+pub(crate) async fn invalid_indexes(client: &Client) -> Vec<String> {
     client
         .query(
             "select format('%I.%I', n.nspname, c.relname) from pg_index i \

@@ -5,10 +5,12 @@
 pub mod apply;
 pub mod error;
 pub mod history;
+pub mod measure;
 pub mod script;
 pub mod source;
 
 pub use apply::{ApplyOptions, ApplyReport, VerifyReport};
 pub use error::MigrateError;
 pub use history::{AppliedRow, Plan};
+pub use measure::{MeasuredMigration, MeasuredStatement, RowCache, up_measured};
 pub use source::{Layout, Migration, discover};

@@ -84,29 +84,6 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// A fingerprint of the schema: relations with their columns and types, and
-/// constraints, in every non-system schema. Equal fingerprints mean no table,
-/// column, type or constraint changed.
-pub async fn schema_fingerprint(client: &Client) -> Result<String, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "select coalesce(md5(string_agg(x, E'\\n' order by x)), '') from ( \
-               select format('rel %I.%I %s (%s)', n.nspname, c.relname, c.relkind, \
-                        (select string_agg(format('%I %s %s', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull), ', ' order by a.attnum) \
-                           from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped)) as x \
-                 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%' \
-               union all \
-               select format('con %I.%I %s', n.nspname, co.conname, pg_get_constraintdef(co.oid)) \
-                 from pg_constraint co join pg_namespace n on n.oid = co.connamespace \
-                where n.nspname not in ('pg_catalog', 'information_schema') \
-             ) s",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,7 @@ pub enum Command {
         /// Files or folders (down.sql and verify.sql in folders are skipped).
         paths: Vec<std::path::PathBuf>,
     },
-    /// Undo the most recent deploy (or --run ID): restore its pre-deploy backup after a safety backup.
+    /// Undo the most recent deploy (or --run ID): down migrations if its rehearsal proved the round trip, else restore its pre-deploy backup after a safety backup.
     Rollback {
         env: String,
         /// The deploy run to undo (default: the newest one not rolled back).
@@ -84,7 +84,9 @@ pub enum Command {
     New { name: String },
     /// What `deploy ENV` would do: pending migrations and problems. Changes nothing.
     Plan { env: String },
-    /// Apply pending migrations: backup (guarded), apply, verify, roll back on failure.
+    /// Backup, restore into a clone, apply and measure there, round-trip down/up, report. ENV is not touched.
+    Rehearse { env: String },
+    /// The whole protocol: lint, backup, rehearsal (protected), confirmation, apply, verify, roll back on failure.
     Deploy {
         env: String,
         /// Confirm a protected environment without a terminal prompt.
@@ -93,6 +95,12 @@ pub enum Command {
         /// Go ahead outside the window or off the git branch; the reason is audited.
         #[arg(long, value_name = "REASON")]
         r#override: Option<String>,
+        /// Rehearse on a clone first in an open or guarded environment too (always done for protected ones).
+        #[arg(long)]
+        rehearse: bool,
+        /// Go ahead when the rehearsal's verdict is needs_ack (destructive change, rewrite, long exclusive lock).
+        #[arg(long)]
+        accept_risk: bool,
     },
     /// Backups: create, list, verify (by restoring), restore, prune.
     #[command(subcommand)]

@@ -66,11 +66,23 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
         Command::Verify { env } => runtime.block_on(cmd::verify::run(&ctx, &env)),
         Command::Lint { paths } => cmd::lint::run(&ctx, &paths),
         Command::Plan { env } => runtime.block_on(cmd::migrate::plan(&ctx, &env)),
+        Command::Rehearse { env } => runtime.block_on(cmd::migrate::rehearse(&ctx, &env)),
         Command::Deploy {
             env,
-            confirm: _,
+            confirm,
             r#override,
-        } => runtime.block_on(cmd::migrate::deploy(&ctx, &env, r#override.as_deref())),
+            rehearse,
+            accept_risk,
+        } => runtime.block_on(cmd::migrate::deploy(
+            &ctx,
+            &env,
+            cmd::migrate::DeployFlags {
+                confirm,
+                override_reason: r#override,
+                rehearse,
+                accept_risk,
+            },
+        )),
     }
 }
 

@@ -35,6 +35,13 @@ impl Progress for Spinner {
         }
     }
 
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        match &self.bar {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
+
     fn bytes(&self, done: u64, total: Option<u64>) {
         let Some(b) = &self.bar else { return };
         match total {
@@ -75,7 +82,21 @@ pub struct TerminalConfirm {
     pub flag: Option<String>,
 }
 
+fn on_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
 impl shipsafe_core::Confirm for TerminalConfirm {
+    fn can_confirm(&self, env: &str) -> Result<bool, String> {
+        match &self.flag {
+            Some(given) if given == env => Ok(true),
+            Some(given) => Err(format!(
+                "--confirm {given} does not match the environment {env}"
+            )),
+            None => Ok(on_terminal()),
+        }
+    }
+
     fn confirm(&self, env: &str, what: &str) -> Result<bool, String> {
         if let Some(given) = &self.flag {
             return if given == env {
@@ -86,7 +107,7 @@ impl shipsafe_core::Confirm for TerminalConfirm {
                 ))
             };
         }
-        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        if !on_terminal() {
             return Ok(false);
         }
         eprintln!("{what}");

@@ -65,6 +65,19 @@ pub async fn take_backup(
     reason: &str,
     progress: &Arc<dyn Progress>,
 ) -> Result<Manifest, CoreError> {
+    take_backup_teed(config, vars, env, reason, None, progress).await
+}
+
+/// [`take_backup`], also writing pg_dump's raw output to `tee` (the source
+/// of a rehearsal clone).
+pub async fn take_backup_teed(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    reason: &str,
+    tee: Option<&Path>,
+    progress: &Arc<dyn Progress>,
+) -> Result<Manifest, CoreError> {
     let url = config.database_url(env, vars)?;
     let store = open_store(config, vars)?;
     progress.stage(&format!("connecting to {env}"));
@@ -91,6 +104,7 @@ pub async fn take_backup(
                 progress,
                 Some(info.size_bytes.max(0) as u64),
             )),
+            tee,
         },
     )
     .await?;

@@ -1,8 +1,10 @@
 pub mod backup;
+pub mod deploy;
 pub mod init;
 pub mod lint;
 pub mod log;
 pub mod migrate;
+pub mod rehearse;
 pub mod rollback;
 pub mod status;
 pub mod verify;

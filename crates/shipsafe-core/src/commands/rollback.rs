@@ -1,11 +1,12 @@
 //! `shipsafe rollback ENV [--run ID]`: undo the most recent deploy that
 //! changed the database and is not rolled back yet (or the given run).
 //!
-//! Without a rehearsal that proved a down/up round trip, down migrations are
-//! not trusted to give the data back, so a deploy with a pre-deploy backup is
-//! undone by restoring it, after a safety backup of the current state. A
-//! deploy without a backup (open environment) is undone with the down
-//! migrations of that run.
+//! When the deploy's rehearsal proved the down/up round trip and found no
+//! data lost, its down migrations undo it (keeping every write made since).
+//! Otherwise down migrations are not trusted to give the data back, so a
+//! deploy with a pre-deploy backup is undone by restoring it, after a
+//! safety backup of the current state. A deploy without a backup (open
+//! environment) is undone with the down migrations of that run.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -117,7 +118,11 @@ pub async fn rollback(
     let mut ids = Vec::new();
 
     let result: Result<String, CoreError> = async {
-        if let Some(backup) = &deploy.backup_id {
+        let rehearsal = &deploy.report["rehearsal"];
+        let faithful_down = rehearsal["round_trip"]["status"] == "proven"
+            && rehearsal["loses_data"] == false
+            && deploy.outcome == "deployed";
+        if let (Some(backup), false) = (&deploy.backup_id, faithful_down) {
             if protection != Protection::Open {
                 run.begin("backup");
                 let safety = take_backup(config, vars, env, "pre-rollback", progress).await;
@@ -140,7 +145,8 @@ pub async fn rollback(
             run.end("ok", serde_json::json!({ "backup_id": backup }));
             Ok(format!("restored the pre-deploy backup {backup} of run {}", deploy.run_id))
         } else {
-            // No backup (open environment): the down migrations of that run.
+            // A rehearsed, faithful down, or no backup (open environment):
+            // the down migrations of that run.
             run.begin("down");
             report.method = Some("down".into());
             let migrations = crate::commands::migrate::discover(config)?;
@@ -162,8 +168,13 @@ pub async fn rollback(
             for mig in &mine {
                 apply::down(&client, mig, &opts).await?;
             }
-            run.end("ok", serde_json::json!({ "reverted": mine.iter().map(|m| m.label()).collect::<Vec<_>>() }));
-            Ok(format!("reverted {} migration(s) of run {}", mine.len(), deploy.run_id))
+            run.end("ok", serde_json::json!({ "reverted": mine.iter().map(|m| m.label()).collect::<Vec<_>>(), "rehearsed": faithful_down }));
+            Ok(format!(
+                "reverted {} migration(s) of run {}{}",
+                mine.len(),
+                deploy.run_id,
+                if faithful_down { " (down/up round trip proven by its rehearsal)" } else { "" }
+            ))
         }
     }
     .await;

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shipsafe_config::ProcessEnv;
+use shipsafe_core::commands::deploy::DeployOptions;
 use shipsafe_core::commands::migrate;
 use shipsafe_core::{ExitKind, Progress};
 
@@ -84,29 +85,71 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     Rendered::new(&r, text, exit)
 }
 
-pub async fn deploy(
-    ctx: &Ctx,
-    env: &str,
-    override_reason: Option<&str>,
-) -> anyhow::Result<Rendered> {
+/// Deploy's command-line flags.
+#[derive(Debug)]
+pub struct DeployFlags {
+    pub confirm: Option<String>,
+    pub override_reason: Option<String>,
+    pub rehearse: bool,
+    pub accept_risk: bool,
+}
+
+pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let actor = shipsafe_state::Actor::detect(&ctx.cwd);
-    let out = migrate::deploy(
+    let applied_by = actor.short();
+    let confirm = crate::ui::TerminalConfirm {
+        flag: flags.confirm,
+    };
+    let opts = DeployOptions {
+        applied_by: &applied_by,
+        override_reason: flags.override_reason.as_deref(),
+        rehearse: flags.rehearse,
+        accept_risk: flags.accept_risk,
+        confirm: &confirm,
+    };
+    let out = shipsafe_core::commands::deploy::deploy(
         &config,
         &ProcessEnv,
         &ctx.cwd,
         env,
-        &actor.short(),
-        override_reason,
+        &opts,
         &progress,
     )
     .await
     .with_context(|| format!("deploy to {env}"))?;
     drop(progress);
-    let run = out.run;
+    run_rendered("deploy", env, out.run, out.error)
+}
+
+/// `shipsafe rehearse ENV`.
+pub async fn rehearse(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
+    let config = ctx.config()?;
+    let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
+    let (run, error) = shipsafe_core::commands::rehearse::rehearse(
+        &config,
+        &ProcessEnv,
+        &ctx.cwd,
+        env,
+        &progress,
+    )
+    .await
+    .with_context(|| format!("rehearsal of {env}"))?;
+    drop(progress);
+    run_rendered("rehearse", env, run, error)
+}
+
+/// A run as text (steps, then the rehearsal when there was one) and JSON;
+/// the error, if any, goes to stderr and decides the exit code.
+fn run_rendered(
+    command: &str,
+    env: &str,
+    run: shipsafe_state::RunRecord,
+    error: Option<shipsafe_core::CoreError>,
+) -> anyhow::Result<Rendered> {
     let mut text = format!(
-        "deploy {env}: {} (run {}, {} ms)\n",
+        "{command} {env}: {} (run {}, {} ms)\n",
         run.outcome, run.run_id, run.duration_ms
     );
     for s in &run.steps {
@@ -115,7 +158,10 @@ pub async fn deploy(
             s.name, s.status, s.duration_ms
         ));
     }
-    let exit = match &out.error {
+    if let Some(r) = run.report.get("rehearsal").filter(|r| !r.is_null()) {
+        text.push_str(&shipsafe_core::rehearsal_text::render(r));
+    }
+    let exit = match &error {
         None => ExitKind::Success,
         Some(e) => {
             // The run document is the result; the error goes to stderr.

@@ -1,0 +1,987 @@
+//! Rehearsal (SPEC §6 step 4): a backup, a clone made from it, the pending
+//! migrations applied and measured there, verify.sql and `[[checks]]` on
+//! the clone, then down and a schema comparison with the start (the round
+//! trip), then up again. The target is never touched.
+//!
+//! Clones come from `[rehearsal] clone`:
+//! - `scratch`: a local cluster of the server's major version, restored
+//!   from pg_dump's own output, written to a file beside the compressed
+//!   backup as it streams; the cluster starts while the dump runs. A clean
+//!   restore and passing checks mark the backup verified.
+//! - `env:NAME`: the backup is restored into environment NAME (after a
+//!   safety backup when NAME is guarded); NAME must not be protected.
+//! - `command:SCRIPT`: the script's last output line is a connection URL
+//!   (a Neon branch, a snapshot). An empty database gets the backup
+//!   restored into it; one with tables is used as it is.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use shipsafe_backup::{
+    AtomicRestore, Manifest, Verification, fetch_verified, restore_atomic, restore_parallel_with,
+};
+use shipsafe_config::{CloneSource, Config, DbUrl, Protection, VarSource};
+use shipsafe_migrate::measure::RowCache;
+use shipsafe_migrate::{ApplyOptions, MeasuredMigration, Migration, VerifyReport, apply};
+use shipsafe_pg::{
+    CheckOutcome, PgBinaries, SchemaDiff, ScratchCluster, ScratchOptions, connect, quote_ident,
+    run_checks, schema_description, schema_diff, server_info,
+};
+
+use crate::error::CoreError;
+use crate::progress::Progress;
+use crate::runs::Run;
+
+/// The rehearsal's judgement of the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Safe,
+    /// Destructive, rewrites a table, or holds ACCESS EXCLUSIVE on a large
+    /// table: deploy needs `--accept-risk`.
+    NeedsAck,
+    /// It failed on the clone.
+    Blocked,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Safe => "safe",
+            Self::NeedsAck => "needs_ack",
+            Self::Blocked => "blocked",
+        }
+    }
+}
+
+/// Did down.sql give back the schema up.sql started from?
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundTrip {
+    /// `proven`, `failed`, `irreversible` (a migration has no down.sql) or
+    /// `not_run` (the rehearsal stopped earlier).
+    pub status: &'static str,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differences: Option<SchemaDiff>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RehearsalTimings {
+    /// Restoring the backup into the clone (or asking the clone command).
+    pub clone_ms: u64,
+    pub apply_ms: u64,
+    pub verify_ms: u64,
+    pub round_trip_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RehearsalReport {
+    /// `scratch`, `env:NAME` or `command`.
+    pub clone: String,
+    pub backup_id: Option<String>,
+    /// The clone was restored from the backup and the checks passed there.
+    pub backup_verified: bool,
+    pub verdict: Verdict,
+    /// Why the verdict is not `safe`.
+    pub reasons: Vec<String>,
+    pub timings: RehearsalTimings,
+    pub migrations: Vec<MeasuredMigration>,
+    pub verified: Vec<VerifyReport>,
+    pub checks: Vec<CheckOutcome>,
+    pub round_trip: RoundTrip,
+    /// The change destroys data (dropped columns or tables with values,
+    /// deleted rows): down.sql cannot bring it back, so a rollback
+    /// restores the backup instead.
+    pub loses_data: bool,
+    /// External mode: what the team's tool printed on the clone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_output: Vec<crate::commands::migrate::ToolRun>,
+    /// External mode: objects the tool added (`extra`) and removed
+    /// (`missing`) on the clone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_changes: Option<SchemaDiff>,
+    pub error: Option<String>,
+}
+
+impl RehearsalReport {
+    fn new(clone: String, backup_id: Option<String>) -> Self {
+        Self {
+            clone,
+            backup_id,
+            backup_verified: false,
+            verdict: Verdict::Blocked,
+            reasons: Vec::new(),
+            timings: RehearsalTimings::default(),
+            migrations: Vec::new(),
+            verified: Vec::new(),
+            checks: Vec::new(),
+            round_trip: RoundTrip {
+                status: "not_run",
+                detail: "the rehearsal stopped before it".into(),
+                differences: None,
+            },
+            loses_data: false,
+            tool_output: Vec::new(),
+            schema_changes: None,
+            error: None,
+        }
+    }
+
+    /// The rehearsal proved that the down migrations undo the change, and
+    /// the change loses no data, so down is a faithful rollback.
+    pub fn down_is_faithful(&self) -> bool {
+        self.round_trip.status == "proven" && !self.loses_data
+    }
+}
+
+/// A database to rehearse on, and what keeps it alive.
+#[derive(Debug)]
+pub struct CloneDb {
+    pub url: DbUrl,
+    pub label: String,
+    cluster: Option<ScratchCluster>,
+}
+
+impl CloneDb {
+    /// Stops a scratch cluster (other clones are left as they are).
+    pub async fn dispose(self) {
+        if let Some(c) = self.cluster {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
+    }
+}
+
+/// What [`backup_for_clone`] hands to [`make_clone`].
+#[derive(Debug)]
+pub struct PendingClone {
+    source: CloneSource,
+    starting: Option<tokio::task::JoinHandle<Result<ScratchCluster, shipsafe_pg::PgError>>>,
+    dump_dir: Option<tempfile::TempDir>,
+    roles: Vec<String>,
+}
+
+impl PendingClone {
+    fn dump_path(&self) -> Option<std::path::PathBuf> {
+        self.dump_dir.as_ref().map(|d| d.path().join("dump"))
+    }
+}
+
+fn clone_label(source: &CloneSource) -> String {
+    match source {
+        CloneSource::Scratch => "scratch".into(),
+        CloneSource::Env(e) => format!("env:{e}"),
+        CloneSource::Command(_) => "command".into(),
+    }
+}
+
+/// Step 3 for a rehearsed change: the backup (reason `reason`), and for a
+/// scratch clone, the cluster started meanwhile and pg_dump's raw output
+/// kept for the restore. Records the `backup` step in `run`.
+pub async fn backup_for_clone(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    reason: &str,
+    run: &mut Run,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Manifest, PendingClone), CoreError> {
+    let source = config.file().rehearsal.clone_source();
+    if let CloneSource::Env(other) = &source {
+        if other == env {
+            return Err(CoreError::Usage(format!(
+                "[rehearsal] clone = \"env:{other}\" names the environment being changed; a rehearsal needs a copy: use \"scratch\" or another environment"
+            )));
+        }
+        if config.environment(other)?.protection() == Protection::Protected {
+            return Err(CoreError::Blocked(format!(
+                "[rehearsal] clone = \"env:{other}\": {other} is protected, and a rehearsal replaces the clone's data; use \"scratch\" or an open or guarded environment; nothing was changed"
+            )));
+        }
+    }
+    let mut pending = PendingClone {
+        source: source.clone(),
+        starting: None,
+        dump_dir: None,
+        roles: Vec::new(),
+    };
+    run.begin("backup");
+    if source == CloneSource::Scratch {
+        let url = config.database_url(env, vars)?;
+        let client = connect(&url).await?;
+        let info = server_info(&client, &url).await?;
+        pending.roles = client
+            .query(
+                "select rolname::text from pg_roles where rolname !~ '^pg_' order by 1",
+                &[],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default();
+        drop(client);
+        let size = info.size_bytes.max(0) as u64;
+        let dir = tempfile::Builder::new()
+            .prefix("shipsafe-clone-")
+            .tempdir_in(shipsafe_pg::scratch::temp_dir_for(size))
+            .map_err(|e| CoreError::io("cannot create a folder for the clone's copy", e))?;
+        pending.dump_dir = Some(dir);
+        let opts = ScratchOptions {
+            major: Some(info.major),
+            size_hint: Some(size.saturating_mul(2)),
+            ..Default::default()
+        };
+        pending.starting = Some(tokio::task::spawn_blocking(move || {
+            ScratchCluster::start_with(&opts)
+        }));
+    }
+    let tee = pending.dump_path();
+    let result = crate::commands::backup::take_backup_teed(
+        config,
+        vars,
+        env,
+        reason,
+        tee.as_deref(),
+        progress,
+    )
+    .await;
+    match result {
+        Ok(m) => {
+            run.end(
+                "ok",
+                serde_json::json!({ "backup_id": m.id, "size_bytes": m.size_bytes, "raw_bytes": m.raw_bytes }),
+            );
+            run.record.backup_id = Some(m.id.clone());
+            Ok((m, pending))
+        }
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            if let Some(s) = pending.starting.take()
+                && let Ok(Ok(c)) = s.await
+            {
+                let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Makes the clone from the backup. For scratch and env clones a restore
+/// that succeeds and whose checks pass is recorded in the backup's
+/// manifest as a verification.
+pub async fn make_clone(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    manifest: &mut Manifest,
+    mut pending: PendingClone,
+    progress: &Arc<dyn Progress>,
+) -> Result<(CloneDb, Vec<CheckOutcome>), CoreError> {
+    let started = Instant::now();
+    let label = clone_label(&pending.source);
+    let (clone, restored) = match pending.source.clone() {
+        CloneSource::Scratch => {
+            progress.stage("restoring the backup into a scratch clone");
+            let starting = pending
+                .starting
+                .take()
+                .ok_or_else(|| CoreError::Failed("the scratch cluster was not started".into()))?;
+            let cluster = starting.await.map_err(|e| {
+                CoreError::Failed(format!("scratch cluster start was interrupted: {e}"))
+            })??;
+            let admin = connect(&cluster.url("postgres")).await?;
+            // Roles are cluster-wide: create the source's roles so owners and
+            // grants restore, and migrations that grant to them work.
+            let mut create = String::new();
+            for role in &pending.roles {
+                create.push_str(&format!(
+                    "do $$ begin if not exists (select 1 from pg_roles where rolname = {lit}) then create role {id}; end if; end $$",
+                    lit = shipsafe_pg::quote_literal(role),
+                    id = quote_ident(role)
+                ));
+                create.push_str(";\n");
+            }
+            create.push_str(&format!("create database {}", quote_ident(&manifest.database)));
+            // One statement at a time: CREATE DATABASE refuses to run in the
+            // implicit transaction of a multi-statement string.
+            let mut prepared = Ok(());
+            for stmt in create.split(";\n") {
+                prepared = admin.batch_execute(stmt).await;
+                if prepared.is_err() {
+                    break;
+                }
+            }
+            prepared.map_err(|e| {
+                CoreError::Failed(format!(
+                    "cannot prepare the scratch clone: {}",
+                    shipsafe_pg::describe(&e)
+                ))
+            })?;
+            drop(admin);
+            let url = cluster.url(&manifest.database);
+            let dump = pending
+                .dump_path()
+                .ok_or_else(|| CoreError::Failed("no copy of the dump for the clone".into()))?;
+            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+            restore_parallel_with(cluster.binaries(), &dump, &url, jobs, true).await?;
+            drop(pending.dump_dir.take());
+            (
+                CloneDb {
+                    url,
+                    label: label.clone(),
+                    cluster: Some(cluster),
+                },
+                true,
+            )
+        }
+        CloneSource::Env(other) => {
+            let url = config.database_url(&other, vars)?;
+            if config.environment(&other)?.protection() != Protection::Open {
+                progress.stage(&format!("safety backup of {other} before it becomes the clone"));
+                crate::commands::backup::take_backup(config, vars, &other, "pre-restore", progress)
+                    .await?;
+            }
+            progress.stage(&format!("restoring the backup into {other}"));
+            restore_into(config, vars, manifest, &url, progress).await?;
+            (
+                CloneDb {
+                    url,
+                    label: label.clone(),
+                    cluster: None,
+                },
+                true,
+            )
+        }
+        CloneSource::Command(script) => {
+            progress.stage("asking the clone command for a database");
+            let url = clone_from_command(config, &script, env, &manifest.id).await?;
+            let client = connect(&url).await?;
+            let empty: bool = client
+                .query_one(
+                    "select not exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                      where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%' \
+                        and c.relkind in ('r','p'))",
+                    &[],
+                )
+                .await
+                .map(|r| r.get(0))
+                .map_err(|e| {
+                    CoreError::Failed(format!(
+                        "cannot read the clone: {}",
+                        shipsafe_pg::describe(&e)
+                    ))
+                })?;
+            drop(client);
+            if empty {
+                progress.stage("restoring the backup into the clone");
+                restore_into(config, vars, manifest, &url, progress).await?;
+            }
+            (
+                CloneDb {
+                    url,
+                    label: label.clone(),
+                    cluster: None,
+                },
+                empty,
+            )
+        }
+    };
+    let client = connect(&clone.url).await?;
+    let checks = run_checks(&client, &config.file().checks, false).await;
+    drop(client);
+    if restored {
+        let failed = checks.iter().filter(|c| !c.ok).count() as u32;
+        let secs = started.elapsed().as_secs_f64();
+        manifest.verifications.push(Verification {
+            at: shipsafe_state::now_rfc3339(),
+            ok: failed == 0,
+            restore_seconds: (secs * 1000.0).round() / 1000.0,
+            checks_passed: checks.len() as u32 - failed,
+            checks_failed: failed,
+            error: (failed > 0).then(|| {
+                format!("{failed} check(s) failed on the rehearsal clone ({label})")
+            }),
+        });
+        let store = crate::commands::backup::open_store(config, vars)?;
+        store.put_manifest(manifest).await?;
+    }
+    Ok((clone, checks))
+}
+
+async fn restore_into(
+    config: &Config,
+    vars: &dyn VarSource,
+    manifest: &Manifest,
+    url: &DbUrl,
+    progress: &Arc<dyn Progress>,
+) -> Result<(), CoreError> {
+    let store = crate::commands::backup::open_store(config, vars)?;
+    let archive = fetch_verified(
+        &store,
+        manifest,
+        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
+        None,
+    )
+    .await?;
+    let client = connect(url).await?;
+    let info = server_info(&client, url).await?;
+    drop(client);
+    let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
+    let _ = progress;
+    restore_atomic(
+        &binaries,
+        archive.path(),
+        url,
+        AtomicRestore {
+            checks: &[],
+            lock_timeout: config.file().migrations.lock_timeout.as_std(),
+            on_bytes: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the clone command; its last non-empty output line is the URL.
+async fn clone_from_command(
+    config: &Config,
+    script: &str,
+    env: &str,
+    backup_id: &str,
+) -> Result<DbUrl, CoreError> {
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(config.root())
+        .env("SHIPSAFE_ENV", env)
+        .env("SHIPSAFE_BACKUP_ID", backup_id)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| CoreError::io(format!("cannot run the clone command `{script}`"), e))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(CoreError::Failed(format!(
+            "the clone command `{script}` failed ({}): {}",
+            out.status,
+            shipsafe_config::mask_secrets(String::from_utf8_lossy(&out.stderr).trim())
+        )));
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if !(line.starts_with("postgres://") || line.starts_with("postgresql://")) {
+        return Err(CoreError::Failed(format!(
+            "the clone command `{script}` must print a postgres:// URL as its last line; it printed {:?}",
+            shipsafe_config::mask_secrets(line)
+        )));
+    }
+    Ok(DbUrl::new(line))
+}
+
+/// Applies, measures, verifies and round-trips `pending` on the clone, then
+/// judges the result.
+pub async fn rehearse_on(
+    config: &Config,
+    clone: &CloneDb,
+    pending: &[Migration],
+    backup_id: Option<String>,
+    backup_verified: bool,
+    progress: &Arc<dyn Progress>,
+) -> RehearsalReport {
+    let mut report = RehearsalReport::new(clone.label.clone(), backup_id);
+    report.backup_verified = backup_verified;
+    if let Err(e) = rehearse_steps(config, clone, pending, &mut report, progress).await {
+        report.error = Some(e);
+    }
+    let (verdict, reasons) = judge(&report, config.file().rehearsal.exclusive_lock_limit());
+    report.verdict = verdict;
+    report.reasons = reasons;
+    report.loses_data = loses_data(&report);
+    report
+}
+
+async fn rehearse_steps(
+    config: &Config,
+    clone: &CloneDb,
+    pending: &[Migration],
+    report: &mut RehearsalReport,
+    progress: &Arc<dyn Progress>,
+) -> Result<(), String> {
+    let pg = |what: &str, e: shipsafe_pg::PgError| format!("{what}: {e}");
+    let client = connect(&clone.url)
+        .await
+        .map_err(|e| pg("cannot connect to the clone", e))?;
+    let sampler = connect(&clone.url)
+        .await
+        .map_err(|e| pg("cannot connect to the clone", e))?;
+    let describe = |e: tokio_postgres::Error| {
+        format!(
+            "cannot read the clone's schema: {}",
+            shipsafe_pg::describe(&e)
+        )
+    };
+    let schema_before = schema_description(&client).await.map_err(describe)?;
+    let m = &config.file().migrations;
+    let opts = ApplyOptions {
+        lock_timeout: m.lock_timeout.as_std(),
+        statement_timeout: m.statement_timeout.as_std(),
+        lock_retries: 0,
+        applied_by: "rehearsal".into(),
+        run_id: None,
+    };
+
+    // Up, measured.
+    let t = Instant::now();
+    let mut rows = RowCache::default();
+    for mig in pending {
+        progress.stage(&format!("rehearsing {}", mig.label()));
+        let measured = shipsafe_migrate::up_measured(&client, &sampler, mig, &opts, &mut rows)
+            .await
+            .map_err(|e| format!("on the clone: {e}"))?;
+        report.migrations.push(measured);
+    }
+    report.timings.apply_ms = t.elapsed().as_millis() as u64;
+
+    // verify.sql and checks.
+    let t = Instant::now();
+    for mig in pending {
+        if let Some(v) = apply::verify(&client, mig)
+            .await
+            .map_err(|e| format!("on the clone: {e}"))?
+        {
+            report.verified.push(v);
+        }
+    }
+    report.checks = run_checks(&client, &config.file().checks, false).await;
+    report.timings.verify_ms = t.elapsed().as_millis() as u64;
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| {
+            format!(
+                "check {:?} expected {} got {}",
+                c.name,
+                c.expect,
+                c.actual
+                    .as_deref()
+                    .or(c.error.as_deref())
+                    .unwrap_or("nothing")
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!(
+            "on the clone after the change: {}",
+            failed.join("; ")
+        ));
+    }
+
+    // Round trip: down in reverse, compare, up again.
+    let t = Instant::now();
+    let schema_after = schema_description(&client).await.map_err(describe)?;
+    if let Some(m) = pending.iter().find(|m| m.down.is_none()) {
+        report.round_trip = RoundTrip {
+            status: "irreversible",
+            detail: format!(
+                "{} has no down.sql: a failed deploy is undone by restoring the pre-deploy backup",
+                m.label()
+            ),
+            differences: None,
+        };
+        report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
+        return Ok(());
+    }
+    progress.stage("round trip: down, compare, up");
+    for mig in pending.iter().rev() {
+        if let Err(e) = apply::down(&client, mig, &opts).await {
+            report.round_trip = RoundTrip {
+                status: "failed",
+                detail: format!("down failed on the clone: {e}"),
+                differences: None,
+            };
+            return Err(report.round_trip.detail.clone());
+        }
+    }
+    let schema_down = schema_description(&client).await.map_err(describe)?;
+    let diff = schema_diff(&schema_before, &schema_down);
+    if !diff.is_empty() {
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: format!(
+                "after down the schema differs from before up: {}",
+                diff.summary(8)
+            ),
+            differences: Some(diff),
+        };
+        report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
+        return Err(report.round_trip.detail.clone());
+    }
+    for mig in pending {
+        if let Err(e) = apply::up(&client, mig, &opts).await {
+            report.round_trip = RoundTrip {
+                status: "failed",
+                detail: format!("up after down failed on the clone: {e}"),
+                differences: None,
+            };
+            return Err(report.round_trip.detail.clone());
+        }
+    }
+    let schema_again = schema_description(&client).await.map_err(describe)?;
+    let diff = schema_diff(&schema_after, &schema_again);
+    report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
+    if !diff.is_empty() {
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: format!(
+                "up after down gives a different schema than the first up: {}",
+                diff.summary(8)
+            ),
+            differences: Some(diff),
+        };
+        return Err(report.round_trip.detail.clone());
+    }
+    report.round_trip = RoundTrip {
+        status: "proven",
+        detail: format!(
+            "down restored the schema exactly ({} objects) and up applied again",
+            schema_before.len()
+        ),
+        differences: None,
+    };
+    Ok(())
+}
+
+/// External mode: the team's tool pointed at the clone. Its statements are
+/// not visible, so the rehearsal compares the schema before and after, runs
+/// the checks, and proves `down` (when configured) gives the schema back.
+pub async fn rehearse_external_on(
+    config: &Config,
+    ext: &crate::commands::migrate::External,
+    clone: &CloneDb,
+    backup_id: Option<String>,
+    backup_verified: bool,
+    progress: &Arc<dyn Progress>,
+) -> RehearsalReport {
+    let mut report = RehearsalReport::new(clone.label.clone(), backup_id);
+    report.backup_verified = backup_verified;
+    if let Err(e) = external_steps(config, ext, clone, &mut report, progress).await {
+        report.error = Some(e);
+    }
+    let (verdict, reasons) = judge(&report, config.file().rehearsal.exclusive_lock_limit());
+    report.verdict = verdict;
+    report.reasons = reasons;
+    report.loses_data = loses_data(&report);
+    report
+}
+
+async fn external_steps(
+    config: &Config,
+    ext: &crate::commands::migrate::External,
+    clone: &CloneDb,
+    report: &mut RehearsalReport,
+    progress: &Arc<dyn Progress>,
+) -> Result<(), String> {
+    use crate::commands::migrate::run_tool;
+    let client = connect(&clone.url)
+        .await
+        .map_err(|e| format!("cannot connect to the clone: {e}"))?;
+    let describe = |e: tokio_postgres::Error| {
+        format!(
+            "cannot read the clone's schema: {}",
+            shipsafe_pg::describe(&e)
+        )
+    };
+    let tool = |r: crate::commands::migrate::ToolRun| -> Result<crate::commands::migrate::ToolRun, String> {
+        if r.ok() {
+            Ok(r)
+        } else {
+            Err(format!(
+                "`{}` failed on the clone (exit {:?}): {}",
+                r.command, r.exit_code, r.output
+            ))
+        }
+    };
+    let run = |cmd: String| async move {
+        run_tool(config, &cmd, &clone.url, &ext.url_env)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let before = schema_description(&client).await.map_err(describe)?;
+    progress.stage(&format!("rehearsing `{}` on the clone", ext.up));
+    let t = Instant::now();
+    let up = run(ext.up.clone()).await?;
+    report.tool_output.push(up.clone());
+    tool(up)?;
+    report.timings.apply_ms = t.elapsed().as_millis() as u64;
+    let after = schema_description(&client).await.map_err(describe)?;
+    report.schema_changes = Some(schema_diff(&before, &after));
+    let t = Instant::now();
+    report.checks = run_checks(&client, &config.file().checks, false).await;
+    report.timings.verify_ms = t.elapsed().as_millis() as u64;
+    if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+        return Err(format!(
+            "on the clone after the change: check {:?} expected {} got {}",
+            c.name,
+            c.expect,
+            c.actual.as_deref().or(c.error.as_deref()).unwrap_or("nothing")
+        ));
+    }
+    let Some(down) = &ext.down else {
+        report.round_trip = RoundTrip {
+            status: "irreversible",
+            detail: "no [migrations] down command: a failed deploy is undone by restoring the pre-deploy backup".into(),
+            differences: None,
+        };
+        return Ok(());
+    };
+    let t = Instant::now();
+    let r = run(down.clone()).await?;
+    report.tool_output.push(r.clone());
+    if let Err(e) = tool(r) {
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: e.clone(),
+            differences: None,
+        };
+        return Err(e);
+    }
+    let back = schema_description(&client).await.map_err(describe)?;
+    let diff = schema_diff(&before, &back);
+    if !diff.is_empty() {
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: format!(
+                "after `{down}` the schema differs from before `{}`: {}",
+                ext.up,
+                diff.summary(8)
+            ),
+            differences: Some(diff),
+        };
+        return Err(report.round_trip.detail.clone());
+    }
+    let again = run(ext.up.clone()).await?;
+    report.tool_output.push(again.clone());
+    tool(again)?;
+    report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
+    report.round_trip = RoundTrip {
+        status: "proven",
+        detail: format!("`{down}` restored the schema exactly and `{}` applied again", ext.up),
+        differences: None,
+    };
+    Ok(())
+}
+
+fn mib(bytes: i64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{} kB", (bytes + 1023) / 1024)
+    }
+}
+
+fn loses_data(report: &RehearsalReport) -> bool {
+    let statements = report.migrations.iter().flat_map(|m| &m.statements);
+    let measured = statements.clone().any(|s| {
+        s.dropped_columns
+            .iter()
+            .any(|c| c.non_null_values != Some(0))
+            || s.dropped_tables.iter().any(|t| t.rows != Some(0))
+            || s.rows.iter().any(|r| r.lost() > 0)
+    });
+    let external = report.schema_changes.as_ref().is_some_and(|d| {
+        d.missing
+            .iter()
+            .any(|l| l.starts_with("column ") || l.starts_with("relation "))
+    });
+    measured || external
+}
+
+/// The verdict and its reasons, from the measurements.
+pub fn judge(report: &RehearsalReport, exclusive_lock_limit: u64) -> (Verdict, Vec<String>) {
+    if let Some(e) = &report.error {
+        return (Verdict::Blocked, vec![e.clone()]);
+    }
+    let mut reasons = Vec::new();
+    for m in &report.migrations {
+        for s in &m.statements {
+            let at = format!("{}_{} line {}", m.version, m.name, s.line);
+            for c in &s.dropped_columns {
+                match c.non_null_values {
+                    Some(0) => {}
+                    Some(n) => reasons.push(format!(
+                        "{at}: drops column {}.{} with {n} non-null value(s)",
+                        c.table, c.column
+                    )),
+                    None => reasons.push(format!(
+                        "{at}: drops column {}.{} (values not countable outside a transaction)",
+                        c.table, c.column
+                    )),
+                }
+            }
+            for t in &s.dropped_tables {
+                match t.rows {
+                    Some(0) => {}
+                    Some(n) => reasons.push(format!("{at}: drops table {} with {n} row(s)", t.table)),
+                    None => reasons.push(format!("{at}: drops table {}", t.table)),
+                }
+            }
+            for r in &s.rows {
+                if r.lost() > 0 {
+                    reasons.push(format!(
+                        "{at}: removes {} row(s) from {} ({} → {})",
+                        r.lost(),
+                        r.table,
+                        r.before.unwrap_or(0),
+                        r.after
+                    ));
+                }
+            }
+            for w in &s.rewrites {
+                if w.kind != "index" && w.bytes_before > 0 {
+                    reasons.push(format!(
+                        "{at}: rewrites {} {} ({})",
+                        w.kind,
+                        w.relation,
+                        mib(w.bytes_before)
+                    ));
+                }
+            }
+            for l in &s.locks {
+                if l.is_access_exclusive()
+                    && l.existing
+                    && l.kind == "table"
+                    && l.relation_bytes as u64 > exclusive_lock_limit
+                {
+                    reasons.push(format!(
+                        "{at}: holds ACCESS EXCLUSIVE on {} ({}) for {} ms, blocking every read and write",
+                        l.relation,
+                        mib(l.relation_bytes),
+                        l.held_ms
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(d) = &report.schema_changes {
+        for gone in &d.missing {
+            if gone.starts_with("column ") || gone.starts_with("relation ") {
+                // The schema line of something the tool removed.
+                reasons.push(format!(
+                    "the migration tool removes {}",
+                    gone.split(" kind=").next().unwrap_or(gone)
+                ));
+            }
+        }
+    }
+    if reasons.is_empty() {
+        (Verdict::Safe, reasons)
+    } else {
+        (Verdict::NeedsAck, reasons)
+    }
+}
+
+/// `shipsafe rehearse ENV`: backup, clone, apply, measure, round trip,
+/// report. The target is not changed.
+pub async fn rehearse(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    progress: &Arc<dyn Progress>,
+) -> Result<(shipsafe_state::RunRecord, Option<CoreError>), CoreError> {
+    config.environment(env)?;
+    let mut run = Run::start("rehearse", Some(env));
+    let finish = |run: Run, outcome: &str, report: &serde_json::Value, ids: Vec<String>| {
+        let rec = run.finish(
+            outcome,
+            report,
+            config.state_dir(),
+            cwd,
+            ids,
+            serde_json::json!({}),
+        )?;
+        crate::runs::write_markdown(config.state_dir(), &rec)?;
+        Ok::<_, CoreError>(rec)
+    };
+    run.begin("preflight");
+    let pending = crate::commands::migrate::pending_for(config, vars, env).await?;
+    run.end(
+        "ok",
+        serde_json::json!({ "pending": pending.iter().map(Migration::label).collect::<Vec<_>>() }),
+    );
+    if pending.is_empty() {
+        let rec = finish(run, "nothing_to_do", &serde_json::json!({}), vec![])?;
+        return Ok((rec, None));
+    }
+    let (mut manifest, pending_clone) =
+        match backup_for_clone(config, vars, env, "pre-rehearsal", &mut run, progress).await {
+            Ok(x) => x,
+            Err(e) => {
+                let rec = finish(
+                    run,
+                    "failed_nothing_changed",
+                    &serde_json::json!({ "error": e.to_string() }),
+                    vec![],
+                )?;
+                return Ok((rec, Some(e)));
+            }
+        };
+    let ids = vec![manifest.id.clone()];
+    run.begin("rehearse");
+    let t = Instant::now();
+    let made = make_clone(config, vars, env, &mut manifest, pending_clone, progress).await;
+    let clone_ms = t.elapsed().as_millis() as u64;
+    let (clone, _) = match made {
+        Ok(c) => c,
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            let rec = finish(
+                run,
+                "failed_nothing_changed",
+                &serde_json::json!({ "error": e.to_string() }),
+                ids,
+            )?;
+            return Ok((rec, Some(e)));
+        }
+    };
+    let verified = manifest.is_verified();
+    let mut report = rehearse_on(
+        config,
+        &clone,
+        &pending,
+        Some(manifest.id.clone()),
+        verified,
+        progress,
+    )
+    .await;
+    report.timings.clone_ms = clone_ms;
+    clone.dispose().await;
+    run.end(
+        if report.verdict == Verdict::Blocked {
+            "failed"
+        } else {
+            "ok"
+        },
+        serde_json::json!({ "verdict": report.verdict, "round_trip": report.round_trip.status }),
+    );
+    let blocked = report.verdict == Verdict::Blocked;
+    let error = blocked.then(|| {
+        CoreError::Problems(format!(
+            "the rehearsal of {env} failed on the clone ({}); {env} was not touched",
+            report.reasons.join("; ")
+        ))
+    });
+    let rec = finish(
+        run,
+        if blocked { "blocked" } else { "rehearsed" },
+        &serde_json::json!({ "rehearsal": report }),
+        ids,
+    )?;
+    Ok((rec, error))
+}
