@@ -15,7 +15,8 @@ pub use dump::{DumpRequest, OnBytes, create};
 pub use error::BackupError;
 pub use manifest::{Manifest, Status, Verification};
 pub use restore::{
-    AtomicRestore, RestoreReport, VerifiedArchive, fetch_verified, restore_atomic, restore_parallel, restore_parallel_with,
+    AtomicRestore, RestoreReport, VerifiedArchive, fetch_verified, restore_atomic,
+    restore_parallel, restore_parallel_with,
 };
 pub use retention::{Decision, plan};
 pub use store::{BackupStore, StorageSpec};

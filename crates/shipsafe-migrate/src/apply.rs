@@ -74,7 +74,10 @@ pub(crate) fn timeouts(opts: &ApplyOptions, local: bool) -> String {
     )
 }
 
-pub(crate) fn check_no_transaction_control(m: &Migration, script: &Script) -> Result<(), MigrateError> {
+pub(crate) fn check_no_transaction_control(
+    m: &Migration,
+    script: &Script,
+) -> Result<(), MigrateError> {
     if let Some(s) = script
         .statements()
         .iter()

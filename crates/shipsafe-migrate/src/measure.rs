@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::apply::{
-    After, ApplyOptions, check_no_transaction_control, finish, locate, timeouts,
-};
+use crate::apply::{After, ApplyOptions, check_no_transaction_control, finish, locate, timeouts};
 use crate::error::MigrateError;
 use crate::script::{Script, Statement, line_col};
 use crate::source::Migration;
@@ -389,7 +387,13 @@ async fn measure_in_transaction(
             .map_err(|e| db("setting a savepoint", e))?;
         let t = Instant::now();
         if let Err(e) = client.batch_execute(&stmt.sql).await {
-            return Err(apply_error(m, script, &stmt, &e, "; the migration was rolled back"));
+            return Err(apply_error(
+                m,
+                script,
+                &stmt,
+                &e,
+                "; the migration was rolled back",
+            ));
         }
         let duration_ms = t.elapsed().as_millis() as u64;
         let locks_after = own_locks(client)

@@ -130,8 +130,14 @@ mod tests {
 
     #[test]
     fn diff_names_both_sides() {
-        let before = vec!["column public.t.a integer".to_string(), "relation public.t kind=r".into()];
-        let after = vec!["column public.t.a bigint".to_string(), "relation public.t kind=r".into()];
+        let before = vec![
+            "column public.t.a integer".to_string(),
+            "relation public.t kind=r".into(),
+        ];
+        let after = vec![
+            "column public.t.a bigint".to_string(),
+            "relation public.t kind=r".into(),
+        ];
         let d = schema_diff(&before, &after);
         assert_eq!(d.missing, vec!["column public.t.a integer"]);
         assert_eq!(d.extra, vec!["column public.t.a bigint"]);

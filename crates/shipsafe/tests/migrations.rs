@@ -94,6 +94,7 @@ async fn seed_003_migration_deploys_verifies_reverts_and_deploys_again() {
             "lint",
             "backup",
             "rehearse",
+            "confirm",
             "apply",
             "data",
             "verify"
@@ -178,8 +179,11 @@ async fn seed_003_migration_deploys_verifies_reverts_and_deploys_again() {
     assert_eq!(run["outcome"], "nothing_to_do");
 }
 
+/// Without a rehearsal, down.sql is not trusted with the data: a guarded
+/// deploy that fails is undone by restoring its backup, even when every
+/// migration has a down.sql. (tests/rehearsal.rs covers the down path.)
 #[tokio::test]
-async fn a_failing_check_rolls_back_with_down_migrations() {
+async fn a_failing_check_rolls_back_by_restore_when_down_was_not_rehearsed() {
     let db = TestDb::new().await;
     load_sample(db.url()).await;
     let checks = "[[checks]]\nname = \"every user has an email\"\nsql = \"select count(*) from users where email is null\"\nexpect = \"= 0\"\n";
@@ -197,7 +201,8 @@ async fn a_failing_check_rolls_back_with_down_migrations() {
     let (code, run, err) = p.json(&["deploy", "staging"]);
     assert_eq!(code, 4, "{err}");
     assert_eq!(run["outcome"], "rolled_back");
-    assert_eq!(run["report"]["rollback"]["method"], "down");
+    assert_eq!(run["report"]["rollback"]["method"], "restore");
+    assert!(run["report"]["rollback"]["safety_backup"].is_string());
     assert!(err.contains("every user has an email"), "{err}");
     let after = snapshot(db.url()).await;
     assert_eq!(after.rows, before.rows);
@@ -539,14 +544,27 @@ async fn prisma_and_flyway_layouts_deploy() {
     assert_eq!(cols, 2);
 }
 
+/// `--rehearse` in a guarded environment: the check fails on the clone, so
+/// the target is never touched.
 #[tokio::test]
-async fn protected_deploys_are_blocked_until_rehearsal_exists() {
+async fn a_guarded_deploy_with_rehearse_stops_on_the_clone() {
     let db = TestDb::new().await;
-    let p = Project::new(&[("production", "protected", db.url())], "");
-    migration(&p, "1_t", "create table t (id int);", None, None);
-    let (code, _, err) = p.json(&["deploy", "production", "--confirm", "production"]);
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("rehearsal"), "{err}");
+    load_sample(db.url()).await;
+    let checks = "[[checks]]\nname = \"every user has an email\"\nsql = \"select count(*) from users where email is null\"\nexpect = \"= 0\"\n";
+    let p = Project::new(&[("staging", "guarded", db.url())], checks);
+    let before = snapshot(db.url()).await;
+    migration(
+        &p,
+        "20260301000000_optional_email",
+        "alter table users alter column email drop not null;\nupdate users set email = null where username = 'user_a';",
+        Some("alter table users alter column email set not null;"),
+        None,
+    );
+    let (code, run, err) = p.json(&["deploy", "staging", "--rehearse"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(err.contains("every user has an email"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
 }
 
 #[test]

@@ -94,10 +94,7 @@ impl std::fmt::Debug for DeployOptions<'_> {
 
 /// Asks for confirmation of a protected deploy before anything costly runs:
 /// without a terminal and without `--confirm ENV` it cannot be given later.
-pub(crate) fn confirmation_possible(
-    confirm: &dyn Confirm,
-    env: &str,
-) -> Result<(), CoreError> {
+pub(crate) fn confirmation_possible(confirm: &dyn Confirm, env: &str) -> Result<(), CoreError> {
     match confirm.can_confirm(env) {
         Ok(true) => Ok(()),
         Ok(false) => Err(CoreError::Blocked(format!(
@@ -665,21 +662,26 @@ pub(crate) async fn rollback_by_restore(
     progress: &Arc<dyn Progress>,
 ) -> RollbackInfo {
     progress.stage("safety backup of the failed state");
-    let safety =
-        match crate::commands::backup::take_backup(config, vars, env, "pre-rollback", progress)
-            .await
-        {
-            Ok(m) => m.id,
-            Err(e) => {
-                return RollbackInfo::new(
-                    "restore",
-                    false,
-                    format!(
-                        "the safety backup before restoring failed ({e}), so the pre-deploy backup {id} was not restored"
-                    ),
-                );
-            }
-        };
+    let safety = match crate::commands::backup::take_backup(
+        config,
+        vars,
+        env,
+        "pre-rollback",
+        progress,
+    )
+    .await
+    {
+        Ok(m) => m.id,
+        Err(e) => {
+            return RollbackInfo::new(
+                "restore",
+                false,
+                format!(
+                    "the safety backup before restoring failed ({e}), so the pre-deploy backup {id} was not restored"
+                ),
+            );
+        }
+    };
     let mut info = match restore_pre_deploy(config, vars, env, id, progress).await {
         Ok(()) => RollbackInfo::new(
             "restore",

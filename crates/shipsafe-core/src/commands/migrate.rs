@@ -503,7 +503,9 @@ pub(crate) async fn deploy_external(
         if answer != Ok(true) {
             let e = CoreError::Blocked(match answer {
                 Err(why) => format!("{why}; nothing was changed"),
-                _ => format!("{env} is protected and the deploy was not confirmed; nothing was changed"),
+                _ => format!(
+                    "{env} is protected and the deploy was not confirmed; nothing was changed"
+                ),
             });
             run.end("failed", serde_json::json!({ "error": e.to_string() }));
             history::unlock(&client).await;
@@ -592,7 +594,11 @@ pub(crate) async fn deploy_external(
     {
         // The tool's failed run left the schema as it was (it rolled back its
         // own transaction): running `down` now would undo an earlier deploy.
-        RollbackInfo::new("transaction", true, "the tool's failed run changed nothing (schema fingerprint unchanged)")
+        RollbackInfo::new(
+            "transaction",
+            true,
+            "the tool's failed run changed nothing (schema fingerprint unchanged)",
+        )
     } else if let Some(down) = &ext.down {
         let r = run_tool(config, down, &url, &ext.url_env).await?;
         let back = shipsafe_pg::schema_fingerprint(&client)
@@ -609,7 +615,11 @@ pub(crate) async fn deploy_external(
         report.tool_output.push(r);
         RollbackInfo::new("down", ok, detail)
     } else {
-        RollbackInfo::new("none", false, "no pre-deploy backup (open environment) and no migrations.down command")
+        RollbackInfo::new(
+            "none",
+            false,
+            "no pre-deploy backup (open environment) and no migrations.down command",
+        )
     };
     if info.ok
         && let Ok(c) = connect(&url).await

@@ -301,7 +301,10 @@ pub async fn make_clone(
                 ));
                 create.push_str(";\n");
             }
-            create.push_str(&format!("create database {}", quote_ident(&manifest.database)));
+            create.push_str(&format!(
+                "create database {}",
+                quote_ident(&manifest.database)
+            ));
             // One statement at a time: CREATE DATABASE refuses to run in the
             // implicit transaction of a multi-statement string.
             let mut prepared = Ok(());
@@ -337,7 +340,9 @@ pub async fn make_clone(
         CloneSource::Env(other) => {
             let url = config.database_url(&other, vars)?;
             if config.environment(&other)?.protection() != Protection::Open {
-                progress.stage(&format!("safety backup of {other} before it becomes the clone"));
+                progress.stage(&format!(
+                    "safety backup of {other} before it becomes the clone"
+                ));
                 crate::commands::backup::take_backup(config, vars, &other, "pre-restore", progress)
                     .await?;
             }
@@ -398,9 +403,8 @@ pub async fn make_clone(
             restore_seconds: (secs * 1000.0).round() / 1000.0,
             checks_passed: checks.len() as u32 - failed,
             checks_failed: failed,
-            error: (failed > 0).then(|| {
-                format!("{failed} check(s) failed on the rehearsal clone ({label})")
-            }),
+            error: (failed > 0)
+                .then(|| format!("{failed} check(s) failed on the rehearsal clone ({label})")),
         });
         let store = crate::commands::backup::open_store(config, vars)?;
         store.put_manifest(manifest).await?;
@@ -729,7 +733,10 @@ async fn external_steps(
             "on the clone after the change: check {:?} expected {} got {}",
             c.name,
             c.expect,
-            c.actual.as_deref().or(c.error.as_deref()).unwrap_or("nothing")
+            c.actual
+                .as_deref()
+                .or(c.error.as_deref())
+                .unwrap_or("nothing")
         ));
     }
     let Some(down) = &ext.down else {
@@ -771,7 +778,10 @@ async fn external_steps(
     report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
     report.round_trip = RoundTrip {
         status: "proven",
-        detail: format!("`{down}` restored the schema exactly and `{}` applied again", ext.up),
+        detail: format!(
+            "`{down}` restored the schema exactly and `{}` applied again",
+            ext.up
+        ),
         differences: None,
     };
     Ok(())
@@ -827,7 +837,9 @@ pub fn judge(report: &RehearsalReport, exclusive_lock_limit: u64) -> (Verdict, V
             for t in &s.dropped_tables {
                 match t.rows {
                     Some(0) => {}
-                    Some(n) => reasons.push(format!("{at}: drops table {} with {n} row(s)", t.table)),
+                    Some(n) => {
+                        reasons.push(format!("{at}: drops table {} with {n} row(s)", t.table))
+                    }
                     None => reasons.push(format!("{at}: drops table {}", t.table)),
                 }
             }
@@ -984,4 +996,109 @@ pub async fn rehearse(
         ids,
     )?;
     Ok((rec, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shipsafe_migrate::measure::{
+        DroppedColumn, LockTaken, MeasuredStatement, Rewrite, RowCount,
+    };
+
+    fn statement() -> MeasuredStatement {
+        MeasuredStatement {
+            line: 1,
+            sql: "alter table t ...".into(),
+            duration_ms: 5,
+            locks_sampled: false,
+            locks: vec![],
+            rewrites: vec![],
+            dropped_tables: vec![],
+            dropped_columns: vec![],
+            rows: vec![],
+        }
+    }
+
+    fn report(s: MeasuredStatement) -> RehearsalReport {
+        let mut r = RehearsalReport::new("scratch".into(), None);
+        r.migrations.push(MeasuredMigration {
+            version: "1".into(),
+            name: "t".into(),
+            transactional: true,
+            duration_ms: 5,
+            statements: vec![s],
+        });
+        r
+    }
+
+    fn lock(bytes: i64, mode: &str, existing: bool) -> LockTaken {
+        LockTaken {
+            relation: "public.t".into(),
+            kind: "table",
+            mode: mode.into(),
+            held_ms: 40,
+            relation_bytes: bytes,
+            existing,
+        }
+    }
+
+    #[test]
+    fn exclusive_locks_count_only_on_large_existing_tables() {
+        let limit = 10 << 20;
+        let mut s = statement();
+        s.locks = vec![lock(20 << 20, "AccessExclusiveLock", true)];
+        let (v, reasons) = judge(&report(s.clone()), limit);
+        assert_eq!(v, Verdict::NeedsAck);
+        assert!(reasons[0].contains("ACCESS EXCLUSIVE on public.t (20.0 MB) for 40 ms"));
+        s.locks = vec![lock(1 << 20, "AccessExclusiveLock", true)];
+        assert_eq!(judge(&report(s.clone()), limit).0, Verdict::Safe);
+        s.locks = vec![lock(20 << 20, "ShareUpdateExclusiveLock", true)];
+        assert_eq!(judge(&report(s.clone()), limit).0, Verdict::Safe);
+        s.locks = vec![lock(0, "AccessExclusiveLock", false)];
+        assert_eq!(judge(&report(s), limit).0, Verdict::Safe);
+    }
+
+    #[test]
+    fn data_loss_and_table_rewrites_need_acknowledging() {
+        let mut s = statement();
+        s.dropped_columns = vec![DroppedColumn {
+            table: "public.t".into(),
+            column: "c".into(),
+            non_null_values: Some(0),
+        }];
+        let r = report(s.clone());
+        assert_eq!(judge(&r, u64::MAX).0, Verdict::Safe, "an empty column");
+        assert!(!loses_data(&r));
+        s.dropped_columns[0].non_null_values = None;
+        assert_eq!(judge(&report(s.clone()), u64::MAX).0, Verdict::NeedsAck);
+        let mut s = statement();
+        s.rows = vec![RowCount {
+            table: "public.t".into(),
+            before: Some(10),
+            after: 4,
+        }];
+        let r = report(s);
+        assert!(judge(&r, u64::MAX).1[0].contains("removes 6 row(s) from public.t"));
+        assert!(loses_data(&r));
+        let mut s = statement();
+        let rewrite = |kind| Rewrite {
+            relation: "public.t".into(),
+            kind,
+            bytes_before: 8192,
+            bytes_after: 8192,
+        };
+        s.rewrites = vec![rewrite("index")];
+        assert_eq!(judge(&report(s.clone()), u64::MAX).0, Verdict::Safe);
+        s.rewrites = vec![rewrite("table")];
+        assert_eq!(judge(&report(s), u64::MAX).0, Verdict::NeedsAck);
+    }
+
+    #[test]
+    fn a_failure_on_the_clone_blocks() {
+        let mut r = report(statement());
+        r.error = Some("on the clone: boom".into());
+        let (v, reasons) = judge(&r, 0);
+        assert_eq!(v, Verdict::Blocked);
+        assert_eq!(reasons, ["on the clone: boom"]);
+    }
 }

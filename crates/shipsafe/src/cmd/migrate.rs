@@ -127,15 +127,10 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
 pub async fn rehearse(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
-    let (run, error) = shipsafe_core::commands::rehearse::rehearse(
-        &config,
-        &ProcessEnv,
-        &ctx.cwd,
-        env,
-        &progress,
-    )
-    .await
-    .with_context(|| format!("rehearsal of {env}"))?;
+    let (run, error) =
+        shipsafe_core::commands::rehearse::rehearse(&config, &ProcessEnv, &ctx.cwd, env, &progress)
+            .await
+            .with_context(|| format!("rehearsal of {env}"))?;
     drop(progress);
     run_rendered("rehearse", env, run, error)
 }

@@ -1,0 +1,580 @@
+//! Rehearsals and the protected deploy protocol as a user drives them: what
+//! the rehearsal measures on the clone (locks, rewrites, lost values, round
+//! trip), the verdicts and what they let through, the clone providers, and
+//! rollback by down only when the rehearsal proved it. The target database
+//! is compared before and after every command that must not touch it.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Project, snapshot, write};
+use shipsafe_testkit::TestDb;
+
+const SCHEMA: &str = "
+create table orders (id serial primary key, amount int not null, note text);
+insert into orders (amount, note) select g, 'order ' || g from generate_series(1, 3000) g;
+create table users (id serial primary key, username text not null unique, email text);
+insert into users (username, email) select 'user' || g, 'user' || g || '@sme.example' from generate_series(1, 40) g;
+update users set email = null where id <= 7;
+";
+
+async fn target() -> TestDb {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SCHEMA).await.unwrap();
+    db
+}
+
+fn migration(p: &Project, dir: &str, up: &str, down: Option<&str>) {
+    write(p.dir.path(), &format!("migrations/{dir}/up.sql"), up);
+    if let Some(d) = down {
+        write(p.dir.path(), &format!("migrations/{dir}/down.sql"), d);
+    }
+}
+
+fn step<'a>(run: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {run}"))
+}
+
+fn statement(run: &serde_json::Value, migration: usize, stmt: usize) -> &serde_json::Value {
+    &run["report"]["rehearsal"]["migrations"][migration]["statements"][stmt]
+}
+
+#[tokio::test]
+async fn column_type_change_reports_the_rewrite_and_the_exclusive_lock() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_widen_amount",
+        "-- shipsafe:allow ban-column-type-change amounts outgrow int\nalter table orders alter column amount type bigint;",
+        Some("alter table orders alter column amount type int;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "rehearsed");
+    let r = &run["report"]["rehearsal"];
+    assert_eq!(r["verdict"], "needs_ack", "{r}");
+    let s = statement(&run, 0, 0);
+    assert!(s["sql"].as_str().unwrap().contains("alter column amount"));
+    let rewrites = s["rewrites"].as_array().unwrap();
+    assert!(
+        rewrites
+            .iter()
+            .any(|w| w["relation"] == "public.orders" && w["kind"] == "table"),
+        "{s}"
+    );
+    let lock = s["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "public.orders" && l["mode"] == "AccessExclusiveLock")
+        .unwrap_or_else(|| panic!("no ACCESS EXCLUSIVE on orders: {s}"));
+    assert_eq!(s["locks_sampled"], false);
+    // Held from the statement's start until commit: at least its own time.
+    assert!(lock["held_ms"].as_u64().unwrap() >= s["duration_ms"].as_u64().unwrap());
+    assert!(lock["relation_bytes"].as_i64().unwrap() > 0);
+    let rows = s["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["table"] == "public.orders" && r["before"] == 3000 && r["after"] == 3000),
+        "{s}"
+    );
+    assert!(
+        r["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("rewrites table public.orders"),
+        "{r}"
+    );
+    assert_eq!(r["round_trip"]["status"], "proven");
+    // The clone was made from the backup, so the backup is now verified.
+    assert_eq!(r["backup_verified"], true);
+    let (_, list, _) = p.json(&["backup", "list"]);
+    assert_eq!(list[0]["verifications"][0]["ok"], true, "{list}");
+    // The target was not touched.
+    assert_eq!(snapshot(db.url()).await, before);
+    // Text output names the lock and the rewrite too.
+    let out = p.cmd().args(["rehearse", "production"]).output().unwrap();
+    let text = common::stdout(&out);
+    assert!(
+        text.contains("lock AccessExclusiveLock on table public.orders"),
+        "{text}"
+    );
+    assert!(text.contains("rewrites table public.orders"), "{text}");
+}
+
+#[tokio::test]
+async fn dropping_a_column_reports_the_values_lost() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_drop_email",
+        "-- shipsafe:allow ban-drop-column emails move to contacts\nalter table users drop column email;",
+        Some("alter table users add column email text;"),
+    );
+    let non_null: i64 = db
+        .client()
+        .await
+        .query_one("select count(email) from users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(non_null, 33);
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 0, "{err}");
+    let s = statement(&run, 0, 0);
+    assert_eq!(s["dropped_columns"][0]["table"], "public.users", "{s}");
+    assert_eq!(s["dropped_columns"][0]["column"], "email");
+    assert_eq!(s["dropped_columns"][0]["non_null_values"], non_null);
+    let r = &run["report"]["rehearsal"];
+    assert_eq!(r["verdict"], "needs_ack");
+    assert_eq!(r["loses_data"], true);
+    assert!(
+        r["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("drops column public.users.email with 33 non-null value(s)"),
+        "{r}"
+    );
+    // down.sql brings the column back (round trip proven) but not its data.
+    assert_eq!(r["round_trip"]["status"], "proven");
+}
+
+#[tokio::test]
+async fn a_concurrent_index_build_is_not_a_table_rewrite() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_note_index",
+        "create index concurrently orders_note_idx on orders (note);",
+        Some("drop index concurrently orders_note_idx;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 0, "{err}");
+    let r = &run["report"]["rehearsal"];
+    assert_eq!(r["verdict"], "safe", "{r}");
+    assert_eq!(r["migrations"][0]["transactional"], false);
+    let s = statement(&run, 0, 0);
+    assert_eq!(s["locks_sampled"], true);
+    assert_eq!(s["rewrites"].as_array().unwrap().len(), 0, "{s}");
+    assert_eq!(r["round_trip"]["status"], "proven");
+    assert_eq!(snapshot(db.url()).await, before);
+}
+
+#[tokio::test]
+async fn a_down_that_does_not_restore_the_schema_fails_the_round_trip() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_add_status",
+        "alter table orders add column status text;\ncreate index concurrently if not exists orders_amount_idx on orders (amount);",
+        // Forgets the index.
+        Some("alter table orders drop column status;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    let r = &run["report"]["rehearsal"];
+    assert_eq!(r["verdict"], "blocked");
+    assert_eq!(r["round_trip"]["status"], "failed");
+    let extra = r["round_trip"]["differences"]["extra"].as_array().unwrap();
+    assert!(
+        extra.iter().any(|l| l
+            .as_str()
+            .unwrap()
+            .starts_with("index public.orders_amount_idx")),
+        "{r}"
+    );
+    assert!(err.contains("orders_amount_idx"), "{err}");
+    // A protected deploy of it is blocked by the rehearsal: exit 1, target untouched.
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert_eq!(step(&run, "rehearse")["status"], "failed");
+    assert_eq!(snapshot(db.url()).await, before);
+}
+
+#[tokio::test]
+async fn a_check_failing_on_the_clone_blocks_the_deploy() {
+    let db = target().await;
+    let checks = "[[checks]]\nname = \"orders are never empty\"\nsql = \"select count(*) from orders\"\nexpect = \"> 0\"\n";
+    let p = Project::new(&[("production", "protected", db.url())], checks);
+    migration(
+        &p,
+        "1_purge",
+        "-- shipsafe:allow require-where-in-delete test of the check\ndelete from orders;",
+        None,
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(err.contains("orders are never empty"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+}
+
+#[tokio::test]
+async fn protected_deploys_need_confirmation_and_acknowledged_risks() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_drop_email",
+        "-- shipsafe:allow ban-drop-column emails move to contacts\nalter table users drop column email;",
+        Some("alter table users add column email text;"),
+    );
+    let before = snapshot(db.url()).await;
+    let backups = || {
+        std::fs::read_dir(p.backups_dir())
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    // No terminal, no --confirm: blocked before anything, not even a backup.
+    let (code, run, err) = p.json(&["deploy", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(err.contains("--confirm production"), "{err}");
+    assert_eq!(backups(), 0);
+    // The wrong name.
+    let (code, _, err) = p.json(&["deploy", "production", "--confirm", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(backups(), 0);
+    assert_eq!(snapshot(db.url()).await, before);
+
+    // Confirmed, but the rehearsal says the change loses data.
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(err.contains("--accept-risk"), "{err}");
+    assert_eq!(run["report"]["rehearsal"]["verdict"], "needs_ack");
+    assert_eq!(snapshot(db.url()).await, before);
+
+    // Acknowledged: deployed, every step recorded.
+    let (code, run, err) = p.json(&[
+        "deploy",
+        "production",
+        "--confirm",
+        "production",
+        "--accept-risk",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let names: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "preflight",
+            "lint",
+            "backup",
+            "rehearse",
+            "confirm",
+            "apply",
+            "data",
+            "verify"
+        ]
+    );
+    assert_eq!(step(&run, "confirm")["status"], "ok");
+    let report = std::fs::read_to_string(p.dir.path().join(format!(
+        ".shipsafe/reports/{}.md",
+        run["run_id"].as_str().unwrap()
+    )))
+    .unwrap();
+    assert!(report.contains("## Rehearsal"), "{report}");
+    assert!(
+        report.contains("drops column public.users.email"),
+        "{report}"
+    );
+    let (_, log, _) = p.json(&["log"]);
+    assert_eq!(log["entries"][0]["detail"]["accept_risk"], true, "{log}");
+}
+
+#[tokio::test]
+async fn protected_window_blocks_and_override_is_audited() {
+    let db = target().await;
+    // A window that is never now: one minute, a day of the week away.
+    let now = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC);
+    let other_day = now.checked_add(jiff::Span::new().days(3)).unwrap();
+    let window = format!("{} 03:00-03:01 UTC", other_day.strftime("%a"));
+    let p = Project::new(&[], "");
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!(
+            "[environments.production]\ndatabase_url = \"${{PRODUCTION_URL}}\"\nprotection = \"protected\"\nwindow = \"{window}\"\n"
+        ),
+    );
+    let p = Project {
+        vars: vec![("PRODUCTION_URL".into(), db.url().expose().to_string())],
+        ..p
+    };
+    migration(
+        &p,
+        "1_t",
+        "create table audit_note (id int);",
+        Some("drop table audit_note;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert_eq!(snapshot(db.url()).await, before);
+    let (code, run, err) = p.json(&[
+        "deploy",
+        "production",
+        "--confirm",
+        "production",
+        "--override",
+        "hotfix for the payroll bug",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let (_, log, _) = p.json(&["log"]);
+    assert_eq!(
+        log["entries"][0]["detail"]["override"],
+        "hotfix for the payroll bug"
+    );
+}
+
+/// A check that passes on the scratch clone but fails on the target (it
+/// looks at the server's port): a verification failure only the real
+/// environment shows, like a smoke test against the app.
+async fn target_only_failure(db: &TestDb) -> String {
+    let port: i32 = db
+        .client()
+        .await
+        .query_one("select inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    format!(
+        "[[checks]]\nname = \"not the production server\"\nsql = \"select inet_server_port() <> {port}\"\nexpect = \"true\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_rehearsed_lossless_change_is_rolled_back_with_down() {
+    let db = target().await;
+    let p = Project::new(
+        &[("production", "protected", db.url())],
+        &target_only_failure(&db).await,
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert_eq!(run["report"]["rehearsal"]["verdict"], "safe");
+    assert_eq!(run["report"]["rollback"]["method"], "down", "{run}");
+    assert_eq!(snapshot(db.url()).await, before);
+}
+
+#[tokio::test]
+async fn a_rehearsed_change_that_loses_data_is_rolled_back_by_restore() {
+    let db = target().await;
+    let p = Project::new(
+        &[("production", "protected", db.url())],
+        &target_only_failure(&db).await,
+    );
+    migration(
+        &p,
+        "1_drop_email",
+        "-- shipsafe:allow ban-drop-column emails move to contacts\nalter table users drop column email;",
+        Some("alter table users add column email text;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&[
+        "deploy",
+        "production",
+        "--confirm",
+        "production",
+        "--accept-risk",
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert_eq!(run["report"]["rehearsal"]["round_trip"]["status"], "proven");
+    assert_eq!(run["report"]["rollback"]["method"], "restore", "{run}");
+    assert!(run["report"]["rollback"]["safety_backup"].is_string());
+    assert_eq!(snapshot(db.url()).await, before);
+    let emails: i64 = db
+        .client()
+        .await
+        .query_one("select count(email) from users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(emails, 33, "the values came back from the backup");
+}
+
+#[tokio::test]
+async fn rollback_uses_down_after_a_rehearsed_deploy_and_keeps_later_writes() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let (code, _, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    // The app keeps writing after the deploy.
+    db.client()
+        .await
+        .batch_execute("insert into orders (amount, status) values (99, 'new')")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["rollback", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["method"], "down");
+    let c = db.client().await;
+    let n: i64 = c
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3001, "the order written after the deploy survives");
+    let has_status: bool = c
+        .query_one(
+            "select exists (select 1 from information_schema.columns where table_name = 'orders' and column_name = 'status')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!has_status);
+}
+
+#[tokio::test]
+async fn an_environment_can_be_the_clone() {
+    let prod = target().await;
+    let staging = TestDb::new().await;
+    staging
+        .client()
+        .await
+        .batch_execute("create table stale (id int); insert into stale values (1);")
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("production", "protected", prod.url()),
+            ("staging", "open", staging.url()),
+        ],
+        "[rehearsal]\nclone = \"env:staging\"\n",
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let before = snapshot(prod.url()).await;
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["rehearsal"]["clone"], "env:staging");
+    assert_eq!(run["report"]["rehearsal"]["round_trip"]["status"], "proven");
+    assert_eq!(snapshot(prod.url()).await, before);
+    // Staging now holds production's data with the migration applied.
+    let c = staging.client().await;
+    let (orders, stale): (i64, bool) = {
+        let r = c
+            .query_one(
+                "select (select count(*) from orders), to_regclass('stale') is not null",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(orders, 3000);
+    assert!(!stale);
+    // A protected environment is never used as a clone.
+    let p2 = Project::new(
+        &[
+            ("production", "protected", prod.url()),
+            ("other", "protected", staging.url()),
+        ],
+        "[rehearsal]\nclone = \"env:other\"\n",
+    );
+    migration(
+        &p2,
+        "1_status",
+        "alter table orders add column status text;",
+        None,
+    );
+    let (code, _, err) = p2.json(&["rehearse", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("other is protected"), "{err}");
+}
+
+#[tokio::test]
+async fn a_clone_command_can_provide_the_database() {
+    let prod = target().await;
+    let clone = TestDb::new().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    // The command prints the URL of an empty database: shipsafe restores
+    // the backup into it. It sees which environment and backup it is for.
+    let script = p.dir.path().join("make-clone.sh");
+    write(
+        p.dir.path(),
+        "make-clone.sh",
+        &format!(
+            "#!/bin/sh\necho \"$SHIPSAFE_ENV $SHIPSAFE_BACKUP_ID\" > clone-request.txt\necho 'creating a branch...'\necho '{}'\n",
+            clone.url().expose()
+        ),
+    );
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!(
+            "{toml}[rehearsal]\nclone = 'command:\"sh {}\"'\n",
+            script.display()
+        ),
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 0, "{err}");
+    let r = &run["report"]["rehearsal"];
+    assert_eq!(r["clone"], "command");
+    assert_eq!(r["round_trip"]["status"], "proven");
+    let request = std::fs::read_to_string(p.dir.path().join("clone-request.txt")).unwrap();
+    assert_eq!(
+        request.trim(),
+        format!("production {}", run["backup_id"].as_str().unwrap())
+    );
+    let n: i64 = clone
+        .client()
+        .await
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3000);
+}
