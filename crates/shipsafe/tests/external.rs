@@ -192,3 +192,49 @@ async fn a_half_applied_alembic_run_is_undone_with_down() {
     assert_eq!(code, 4, "{err}");
     assert_eq!(snapshot(db.url()).await, before);
 }
+
+/// A protected deploy through alembic: the tool runs on a scratch clone
+/// first (up, checks, down, schema compared, up again), then on the target.
+/// A downgrade that forgets an index fails the round trip and blocks.
+#[tokio::test]
+async fn protected_alembic_deploys_are_rehearsed_on_a_clone() {
+    let db = TestDb::new().await;
+    let p = alembic_project(&[("production", "protected", db.url())], "");
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True), sa.Column('email', sa.Text))\n    op.create_index('accounts_email', 'accounts', ['email'])",
+        "op.drop_table('accounts')",
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let r = &run["report"]["rehearsal"];
+    assert_eq!(r["verdict"], "safe", "{r}");
+    assert_eq!(r["round_trip"]["status"], "proven", "{r}");
+    assert_eq!(r["backup_verified"], true);
+    let added = r["schema_changes"]["extra"].as_array().unwrap();
+    assert!(
+        added
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("relation public.accounts")),
+        "{r}"
+    );
+
+    // The next revision's downgrade forgets its index.
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "op.add_column('accounts', sa.Column('plan', sa.Text))\n    op.create_index('accounts_plan', 'accounts', ['plan'])",
+        "op.drop_column('accounts', 'plan')\n    op.execute('create index accounts_plan on accounts (email)')",
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert_eq!(run["report"]["rehearsal"]["round_trip"]["status"], "failed");
+    assert!(err.contains("accounts_plan"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+}

@@ -759,7 +759,9 @@ async fn external_steps(
         return Err(e);
     }
     let back = schema_description(&client).await.map_err(describe)?;
-    let diff = schema_diff(&before, &back);
+    let mut diff = schema_diff(&before, &back);
+    // The tool's own history table appears with the first run and stays.
+    diff.extra.retain(|l| !is_tool_bookkeeping(l));
     if !diff.is_empty() {
         report.round_trip = RoundTrip {
             status: "failed",
@@ -785,6 +787,36 @@ async fn external_steps(
         differences: None,
     };
     Ok(())
+}
+
+/// History tables of common migration tools, which their down command
+/// leaves in place.
+const TOOL_TABLES: &[&str] = &[
+    "alembic_version",
+    "flyway_schema_history",
+    "_prisma_migrations",
+    "schema_migrations",
+    "ar_internal_metadata",
+    "django_migrations",
+    "knex_migrations",
+    "knex_migrations_lock",
+    "SequelizeMeta",
+    "__diesel_schema_migrations",
+    "_sqlx_migrations",
+    "goose_db_version",
+    "migrations",
+];
+
+fn is_tool_bookkeeping(line: &str) -> bool {
+    TOOL_TABLES.iter().any(|t| {
+        line.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| {
+                word == *t
+                    || word
+                        .strip_prefix(t)
+                        .is_some_and(|r| r == "_pkc" || r == "_pkey")
+            })
+    })
 }
 
 fn mib(bytes: i64) -> String {
@@ -1091,6 +1123,20 @@ mod tests {
         assert_eq!(judge(&report(s.clone()), u64::MAX).0, Verdict::Safe);
         s.rewrites = vec![rewrite("table")];
         assert_eq!(judge(&report(s), u64::MAX).0, Verdict::NeedsAck);
+    }
+
+    #[test]
+    fn migration_tool_history_tables_are_recognised() {
+        assert!(is_tool_bookkeeping(
+            "relation public.alembic_version kind=r"
+        ));
+        assert!(is_tool_bookkeeping(
+            "index public.alembic_version_pkc CREATE UNIQUE INDEX alembic_version_pkc ON public.alembic_version USING btree (version_num)"
+        ));
+        assert!(!is_tool_bookkeeping("relation public.accounts kind=r"));
+        assert!(!is_tool_bookkeeping(
+            "column public.users.alembic_versioned text"
+        ));
     }
 
     #[test]
