@@ -55,7 +55,11 @@ pub fn render(r: &Value) -> String {
                 s(st, "sql")
             ));
             for l in each(st, "locks") {
-                if !l["existing"].as_bool().unwrap_or(false) {
+                // New relations and the row locks DML takes on indexes are
+                // noise here; the JSON report has every lock.
+                let routine_index_lock = s(l, "kind") == "index"
+                    && matches!(s(l, "mode"), "RowExclusiveLock" | "AccessShareLock");
+                if !l["existing"].as_bool().unwrap_or(false) || routine_index_lock {
                     continue;
                 }
                 t.push_str(&format!(

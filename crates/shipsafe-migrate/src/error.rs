@@ -55,6 +55,10 @@ pub enum MigrateError {
         message: String,
     },
 
+    /// `[[checks]]` or `[[smoke]]` failed after the migrations.
+    #[error("verification after the migrations failed: {message}")]
+    Checks { message: String },
+
     #[error("migration {version} has no down.sql, so it cannot be reverted this way")]
     NoDown { version: String },
 

@@ -427,6 +427,35 @@ fn demo_builds_the_sample_database_and_cleans_up() {
     assert_eq!(rows("tools"), 5);
     assert!(rows("tool_access") > 50);
     assert_eq!(v["status"]["environments"][0]["reachable"], true);
+    // The tour: the broken deploy rolled back by restoring its backup, the
+    // fixed one deployed to staging, then rehearsed and deployed to production.
+    let tour = v["tour"].as_array().unwrap();
+    assert_eq!(tour.len(), 3);
+    assert_eq!(tour[0]["run"]["outcome"], "rolled_back");
+    assert_eq!(tour[0]["exit_code"], 4);
+    assert_eq!(tour[0]["run"]["report"]["rollback"]["method"], "restore");
+    assert!(
+        tour[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one active superadmin")
+    );
+    assert_eq!(tour[1]["run"]["outcome"], "deployed");
+    assert_eq!(tour[2]["run"]["outcome"], "deployed");
+    assert_eq!(
+        tour[2]["command"],
+        "shipsafe deploy production --confirm production"
+    );
+    let rehearsal = &tour[2]["run"]["report"]["rehearsal"];
+    assert_eq!(rehearsal["verdict"], "safe");
+    assert_eq!(rehearsal["round_trip"]["status"], "proven");
+    assert_eq!(v["as_expected"], true);
+    assert!(v["verified_backups"].as_u64().unwrap() >= 1);
+    assert_eq!(v["audit_entries"], 3);
+    assert_eq!(v["audit_chain_ok"], true);
+    for env in v["status"]["environments"].as_array().unwrap() {
+        assert_eq!(env["pending_migrations"], 0, "{env}");
+    }
     // Its scratch cluster and demo project are gone; only the template cache stays.
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

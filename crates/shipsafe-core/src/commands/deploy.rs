@@ -560,9 +560,7 @@ async fn verify_step(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(MigrateError::Verify {
-            version: "(all)".into(),
-            location: config.path().display().to_string(),
+        Err(MigrateError::Checks {
             message: problems.join("; "),
         })
     }

@@ -50,6 +50,13 @@ pub fn render(report: &StatusReport) -> String {
                     (None, Some(_)) => "ERROR".into(),
                     (None, None) => "-".into(),
                 },
+                e.last_backup
+                    .as_ref()
+                    .map_or_else(|| "none".into(), |b| b.created_at.clone()),
+                e.last_verified.as_ref().map_or_else(
+                    || "never".into(),
+                    |v| format!("{} ({:.1} s)", v.verified_at, v.restore_seconds),
+                ),
                 e.url.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -62,6 +69,9 @@ pub fn render(report: &StatusReport) -> String {
             "VERSION",
             "DATABASE",
             "SIZE",
+            "PENDING",
+            "LAST BACKUP",
+            "LAST VERIFIED RESTORE",
             "URL",
         ],
         &rows,
