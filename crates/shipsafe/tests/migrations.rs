@@ -97,7 +97,8 @@ async fn seed_003_migration_deploys_verifies_reverts_and_deploys_again() {
             "confirm",
             "apply",
             "data",
-            "verify"
+            "verify",
+            "retention"
         ]
     );
     assert_eq!(run["report"]["verified"][0]["assertions"], 3);

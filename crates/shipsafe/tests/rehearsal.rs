@@ -287,7 +287,8 @@ async fn protected_deploys_need_confirmation_and_acknowledged_risks() {
             "confirm",
             "apply",
             "data",
-            "verify"
+            "verify",
+            "retention"
         ]
     );
     assert_eq!(step(&run, "confirm")["status"], "ok");
@@ -577,4 +578,47 @@ async fn a_clone_command_can_provide_the_database() {
         .unwrap()
         .get(0);
     assert_eq!(n, 3000);
+}
+
+/// Retention runs after every successful deploy and never deletes the
+/// backup that `rollback` would restore, even with a zero policy.
+#[tokio::test]
+async fn retention_after_deploy_keeps_the_backup_rollback_needs() {
+    let db = target().await;
+    let p = Project::new(
+        &[("staging", "guarded", db.url())],
+        "[backups]\nretention = { keep_last = 0, keep_daily = 0, keep_monthly = 0 }\n",
+    );
+    migration(&p, "1_a", "create table a (id int);", Some("drop table a;"));
+    let (code, first, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    migration(&p, "2_b", "create table b (id int);", Some("drop table b;"));
+    let (code, second, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let retention = step(&second, "retention");
+    assert_eq!(retention["status"], "ok");
+    assert_eq!(
+        retention["detail"]["deleted"][0], first["backup_id"],
+        "the first deploy's backup is no longer needed: {second}"
+    );
+    let (_, list, _) = p.json(&["backup", "list"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second["backup_id"].as_str().unwrap()]);
+    // And it is what rollback restores.
+    let (code, run, err) = p.json(&["rollback", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["method"], "restore");
+    let b_exists: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('b') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!b_exists);
 }

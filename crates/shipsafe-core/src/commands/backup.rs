@@ -1,6 +1,5 @@
 //! `shipsafe backup create | list | verify | restore | prune` (SPEC §7).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -504,7 +503,7 @@ pub async fn prune(
     if let Some(e) = env {
         all.retain(|m| m.env == e);
     }
-    let protected = BTreeMap::new();
+    let protected = crate::commands::rollback::backups_in_use(config.state_dir(), env)?;
     let decisions = shipsafe_backup::plan(&all, config.file().backups.retention, &protected);
     let mut deleted = Vec::new();
     if !dry_run {

@@ -378,6 +378,7 @@ pub async fn deploy(
 
     let Some(failure) = failure else {
         history::unlock(&client).await;
+        retention_step(config, vars, cwd, env, &mut run).await;
         let rec = finish(run, "deployed", &report, ids)?;
         return Ok(DeployOutcome {
             run: rec,
@@ -438,6 +439,23 @@ pub async fn deploy(
         run: rec,
         error: Some(error),
     })
+}
+
+/// Step 10: retention for this environment's backups. The deploy's own
+/// backup is kept (its run is still `running` until it is saved). A failure
+/// here is reported, never a reason to undo a good deploy.
+pub(crate) async fn retention_step(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    run: &mut Run,
+) {
+    run.begin("retention");
+    match crate::commands::backup::prune(config, vars, cwd, Some(env), false).await {
+        Ok(r) => run.end("ok", serde_json::json!({ "deleted": r.deleted })),
+        Err(e) => run.end("failed", serde_json::json!({ "error": e.to_string() })),
+    }
 }
 
 pub(crate) type StepFailure = (&'static str, Vec<String>, CoreError);

@@ -575,6 +575,7 @@ pub(crate) async fn deploy_external(
     }
     let Some(failure) = failure else {
         history::unlock(&client).await;
+        crate::commands::deploy::retention_step(config, vars, cwd, env, &mut run).await;
         let rec = finish(run, "deployed", &report, ids)?;
         return Ok(DeployOutcome {
             run: rec,

@@ -74,6 +74,48 @@ fn target(
     }))
 }
 
+/// Backups that retention must keep because a deploy may still need them:
+/// per environment, the pre-deploy backup of the deploy `rollback ENV` would
+/// undo, and of every deploy left `running` or `rollback_failed` (a person
+/// must still act on those). Keyed by backup id, with the reason.
+pub fn backups_in_use(
+    state_dir: &Path,
+    env: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, String>, CoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(store) = StateStore::open_existing(state_dir)? else {
+        return Ok(out);
+    };
+    let runs = store.runs(env, 10_000)?;
+    let undone: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
+        .filter_map(|r| r.report["rolled_back_run"].as_str())
+        .collect();
+    let mut newest_seen: Vec<Option<String>> = Vec::new();
+    for r in runs.iter().filter(|r| r.command == "deploy") {
+        let Some(backup) = &r.backup_id else { continue };
+        if undone.contains(&r.run_id.as_str()) {
+            continue;
+        }
+        let open = matches!(r.outcome.as_str(), "running" | "rollback_failed");
+        // The newest such deploy is what `rollback ENV` undoes.
+        if (open || r.outcome == "deployed") && !newest_seen.contains(&r.env) {
+            newest_seen.push(r.env.clone());
+            out.insert(
+                backup.clone(),
+                format!("`shipsafe rollback` of deploy {} restores it", r.run_id),
+            );
+        } else if open {
+            out.insert(
+                backup.clone(),
+                format!("deploy {} ended {} and may need it", r.run_id, r.outcome),
+            );
+        }
+    }
+    Ok(out)
+}
+
 pub async fn rollback(
     config: &Config,
     vars: &dyn VarSource,
