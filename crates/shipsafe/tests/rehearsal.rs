@@ -622,3 +622,56 @@ async fn retention_after_deploy_keeps_the_backup_rollback_needs() {
         .get(0);
     assert!(!b_exists);
 }
+
+/// On a terminal, a protected deploy asks for the environment's name after
+/// showing the plan and the verdict (`script` gives the process a terminal).
+#[tokio::test]
+async fn on_a_terminal_the_typed_environment_name_confirms() {
+    let db = target().await;
+    let p = Project::new(&[("production", "protected", db.url())], "");
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let shipsafe = std::path::Path::new(env!("CARGO_BIN_EXE_shipsafe"));
+    let typed = |answer: &str| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec"])
+            .arg(format!("{} deploy production", shipsafe.display()))
+            .arg("/dev/null")
+            .current_dir(p.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in &p.vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("script (util-linux) must be installed");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let before = snapshot(db.url()).await;
+    let (code, out) = typed("prod");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("Type the environment name (production)"),
+        "{out}"
+    );
+    assert!(out.contains("rehearsal on scratch: safe"), "{out}");
+    assert_eq!(snapshot(db.url()).await, before);
+    let (code, out) = typed("production");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deploy production: deployed"), "{out}");
+}
