@@ -113,6 +113,19 @@ pub struct MeasuredMigration {
 #[derive(Debug, Default)]
 pub struct RowCache(HashMap<i64, i64>);
 
+impl RowCache {
+    /// The tables' last known row counts, forgotten (they are gone).
+    fn take_dropped(&mut self, dropped: &[(i64, String)]) -> Vec<DroppedTable> {
+        dropped
+            .iter()
+            .map(|(oid, name)| DroppedTable {
+                table: name.clone(),
+                rows: self.0.remove(oid),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Rel {
     name: String,
@@ -462,14 +475,7 @@ async fn measure_in_transaction(
             locks_sampled: false,
             locks: ch.locks.into_iter().map(|(_, l)| l).collect(),
             rewrites: ch.rewrites,
-            dropped_tables: ch
-                .dropped_tables
-                .iter()
-                .map(|(oid, name)| DroppedTable {
-                    table: name.clone(),
-                    rows: rows.0.remove(oid),
-                })
-                .collect(),
+            dropped_tables: rows.take_dropped(&ch.dropped_tables),
             dropped_columns: ch
                 .dropped_columns
                 .into_iter()
@@ -598,14 +604,7 @@ async fn up_autocommit(
                 })
                 .collect(),
             rewrites: ch.rewrites,
-            dropped_tables: ch
-                .dropped_tables
-                .iter()
-                .map(|(oid, name)| DroppedTable {
-                    table: name.clone(),
-                    rows: rows.0.remove(oid),
-                })
-                .collect(),
+            dropped_tables: rows.take_dropped(&ch.dropped_tables),
             dropped_columns: ch
                 .dropped_columns
                 .into_iter()

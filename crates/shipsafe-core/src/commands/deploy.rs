@@ -17,7 +17,7 @@ use shipsafe_migrate::{
 use shipsafe_pg::{CheckOutcome, connect, run_checks};
 
 use crate::commands::migrate::{ToolRun, discover, external, restore_pre_deploy};
-use crate::commands::rehearse::{self, RehearsalReport, Verdict};
+use crate::commands::rehearse::{self, Change, RehearsalReport, Verdict};
 use crate::error::CoreError;
 use crate::progress::{Confirm, Progress};
 use crate::runs::Run;
@@ -460,13 +460,6 @@ pub(crate) async fn retention_step(
 
 pub(crate) type StepFailure = (&'static str, Vec<String>, CoreError);
 
-/// What a rehearsal applies on the clone.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Change<'a> {
-    Native(&'a [Migration]),
-    External(&'a crate::commands::migrate::External),
-}
-
 /// Steps 3 and 4 together: the backup, a clone made from it, the rehearsal,
 /// and the verdict's consequences. Returns the backup id.
 #[allow(clippy::too_many_arguments)]
@@ -499,14 +492,7 @@ pub(crate) async fn rehearse_step(
     let clone_ms = t.elapsed().as_millis() as u64;
     let verified = manifest.is_verified();
     let id = Some(manifest.id.clone());
-    let mut r = match change {
-        Change::Native(pending) => {
-            rehearse::rehearse_on(config, &clone, pending, id, verified, progress).await
-        }
-        Change::External(ext) => {
-            rehearse::rehearse_external_on(config, ext, &clone, id, verified, progress).await
-        }
-    };
+    let mut r = rehearse::rehearse_on(config, &clone, change, id, verified, progress).await;
     r.timings.clone_ms = clone_ms;
     clone.dispose().await;
     run.end(
@@ -558,22 +544,7 @@ async fn verify_step(
     if let Ok(Ok(smoke)) = crate::commands::verify::smoke_for(config, vars, env).await {
         report.smoke = smoke;
     }
-    let mut problems: Vec<String> = report
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| {
-            format!(
-                "check {:?} expected {} got {}",
-                c.name,
-                c.expect,
-                c.actual
-                    .as_deref()
-                    .or(c.error.as_deref())
-                    .unwrap_or("nothing")
-            )
-        })
-        .collect();
+    let mut problems: Vec<String> = crate::commands::verify::check_failures(&report.checks);
     problems.extend(crate::commands::verify::smoke_failures(&report.smoke));
     if problems.is_empty() {
         Ok(())

@@ -448,7 +448,7 @@ pub(crate) async fn deploy_external(
             config,
             vars,
             env,
-            crate::commands::deploy::Change::External(ext),
+            crate::commands::rehearse::Change::External(ext),
             &mut run,
             &mut report,
             opts,
@@ -545,22 +545,7 @@ pub(crate) async fn deploy_external(
         if let Ok(Ok(smoke)) = crate::commands::verify::smoke_for(config, vars, env).await {
             report.smoke = smoke;
         }
-        let failed: Vec<String> = report
-            .checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| {
-                format!(
-                    "check {:?} expected {} got {}",
-                    c.name,
-                    c.expect,
-                    c.actual
-                        .as_deref()
-                        .or(c.error.as_deref())
-                        .unwrap_or("nothing")
-                )
-            })
-            .collect();
+        let failed: Vec<String> = crate::commands::verify::check_failures(&report.checks);
         run.end(
             if failed.is_empty() { "ok" } else { "failed" },
             serde_json::json!({ "checks_failed": failed.len() }),

@@ -487,19 +487,34 @@ async fn clone_from_command(
     Ok(DbUrl::new(line))
 }
 
-/// Applies, measures, verifies and round-trips `pending` on the clone, then
-/// judges the result.
+/// What a rehearsal applies on the clone.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// Pending native migrations, measured statement by statement.
+    Native(&'a [Migration]),
+    /// The team's own migration tool.
+    External(&'a crate::commands::migrate::External),
+}
+
+/// Applies, measures, verifies and round-trips the change on the clone,
+/// then judges the result.
 pub async fn rehearse_on(
     config: &Config,
     clone: &CloneDb,
-    pending: &[Migration],
+    change: Change<'_>,
     backup_id: Option<String>,
     backup_verified: bool,
     progress: &Arc<dyn Progress>,
 ) -> RehearsalReport {
     let mut report = RehearsalReport::new(clone.label.clone(), backup_id);
     report.backup_verified = backup_verified;
-    if let Err(e) = rehearse_steps(config, clone, pending, &mut report, progress).await {
+    let result = match change {
+        Change::Native(pending) => {
+            rehearse_steps(config, clone, pending, &mut report, progress).await
+        }
+        Change::External(ext) => external_steps(config, ext, clone, &mut report, progress).await,
+    };
+    if let Err(e) = result {
         report.error = Some(e);
     }
     let (verdict, reasons) = judge(&report, config.file().rehearsal.exclusive_lock_limit());
@@ -563,22 +578,7 @@ async fn rehearse_steps(
     }
     report.checks = run_checks(&client, &config.file().checks, false).await;
     report.timings.verify_ms = t.elapsed().as_millis() as u64;
-    let failed: Vec<String> = report
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| {
-            format!(
-                "check {:?} expected {} got {}",
-                c.name,
-                c.expect,
-                c.actual
-                    .as_deref()
-                    .or(c.error.as_deref())
-                    .unwrap_or("nothing")
-            )
-        })
-        .collect();
+    let failed: Vec<String> = crate::commands::verify::check_failures(&report.checks);
     if !failed.is_empty() {
         return Err(format!(
             "on the clone after the change: {}",
@@ -664,26 +664,6 @@ async fn rehearse_steps(
 /// External mode: the team's tool pointed at the clone. Its statements are
 /// not visible, so the rehearsal compares the schema before and after, runs
 /// the checks, and proves `down` (when configured) gives the schema back.
-pub async fn rehearse_external_on(
-    config: &Config,
-    ext: &crate::commands::migrate::External,
-    clone: &CloneDb,
-    backup_id: Option<String>,
-    backup_verified: bool,
-    progress: &Arc<dyn Progress>,
-) -> RehearsalReport {
-    let mut report = RehearsalReport::new(clone.label.clone(), backup_id);
-    report.backup_verified = backup_verified;
-    if let Err(e) = external_steps(config, ext, clone, &mut report, progress).await {
-        report.error = Some(e);
-    }
-    let (verdict, reasons) = judge(&report, config.file().rehearsal.exclusive_lock_limit());
-    report.verdict = verdict;
-    report.reasons = reasons;
-    report.loses_data = loses_data(&report);
-    report
-}
-
 async fn external_steps(
     config: &Config,
     ext: &crate::commands::migrate::External,
@@ -728,15 +708,11 @@ async fn external_steps(
     let t = Instant::now();
     report.checks = run_checks(&client, &config.file().checks, false).await;
     report.timings.verify_ms = t.elapsed().as_millis() as u64;
-    if let Some(c) = report.checks.iter().find(|c| !c.ok) {
+    let failed = crate::commands::verify::check_failures(&report.checks);
+    if !failed.is_empty() {
         return Err(format!(
-            "on the clone after the change: check {:?} expected {} got {}",
-            c.name,
-            c.expect,
-            c.actual
-                .as_deref()
-                .or(c.error.as_deref())
-                .unwrap_or("nothing")
+            "on the clone after the change: {}",
+            failed.join("; ")
         ));
     }
     let Some(down) = &ext.down else {
@@ -998,7 +974,7 @@ pub async fn rehearse(
     let mut report = rehearse_on(
         config,
         &clone,
-        &pending,
+        Change::Native(&pending),
         Some(manifest.id.clone()),
         verified,
         progress,

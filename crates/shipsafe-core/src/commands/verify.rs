@@ -68,6 +68,25 @@ pub async fn verify(
 }
 
 /// One line per failed smoke test, for error messages.
+/// One line per failed check: its name, what was expected and what came.
+pub fn check_failures(checks: &[CheckOutcome]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| {
+            format!(
+                "check {:?} expected {} got {}",
+                c.name,
+                c.expect,
+                c.actual
+                    .as_deref()
+                    .or(c.error.as_deref())
+                    .unwrap_or("nothing")
+            )
+        })
+        .collect()
+}
+
 pub fn smoke_failures(smoke: &[SmokeOutcome]) -> Vec<String> {
     smoke
         .iter()
