@@ -317,6 +317,9 @@ pub async fn restore_parallel_with(
 #[derive(Clone)]
 pub struct AtomicRestore<'a> {
     pub checks: &'a [CheckConfig],
+    /// SQL run inside the transaction after the restore and before the
+    /// checks (masking: nobody else ever sees the unmasked rows).
+    pub before_checks: &'a [String],
     /// How long to wait for each lock (the old objects must be dropped).
     pub lock_timeout: Duration,
     pub on_bytes: Option<OnBytes>,
@@ -426,6 +429,19 @@ pub async fn restore_atomic(
         .batch_execute("set local search_path to default")
         .await
         .map_err(|e| sql_err("resetting search_path", e))?;
+    for stmt in opts.before_checks {
+        if let Err(e) = client.batch_execute(stmt).await {
+            let _ = client.batch_execute("rollback").await;
+            return Err(rolled_back(format!(
+                "{} failed: {}",
+                stmt.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                describe(&e)
+            )));
+        }
+    }
     let checks = run_checks(&client, opts.checks, true).await;
     let failed: Vec<&CheckOutcome> = checks.iter().filter(|c| !c.ok).collect();
     if !failed.is_empty() {

@@ -105,6 +105,103 @@ pub enum Command {
     /// Backups: create, list, verify (by restoring), restore, prune.
     #[command(subcommand)]
     Backup(BackupAction),
+    /// Reference data by natural key: export to files, diff and import into an environment.
+    #[command(subcommand)]
+    Data(DataAction),
+    /// Delete every row except the kept ones (and what they reference), after a backup, in one transaction.
+    Wipe {
+        env: String,
+        /// Rows to keep, e.g. 'users:id = 14' (repeatable); rows they reference are kept too.
+        #[arg(long, value_name = "TABLE:PREDICATE")]
+        keep: Vec<String>,
+        /// Tables to keep whole (repeatable); reference-data tables are always kept.
+        #[arg(long, value_name = "TABLE")]
+        keep_table: Vec<String>,
+        /// Restart every serial/identity sequence just above its column's largest value.
+        #[arg(long)]
+        reset_sequences: bool,
+        /// Show the counts before and after; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm a protected environment without a terminal prompt.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+    },
+    /// Copy FROM into TO (TO backed up first), optionally masking personal data ([mask]).
+    Clone {
+        from: String,
+        to: String,
+        /// Apply [mask] inside the restore transaction, before anyone can read the rows.
+        #[arg(long)]
+        mask: bool,
+        /// Confirm a protected TO without a terminal prompt.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+    },
+}
+
+/// Which data sets, in which environment.
+#[derive(Debug, Args)]
+pub struct DataSets {
+    /// Sets configured as [data.SET].
+    pub sets: Vec<String>,
+    /// Every configured set.
+    #[arg(long)]
+    pub all: bool,
+    /// The environment.
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Mode {
+    Merge,
+    Mirror,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataAction {
+    /// Write data/<set>.json: rows sorted by natural key, references as natural keys.
+    Export {
+        #[command(flatten)]
+        sets: DataSets,
+        /// Folder for the files (default: data/ beside shipsafe.toml).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Inserts, updates, deletes, conflicts and unresolved references an import would have. Changes nothing.
+    Diff {
+        #[command(flatten)]
+        sets: DataSets,
+        /// Folder of the files (default: data/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, value_enum, default_value = "merge")]
+        mode: Mode,
+    },
+    /// Apply the files in one transaction (backup first in guarded/protected environments).
+    Import {
+        #[command(flatten)]
+        sets: DataSets,
+        /// Folder of the files (default: data/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// merge: insert and update (delete only `deletes`); mirror: also delete rows absent from the file.
+        #[arg(long, value_enum, default_value = "merge")]
+        mode: Mode,
+        /// Do everything in a transaction that is rolled back.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite rows edited in the target since the last import (audited).
+        #[arg(long)]
+        force: bool,
+        /// Leave out rows whose references do not exist in the target.
+        #[arg(long)]
+        skip_unresolved: bool,
+        /// Confirm a protected environment without a terminal prompt.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -439,6 +439,7 @@ pub async fn restore(
         &target,
         AtomicRestore {
             checks: &config.file().checks,
+            before_checks: &[],
             lock_timeout: config.file().migrations.lock_timeout.as_std(),
             on_bytes: Some(bytes_callback(progress, None)),
         },

@@ -267,6 +267,7 @@ pub(crate) async fn restore_pre_deploy(
         &url,
         AtomicRestore {
             checks: &[],
+            before_checks: &[],
             lock_timeout: config.file().migrations.lock_timeout.as_std(),
             on_bytes: None,
         },

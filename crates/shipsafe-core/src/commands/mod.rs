@@ -1,4 +1,6 @@
 pub mod backup;
+pub mod clone;
+pub mod data;
 pub mod deploy;
 pub mod init;
 pub mod lint;
@@ -8,3 +10,4 @@ pub mod rehearse;
 pub mod rollback;
 pub mod status;
 pub mod verify;
+pub mod wipe;

@@ -438,6 +438,7 @@ async fn restore_into(
         url,
         AtomicRestore {
             checks: &[],
+            before_checks: &[],
             lock_timeout: config.file().migrations.lock_timeout.as_std(),
             on_bytes: None,
         },

@@ -143,6 +143,17 @@ fn run_rendered(
     run: shipsafe_state::RunRecord,
     error: Option<shipsafe_core::CoreError>,
 ) -> anyhow::Result<Rendered> {
+    run_rendered_with(command, env, run, error, "")
+}
+
+/// [`run_rendered`] with more text after the steps.
+pub(crate) fn run_rendered_with(
+    command: &str,
+    env: &str,
+    run: shipsafe_state::RunRecord,
+    error: Option<shipsafe_core::CoreError>,
+    extra: &str,
+) -> anyhow::Result<Rendered> {
     let mut text = format!(
         "{command} {env}: {} (run {}, {} ms)\n",
         run.outcome, run.run_id, run.duration_ms
@@ -156,6 +167,7 @@ fn run_rendered(
     if let Some(r) = run.report.get("rehearsal").filter(|r| !r.is_null()) {
         text.push_str(&shipsafe_core::rehearsal_text::render(r));
     }
+    text.push_str(extra);
     let exit = match &error {
         None => ExitKind::Success,
         Some(e) => {

@@ -1,6 +1,7 @@
 //! One file per command: call the core, render the result.
 
 pub mod backup;
+pub mod data;
 pub mod demo;
 pub mod init;
 pub mod lint;

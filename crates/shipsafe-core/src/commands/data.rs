@@ -1,0 +1,445 @@
+//! `shipsafe data export | diff | import` (SPEC §8).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use shipsafe_config::{Config, DataSetConfig, Protection, VarSource};
+use shipsafe_data::{DataError, DataFile, ImportMode, ImportOptions, SetDef, SetPlan};
+use shipsafe_pg::{connect, run_checks};
+
+use crate::error::CoreError;
+use crate::progress::{Confirm, Progress};
+use crate::runs::Run;
+
+impl From<DataError> for CoreError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::Definition { .. } => {
+                CoreError::Failed(format!("{e}; fix [data] in shipsafe.toml or the database"))
+            }
+            DataError::File { .. } => CoreError::Usage(e.to_string()),
+            DataError::Invalid(_) => CoreError::Problems(e.to_string()),
+            DataError::Db { .. } => CoreError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The sets named on the command line (or all with `--all`), ordered so a
+/// set comes after the sets whose tables it references.
+pub fn selected<'a>(
+    config: &'a Config,
+    sets: &[String],
+    all: bool,
+) -> Result<Vec<(&'a str, &'a DataSetConfig)>, CoreError> {
+    let configured = &config.file().data;
+    if configured.is_empty() {
+        return Err(CoreError::Usage(
+            "no reference-data sets are configured: add a [data.NAME] table to shipsafe.toml"
+                .into(),
+        ));
+    }
+    let mut chosen: Vec<(&str, &DataSetConfig)> = Vec::new();
+    if all {
+        chosen.extend(configured.iter().map(|(k, v)| (k.as_str(), v)));
+    } else if sets.is_empty() {
+        return Err(CoreError::Usage(
+            "name the sets (e.g. `tools tool_access`) or pass --all".into(),
+        ));
+    } else {
+        for s in sets {
+            let Some((k, v)) = configured.get_key_value(s) else {
+                let known: Vec<&str> = configured.keys().map(String::as_str).collect();
+                return Err(CoreError::Usage(format!(
+                    "no data set {s:?} in shipsafe.toml (configured: {})",
+                    known.join(", ")
+                )));
+            };
+            chosen.push((k.as_str(), v));
+        }
+    }
+    // Referenced tables first: a stable topological sort by repeated passes.
+    let mut ordered: Vec<(&str, &DataSetConfig)> = Vec::new();
+    while !chosen.is_empty() {
+        let ready = chosen.iter().position(|(_, c)| {
+            c.references.values().all(|r| {
+                !chosen
+                    .iter()
+                    .any(|(_, other)| other.table == r.table && other.table != c.table)
+            })
+        });
+        ordered.push(chosen.remove(ready.unwrap_or(0)));
+    }
+    Ok(ordered)
+}
+
+pub fn data_dir(config: &Config, dir: Option<&Path>) -> PathBuf {
+    match dir {
+        Some(d) if d.is_absolute() => d.to_path_buf(),
+        Some(d) => config.root().join(d),
+        None => config.root().join("data"),
+    }
+}
+
+fn file_of(dir: &Path, set: &str) -> PathBuf {
+    dir.join(format!("{set}.json"))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedSet {
+    pub set: String,
+    pub table: String,
+    pub file: String,
+    pub rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub env: String,
+    pub sets: Vec<ExportedSet>,
+}
+
+/// `data export SET... | --all --env ENV [--out DIR]`.
+pub async fn export(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    sets: &[String],
+    all: bool,
+    out: Option<&Path>,
+) -> Result<ExportReport, CoreError> {
+    config.environment(env)?;
+    let chosen = selected(config, sets, all)?;
+    let dir = data_dir(config, out);
+    let client = connect(&config.database_url(env, vars)?).await?;
+    let mut report = ExportReport {
+        env: env.to_string(),
+        sets: Vec::new(),
+    };
+    for (name, cfg) in chosen {
+        let def = SetDef::resolve(&client, name, cfg).await?;
+        let rows = shipsafe_data::export::rows(&client, &def).await?;
+        let path = file_of(&dir, name);
+        DataFile::write(&path, name, &def.display, &def.key_names(), &rows)?;
+        report.sets.push(ExportedSet {
+            set: name.to_string(),
+            table: def.display.clone(),
+            file: path.display().to_string(),
+            rows: rows.len(),
+        });
+    }
+    Ok(report)
+}
+
+/// What `data diff` and `data import` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataReport {
+    pub env: String,
+    pub mode: ImportMode,
+    pub dry_run: bool,
+    pub force: bool,
+    pub sets: Vec<SetPlan>,
+    pub checks: Vec<shipsafe_pg::CheckOutcome>,
+}
+
+impl DataReport {
+    pub fn conflicts(&self) -> usize {
+        self.sets.iter().map(|s| s.conflicts.len()).sum()
+    }
+    pub fn unresolved(&self) -> usize {
+        self.sets.iter().map(|s| s.unresolved.len()).sum()
+    }
+    pub fn changes_anything(&self) -> bool {
+        self.sets.iter().any(SetPlan::changes_anything)
+    }
+}
+
+/// Options of `data import` (and `diff`).
+#[derive(Debug, Clone, Copy)]
+pub struct DataOptions<'a> {
+    pub dir: Option<&'a Path>,
+    pub mode: ImportMode,
+    pub dry_run: bool,
+    pub force: bool,
+    pub skip_unresolved: bool,
+}
+
+/// Reads every chosen set's file before anything touches the database.
+fn read_files(
+    config: &Config,
+    chosen: &[(&str, &DataSetConfig)],
+    dir: Option<&Path>,
+) -> Result<Vec<DataFile>, CoreError> {
+    let dir = data_dir(config, dir);
+    chosen
+        .iter()
+        .map(|(name, _)| {
+            let f = DataFile::read(&file_of(&dir, name))?;
+            if f.set != *name {
+                return Err(CoreError::Usage(format!(
+                    "{} holds set {:?}, not {name:?}",
+                    file_of(&dir, name).display(),
+                    f.set
+                )));
+            }
+            Ok(f)
+        })
+        .collect()
+}
+
+/// Runs the import of every set in one transaction on `client`, leaving it
+/// open for the caller to commit or roll back.
+async fn plan_all(
+    client: &tokio_postgres::Client,
+    chosen: &[(&str, &DataSetConfig)],
+    files: &[DataFile],
+    opts: &DataOptions<'_>,
+    lock: bool,
+) -> Result<Vec<SetPlan>, CoreError> {
+    let mut plans = Vec::new();
+    for ((name, cfg), file) in chosen.iter().zip(files) {
+        let def = SetDef::resolve(client, name, cfg).await?;
+        let rows: Vec<&str> = file.rows.iter().map(|r| r.get()).collect();
+        let plan = shipsafe_data::import::import_set(
+            client,
+            &def,
+            &rows,
+            ImportOptions {
+                mode: opts.mode,
+                force: opts.force,
+                skip_unresolved: opts.skip_unresolved,
+                lock,
+            },
+        )
+        .await?;
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// `data diff`: what an import would do; the transaction is rolled back.
+pub async fn diff(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    sets: &[String],
+    all: bool,
+    opts: &DataOptions<'_>,
+) -> Result<DataReport, CoreError> {
+    config.environment(env)?;
+    let chosen = selected(config, sets, all)?;
+    let files = read_files(config, &chosen, opts.dir)?;
+    let client = connect(&config.database_url(env, vars)?).await?;
+    client
+        .batch_execute("begin")
+        .await
+        .map_err(|e| CoreError::Failed(shipsafe_pg::describe(&e)))?;
+    let plans = plan_all(&client, &chosen, &files, opts, false).await;
+    let _ = client.batch_execute("rollback").await;
+    Ok(DataReport {
+        env: env.to_string(),
+        mode: opts.mode,
+        dry_run: true,
+        force: opts.force,
+        sets: plans?,
+        checks: Vec::new(),
+    })
+}
+
+fn problems(report: &DataReport) -> Option<String> {
+    let mut lines = Vec::new();
+    for s in &report.sets {
+        for u in &s.unresolved {
+            lines.push(format!(
+                "{}: row {} references {} {}, which {} does not have",
+                s.set, u.key, u.reference, u.value, report.env
+            ));
+        }
+        for c in &s.conflicts {
+            lines.push(format!(
+                "{}: row {} was {} since the last import",
+                s.set,
+                c.key,
+                if c.kind == "deleted_in_target" {
+                    "deleted in the target"
+                } else {
+                    "edited in the target"
+                }
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let total = lines.len();
+    lines.truncate(20);
+    Some(format!(
+        "{total} row(s) cannot be imported as they are, so nothing was changed:\n  {}{}\nFix the rows, pass --skip-unresolved to leave out rows with unresolved references, or --force to overwrite what was changed in the target (audited).",
+        lines.join("\n  "),
+        if total > 20 { "\n  …" } else { "" }
+    ))
+}
+
+/// `data import`: backup first (guarded, protected), one transaction, the
+/// checks inside it; conflicts and unresolved references stop it unless
+/// `--force` / `--skip-unresolved`.
+#[allow(clippy::too_many_arguments)]
+pub async fn import(
+    config: &Config,
+    vars: &dyn VarSource,
+    cwd: &Path,
+    env: &str,
+    sets: &[String],
+    all: bool,
+    opts: &DataOptions<'_>,
+    confirm: &dyn Confirm,
+    progress: &Arc<dyn Progress>,
+) -> Result<(shipsafe_state::RunRecord, Option<CoreError>), CoreError> {
+    let protection = config.environment(env)?.protection();
+    let chosen = selected(config, sets, all)?;
+    let files = read_files(config, &chosen, opts.dir)?;
+    let mut run = Run::start("data import", Some(env));
+    let audit = serde_json::json!({
+        "sets": chosen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "mode": opts.mode, "force": opts.force, "dry_run": opts.dry_run,
+        "skip_unresolved": opts.skip_unresolved,
+    });
+    let mut report = DataReport {
+        env: env.to_string(),
+        mode: opts.mode,
+        dry_run: opts.dry_run,
+        force: opts.force,
+        sets: Vec::new(),
+        checks: Vec::new(),
+    };
+    let finish = |run: Run, outcome: &str, report: &DataReport, ids: Vec<String>| {
+        let rec = run.finish(outcome, report, config.state_dir(), cwd, ids, audit.clone())?;
+        crate::runs::write_markdown(config.state_dir(), &rec)?;
+        Ok::<_, CoreError>(rec)
+    };
+    if !opts.dry_run
+        && let Err(e) = crate::commands::backup::require_confirmation(
+            config,
+            env,
+            &format!("importing reference data into {env}"),
+            confirm,
+        )
+    {
+        run.begin("confirm");
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+        return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
+    }
+    let url = config.database_url(env, vars)?;
+    let client = connect(&url).await?;
+
+    let mut ids = Vec::new();
+    if opts.dry_run {
+        run.skip("backup", "dry run");
+    } else if protection == Protection::Open {
+        run.skip("backup", "open environment");
+    } else {
+        run.begin("backup");
+        match crate::commands::backup::take_backup(config, vars, env, "pre-import", progress).await
+        {
+            Ok(m) => {
+                run.end("ok", serde_json::json!({ "backup_id": m.id }));
+                run.record.backup_id = Some(m.id.clone());
+                ids.push(m.id);
+            }
+            Err(e) => {
+                run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                return Ok((
+                    finish(run, "failed_nothing_changed", &report, ids)?,
+                    Some(e),
+                ));
+            }
+        }
+    }
+
+    run.begin("import");
+    progress.stage(&format!("importing into {env}"));
+    let begin = format!(
+        "begin; set local lock_timeout = '{}ms'",
+        config.file().migrations.lock_timeout.as_std().as_millis()
+    );
+    if let Err(e) = client.batch_execute(&begin).await {
+        let e = CoreError::Failed(shipsafe_pg::describe(&e));
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+        return Ok((
+            finish(run, "failed_nothing_changed", &report, ids)?,
+            Some(e),
+        ));
+    }
+    let planned = plan_all(&client, &chosen, &files, opts, !opts.dry_run).await;
+    match planned {
+        Ok(p) => report.sets = p,
+        Err(e) => {
+            let _ = client.batch_execute("rollback").await;
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            return Ok((
+                finish(run, "failed_nothing_changed", &report, ids)?,
+                Some(e),
+            ));
+        }
+    }
+    let detail = serde_json::json!({
+        "sets": report.sets.iter().map(|s| serde_json::json!({
+            "set": s.set, "inserts": s.inserts, "updates": s.updates, "deletes": s.deletes,
+            "unchanged": s.unchanged, "renamed": s.renamed.len(), "conflicts": s.conflicts.len(),
+            "unresolved": s.unresolved.len(), "forced": s.forced,
+        })).collect::<Vec<_>>(),
+    });
+    let blocking = (report.conflicts() > 0 || (report.unresolved() > 0 && !opts.skip_unresolved))
+        .then(|| problems(&report))
+        .flatten();
+    if let Some(msg) = blocking {
+        let _ = client.batch_execute("rollback").await;
+        run.end("failed", detail);
+        return Ok((
+            finish(run, "blocked", &report, ids)?,
+            Some(CoreError::Problems(msg)),
+        ));
+    }
+    if opts.dry_run {
+        let _ = client.batch_execute("rollback").await;
+        run.end("ok", detail);
+        return Ok((finish(run, "dry_run", &report, ids)?, None));
+    }
+    run.end("ok", detail);
+    run.begin("verify");
+    report.checks = run_checks(&client, &config.file().checks, true).await;
+    let failed = crate::commands::verify::check_failures(&report.checks);
+    if !failed.is_empty() {
+        let _ = client.batch_execute("rollback").await;
+        run.end(
+            "failed",
+            serde_json::json!({ "checks_failed": failed.len() }),
+        );
+        let e = CoreError::RolledBack(format!(
+            "the import into {env} was rolled back because checks failed on the result: {}; the database is as it was before",
+            failed.join("; ")
+        ));
+        return Ok((finish(run, "rolled_back", &report, ids)?, Some(e)));
+    }
+    if let Err(e) = client.batch_execute("commit").await {
+        run.end(
+            "failed",
+            serde_json::json!({ "error": shipsafe_pg::describe(&e) }),
+        );
+        let e = CoreError::RolledBack(format!(
+            "committing the import into {env} failed ({}); the database is as it was before",
+            shipsafe_pg::describe(&e)
+        ));
+        return Ok((finish(run, "rolled_back", &report, ids)?, Some(e)));
+    }
+    run.end(
+        "ok",
+        serde_json::json!({ "checks_passed": report.checks.len() }),
+    );
+    let outcome = if report.changes_anything() {
+        "imported"
+    } else {
+        "nothing_to_do"
+    };
+    Ok((finish(run, outcome, &report, ids)?, None))
+}
