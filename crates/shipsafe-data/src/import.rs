@@ -1,12 +1,17 @@
 //! Matching a data file against a database by natural key, and applying it.
 //!
 //! Set-based, in the caller's transaction: the file's rows are `COPY`ed into
-//! a temporary table, the target's rows are rendered as the same JSON, and
-//! one full join on the key classifies every row. `shipsafe.data_base` in
-//! the target keeps what was last imported per set, which makes the
-//! comparison three-way: a row that differs from the file *and* from what
-//! shipsafe last wrote was edited in the target, and is a conflict rather
-//! than something to overwrite. A dry run is the same work, rolled back.
+//! a temporary table and typed as the table's columns (references resolved
+//! to the target's ids by natural key), then matched to the target's rows
+//! on the typed key with one join and compared column by column. Only rows
+//! that differ are rendered as natural-key JSON again.
+//!
+//! `shipsafe.data_imported` in the target keeps, per set and key, a hash of the
+//! row shipsafe last wrote (of its typed values, so the file's formatting of
+//! a number or a time does not matter). That makes the comparison three-way: a row that
+//! differs from the file *and* from what shipsafe last wrote was edited in
+//! the target, and is a conflict rather than something to overwrite. A dry
+//! run is the same work, rolled back.
 
 use futures::SinkExt;
 use serde::Serialize;
@@ -43,8 +48,9 @@ pub struct Conflict {
     pub key: serde_json::Value,
     /// `changed_in_target` or `deleted_in_target`.
     pub kind: String,
+    /// The row as the target has it now (absent when deleted there).
     pub target: Option<serde_json::Value>,
-    pub last_imported: Option<serde_json::Value>,
+    /// The row as the file has it.
     pub file: Option<serde_json::Value>,
 }
 
@@ -92,9 +98,9 @@ impl SetPlan {
 }
 
 const BASE_TABLE: &str = "create schema if not exists shipsafe; \
-     create table if not exists shipsafe.data_base (\
-       set_name text not null, k jsonb not null, r jsonb not null, \
-       imported_at timestamptz not null default now(), primary key (set_name, k))";
+     create table if not exists shipsafe.data_imported (\
+       set_name text primary key, kh bigint[] not null, rh bigint[] not null, \
+       imported_at timestamptz not null default now())";
 
 async fn exec(client: &Client, what: &str, sql: &str) -> Result<(), DataError> {
     client
@@ -115,6 +121,82 @@ fn json(text: Option<String>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
+/// A 64-bit hash of the typed values of the set's columns and foreign keys
+/// of the row aliased `alias` (`fk` names a foreign key's value).
+fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
+    let mut parts: Vec<String> = def
+        .columns
+        .iter()
+        .map(|c| def.comparable(c, &format!("{alias}.{}", quote_ident(c))))
+        .collect();
+    parts.extend((0..def.references.len()).map(fk));
+    if parts.is_empty() {
+        return "0::int8".into();
+    }
+    format!("hash_record_extended(row({}), 0)", parts.join(", "))
+}
+
+/// The SQL pieces that depend on the set.
+struct Sql {
+    /// `t` (target) and `s` (typed file row) have the same key.
+    same_key: String,
+    /// ... and the same values in every column the set covers.
+    same_row: String,
+    /// `alias`'s key column is one the set's `deletes` names.
+    deleted: Box<dyn Fn(&str) -> String>,
+}
+
+fn pieces(def: &SetDef) -> Sql {
+    let key: Vec<String> = def
+        .key
+        .iter()
+        .map(|p| match p {
+            KeyPart::Column(c) => format!("t.{c} = s.{c}", c = quote_ident(c)),
+            KeyPart::Reference(i) => format!(
+                "t.{} = s._ss_fk{i}",
+                quote_ident(&def.references[*i].column)
+            ),
+        })
+        .collect();
+    let mut left: Vec<String> = def
+        .columns
+        .iter()
+        .map(|c| def.comparable(c, &format!("t.{}", quote_ident(c))))
+        .collect();
+    let mut right: Vec<String> = def
+        .columns
+        .iter()
+        .map(|c| def.comparable(c, &format!("s.{}", quote_ident(c))))
+        .collect();
+    for (i, r) in def.references.iter().enumerate() {
+        left.push(format!("t.{}", quote_ident(&r.column)));
+        right.push(format!("s._ss_fk{i}"));
+    }
+    let same_row = if left.is_empty() {
+        "true".to_string()
+    } else {
+        format!(
+            "row({}, null) is not distinct from row({}, null)",
+            left.join(", "),
+            right.join(", ")
+        )
+    };
+    let deletes: Vec<String> = def.deletes.iter().map(|d| quote_literal(d)).collect();
+    let deleted: Box<dyn Fn(&str) -> String> = match (def.key.as_slice(), deletes.is_empty()) {
+        ([KeyPart::Column(c)], false) => {
+            let c = quote_ident(c);
+            let list = deletes.join(", ");
+            Box::new(move |alias: &str| format!("({alias}.{c})::text in ({list})"))
+        }
+        _ => Box::new(|_: &str| "false".to_string()),
+    };
+    Sql {
+        same_key: key.join(" and "),
+        same_row,
+        deleted,
+    }
+}
+
 /// Classifies the file's rows against the target and applies the result
 /// (the caller commits, or rolls back for a dry run). Returns the plan; the
 /// rows of unresolved references are applied only with `skip_unresolved`
@@ -131,7 +213,16 @@ pub async fn import_set(
         rows_in_file: rows.len() as u64,
         ..Default::default()
     };
-    exec(client, "preparing the import", "set local timezone = 'UTC'").await?;
+    // Temporary tables stay in memory and hash joins in one batch: the
+    // session's temp_buffers can only grow before its first temp table.
+    exec(
+        client,
+        "preparing the import",
+        "set local timezone = 'UTC'; set local work_mem = '256MB'; \
+         do $$ begin perform set_config('temp_buffers', '512MB', false); \
+         exception when others then null; end $$",
+    )
+    .await?;
     if opts.lock {
         exec(
             client,
@@ -140,11 +231,12 @@ pub async fn import_set(
         )
         .await?;
     }
-    exec(client, "creating shipsafe.data_base", BASE_TABLE).await?;
+    exec(client, "creating shipsafe.data_imported", BASE_TABLE).await?;
     exec(
         client,
         "preparing the import",
-        "drop table if exists pg_temp.ss_file, pg_temp.ss_f, pg_temp.ss_t, pg_temp.ss_b, pg_temp.ss_del, pg_temp.ss_plan, pg_temp.ss_src; \
+        "drop view if exists pg_temp.ss_sx; \
+         drop table if exists pg_temp.ss_file, pg_temp.ss_s, pg_temp.ss_th, pg_temp.ss_b, pg_temp.ss_plan; \
          create temp table ss_file (r jsonb) on commit drop",
     )
     .await?;
@@ -171,67 +263,222 @@ pub async fn import_set(
         }
     }
 
-    let deletes: Vec<serde_json::Value> =
-        def.deletes.iter().map(|d| serde_json::json!([d])).collect();
-    let deletes = serde_json::Value::from(deletes).to_string();
+    typed_file_rows(client, def).await?;
+    duplicate_keys(client, def).await?;
+    let sql = pieces(def);
+    let (mirror, force) = (opts.mode == ImportMode::Mirror, opts.force);
+    // One join of the typed file rows with the target classifies them; the
+    // target's rows are rendered as JSON only where they differ (for the
+    // report) and only hashed where a base must be compared.
     exec(
         client,
         &format!("matching {} by natural key", def.display),
         &format!(
-            "create temp table ss_f on commit drop as select {fkey} as k, r from ss_file; \
-             create temp table ss_t on commit drop as select {tkey} as k, {trow} as r, t.ctid as tid from {from}; \
-             create temp table ss_b on commit drop as select k, r from shipsafe.data_base where set_name = {set}; \
-             create temp table ss_del on commit drop as select distinct d as k from jsonb_array_elements({deletes}::jsonb) d; \
-             analyze ss_f; analyze ss_t; analyze ss_b",
-            fkey = def.key_of_json("r"),
+            "create temp table ss_b on commit drop as \
+               select u.kh, u.rh from shipsafe.data_imported d, unnest(d.kh, d.rh) as u(kh, rh) where d.set_name = {set}; \
+             analyze ss_b; \
+             create temp table ss_plan on commit drop as \
+             select s._ss_kh as kh, s._ss_rh as rh, b.rh as brh, t.ctid as tid, \
+               case \
+                 when {deleted_s} then case when t.ctid is null then 'absent' else 'delete' end \
+                 when t.ctid is null and b.kh is null then 'insert' \
+                 when t.ctid is null then case when {force} then 'insert' else 'conflict_deleted' end \
+                 when {same} then 'unchanged' \
+                 when b.kh is null or b.rh = {thash} then 'update' \
+                 when {force} then 'update' \
+                 else 'conflict_changed' \
+               end as action, \
+               {force} and b.kh is not null and (t.ctid is null or (not ({same}) and b.rh <> {thash})) as forced \
+             from ss_s s left join {table} t on {key} left join ss_b b on b.kh = s._ss_kh; \
+             insert into ss_plan \
+             select jsonb_hash_extended({tkey}, 0), null, b.rh, t.ctid, \
+               case \
+                 when {deleted_t} then 'delete' \
+                 when b.kh is not null and b.rh <> {thash} and not {force} then 'conflict_changed' \
+                 else 'delete' \
+               end, \
+               {force} and b.kh is not null and b.rh <> {thash} \
+             from {from} left join ss_b b on b.kh = jsonb_hash_extended({tkey}, 0) \
+             where ({mirror} or {deleted_t}) and not exists (select 1 from ss_s s where {key}); \
+             analyze ss_plan; \
+             create temp table ss_th on commit drop as \
+             select t.ctid as tid, {tkey} as k, {trow} as r from {from} \
+              where t.ctid in (select tid from ss_plan where tid is not null and action not in ('insert', 'unchanged', 'absent'))",
+            set = quote_literal(&def.name),
+            deleted_s = (sql.deleted)("s"),
+            deleted_t = (sql.deleted)("t"),
+            same = sql.same_row,
+            thash = row_hash(def, "t", &|i| format!("t.{}", quote_ident(&def.references[i].column))),
+            table = def.table,
+            key = sql.same_key,
             tkey = def.key_expr("t"),
             trow = def.row_expr("t"),
             from = def.from_clause("t"),
-            set = quote_literal(&def.name),
-            deletes = quote_literal(&deletes),
         ),
     )
     .await?;
-    for (table, whose) in [("ss_f", "the file"), ("ss_t", "the target")] {
-        if let Some(r) = client
-            .query_opt(
-                &format!("select k::text from {table} group by k having count(*) > 1 limit 1"),
-                &[],
-            )
-            .await
-            .map_err(|e| DataError::db("checking keys", &e))?
-        {
-            let k: String = r.get(0);
-            return Err(DataError::Invalid(format!(
-                "data set {}: {whose} has two rows with the natural key {k} ({}); a natural key must name one row",
-                def.name, def.display
-            )));
+    summarize(client, &mut plan).await?;
+    unresolved(client, def, &mut plan).await?;
+    if !plan.unresolved.is_empty() && !opts.skip_unresolved {
+        return Ok(plan);
+    }
+    apply(client, def).await?;
+    Ok(plan)
+}
+
+/// How a file row's reference value `json` (an SQL expression) for key
+/// column `column` of type `ty` compares with the referenced table's
+/// column `col`, without building a row per file row; `None` when the type
+/// needs `jsonb_populate_record` (arrays, composites).
+fn reference_match(col: &str, column: &str, ty: &str, json: &str) -> Option<String> {
+    let field = quote_literal(column);
+    let text_like = ty == "text"
+        || ty == "citext"
+        || ty == "name"
+        || ty.starts_with("character varying")
+        || ty.starts_with("character(")
+        || ty == "character";
+    if ty.ends_with("[]") {
+        None
+    } else if text_like {
+        Some(format!("{col} = {json}->>{field}"))
+    } else if ty == "jsonb" {
+        Some(format!("{col} = {json}->{field}"))
+    } else if ty == "json" {
+        Some(format!("{col}::jsonb = {json}->{field}"))
+    } else {
+        Some(format!("{col} = ({json}->>{field})::{ty}"))
+    }
+}
+
+/// `ss_s`: every file row typed as the table's columns, with its key
+/// hashed, its typed hash, and each reference resolved by natural key. The
+/// row's JSON stays in `ss_file` (`_ss_fid`); `ss_sx` shows both.
+async fn typed_file_rows(client: &Client, def: &SetDef) -> Result<(), DataError> {
+    let key = def.key_of_json("r");
+    let mut select = vec![
+        "f.fid as _ss_fid".to_string(),
+        format!(
+            "{} as _ss_rh",
+            row_hash(def, "x", &|i| format!(
+                "r{i}.{}",
+                quote_ident(&def.references[i].target)
+            ))
+        ),
+        "jsonb_hash_extended(f.k, 0) as _ss_kh".into(),
+        "x.*".into(),
+    ];
+    let mut view = vec![
+        "s.*".to_string(),
+        "f.r as _ss_r".into(),
+        format!("{} as _ss_k", def.key_of_json("f.r")),
+    ];
+    let mut joins = String::new();
+    for (i, r) in def.references.iter().enumerate() {
+        let name = quote_literal(&r.name);
+        let json = format!("f.r->{name}");
+        select.push(format!("r{i}.{} as _ss_fk{i}", quote_ident(&r.target)));
+        view.push(format!("nullif(f.r->{name}, 'null'::jsonb) as _ss_ref{i}"));
+        let direct: Option<Vec<String>> = r
+            .key
+            .iter()
+            .zip(&r.key_types)
+            .map(|(k, ty)| reference_match(&format!("r{i}.{}", quote_ident(k)), k, ty, &json))
+            .collect();
+        match direct {
+            Some(on) => joins.push_str(&format!(
+                " left join {} r{i} on {}",
+                r.table,
+                on.join(" and ")
+            )),
+            None => {
+                let on: Vec<String> = r
+                    .key
+                    .iter()
+                    .map(|k| format!("r{i}.{c} = y{i}.{c}", c = quote_ident(k)))
+                    .collect();
+                joins.push_str(&format!(
+                    " left join lateral jsonb_populate_record(null::{t}, nullif({json}, 'null'::jsonb)) y{i} on true \
+                      left join {t} r{i} on {on}",
+                    t = r.table,
+                    on = on.join(" and ")
+                ));
+            }
         }
     }
-    let (mirror, force) = (opts.mode == ImportMode::Mirror, opts.force);
     exec(
         client,
-        "classifying rows",
+        &format!("reading the file's rows for {}", def.display),
         &format!(
-            "create temp table ss_plan on commit drop as \
-             select coalesce(f.k, t.k) as k, f.r as fr, t.r as tr, b.r as br, t.tid, \
-               case \
-                 when d.k is not null then case when t.k is null then 'absent' else 'delete' end \
-                 when f.k is not null and t.k is null and b.k is null then 'insert' \
-                 when f.k is not null and t.k is null then case when {force} then 'insert' else 'conflict_deleted' end \
-                 when f.k is not null and f.r = t.r then 'unchanged' \
-                 when f.k is not null and (b.k is null or b.r = t.r) then 'update' \
-                 when f.k is not null then case when {force} then 'update' else 'conflict_changed' end \
-                 when {mirror} then case when b.k is not null and b.r <> t.r and not {force} then 'conflict_changed' else 'delete' end \
-                 else 'keep' \
-               end as action, \
-               {force} and b.k is not null and ((f.k is not null and t.k is null) or (t.k is not null and b.r <> t.r and f.r is distinct from t.r)) as forced \
-             from ss_f f full join ss_t t on t.k = f.k \
-             left join ss_b b on b.k = coalesce(f.k, t.k) \
-             left join ss_del d on d.k = coalesce(f.k, t.k)"
+            "create temp table ss_s on commit drop as select {select} \
+             from (select ctid as fid, r, {key} as k from ss_file) f \
+               cross join lateral jsonb_populate_record(null::{table}, f.r) x{joins}; \
+             analyze ss_s; \
+             create temp view ss_sx as select {view} from ss_s s join ss_file f on f.ctid = s._ss_fid",
+            select = select.join(", "),
+            table = def.table,
+            view = view.join(", "),
         ),
     )
-    .await?;
+    .await
+}
+
+async fn duplicate_keys(client: &Client, def: &SetDef) -> Result<(), DataError> {
+    let in_file = count(client, "checking keys", "select count(*) from ss_file").await?;
+    let typed = count(client, "checking keys", "select count(*) from ss_s").await?;
+    if typed > in_file {
+        return Err(DataError::Invalid(format!(
+            "data set {}: a reference's natural key matches more than one row in the target; make the referenced key unique",
+            def.name
+        )));
+    }
+    // An aggregate always returns a row: NULL means no duplicate.
+    let dup: Option<String> = client
+        .query_one(
+            "select min(s._ss_k::text) from ss_sx s where s._ss_kh = \
+               (select _ss_kh from ss_s group by _ss_kh having count(*) > 1 limit 1)",
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db("checking keys", &e))?
+        .get(0);
+    if let Some(k) = dup {
+        return Err(DataError::Invalid(format!(
+            "data set {}: the file has two rows with the natural key {k}; a natural key must name one row",
+            def.name
+        )));
+    }
+    let cols: Vec<String> = def
+        .key
+        .iter()
+        .map(|p| match p {
+            KeyPart::Column(c) => quote_ident(c),
+            KeyPart::Reference(i) => quote_ident(&def.references[*i].column),
+        })
+        .collect();
+    let dup = client
+        .query_opt(
+            &format!(
+                "select 1 from {} group by {} having count(*) > 1 limit 1",
+                def.table,
+                cols.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db("checking keys", &e))?;
+    if dup.is_some() {
+        return Err(DataError::Invalid(format!(
+            "data set {}: {} has two rows with the same natural key ({}); make the key unique (a unique index on it) or choose other key columns",
+            def.name,
+            def.display,
+            def.key_names().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+async fn summarize(client: &Client, plan: &mut SetPlan) -> Result<(), DataError> {
     for r in client
         .query(
             "select action, count(*), count(*) filter (where forced) from ss_plan group by action",
@@ -253,8 +500,9 @@ pub async fn import_set(
     }
     for r in client
         .query(
-            "select k::text, action, tr::text, br::text, fr::text from ss_plan \
-              where action like 'conflict%' order by k::text collate \"C\"",
+            "select coalesce(s._ss_k, th.k)::text as key, p.action, th.r::text, s._ss_r::text \
+               from ss_plan p left join ss_sx s on s._ss_kh = p.kh left join ss_th th on th.tid = p.tid \
+              where p.action like 'conflict%' order by coalesce(s._ss_k, th.k)::text collate \"C\"",
             &[],
         )
         .await
@@ -269,17 +517,26 @@ pub async fn import_set(
                 "changed_in_target".into()
             },
             target: json(r.get(2)),
-            last_imported: json(r.get(3)),
-            file: json(r.get(4)),
+            file: json(r.get(3)),
         });
     }
     for r in client
         .query(
-            "select action, k::text, case when action = 'update' then \
-                (select coalesce(array_agg(e.key order by e.key), '{}') from jsonb_each(fr) e where tr->e.key is distinct from e.value) \
-                else '{}'::text[] end \
-             from (select *, row_number() over (partition by action order by k::text collate \"C\") as n from ss_plan \
-                    where action in ('insert', 'update', 'delete')) p where n <= 20 order by action, k::text collate \"C\"",
+            // The file is sorted by key, so its order is the key order.
+            "with ins as (select 'insert'::text as action, s._ss_fid from ss_plan p join ss_s s on s._ss_kh = p.kh \
+                           where p.action = 'insert' order by s._ss_fid limit 20), \
+                  upd as (select 'update'::text as action, s._ss_fid from ss_plan p join ss_s s on s._ss_kh = p.kh \
+                           where p.action = 'update' order by s._ss_fid limit 20), \
+                  del as (select 'delete'::text as action, th.k from ss_plan p join ss_th th on th.tid = p.tid \
+                           where p.action = 'delete' order by th.k::text collate \"C\" limit 20) \
+             select action, k, fields from ( \
+               select c.action, s._ss_k::text as k, case when c.action = 'update' then \
+                   (select coalesce(array_agg(e.key order by e.key), '{}') from jsonb_each(s._ss_r) e where th.r->e.key is distinct from e.value) \
+                   else '{}'::text[] end as fields, s._ss_k::text collate \"C\" as o \
+                 from (select * from ins union all select * from upd) c join ss_sx s on s._ss_fid = c._ss_fid \
+                 left join ss_plan p on p.kh = s._ss_kh left join ss_th th on th.tid = p.tid \
+               union all select action, k::text, '{}'::text[], k::text collate \"C\" from del) z \
+             order by action, o",
             &[],
         )
         .await
@@ -291,13 +548,7 @@ pub async fn import_set(
             fields: r.get(2),
         });
     }
-
-    resolve_references(client, def, &mut plan).await?;
-    if !plan.unresolved.is_empty() && !opts.skip_unresolved {
-        return Ok(plan);
-    }
-    apply(client, def).await?;
-    Ok(plan)
+    Ok(())
 }
 
 async fn copy_rows(client: &Client, rows: &[&str]) -> Result<(), DataError> {
@@ -326,68 +577,20 @@ async fn copy_rows(client: &Client, rows: &[&str]) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Builds `ss_src`: the rows to insert or update, typed as the table's
-/// columns, with every reference resolved to the target's id by natural key.
-async fn resolve_references(
-    client: &Client,
-    def: &SetDef,
-    plan: &mut SetPlan,
-) -> Result<(), DataError> {
-    let mut select = vec![
-        "p.k as _ss_k".to_string(),
-        "p.action as _ss_action".into(),
-        "p.tid as _ss_tid".into(),
-        "x.*".into(),
-    ];
-    let mut joins = String::new();
-    for (i, r) in def.references.iter().enumerate() {
-        let name = quote_literal(&r.name);
-        select.push(format!("r{i}.{} as _ss_fk{i}", quote_ident(&r.target)));
-        select.push(format!("nullif(p.fr->{name}, 'null'::jsonb) as _ss_ref{i}"));
-        let on: Vec<String> = r
-            .key
-            .iter()
-            .map(|k| format!("r{i}.{c} = y{i}.{c}", c = quote_ident(k)))
-            .collect();
-        joins.push_str(&format!(
-            " left join lateral jsonb_populate_record(null::{t}, nullif(p.fr->{name}, 'null'::jsonb)) y{i} on true \
-              left join {t} r{i} on {on}",
-            t = r.table,
-            on = on.join(" and ")
-        ));
-    }
-    exec(
-        client,
-        &format!("resolving references of {}", def.display),
-        &format!(
-            "create temp table ss_src on commit drop as select {} \
-             from ss_plan p cross join lateral jsonb_populate_record(null::{}, p.fr) x{joins} \
-             where p.action in ('insert', 'update')",
-            select.join(", "),
-            def.table
-        ),
-    )
-    .await?;
-    if !def.references.is_empty() {
-        let dup = count(
-            client,
-            "checking references",
-            "select count(*) - count(distinct _ss_k) from ss_src",
-        )
-        .await?;
-        if dup > 0 {
-            return Err(DataError::Invalid(format!(
-                "data set {}: a reference's natural key matches more than one row in the target; make the referenced key unique",
-                def.name
-            )));
-        }
+/// Rows to insert or update whose references the target cannot resolve.
+/// They are listed, and marked so that a `--skip-unresolved` import leaves
+/// them out.
+async fn unresolved(client: &Client, def: &SetDef, plan: &mut SetPlan) -> Result<(), DataError> {
+    if def.references.is_empty() {
+        return Ok(());
     }
     for (i, r) in def.references.iter().enumerate() {
         for row in client
             .query(
                 &format!(
-                    "select _ss_k::text, _ss_ref{i}::text from ss_src \
-                      where _ss_ref{i} is not null and _ss_fk{i} is null order by _ss_k::text collate \"C\""
+                    "select s._ss_k::text, s._ss_ref{i}::text from ss_sx s join ss_plan p on p.kh = s._ss_kh \
+                      where p.action in ('insert', 'update') and s._ss_ref{i} is not null and s._ss_fk{i} is null \
+                      order by s._ss_k::text collate \"C\""
                 ),
                 &[],
             )
@@ -403,19 +606,18 @@ async fn resolve_references(
     }
     if !plan.unresolved.is_empty() {
         let cond: Vec<String> = (0..def.references.len())
-            .map(|i| format!("(_ss_ref{i} is not null and _ss_fk{i} is null)"))
+            .map(|i| format!("(s._ss_ref{i} is not null and s._ss_fk{i} is null)"))
             .collect();
         exec(
             client,
             "leaving out unresolved rows",
             &format!(
-                "update ss_plan p set action = 'unresolved' from ss_src s where s._ss_k = p.k and ({c}); \
-                 delete from ss_src where {c}",
-                c = cond.join(" or ")
+                "update ss_plan p set action = 'unresolved' from ss_sx s \
+                  where s._ss_kh = p.kh and p.action in ('insert', 'update') and ({})",
+                cond.join(" or ")
             ),
         )
         .await?;
-        let n = plan.unresolved.len() as u64;
         plan.inserts = count(
             client,
             "recounting",
@@ -428,7 +630,6 @@ async fn resolve_references(
             "select count(*) from ss_plan where action = 'update'",
         )
         .await? as u64;
-        tracing::debug!("{n} rows of {} left out: unresolved references", def.name);
     }
     Ok(())
 }
@@ -453,8 +654,8 @@ async fn apply(client: &Client, def: &SetDef) -> Result<(), DataError> {
     let mut sql = String::new();
     if !cols.is_empty() {
         sql.push_str(&format!(
-            "insert into {t} ({cols}) select {vals} from ss_src s where s._ss_action = 'insert'; \
-             update {t} t set {sets} from ss_src s where s._ss_action = 'update' and t.ctid = s._ss_tid; ",
+            "insert into {t} ({cols}) select {vals} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'insert'; \
+             update {t} t set {sets} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'update' and t.ctid = p.tid; ",
             t = def.table,
             cols = cols.join(", "),
             vals = vals.join(", "),
@@ -463,10 +664,15 @@ async fn apply(client: &Client, def: &SetDef) -> Result<(), DataError> {
     }
     sql.push_str(&format!(
         "delete from {t} t using ss_plan p where p.action = 'delete' and t.ctid = p.tid; \
-         delete from shipsafe.data_base b using ss_plan p where b.set_name = {set_name} and b.k = p.k and p.action in ('delete', 'absent'); \
-         insert into shipsafe.data_base (set_name, k, r) \
-           select {set_name}, k, fr from ss_plan where action in ('insert', 'update', 'unchanged') and br is distinct from fr \
-           on conflict (set_name, k) do update set r = excluded.r, imported_at = now()",
+         insert into shipsafe.data_imported (set_name, kh, rh) \
+           select {set_name}, coalesce(array_agg(kh order by kh), '{{}}'), coalesce(array_agg(rh order by kh), '{{}}') from ( \
+             select kh, rh from ss_plan where action in ('insert', 'update', 'unchanged') \
+             union all \
+             select b.kh, b.rh from ss_b b where not exists (select 1 from ss_plan p where p.kh = b.kh \
+               and p.action in ('insert', 'update', 'unchanged', 'delete', 'absent'))) n \
+           having exists (select 1 from ss_plan where action in ('insert', 'update', 'delete', 'absent') \
+                           or (action = 'unchanged' and brh is distinct from rh)) \
+           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, imported_at = now()",
         t = def.table
     ));
     exec(client, &format!("writing {}", def.display), &sql).await

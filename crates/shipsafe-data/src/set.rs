@@ -29,6 +29,8 @@ pub struct Reference {
     pub column: String,
     /// The referenced table's primary-key column.
     pub target: String,
+    /// Types of the `key` columns in the referenced table.
+    pub key_types: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct SetDef {
     pub references: Vec<Reference>,
     pub renames: Vec<(String, String)>,
     pub deletes: Vec<String>,
+    /// Column name → type, for the set's columns and foreign keys.
+    pub types: std::collections::HashMap<String, String>,
 }
 
 struct TableInfo {
@@ -51,6 +55,8 @@ struct TableInfo {
     display: String,
     /// (name, has a default or is generated/identity)
     columns: Vec<(String, bool)>,
+    /// Column name → type name (`format_type`).
+    types: std::collections::HashMap<String, String>,
     primary_key: Vec<String>,
 }
 
@@ -72,16 +78,18 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
     let oid: i64 = row.get(0);
     let columns = client
         .query(
-            "select a.attname::text, (a.atthasdef or a.attidentity <> '' or a.attgenerated <> '') \
+            "select a.attname::text, (a.atthasdef or a.attidentity <> '' or a.attgenerated <> ''), format_type(a.atttypid, a.atttypmod) \
                from pg_attribute a where a.attrelid = $1::int8::oid and a.attnum > 0 and not a.attisdropped \
               order by a.attnum",
             &[&oid],
         )
         .await
-        .map_err(|e| DataError::db(format!("reading the columns of {name}"), &e))?
+        .map_err(|e| DataError::db(format!("reading the columns of {name}"), &e))?;
+    let types = columns
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(2)))
         .collect();
+    let columns = columns.iter().map(|r| (r.get(0), r.get(1))).collect();
     let primary_key = client
         .query(
             "select a.attname::text from pg_index i \
@@ -99,6 +107,7 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
         quoted: row.get(1),
         display: row.get(2),
         columns,
+        types,
         primary_key,
     })
 }
@@ -139,7 +148,13 @@ impl SetDef {
                     target.display, r.column
                 )));
             };
+            let key_types = r
+                .key
+                .iter()
+                .map(|k| target.types.get(k).cloned().unwrap_or_default())
+                .collect();
             references.push(Reference {
+                key_types,
                 name: rname.clone(),
                 table: target.quoted,
                 key: r.key.clone(),
@@ -179,8 +194,9 @@ impl SetDef {
                 .columns
                 .iter()
                 .filter(|(c, defaulted)| {
-                    !fk_columns.contains(&c.as_str())
-                        && !(*defaulted && info.primary_key.len() == 1 && &info.primary_key[0] == c)
+                    let surrogate =
+                        *defaulted && info.primary_key.len() == 1 && &info.primary_key[0] == c;
+                    !(fk_columns.contains(&c.as_str()) || surrogate)
                 })
                 .map(|(c, _)| c.clone())
                 .collect(),
@@ -197,8 +213,8 @@ impl SetDef {
                 "renames need a key of one column (old value → new value)".into(),
             ));
         }
-        if !cfg.deletes.is_empty() && key.len() != 1 {
-            return Err(def("deletes need a key of one part".into()));
+        if !cfg.deletes.is_empty() && !matches!(key.as_slice(), [KeyPart::Column(_)]) {
+            return Err(def("deletes need a key of one column".into()));
         }
         Ok(Self {
             name: name.to_string(),
@@ -213,6 +229,7 @@ impl SetDef {
                 .map(|(a, b)| (a.clone(), b.clone()))
                 .collect(),
             deletes: cfg.deletes.clone(),
+            types: info.types,
         })
     }
 
@@ -310,6 +327,19 @@ impl SetDef {
                 KeyPart::Reference(i) => self.references[*i].name.clone(),
             })
             .collect()
+    }
+
+    /// `expr` (a value of column `column`) in a form `IS DISTINCT FROM`
+    /// can compare: json, xml and the geometric types have no equality.
+    pub fn comparable(&self, column: &str, expr: &str) -> String {
+        let ty = self.types.get(column).map(String::as_str).unwrap_or("");
+        match ty.trim_end_matches("[]") {
+            "json" => format!("({expr})::jsonb"),
+            "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
+                format!("({expr})::text")
+            }
+            _ => expr.to_string(),
+        }
     }
 
     /// Tables this set's references point at.

@@ -347,3 +347,402 @@ async fn dry_run_and_mirror() {
     assert_eq!(set(&run, "tool_access")["deletes"], 1);
     assert_eq!(grants(&staging).await, grants(&local).await);
 }
+
+/// Seed 004's production: a booking app with an admin (id 14) invited by
+/// user 3, salons, masters, services and bookings, and a settings table.
+const SALON_SCHEMA: &str = "
+create table users (id serial primary key, phone text not null, role text not null, invited_by int references users (id));
+create table salons (id serial primary key, owner_id int not null references users (id), name text not null);
+create table masters (id serial primary key, salon_id int not null references salons (id), user_id int references users (id));
+create table services (id serial primary key, salon_id int not null references salons (id), name text not null);
+create table bookings (id serial primary key, client_id int not null references users (id),
+    master_id int not null references masters (id), service_id int not null references services (id));
+create table settings (key text primary key, value text not null);
+insert into users (phone, role) select '+7 900 ' || g, case when g = 14 then 'admin' else 'client' end from generate_series(1, 40) g;
+update users set invited_by = 3 where id = 14;
+update users set invited_by = id - 1 where id between 20 and 40;
+insert into salons (owner_id, name) select 20 + g, 'Salon ' || g from generate_series(1, 5) g;
+insert into masters (salon_id, user_id) select 1 + g % 5, 25 + g % 10 from generate_series(1, 12) g;
+insert into services (salon_id, name) select 1 + g % 5, 'Service ' || g from generate_series(1, 20) g;
+insert into bookings (client_id, master_id, service_id) select 1 + g % 40, 1 + g % 12, 1 + g % 20 from generate_series(1, 300) g;
+insert into settings values ('currency', 'RUB'), ('timezone', 'Europe/Moscow');
+";
+
+const ADMIN_CHECK: &str = "[[checks]]\nname = \"an admin remains\"\nsql = \"select count(*) from users where role = 'admin'\"\nexpect = \">= 1\"\n";
+
+fn counts(run: &serde_json::Value) -> std::collections::BTreeMap<String, (i64, i64)> {
+    run["report"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_string(),
+                (t["before"].as_i64().unwrap(), t["after"].as_i64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn seed_004_wipe_all_but_the_admin() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SALON_SCHEMA).await.unwrap();
+    let p = Project::new(&[("production", "protected", db.url())], ADMIN_CHECK);
+    let original = snapshot(db.url()).await;
+    let wipe = |extra: &[&str]| {
+        let mut args = vec![
+            "wipe",
+            "production",
+            "--keep",
+            "users:id = 14",
+            "--keep-table",
+            "settings",
+            "--reset-sequences",
+        ];
+        args.extend_from_slice(extra);
+        p.json(&args)
+    };
+
+    // Protected: no confirmation, no wipe.
+    let (code, _, err) = wipe(&[]);
+    assert_eq!(code, 3, "{err}");
+    // A dry run shows the counts and changes nothing.
+    let (code, run, err) = wipe(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "dry_run");
+    assert_eq!(counts(&run)["public.users"], (40, 2));
+    assert_eq!(snapshot(db.url()).await, original);
+
+    let (code, run, err) = wipe(&["--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "wiped");
+    let c = counts(&run);
+    assert_eq!(
+        c["public.users"],
+        (40, 2),
+        "admin 14 and user 3, who invited them"
+    );
+    assert_eq!(c["public.bookings"], (300, 0));
+    assert_eq!(c["public.salons"], (5, 0));
+    assert_eq!(c["public.masters"], (12, 0));
+    assert_eq!(c["public.settings"], (2, 2));
+    assert_eq!(run["report"]["deleted_rows"], 38 + 300 + 5 + 12 + 20);
+    let users = run["report"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.users")
+        .unwrap();
+    assert!(
+        users["kept_because"]
+            .to_string()
+            .contains("referenced by kept rows of public.users"),
+        "{users}"
+    );
+    let client = db.client().await;
+    let kept: Vec<i32> = client
+        .query("select id from users order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, [3, 14]);
+    // Sequences restart at the smallest safe value.
+    let next: (i32, i32) = {
+        let r = client
+            .query_one(
+                "select nextval('users_id_seq')::int, nextval('salons_id_seq')::int",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(next, (15, 1));
+
+    // The pre-wipe backup gives everything back.
+    let backup = run["backup_id"].as_str().unwrap();
+    let (code, _, err) = p.json(&[
+        "backup",
+        "restore",
+        backup,
+        "--to",
+        "production",
+        "--confirm",
+        "production",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let restored = snapshot(db.url()).await;
+    assert_eq!(restored.rows, original.rows);
+    assert_eq!(restored.schema, original.schema);
+}
+
+#[tokio::test]
+async fn a_wipe_that_fails_its_checks_is_rolled_back() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SALON_SCHEMA).await.unwrap();
+    let p = Project::new(&[("staging", "open", db.url())], ADMIN_CHECK);
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["wipe", "staging", "--keep", "users:id = 1"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert!(err.contains("an admin remains"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+    // A predicate that is not SQL is named.
+    let (code, _, err) = p.json(&["wipe", "staging", "--keep", "users:id = = 1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--keep users:id = = 1"), "{err}");
+    let (code, _, err) = p.json(&["wipe", "staging", "--keep", "nosuch:id = 1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+}
+
+#[tokio::test]
+async fn a_restrict_cycle_is_named_and_a_deferrable_one_is_wiped() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "create table a (id int primary key, b_id int);
+             create table b (id int primary key, a_id int references a (id) on delete restrict);
+             alter table a add constraint a_b foreign key (b_id) references b (id) on delete restrict;
+             insert into a values (1, null), (2, null); insert into b values (1, 1), (2, 2);
+             update a set b_id = id;
+             create table keepme (id int primary key); insert into keepme values (1);",
+        )
+        .await
+        .unwrap();
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    let before = snapshot(db.url()).await;
+    let (code, _, err) = p.json(&["wipe", "dev", "--keep", "keepme:true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("public.a, public.b") || err.contains("public.b, public.a"),
+        "{err}"
+    );
+    assert!(err.contains("ON DELETE RESTRICT"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+    db.client()
+        .await
+        .batch_execute(
+            "alter table a drop constraint a_b;
+             alter table a add constraint a_b foreign key (b_id) references b (id) deferrable;
+             alter table b drop constraint b_a_id_fkey;
+             alter table b add constraint b_a foreign key (a_id) references a (id);",
+        )
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["wipe", "dev", "--keep", "a:id = 2"]);
+    assert_eq!(code, 0, "{err}");
+    let c = counts(&run);
+    assert_eq!(c["public.a"], (2, 1));
+    assert_eq!(c["public.b"], (2, 1), "b 2 is referenced by the kept a 2");
+    assert_eq!(c["public.keepme"], (1, 0));
+}
+
+#[tokio::test]
+async fn a_masked_clone_has_no_personal_data_and_its_joins_still_match() {
+    let prod = TestDb::new().await;
+    let staging = TestDb::new().await;
+    prod.client()
+        .await
+        .batch_execute(
+            "create table users (id serial primary key, email text not null unique, phone text, full_name text not null);
+             create table orders (id serial primary key, user_id int not null references users (id), total numeric not null);
+             create table newsletter (email text primary key, since date not null);
+             insert into users (email, phone, full_name)
+               select 'person' || g || '@real.example', case when g % 4 = 0 then null else '+49 151 ' || (1000000 + g) end, 'Real Name ' || g
+               from generate_series(1, 500) g;
+             insert into orders (user_id, total) select 1 + g % 500, g from generate_series(1, 2000) g;
+             insert into newsletter select email, '2025-01-01' from users where id % 3 = 0;",
+        )
+        .await
+        .unwrap();
+    staging
+        .client()
+        .await
+        .batch_execute("create table old_stuff (x int); insert into old_stuff values (1);")
+        .await
+        .unwrap();
+    let mask = "[mask]\n\"users.email\" = \"email\"\n\"users.phone\" = \"phone\"\n\"users.full_name\" = \"name\"\n\"newsletter.email\" = \"email\"\n\n[[checks]]\nname = \"users exist\"\nsql = \"select count(*) from users\"\nexpect = \"= 500\"\n";
+    let p = Project::new(
+        &[
+            ("production", "protected", prod.url()),
+            ("staging", "guarded", staging.url()),
+        ],
+        mask,
+    );
+    let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "cloned");
+    assert_eq!(run["report"]["source"], "fresh backup");
+    assert!(run["report"]["safety_backup"].is_string());
+    let s = staging.client().await;
+    let q = |sql: &'static str| {
+        let s = &s;
+        async move { s.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let originals = prod.client().await;
+    let emails: Vec<String> = originals
+        .query("select email from users", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let phones: Vec<String> = originals
+        .query("select phone from users where phone is not null", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let leaked: i64 = s
+        .query_one(
+            "select count(*) from users where email = any($1) or phone = any($2) or full_name like 'Real Name%'",
+            &[&emails, &phones],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "no original email, phone or name in staging");
+    let leaked_newsletter: i64 = s
+        .query_one(
+            "select count(*) from newsletter where email = any($1)",
+            &[&emails],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked_newsletter, 0);
+    assert_eq!(
+        q("select count(distinct email) from users").await,
+        500,
+        "unique stays unique"
+    );
+    assert_eq!(
+        q("select count(*) from users where phone is null").await,
+        125,
+        "NULL stays NULL"
+    );
+    assert_eq!(
+        q("select count(*) from newsletter n join users u on u.email = n.email").await,
+        166,
+        "the masked emails still join"
+    );
+    assert_eq!(
+        q("select count(*) from orders o join users u on u.id = o.user_id").await,
+        2000
+    );
+    assert_eq!(
+        q("select count(*) from pg_tables where tablename = 'old_stuff'").await,
+        0
+    );
+    // The same input gives the same output: a second clone is identical.
+    let first: Vec<String> = s
+        .query(
+            "select email || coalesce(phone, '') || full_name from users order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["source"], "fresh backup");
+    let second: Vec<String> = staging
+        .client()
+        .await
+        .query(
+            "select email || coalesce(phone, '') || full_name from users order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(first, second);
+    // Into a protected environment only with confirmation.
+    let (code, _, err) = p.json(&["clone", "staging", "production", "--mask"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+/// Seed 001's production workflow as one command: the migration, then the
+/// reference data from data/ (merge), then verification; a conflict in the
+/// data step rolls the whole deploy back.
+#[tokio::test]
+async fn deploy_imports_the_reference_data_and_rolls_back_with_it() {
+    let local = local().await;
+    let production = remote(5).await;
+    let p = Project::new(
+        &[
+            ("local", "open", local.url()),
+            ("production", "protected", production.url()),
+        ],
+        SETS,
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    common::write(
+        p.dir.path(),
+        "migrations/1_tool_category/up.sql",
+        "alter table tools add column category text;",
+    );
+    common::write(
+        p.dir.path(),
+        "migrations/1_tool_category/down.sql",
+        "alter table tools drop column category;",
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let data = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "data")
+        .unwrap();
+    assert_eq!(data["status"], "ok", "{run}");
+    assert_eq!(grants(&production).await, grants(&local).await);
+
+    // A grant edited in production since: the next deploy's data step stops
+    // on the conflict and the deploy is rolled back, migration included.
+    production
+        .client()
+        .await
+        .batch_execute(
+            "update tool_access set granted_at = '2026-02-02' where tool_id = (select id from tools where name = 'Invoice Generator') \
+               and user_id = (select id from users where username = 'bob')",
+        )
+        .await
+        .unwrap();
+    local
+        .client()
+        .await
+        .batch_execute(&grant("user_a", "Payroll"))
+        .await
+        .unwrap();
+    p.json(&["data", "export", "--all", "--env", "local"]);
+    common::write(
+        p.dir.path(),
+        "migrations/2_tool_owner/up.sql",
+        "alter table tools add column owner text;",
+    );
+    common::write(
+        p.dir.path(),
+        "migrations/2_tool_owner/down.sql",
+        "alter table tools drop column owner;",
+    );
+    let before = snapshot(production.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    assert!(err.contains("edited in the target"), "{err}");
+    assert_eq!(snapshot(production.url()).await, before);
+}

@@ -246,6 +246,57 @@ pub async fn diff(
     })
 }
 
+/// Deploy's data step: merges `sets` (their files in `data/`) on `client`
+/// in one transaction and commits, unless conflicts or unresolved
+/// references stop it (then nothing of it is committed).
+pub async fn merge_in_transaction(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    env: &str,
+    sets: &[String],
+) -> Result<Vec<SetPlan>, (Vec<SetPlan>, CoreError)> {
+    let fail = |e: CoreError| (Vec::new(), e);
+    let chosen = selected(config, sets, false).map_err(fail)?;
+    let files = read_files(config, &chosen, None).map_err(fail)?;
+    let opts = DataOptions {
+        dir: None,
+        mode: ImportMode::Merge,
+        dry_run: false,
+        force: false,
+        skip_unresolved: false,
+    };
+    client
+        .batch_execute(&format!(
+            "begin; set local lock_timeout = '{}ms'",
+            config.file().migrations.lock_timeout.as_std().as_millis()
+        ))
+        .await
+        .map_err(|e| fail(CoreError::Failed(shipsafe_pg::describe(&e))))?;
+    let plans = match plan_all(client, &chosen, &files, &opts, true).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = client.batch_execute("rollback").await;
+            return Err(fail(e));
+        }
+    };
+    let report = DataReport {
+        env: env.to_string(),
+        mode: ImportMode::Merge,
+        dry_run: false,
+        force: false,
+        sets: plans,
+        checks: Vec::new(),
+    };
+    if let Some(msg) = problems(&report) {
+        let _ = client.batch_execute("rollback").await;
+        return Err((report.sets, CoreError::Problems(msg)));
+    }
+    if let Err(e) = client.batch_execute("commit").await {
+        return Err((report.sets, CoreError::Failed(shipsafe_pg::describe(&e))));
+    }
+    Ok(report.sets)
+}
+
 fn problems(report: &DataReport) -> Option<String> {
     let mut lines = Vec::new();
     for s in &report.sets {

@@ -30,6 +30,8 @@ pub struct DeployReport {
     pub lint: Vec<shipsafe_lint::Finding>,
     pub rehearsal: Option<RehearsalReport>,
     pub applied: Vec<ApplyReport>,
+    /// Step 7: reference-data sets merged from data/.
+    pub data: Vec<shipsafe_data::SetPlan>,
     pub verified: Vec<VerifyReport>,
     pub checks: Vec<CheckOutcome>,
     pub smoke: Vec<crate::smoke::SmokeOutcome>,
@@ -356,8 +358,16 @@ pub async fn deploy(
                             "error": failure.as_ref().map(ToString::to_string) }),
     );
 
-    // 7. data: reference-data sets are a later part of the protocol.
-    run.skip("data", "no reference-data sets are configured for deploy");
+    // 7. data: the reference-data files in data/, merged.
+    if failure.is_none() {
+        if let Err(e) = data_step(config, &client, env, &mut run, &mut report).await {
+            failure = Some(MigrateError::Checks {
+                message: e.to_string(),
+            });
+        }
+    } else {
+        run.skip("data", "apply failed");
+    }
 
     // 8. verify
     if failure.is_none() {
@@ -390,10 +400,16 @@ pub async fn deploy(
     // 9. rollback
     run.begin("rollback");
     progress.stage("rolling back");
-    let proven = report
-        .rehearsal
-        .as_ref()
-        .is_some_and(RehearsalReport::down_is_faithful);
+    // Down migrations do not undo imported reference data; a restore does.
+    let data_changed = report
+        .data
+        .iter()
+        .any(shipsafe_data::SetPlan::changes_anything);
+    let proven = !data_changed
+        && report
+            .rehearsal
+            .as_ref()
+            .is_some_and(RehearsalReport::down_is_faithful);
     let can_down = !partial && done.iter().all(|m| m.down.is_some());
     let mut info = if done.is_empty() {
         RollbackInfo::new(
@@ -523,6 +539,49 @@ pub(crate) async fn rehearse_step(
             )),
         )),
         _ => Ok(manifest.id),
+    }
+}
+
+/// Step 7: merges every configured set whose file exists in `data/`, in its
+/// own transaction. Conflicts and unresolved references fail the deploy
+/// (and roll it back), as they would stop `data import`.
+pub(crate) async fn data_step(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    env: &str,
+    run: &mut Run,
+    report: &mut DeployReport,
+) -> Result<(), CoreError> {
+    let dir = crate::commands::data::data_dir(config, None);
+    let names: Vec<String> = config
+        .file()
+        .data
+        .keys()
+        .filter(|s| dir.join(format!("{s}.json")).is_file())
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        run.skip("data", "no reference-data files in data/");
+        return Ok(());
+    }
+    run.begin("data");
+    let result = crate::commands::data::merge_in_transaction(config, client, env, &names).await;
+    match result {
+        Ok(plans) => {
+            run.end(
+                "ok",
+                serde_json::json!({ "sets": plans.iter().map(|p| serde_json::json!({
+                    "set": p.set, "inserts": p.inserts, "updates": p.updates, "deletes": p.deletes,
+                    "unchanged": p.unchanged })).collect::<Vec<_>>() }),
+            );
+            report.data = plans;
+            Ok(())
+        }
+        Err((plans, e)) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            report.data = plans;
+            Err(e)
+        }
     }
 }
 

@@ -539,7 +539,15 @@ pub(crate) async fn deploy_external(
         serde_json::json!({ "exit_code": up.exit_code, "duration_ms": up.duration_ms }),
     );
     report.tool_output.push(up);
-    run.skip("data", "no reference-data import in this version");
+    if failure.is_none() {
+        if let Err(e) =
+            crate::commands::deploy::data_step(config, &client, env, &mut run, &mut report).await
+        {
+            failure = Some(e.to_string());
+        }
+    } else {
+        run.skip("data", "apply failed");
+    }
     if failure.is_none() {
         run.begin("verify");
         report.checks = run_checks(&client, &config.file().checks, false).await;

@@ -68,14 +68,11 @@ fn render_plans(r: &DataReport) -> String {
         }
         for c in &s.conflicts {
             t.push_str(&format!(
-                "{}: CONFLICT {} {}: target {} / last imported {} / file {}\n",
+                "{}: CONFLICT {} {}: target {} / file {}\n",
                 s.set,
                 c.key,
                 c.kind,
                 c.target.as_ref().map_or("-".into(), ToString::to_string),
-                c.last_imported
-                    .as_ref()
-                    .map_or("-".into(), ToString::to_string),
                 c.file.as_ref().map_or("-".into(), ToString::to_string),
             ));
         }
