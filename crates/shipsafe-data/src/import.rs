@@ -303,7 +303,8 @@ pub async fn import_set(
              analyze ss_plan; \
              create temp table ss_th on commit drop as \
              select t.ctid as tid, {tkey} as k, {trow} as r from {from} \
-              where t.ctid in (select tid from ss_plan where tid is not null and action not in ('insert', 'unchanged', 'absent'))",
+              where t.ctid = any(array(select tid from ss_plan where tid is not null \
+                                       and action not in ('insert', 'unchanged', 'absent')))",
             set = quote_literal(&def.name),
             deleted_s = (sql.deleted)("s"),
             deleted_t = (sql.deleted)("t"),
@@ -322,7 +323,7 @@ pub async fn import_set(
     if !plan.unresolved.is_empty() && !opts.skip_unresolved {
         return Ok(plan);
     }
-    apply(client, def).await?;
+    apply(client, def, &plan).await?;
     Ok(plan)
 }
 
@@ -634,7 +635,7 @@ async fn unresolved(client: &Client, def: &SetDef, plan: &mut SetPlan) -> Result
     Ok(())
 }
 
-async fn apply(client: &Client, def: &SetDef) -> Result<(), DataError> {
+async fn apply(client: &Client, def: &SetDef, plan: &SetPlan) -> Result<(), DataError> {
     let mut cols: Vec<String> = def.columns.iter().map(|c| quote_ident(c)).collect();
     let mut vals: Vec<String> = def
         .columns
@@ -652,7 +653,7 @@ async fn apply(client: &Client, def: &SetDef) -> Result<(), DataError> {
         .collect();
     let set_name = quote_literal(&def.name);
     let mut sql = String::new();
-    if !cols.is_empty() {
+    if !cols.is_empty() && plan.inserts + plan.updates > 0 {
         sql.push_str(&format!(
             "insert into {t} ({cols}) select {vals} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'insert'; \
              update {t} t set {sets} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'update' and t.ctid = p.tid; ",
@@ -662,18 +663,34 @@ async fn apply(client: &Client, def: &SetDef) -> Result<(), DataError> {
             sets = sets.join(", ")
         ));
     }
+    if plan.deletes > 0 {
+        sql.push_str(&format!(
+            "delete from {} t using ss_plan p where p.action = 'delete' and t.ctid = p.tid; ",
+            def.table
+        ));
+    }
+    // The base changes when rows were written or removed, or when an
+    // unchanged row's base is missing or stale; a no-op writes nothing.
+    let refresh: bool = client
+        .query_one(
+            "select exists (select 1 from ss_plan where action in ('insert', 'update', 'delete', 'absent') \
+                     or (action = 'unchanged' and brh is distinct from rh))",
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db("checking what was imported", &e))?
+        .get(0);
+    if !refresh {
+        return exec(client, &format!("writing {}", def.display), &sql).await;
+    }
     sql.push_str(&format!(
-        "delete from {t} t using ss_plan p where p.action = 'delete' and t.ctid = p.tid; \
-         insert into shipsafe.data_imported (set_name, kh, rh) \
+        "insert into shipsafe.data_imported (set_name, kh, rh) \
            select {set_name}, coalesce(array_agg(kh order by kh), '{{}}'), coalesce(array_agg(rh order by kh), '{{}}') from ( \
              select kh, rh from ss_plan where action in ('insert', 'update', 'unchanged') \
              union all \
              select b.kh, b.rh from ss_b b where not exists (select 1 from ss_plan p where p.kh = b.kh \
                and p.action in ('insert', 'update', 'unchanged', 'delete', 'absent'))) n \
-           having exists (select 1 from ss_plan where action in ('insert', 'update', 'delete', 'absent') \
-                           or (action = 'unchanged' and brh is distinct from rh)) \
-           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, imported_at = now()",
-        t = def.table
+           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, imported_at = now()"
     ));
     exec(client, &format!("writing {}", def.display), &sql).await
 }
