@@ -110,6 +110,33 @@ pub async fn take_backup_teed(
     Ok(manifest)
 }
 
+/// A backup taken as the `backup` step of `run` (recorded as the run's
+/// backup). Returns its id.
+pub(crate) async fn backup_as_step(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    reason: &str,
+    run: &mut crate::runs::Run,
+    progress: &Arc<dyn Progress>,
+) -> Result<String, CoreError> {
+    run.begin("backup");
+    match take_backup(config, vars, env, reason, progress).await {
+        Ok(m) => {
+            run.end(
+                "ok",
+                serde_json::json!({ "backup_id": m.id, "size_bytes": m.size_bytes }),
+            );
+            run.record.backup_id = Some(m.id.clone());
+            Ok(m.id)
+        }
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            Err(e)
+        }
+    }
+}
+
 /// `backup create ENV [--reason]`.
 pub async fn create(
     config: &Config,

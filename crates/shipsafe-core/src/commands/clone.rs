@@ -147,16 +147,14 @@ pub async fn clone(
     ids.push(source.id.clone());
 
     // TO's safety backup.
-    run.begin("backup");
-    match crate::commands::backup::take_backup(config, vars, to, "pre-clone", progress).await {
-        Ok(m) => {
-            run.end("ok", serde_json::json!({ "backup_id": m.id }));
-            run.record.backup_id = Some(m.id.clone());
-            report.safety_backup = Some(m.id.clone());
-            ids.push(m.id);
+    match crate::commands::backup::backup_as_step(config, vars, to, "pre-clone", &mut run, progress)
+        .await
+    {
+        Ok(id) => {
+            report.safety_backup = Some(id.clone());
+            ids.push(id);
         }
         Err(e) => {
-            run.end("failed", serde_json::json!({ "error": e.to_string() }));
             return Ok((
                 finish(run, "failed_nothing_changed", &report, ids)?,
                 Some(e),

@@ -389,16 +389,18 @@ pub async fn import(
     } else if protection == Protection::Open {
         run.skip("backup", "open environment");
     } else {
-        run.begin("backup");
-        match crate::commands::backup::take_backup(config, vars, env, "pre-import", progress).await
+        match crate::commands::backup::backup_as_step(
+            config,
+            vars,
+            env,
+            "pre-import",
+            &mut run,
+            progress,
+        )
+        .await
         {
-            Ok(m) => {
-                run.end("ok", serde_json::json!({ "backup_id": m.id }));
-                run.record.backup_id = Some(m.id.clone());
-                ids.push(m.id);
-            }
+            Ok(id) => ids.push(id),
             Err(e) => {
-                run.end("failed", serde_json::json!({ "error": e.to_string() }));
                 return Ok((
                     finish(run, "failed_nothing_changed", &report, ids)?,
                     Some(e),

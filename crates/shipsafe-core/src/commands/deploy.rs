@@ -648,21 +648,9 @@ pub(crate) async fn backup_step(
         run.skip("backup", "open environment");
         return Ok(None);
     }
-    run.begin("backup");
-    match crate::commands::backup::take_backup(config, vars, env, "pre-deploy", progress).await {
-        Ok(m) => {
-            run.end(
-                "ok",
-                serde_json::json!({ "backup_id": m.id, "size_bytes": m.size_bytes }),
-            );
-            run.record.backup_id = Some(m.id.clone());
-            Ok(Some(m.id))
-        }
-        Err(e) => {
-            run.end("failed", serde_json::json!({ "error": e.to_string() }));
-            Err(e)
-        }
-    }
+    crate::commands::backup::backup_as_step(config, vars, env, "pre-deploy", run, progress)
+        .await
+        .map(Some)
 }
 
 /// The run's outcome and error after a rollback attempt: what happened, and

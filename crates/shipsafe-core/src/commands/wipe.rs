@@ -104,15 +104,13 @@ pub async fn wipe(
     if dry_run {
         run.skip("backup", "dry run");
     } else {
-        run.begin("backup");
-        match crate::commands::backup::take_backup(config, vars, env, "pre-wipe", progress).await {
-            Ok(m) => {
-                run.end("ok", serde_json::json!({ "backup_id": m.id }));
-                run.record.backup_id = Some(m.id.clone());
-                ids.push(m.id);
-            }
+        match crate::commands::backup::backup_as_step(
+            config, vars, env, "pre-wipe", &mut run, progress,
+        )
+        .await
+        {
+            Ok(id) => ids.push(id),
             Err(e) => {
-                run.end("failed", serde_json::json!({ "error": e.to_string() }));
                 return Ok((
                     finish(run, "failed_nothing_changed", &report, ids)?,
                     Some(e),
