@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use shipsafe_config::{Config, DataSetConfig, Protection, VarSource};
 use shipsafe_data::{DataError, DataFile, ImportMode, ImportOptions, SetDef, SetPlan};
-use shipsafe_pg::{connect, run_checks};
+use shipsafe_pg::connect;
 
 use crate::error::CoreError;
 use crate::progress::{Confirm, Progress};
@@ -265,13 +265,9 @@ pub async fn merge_in_transaction(
         force: false,
         skip_unresolved: false,
     };
-    client
-        .batch_execute(&format!(
-            "begin; set local lock_timeout = '{}ms'",
-            config.file().migrations.lock_timeout.as_std().as_millis()
-        ))
+    crate::commands::verify::begin(client, config)
         .await
-        .map_err(|e| fail(CoreError::Failed(shipsafe_pg::describe(&e))))?;
+        .map_err(fail)?;
     let plans = match plan_all(client, &chosen, &files, &opts, true).await {
         Ok(p) => p,
         Err(e) => {
@@ -411,12 +407,7 @@ pub async fn import(
 
     run.begin("import");
     progress.stage(&format!("importing into {env}"));
-    let begin = format!(
-        "begin; set local lock_timeout = '{}ms'",
-        config.file().migrations.lock_timeout.as_std().as_millis()
-    );
-    if let Err(e) = client.batch_execute(&begin).await {
-        let e = CoreError::Failed(shipsafe_pg::describe(&e));
+    if let Err(e) = crate::commands::verify::begin(&client, config).await {
         run.end("failed", serde_json::json!({ "error": e.to_string() }));
         return Ok((
             finish(run, "failed_nothing_changed", &report, ids)?,
@@ -460,29 +451,16 @@ pub async fn import(
     }
     run.end("ok", detail);
     run.begin("verify");
-    report.checks = run_checks(&client, &config.file().checks, true).await;
-    let failed = crate::commands::verify::check_failures(&report.checks);
-    if !failed.is_empty() {
-        let _ = client.batch_execute("rollback").await;
-        run.end(
-            "failed",
-            serde_json::json!({ "checks_failed": failed.len() }),
-        );
-        let e = CoreError::RolledBack(format!(
-            "the import into {env} was rolled back because checks failed on the result: {}; the database is as it was before",
-            failed.join("; ")
-        ));
-        return Ok((finish(run, "rolled_back", &report, ids)?, Some(e)));
-    }
-    if let Err(e) = client.batch_execute("commit").await {
-        run.end(
-            "failed",
-            serde_json::json!({ "error": shipsafe_pg::describe(&e) }),
-        );
-        let e = CoreError::RolledBack(format!(
-            "committing the import into {env} failed ({}); the database is as it was before",
-            shipsafe_pg::describe(&e)
-        ));
+    let (checks, committed) = crate::commands::verify::checks_then_commit(
+        &client,
+        config,
+        &format!("the import into {env}"),
+        true,
+    )
+    .await;
+    report.checks = checks;
+    if let Err(e) = committed {
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
         return Ok((finish(run, "rolled_back", &report, ids)?, Some(e)));
     }
     run.end(

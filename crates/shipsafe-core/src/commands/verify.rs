@@ -68,6 +68,52 @@ pub async fn verify(
 }
 
 /// One line per failed smoke test, for error messages.
+/// Opens a transaction on `client` with the configured lock timeout.
+pub(crate) async fn begin(
+    client: &tokio_postgres::Client,
+    config: &Config,
+) -> Result<(), CoreError> {
+    client
+        .batch_execute(&format!(
+            "begin; set local lock_timeout = '{}ms'",
+            config.file().migrations.lock_timeout.as_std().as_millis()
+        ))
+        .await
+        .map_err(|e| CoreError::Failed(shipsafe_pg::describe(&e)))
+}
+
+/// Runs the `[[checks]]` inside the open transaction on `client`, then
+/// commits if they pass and `commit` is true, else rolls back. The error
+/// (`RolledBack`) says what failed; `what` names the operation ("the wipe
+/// of staging").
+pub(crate) async fn checks_then_commit(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    what: &str,
+    commit: bool,
+) -> (Vec<CheckOutcome>, Result<(), CoreError>) {
+    let checks = run_checks(client, &config.file().checks, true).await;
+    let failed = check_failures(&checks);
+    if !failed.is_empty() || !commit {
+        let _ = client.batch_execute("rollback").await;
+    }
+    if !failed.is_empty() {
+        let e = CoreError::RolledBack(format!(
+            "{what} was rolled back because checks failed on the result: {}; the database is as it was before",
+            failed.join("; ")
+        ));
+        return (checks, Err(e));
+    }
+    if commit && let Err(e) = client.batch_execute("commit").await {
+        let e = CoreError::RolledBack(format!(
+            "committing {what} failed ({}); the database is as it was before",
+            shipsafe_pg::describe(&e)
+        ));
+        return (checks, Err(e));
+    }
+    (checks, Ok(()))
+}
+
 /// One line per failed check: its name, what was expected and what came.
 pub fn check_failures(checks: &[CheckOutcome]) -> Vec<String> {
     checks

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use shipsafe_config::{Config, VarSource};
 use shipsafe_data::wipe::{WipeReport, WipeRequest};
-use shipsafe_pg::{CheckOutcome, connect, run_checks};
+use shipsafe_pg::{CheckOutcome, connect};
 
 use crate::error::CoreError;
 use crate::progress::{Confirm, Progress};
@@ -121,15 +121,11 @@ pub async fn wipe(
     run.begin("wipe");
     progress.stage(&format!("wiping {env}"));
     let client = connect(&config.database_url(env, vars)?).await?;
-    let begin = format!(
-        "begin; set local lock_timeout = '{}ms'",
-        config.file().migrations.lock_timeout.as_std().as_millis()
-    );
-    let result = match client.batch_execute(&begin).await {
+    let result = match crate::commands::verify::begin(&client, config).await {
         Ok(()) => shipsafe_data::wipe::wipe(&client, &req)
             .await
             .map_err(CoreError::from),
-        Err(e) => Err(CoreError::Failed(shipsafe_pg::describe(&e))),
+        Err(e) => Err(e),
     };
     match result {
         Ok(w) => report.wipe = w,
@@ -147,44 +143,25 @@ pub async fn wipe(
         serde_json::json!({ "deleted_rows": report.wipe.deleted_rows, "sequences_reset": report.wipe.sequences.len() }),
     );
     run.begin("verify");
-    report.checks = run_checks(&client, &config.file().checks, true).await;
-    let failed = crate::commands::verify::check_failures(&report.checks);
-    if dry_run || !failed.is_empty() {
-        let _ = client.batch_execute("rollback").await;
-    }
-    if !failed.is_empty() {
-        run.end(
-            "failed",
-            serde_json::json!({ "checks_failed": failed.len() }),
-        );
-        let e = CoreError::RolledBack(format!(
-            "the wipe of {env} was rolled back because checks failed on the result: {}; the database is as it was before",
-            failed.join("; ")
-        ));
+    let (checks, committed) = crate::commands::verify::checks_then_commit(
+        &client,
+        config,
+        &format!("the wipe of {env}"),
+        !dry_run,
+    )
+    .await;
+    report.checks = checks;
+    if let Err(e) = committed {
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
         let outcome = if dry_run { "dry_run" } else { "rolled_back" };
         return Ok((finish(run, outcome, &report, ids)?, Some(e)));
-    }
-    if dry_run {
-        run.end(
-            "ok",
-            serde_json::json!({ "checks_passed": report.checks.len() }),
-        );
-        return Ok((finish(run, "dry_run", &report, ids)?, None));
-    }
-    if let Err(e) = client.batch_execute("commit").await {
-        run.end(
-            "failed",
-            serde_json::json!({ "error": shipsafe_pg::describe(&e) }),
-        );
-        let e = CoreError::RolledBack(format!(
-            "committing the wipe of {env} failed ({}); the database is as it was before",
-            shipsafe_pg::describe(&e)
-        ));
-        return Ok((finish(run, "rolled_back", &report, ids)?, Some(e)));
     }
     run.end(
         "ok",
         serde_json::json!({ "checks_passed": report.checks.len() }),
     );
+    if dry_run {
+        return Ok((finish(run, "dry_run", &report, ids)?, None));
+    }
     Ok((finish(run, "wiped", &report, ids)?, None))
 }
