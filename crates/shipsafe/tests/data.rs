@@ -746,3 +746,103 @@ async fn deploy_imports_the_reference_data_and_rolls_back_with_it() {
     assert!(err.contains("edited in the target"), "{err}");
     assert_eq!(snapshot(production.url()).await, before);
 }
+
+#[tokio::test]
+async fn a_wipe_keeps_reference_data_tables_whole() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SALON_SCHEMA).await.unwrap();
+    let p = Project::new(
+        &[("staging", "open", db.url())],
+        &format!("{ADMIN_CHECK}\n[data.settings]\ntable = \"settings\"\nkey = [\"key\"]\n"),
+    );
+    let (code, run, err) = p.json(&["wipe", "staging", "--keep", "users:role = 'admin'"]);
+    assert_eq!(code, 0, "{err}");
+    let c = counts(&run);
+    assert_eq!(
+        c["public.settings"],
+        (2, 2),
+        "configured reference data stays"
+    );
+    assert_eq!(c["public.users"], (40, 2));
+    assert!(
+        run["backup_id"].is_string(),
+        "a wipe backs up even an open environment"
+    );
+}
+
+/// Nobody can read unmasked rows in the target, even while the clone runs:
+/// a second session polls for original emails the whole time.
+#[tokio::test]
+async fn no_session_sees_unmasked_rows_during_a_masked_clone() {
+    let prod = TestDb::new().await;
+    let staging = TestDb::new().await;
+    prod.client()
+        .await
+        .batch_execute(
+            "create table users (id serial primary key, email text not null unique);
+             insert into users (email) select 'person' || g || '@real.example' from generate_series(1, 30000) g;",
+        )
+        .await
+        .unwrap();
+    staging
+        .client()
+        .await
+        .batch_execute("create table users (id serial primary key, email text not null unique);")
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("production", "open", prod.url()),
+            ("staging", "open", staging.url()),
+        ],
+        "[mask]\n\"users.email\" = \"email\"\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let client = staging.client().await;
+        tokio::spawn(async move {
+            let (mut polls, mut seen) = (0u64, 0i64);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(r) = client
+                    .query_one(
+                        "select count(*) from users where email like '%@real.example'",
+                        &[],
+                    )
+                    .await
+                {
+                    seen += r.get::<_, i64>(0);
+                    polls += 1;
+                }
+            }
+            (polls, seen)
+        })
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        let r = p.json(&["clone", "production", "staging", "--mask"]);
+        (r, p)
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (polls, seen) = watcher.await.unwrap();
+    let ((code, run, err), _p) = out;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "cloned");
+    assert!(
+        polls > 10,
+        "the watcher polled during the clone ({polls} times)"
+    );
+    assert_eq!(seen, 0, "an unmasked email was visible in staging");
+    let masked: i64 = staging
+        .client()
+        .await
+        .query_one(
+            "select count(*) from users where email like '%@example.invalid'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(masked, 30000);
+}
