@@ -231,6 +231,11 @@ async fn protected_alembic_deploys_are_rehearsed_on_a_clone() {
         "op.drop_column('accounts', 'plan')\n    op.execute('create index accounts_plan on accounts (email)')",
     );
     let before = snapshot(db.url()).await;
+    // `rehearse` alone says the same and touches nothing.
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["report"]["rehearsal"]["round_trip"]["status"], "failed");
+    assert_eq!(snapshot(db.url()).await, before);
     let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(run["outcome"], "blocked");

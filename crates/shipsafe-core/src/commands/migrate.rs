@@ -52,7 +52,7 @@ pub async fn pending_for(
 ) -> Result<Vec<Migration>, CoreError> {
     if external(config).is_some() {
         return Err(CoreError::Usage(
-            "`shipsafe rehearse` measures SQL migrations statement by statement; with an external migration tool, use `shipsafe deploy` (its backup, checks and rollback work the same)".into(),
+            "the migrations are run by the team's own tool ([migrations] up); shipsafe cannot list them one by one".into(),
         ));
     }
     let migrations = discover(config)?;

@@ -931,12 +931,27 @@ pub async fn rehearse(
         Ok::<_, CoreError>(rec)
     };
     run.begin("preflight");
-    let pending = crate::commands::migrate::pending_for(config, vars, env).await?;
+    let ext = crate::commands::migrate::external(config);
+    let (pending, nothing) = match &ext {
+        // The team's tool decides what is pending (exit 0: nothing).
+        Some(x) => {
+            let url = config.database_url(env, vars)?;
+            let r =
+                crate::commands::migrate::run_tool(config, &x.pending, &url, &x.url_env).await?;
+            (Vec::new(), r.ok())
+        }
+        None => {
+            let p = crate::commands::migrate::pending_for(config, vars, env).await?;
+            let none = p.is_empty();
+            (p, none)
+        }
+    };
     run.end(
         "ok",
-        serde_json::json!({ "pending": pending.iter().map(Migration::label).collect::<Vec<_>>() }),
+        serde_json::json!({ "pending": pending.iter().map(Migration::label).collect::<Vec<_>>(),
+                            "external": ext.is_some() }),
     );
-    if pending.is_empty() {
+    if nothing {
         let rec = finish(run, "nothing_to_do", &serde_json::json!({}), vec![])?;
         return Ok((rec, None));
     }
@@ -975,7 +990,10 @@ pub async fn rehearse(
     let mut report = rehearse_on(
         config,
         &clone,
-        Change::Native(&pending),
+        match &ext {
+            Some(x) => Change::External(x),
+            None => Change::Native(&pending),
+        },
         Some(manifest.id.clone()),
         verified,
         progress,
