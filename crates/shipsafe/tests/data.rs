@@ -846,3 +846,53 @@ async fn no_session_sees_unmasked_rows_during_a_masked_clone() {
         .get(0);
     assert_eq!(masked, 30000);
 }
+
+/// Command lines that cannot work are usage errors (64) that say what to
+/// write instead, before anything connects or changes.
+#[tokio::test]
+async fn impossible_requests_are_usage_errors() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let p = Project::new(
+        &[("staging", "open", db.url()), ("dev", "open", db.url())],
+        &format!("{SETS}\n[rehearsal]\nclone = \"env:staging\"\n"),
+    );
+    let before = snapshot(db.url()).await;
+    for (args, says) in [
+        (&["wipe", "staging"][..], "--keep TABLE:PREDICATE"),
+        (
+            &["wipe", "staging", "--keep", "users"][..],
+            "must be TABLE:PREDICATE",
+        ),
+        (
+            &["clone", "staging", "staging"][..],
+            "must be different environments",
+        ),
+        (
+            &["clone", "dev", "staging", "--mask"][..],
+            "--mask needs a [mask] table",
+        ),
+        (&["data", "import", "--env", "staging"][..], "or pass --all"),
+        (
+            &["data", "import", "nosuch", "--env", "staging"][..],
+            "no data set \"nosuch\"",
+        ),
+        (
+            &["data", "diff", "tools", "--env", "staging"][..],
+            "write it with `shipsafe data export`",
+        ),
+    ] {
+        let (code, _, err) = p.json(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    common::write(
+        p.dir.path(),
+        "migrations/1_t/up.sql",
+        "create table t (id int);",
+    );
+    let (code, _, err) = p.json(&["rehearse", "staging"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("names the environment being changed"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before);
+}

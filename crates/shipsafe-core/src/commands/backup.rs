@@ -110,6 +110,43 @@ pub async fn take_backup_teed(
     Ok(manifest)
 }
 
+/// Fetches `manifest`'s archive (checksum first) and replaces the database
+/// at `url` with it in one transaction: `before_checks` then `checks` run
+/// inside it, and it commits only if they pass.
+pub(crate) async fn restore_into(
+    config: &Config,
+    store: &BackupStore,
+    manifest: &Manifest,
+    url: &shipsafe_config::DbUrl,
+    checks: &[shipsafe_config::CheckConfig],
+    before_checks: &[String],
+) -> Result<Vec<CheckOutcome>, CoreError> {
+    let archive = fetch_verified(
+        store,
+        manifest,
+        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
+        None,
+    )
+    .await?;
+    let client = connect(url).await?;
+    let info = server_info(&client, url).await?;
+    drop(client);
+    let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
+    let r = restore_atomic(
+        &binaries,
+        archive.path(),
+        url,
+        AtomicRestore {
+            checks,
+            before_checks,
+            lock_timeout: config.file().migrations.lock_timeout.as_std(),
+            on_bytes: None,
+        },
+    )
+    .await?;
+    Ok(r.checks)
+}
+
 /// A backup taken as the `backup` step of `run` (recorded as the run's
 /// backup). Returns its id.
 pub(crate) async fn backup_as_step(

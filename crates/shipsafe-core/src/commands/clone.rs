@@ -9,9 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use shipsafe_backup::{AtomicRestore, fetch_verified, restore_atomic};
 use shipsafe_config::{Config, VarSource};
-use shipsafe_pg::{CheckOutcome, PgBinaries, connect, server_info};
+use shipsafe_pg::CheckOutcome;
 
 use crate::error::CoreError;
 use crate::progress::{Confirm, Progress};
@@ -164,32 +163,17 @@ pub async fn clone(
 
     run.begin("restore");
     progress.stage(&format!("restoring {} into {to}", source.id));
-    let result: Result<Vec<CheckOutcome>, CoreError> = async {
-        let archive = fetch_verified(
+    let result = async {
+        let url = config.database_url(to, vars)?;
+        crate::commands::backup::restore_into(
+            config,
             &store,
             &source,
-            &shipsafe_pg::scratch::temp_dir_for(source.raw_bytes),
-            None,
-        )
-        .await?;
-        let url = config.database_url(to, vars)?;
-        let client = connect(&url).await?;
-        let info = server_info(&client, &url).await?;
-        drop(client);
-        let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
-        let r = restore_atomic(
-            &binaries,
-            archive.path(),
             &url,
-            AtomicRestore {
-                checks: &config.file().checks,
-                before_checks: &statements,
-                lock_timeout: config.file().migrations.lock_timeout.as_std(),
-                on_bytes: None,
-            },
+            &config.file().checks,
+            &statements,
         )
-        .await?;
-        Ok(r.checks)
+        .await
     }
     .await;
     match result {

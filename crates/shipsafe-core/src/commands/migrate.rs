@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use shipsafe_backup::{AtomicRestore, fetch_verified, restore_atomic};
 use shipsafe_config::{Config, MigrationFormat, Protection, VarSource};
 use shipsafe_migrate::{MigrateError, Migration, history};
-use shipsafe_pg::{PgBinaries, connect, run_checks, server_info};
+use shipsafe_pg::{connect, run_checks};
 
 use crate::commands::deploy::{
     DeployOptions, DeployOutcome, DeployReport, RollbackInfo, backup_step, conclude,
@@ -247,32 +246,10 @@ pub(crate) async fn restore_pre_deploy(
     let store = crate::commands::backup::open_store(config, vars)?;
     let manifest = store.manifest(id).await?;
     progress.stage(&format!("restoring the pre-deploy backup {id}"));
-    let archive = fetch_verified(
-        &store,
-        &manifest,
-        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
-        None,
-    )
-    .await?;
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
-    let info = server_info(&client, &url).await?;
-    drop(client);
-    let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
     // No checks inside: the state before the deploy is what we want back,
     // whatever the checks say; they run afterwards and are reported.
-    restore_atomic(
-        &binaries,
-        archive.path(),
-        &url,
-        AtomicRestore {
-            checks: &[],
-            before_checks: &[],
-            lock_timeout: config.file().migrations.lock_timeout.as_std(),
-            on_bytes: None,
-        },
-    )
-    .await?;
+    crate::commands::backup::restore_into(config, &store, &manifest, &url, &[], &[]).await?;
     Ok(())
 }
 

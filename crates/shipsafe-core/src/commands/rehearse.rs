@@ -19,15 +19,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use shipsafe_backup::{
-    AtomicRestore, Manifest, Verification, fetch_verified, restore_atomic, restore_parallel_with,
-};
+use shipsafe_backup::{Manifest, Verification, restore_parallel_with};
 use shipsafe_config::{CloneSource, Config, DbUrl, Protection, VarSource};
 use shipsafe_migrate::measure::RowCache;
 use shipsafe_migrate::{ApplyOptions, MeasuredMigration, Migration, VerifyReport, apply};
 use shipsafe_pg::{
-    CheckOutcome, PgBinaries, SchemaDiff, ScratchCluster, ScratchOptions, connect, quote_ident,
-    run_checks, schema_description, schema_diff, server_info,
+    CheckOutcome, SchemaDiff, ScratchCluster, ScratchOptions, connect, quote_ident, run_checks,
+    schema_description, schema_diff, server_info,
 };
 
 use crate::error::CoreError;
@@ -347,7 +345,7 @@ pub async fn make_clone(
                     .await?;
             }
             progress.stage(&format!("restoring the backup into {other}"));
-            restore_into(config, vars, manifest, &url, progress).await?;
+            restore_into(config, vars, manifest, &url).await?;
             (
                 CloneDb {
                     url,
@@ -379,7 +377,7 @@ pub async fn make_clone(
             drop(client);
             if empty {
                 progress.stage("restoring the backup into the clone");
-                restore_into(config, vars, manifest, &url, progress).await?;
+                restore_into(config, vars, manifest, &url).await?;
             }
             (
                 CloneDb {
@@ -417,33 +415,9 @@ async fn restore_into(
     vars: &dyn VarSource,
     manifest: &Manifest,
     url: &DbUrl,
-    progress: &Arc<dyn Progress>,
 ) -> Result<(), CoreError> {
     let store = crate::commands::backup::open_store(config, vars)?;
-    let archive = fetch_verified(
-        &store,
-        manifest,
-        &shipsafe_pg::scratch::temp_dir_for(manifest.raw_bytes),
-        None,
-    )
-    .await?;
-    let client = connect(url).await?;
-    let info = server_info(&client, url).await?;
-    drop(client);
-    let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
-    let _ = progress;
-    restore_atomic(
-        &binaries,
-        archive.path(),
-        url,
-        AtomicRestore {
-            checks: &[],
-            before_checks: &[],
-            lock_timeout: config.file().migrations.lock_timeout.as_std(),
-            on_bytes: None,
-        },
-    )
-    .await?;
+    crate::commands::backup::restore_into(config, &store, manifest, url, &[], &[]).await?;
     Ok(())
 }
 
