@@ -44,16 +44,15 @@ impl std::fmt::Debug for DumpRequest<'_> {
     }
 }
 
-/// Command for a libpq program talking to `url`, with the password passed
-/// in the environment (never on the command line, where `ps` shows it).
-pub fn libpq_command(program: std::path::PathBuf, url: &DbUrl) -> Command {
+/// Command for a libpq program talking to `url`: the connection (password and
+/// TLS settings included) goes in the environment, never on the command line
+/// where `ps` shows it.
+pub fn libpq_command(program: std::path::PathBuf, url: &DbUrl) -> Result<Command, BackupError> {
+    let child = shipsafe_pg::LibpqChild::for_url(url)?;
     let mut cmd = Command::new(program);
-    cmd.arg(format!("--dbname={}", url.without_password()));
-    if let Some(pw) = url.password() {
-        cmd.env("PGPASSWORD", pw);
-    }
-    cmd.env("PGAPPNAME", "shipsafe").stdin(Stdio::null());
-    cmd
+    child.apply(&mut cmd);
+    cmd.stdin(Stdio::null());
+    Ok(cmd)
 }
 
 /// Buffers compressed output, hashes it and hands it to the uploader.
@@ -163,7 +162,7 @@ async fn run(
     id: &str,
 ) -> Result<Compressed, BackupError> {
     let mut upload = store.start_archive(id).await?;
-    let mut cmd = libpq_command(req.binaries.path("pg_dump"), req.url);
+    let mut cmd = libpq_command(req.binaries.path("pg_dump"), req.url)?;
     cmd.args(["--format=custom", "-Z0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

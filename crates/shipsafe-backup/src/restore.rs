@@ -288,7 +288,7 @@ pub async fn restore_parallel_with(
     jobs: usize,
     keep_owners: bool,
 ) -> Result<(), BackupError> {
-    let mut cmd = libpq_command(binaries.path("pg_restore"), target);
+    let mut cmd = libpq_command(binaries.path("pg_restore"), target)?;
     cmd.arg(format!("--jobs={}", jobs.max(1)));
     if !keep_owners {
         cmd.args(["--no-owner", "--no-privileges"]);

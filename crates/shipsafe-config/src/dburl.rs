@@ -56,9 +56,18 @@ impl DbUrl {
         text.trim_end_matches(['?', ' ']).to_string()
     }
 
-    /// The password, if the string carries one (URL userinfo or `password=`).
+    /// The password, if the string carries one (URL userinfo or `password=`),
+    /// percent-decoded as libpq would.
     pub fn password(&self) -> Option<String> {
-        literal_password(&self.0)
+        match self.conninfo() {
+            Ok(c) => c.password,
+            Err(_) => literal_password(&self.0),
+        }
+    }
+
+    /// The parsed connection string.
+    pub fn conninfo(&self) -> Result<crate::conninfo::ConnInfo, crate::conninfo::ConnInfoError> {
+        crate::conninfo::ConnInfo::parse(&self.0)
     }
 }
 
@@ -98,26 +107,35 @@ fn unquote(v: &str) -> String {
         .to_string()
 }
 
-/// The first `scheme://user:password@` in text: (userinfo start, password span).
+/// The first `scheme://user:password@` in text: (user-info start, password
+/// span). The URL runs to the next blank or quote; its user-info ends as the
+/// connection parser decides ([`crate::conninfo::userinfo_end`]), so a
+/// password holding `/`, `?`, `#` or `@` is masked whole.
 fn userinfo_password_span(text: &str) -> Option<(usize, (usize, usize))> {
     let mut search = 0;
     while let Some(rel) = text[search..].find("://") {
-        let auth_start = search + rel + 3;
-        let auth_end = text[auth_start..]
-            .find(['/', '?', '#', ' ', '\n', '"', '\''])
-            .map_or(text.len(), |i| auth_start + i);
-        let authority = &text[auth_start..auth_end];
-        if let Some(at) = authority.rfind('@') {
-            let userinfo = &authority[..at];
-            if let Some(colon) = userinfo.find(':') {
-                let pw_start = auth_start + colon + 1;
-                let pw_end = auth_start + at;
-                return Some((auth_start, (pw_start, pw_end)));
-            }
+        let body_start = search + rel + 3;
+        let token_end = text[body_start..]
+            .find([' ', '\n', '\t', '"', '\'', '<', '>'])
+            .map_or(text.len(), |i| body_start + i);
+        let body = &text[body_start..token_end];
+        if let Some(at) = masking_userinfo_end(body).or_else(|| crate::conninfo::userinfo_end(body))
+            && let Some(colon) = body[..at].find(':')
+        {
+            return Some((body_start, (body_start + colon + 1, body_start + at)));
         }
-        search = auth_end.max(auth_start);
+        search = token_end.max(body_start);
     }
     None
+}
+
+/// Masking is wider than parsing: any later `@` ends the user-info when what
+/// precedes the first `:` looks like a user name, so a password the parser
+/// would reject (unencoded `?` and `=`) is still never printed.
+fn masking_userinfo_end(body: &str) -> Option<usize> {
+    let at = body.rfind('@')?;
+    let colon = body[..at].find(':')?;
+    (!body[..colon].contains(['/', '?', '=', '#'])).then_some(at)
 }
 
 /// A value made only of `${NAME}` references names variables; it holds no
@@ -287,6 +305,28 @@ mod tests {
         assert_eq!(
             mask_secrets(t),
             "copy postgres://a:***@h1/x to postgres://b:***@h2/y"
+        );
+    }
+
+    #[test]
+    fn passwords_with_reserved_characters_are_masked_whole() {
+        for (url, secret) in [
+            ("postgres://app:a/b?c#d@host:5432/db", "a/b?c#d"),
+            ("postgres://app:x@y/z@host/db?sslmode=require", "x@y/z"),
+            ("postgresql://app:s%40f%2F@host/db", "s%40f%2F"),
+            ("postgres://app:q?w=e#r@host/db", "q?w=e#r"),
+        ] {
+            let m = mask_secrets(url);
+            assert!(!m.contains(secret), "{url} -> {m}");
+            assert!(m.contains("app:***@host"), "{url} -> {m}");
+            let line = format!("error: cannot connect to {url}: refused");
+            assert!(!mask_secrets(&line).contains(secret));
+        }
+        assert_eq!(
+            DbUrl::new("postgresql://app:s%40f@host/db")
+                .password()
+                .as_deref(),
+            Some("s@f")
         );
     }
 

@@ -6,6 +6,7 @@
 //! environment variables with `${VAR}` and are resolved only when used, and
 //! every URL prints with its password masked.
 
+pub mod conninfo;
 pub mod dburl;
 pub mod duration;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod template;
 pub mod window;
 
+pub use conninfo::{ConnInfo, ConnInfoError, RootCert, SslMode};
 pub use dburl::{DbUrl, mask_secrets};
 pub use duration::Duration;
 pub use error::ConfigError;

@@ -81,6 +81,9 @@ pub struct EnvironmentConfig {
     pub protection: Protection,
     pub window: Option<Window>,
     pub git_branch: Option<String>,
+    /// Lets a protected environment on another host be reached without TLS.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

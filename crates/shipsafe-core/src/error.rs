@@ -43,6 +43,11 @@ pub enum CoreError {
         source: std::io::Error,
     },
 
+    /// The connection is not safe for what the command would do (plaintext
+    /// to a protected environment, a transaction pooler for changes).
+    #[error("{0}")]
+    UnsafeConnection(String),
+
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
@@ -66,6 +71,7 @@ impl CoreError {
             Self::Config(_) => ExitKind::Config,
             Self::Pg(e) if e.is_installation() => ExitKind::Config,
             Self::Usage(_) => ExitKind::Usage,
+            Self::UnsafeConnection(_) => ExitKind::Config,
             Self::Blocked(_) => ExitKind::Blocked,
             Self::Problems(_) => ExitKind::Problems,
             Self::RolledBack(_) => ExitKind::RolledBack,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod exit;

@@ -46,16 +46,19 @@ pub async fn ensure_table(client: &Client) -> Result<(), MigrateError> {
 /// Applied migrations in version order; none when the table does not exist
 /// (reading never creates it).
 pub async fn applied(client: &Client) -> Result<Vec<AppliedRow>, MigrateError> {
+    // Unnamed statements (query_typed): this runs for `status` and `plan`,
+    // which must work through a transaction-mode pooler.
     let exists: bool = client
-        .query_one("select to_regclass('shipsafe.migrations') is not null", &[])
+        .query_typed("select to_regclass('shipsafe.migrations') is not null", &[])
         .await
         .map_err(|e| MigrateError::db("reading shipsafe.migrations", &e))?
-        .get(0);
+        .first()
+        .is_some_and(|r| r.get(0));
     if !exists {
         return Ok(Vec::new());
     }
     let rows = client
-        .query(
+        .query_typed(
             "select version, name, checksum, to_char(applied_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
                     duration_ms, applied_by, run_id, dirty from shipsafe.migrations",
             &[],

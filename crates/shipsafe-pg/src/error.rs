@@ -31,6 +31,12 @@ pub enum PgError {
     )]
     NoUnprivilegedUser { user: String },
 
+    #[error(
+        "refusing to use {}: {reason}; it must be a folder of this user that no one else can write to (remove it, or set SHIPSAFE_CACHE_DIR to another folder)",
+        dir.display()
+    )]
+    UnsafeDirectory { dir: PathBuf, reason: String },
+
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -51,6 +57,12 @@ pub enum PgError {
         log_tail: String,
     },
 
+    #[error("the connection string {url} is not valid: {message}")]
+    BadConnectionString { url: String, message: String },
+
+    #[error("cannot set up TLS for {url}: {message}")]
+    TlsSetup { url: String, message: String },
+
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
 
@@ -66,14 +78,18 @@ impl PgError {
         }
     }
 
-    /// True when the cause is a missing or unusable installation, not the
-    /// database: fixing it means installing or configuring something.
+    /// True when the cause is a missing or unusable installation or
+    /// connection setting, not the database: fixing it means installing or
+    /// configuring something (exit 78).
     pub fn is_installation(&self) -> bool {
         matches!(
             self,
             Self::BinaryNotFound { .. }
                 | Self::BinaryTooOld { .. }
                 | Self::NoUnprivilegedUser { .. }
+                | Self::BadConnectionString { .. }
+                | Self::TlsSetup { .. }
+                | Self::UnsafeDirectory { .. }
         )
     }
 }

@@ -3,14 +3,17 @@
 
 pub mod binaries;
 pub mod checks;
+pub mod child;
 pub mod connect;
 pub mod error;
 pub mod schema;
 pub mod scratch;
+pub mod tls;
 
 pub use binaries::PgBinaries;
 pub use checks::{CheckOutcome, run_checks};
-pub use connect::{ServerInfo, connect, quote_ident, quote_literal, server_info};
+pub use child::LibpqChild;
+pub use connect::{ServerInfo, connect, connect_info, quote_ident, quote_literal, server_info};
 pub use error::{PgError, describe, error_chain};
 pub use schema::{SchemaDiff, schema_description, schema_diff, schema_fingerprint};
 pub use scratch::{ScratchCluster, ScratchOptions, Storage};

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shipsafe_config::DbUrl;
+use shipsafe_config::{ConnInfo, DbUrl};
 
 use crate::binaries::PgBinaries;
 use crate::error::PgError;
@@ -43,6 +43,8 @@ pub const SUPERUSER: &str = "postgres";
 const DIR_PREFIX: &str = "shipsafe-scratch-";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Names the socket file (`.s.PGSQL.5432`) in the cluster's private folder.
+const SOCKET_PORT: u16 = 5432;
 
 /// Options for [`ScratchCluster::start_with`].
 #[derive(Debug, Clone, Default)]
@@ -328,6 +330,11 @@ fn sweep_leftovers(tmp: &Path) {
             continue;
         }
         let dir = entry.path();
+        // Only our own leftovers (or the server user's): a folder another
+        // user planted under this name is none of our business.
+        if !owned_by_us(&dir) {
+            continue;
+        }
         if let Ok(pidfile) = fs::read_to_string(dir.join("data/postmaster.pid"))
             && let Some(pm) = pidfile
                 .lines()
@@ -345,6 +352,16 @@ fn sweep_leftovers(tmp: &Path) {
     }
 }
 
+fn owned_by_us(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return false;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let server = run_as().ok().flatten().map(|r| r.uid);
+    meta.is_dir() && (meta.uid() == me || Some(meta.uid()) == server)
+}
+
 // ---------------------------------------------------------------------------
 // The cached template data directory.
 
@@ -355,13 +372,51 @@ const INITDB_ARGS: &[&str] = &[
     "--no-instructions",
 ];
 
+/// The template cache: `SHIPSAFE_CACHE_DIR`, else the user's cache folder.
+/// Never a predictable shared path: another local user who could plant a
+/// template there would run code as the server on a copy of production.
 fn cache_root() -> PathBuf {
-    std::env::var_os("SHIPSAFE_CACHE_DIR")
+    if let Some(d) = std::env::var_os("SHIPSAFE_CACHE_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let home_cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("shipsafe-cache-{}", nix::unistd::geteuid()))
-        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match home_cache {
+        Some(c) => c.join("shipsafe"),
+        None => std::env::temp_dir().join(format!("shipsafe-cache-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// Creates `dir` (0700) if needed and checks that it is ours and that no one
+/// else can write into it.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), PgError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(PgError::io(format!("cannot create {}", dir.display()), e)),
+    }
+    let meta = fs::symlink_metadata(dir)
+        .map_err(|e| PgError::io(format!("cannot inspect {}", dir.display()), e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(PgError::UnsafeDirectory {
+            dir: dir.to_path_buf(),
+            reason: if !meta.is_dir() {
+                "it is not a plain folder (a symbolic link?)".into()
+            } else if meta.uid() != me {
+                format!("it belongs to uid {}, not to uid {me}", meta.uid())
+            } else {
+                format!("others can write into it (mode {:o})", meta.mode() & 0o7777)
+            },
+        });
+    }
+    Ok(())
 }
 
 fn unique_suffix() -> String {
@@ -378,15 +433,25 @@ fn unique_suffix() -> String {
     )
 }
 
+/// Creates a new folder that only its owner can enter; fails if the name
+/// exists (never reuses a folder someone else prepared).
+fn new_private_dir(dir: &Path) -> Result<(), PgError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| PgError::io(format!("cannot create {}", dir.display()), e))?;
+    // The umask may have narrowed the mode further, never widened it.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| PgError::io(format!("cannot protect {}", dir.display()), e))
+}
+
 /// Returns the cached template for these binaries, creating it with `initdb`
 /// the first time. Concurrent creators race harmlessly: each builds in its
 /// own folder and the first rename wins.
 fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> {
     let root = cache_root();
-    fs::create_dir_all(&root)
-        .map_err(|e| PgError::io(format!("cannot create {}", root.display()), e))?;
-    // The server user must be able to reach its build folder inside.
-    let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
+    private_dir(&root)?;
     let key = blake3::hash(
         format!(
             "{}|{}|{:?}|{:?}",
@@ -402,9 +467,11 @@ fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> 
     if tpl.join("global/pg_control").is_file() {
         return Ok(tpl);
     }
-    let staging = root.join(format!(".build-{}", unique_suffix()));
-    fs::create_dir(&staging)
-        .map_err(|e| PgError::io(format!("cannot create {}", staging.display()), e))?;
+    // initdb runs as the server user, who cannot reach a private cache
+    // folder: it builds in a fresh 0700 folder of its own (swept like a
+    // cluster's if we die), and the result is copied into the cache.
+    let staging = temp_dir_for(0).join(format!("{DIR_PREFIX}{}", unique_suffix()));
+    new_private_dir(&staging)?;
     let result = (|| {
         give_to(&staging, who)?;
         let data = staging.join("data");
@@ -444,9 +511,14 @@ fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> 
         if let Some(e) = last_err {
             return Err(e);
         }
-        match fs::rename(&data, &tpl) {
+        let building = root.join(format!(".build-{}", unique_suffix()));
+        copy_tree(&data, &building, None)?;
+        match fs::rename(&building, &tpl) {
             Ok(()) => Ok(()),
-            Err(_) if tpl.join("global/pg_control").is_file() => Ok(()),
+            Err(_) if tpl.join("global/pg_control").is_file() => {
+                let _ = fs::remove_dir_all(&building);
+                Ok(())
+            }
             Err(e) => Err(PgError::io(
                 format!("cannot publish template {}", tpl.display()),
                 e,
@@ -484,14 +556,6 @@ fn copy_tree(src: &Path, dst: &Path, who: Option<&RunAs>) -> Result<(), PgError>
         }
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16, PgError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| PgError::io("cannot find a free TCP port on 127.0.0.1", e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| PgError::io("cannot find a free TCP port on 127.0.0.1", e))
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -537,8 +601,7 @@ impl ScratchCluster {
 
         let tpl = template(&binaries, who.as_ref())?;
         let dir = base.join(format!("{DIR_PREFIX}{}", unique_suffix()));
-        fs::create_dir(&dir)
-            .map_err(|e| PgError::io(format!("cannot create {}", dir.display()), e))?;
+        new_private_dir(&dir)?;
         let mut started = Self::start_in(&dir, &tpl, &binaries, who.as_ref(), opts);
         if started.is_err() {
             let _ = fs::remove_dir_all(&dir);
@@ -556,8 +619,6 @@ impl ScratchCluster {
         who: Option<&RunAs>,
         opts: &ScratchOptions,
     ) -> Result<Self, PgError> {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| PgError::io(format!("cannot protect {}", dir.display()), e))?;
         give_to(dir, who)?;
         let data = dir.join("data");
         copy_tree(tpl, &data, who)?;
@@ -565,73 +626,62 @@ impl ScratchCluster {
             .map_err(|e| PgError::io(format!("cannot protect {}", data.display()), e))?;
 
         let log_path = dir.join("postgres.log");
-        let mut last_reason = String::new();
-        // A port picked as free can be taken before the server binds it.
-        for _attempt in 0..5 {
-            let port = free_port()?;
-            let log = File::create(&log_path)
-                .map_err(|e| PgError::io(format!("cannot create {}", log_path.display()), e))?;
-            let log2 = log
-                .try_clone()
-                .map_err(|e| PgError::io(format!("cannot open {}", log_path.display()), e))?;
-            let mut cmd = command_as(binaries.path("postgres"), who, dir);
-            cmd.arg("-D")
-                .arg(&data)
-                .arg("-p")
-                .arg(port.to_string())
-                .arg("-c")
-                .arg("listen_addresses=127.0.0.1")
-                .arg("-c")
-                .arg(format!("unix_socket_directories={}", dir.display()));
-            for (k, v) in BASE_SETTINGS {
-                cmd.arg("-c").arg(format!("{k}={v}"));
-            }
-            for (k, v) in &opts.settings {
-                cmd.arg("-c").arg(format!("{k}={v}"));
-            }
-            cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-            let child = spawn_tied(cmd).map_err(|e| {
-                PgError::io(
-                    format!("cannot run {}", binaries.path("postgres").display()),
-                    e,
-                )
-            })?;
-            let pid = child.id() as i32;
-            live().push(Live {
-                pid,
-                dir: dir.to_path_buf(),
-            });
-            let mut cluster = Self {
-                child,
-                dir: dir.to_path_buf(),
-                port,
-                binaries: binaries.clone(),
-                stopped: false,
-            };
-            match cluster.wait_ready(&data) {
-                Ok(()) => return Ok(cluster),
-                Err(reason) => {
-                    cluster.stop_server();
-                    cluster.stopped = true;
-                    let tail = log_tail(&log_path, 20);
-                    let port_taken =
-                        tail.contains("could not bind") || tail.contains("already in use");
-                    last_reason = reason;
-                    if !port_taken {
-                        return Err(PgError::StartFailed {
-                            dir: dir.to_path_buf(),
-                            reason: last_reason,
-                            log_tail: tail,
-                        });
-                    }
-                }
+        let log = File::create(&log_path)
+            .map_err(|e| PgError::io(format!("cannot create {}", log_path.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| PgError::io(format!("cannot open {}", log_path.display()), e))?;
+        // No TCP at all: the only way in is the socket inside this 0700
+        // folder, so trust authentication admits this process's user and
+        // the server's, and no other local user.
+        let mut cmd = command_as(binaries.path("postgres"), who, dir);
+        cmd.arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(SOCKET_PORT.to_string())
+            .arg("-c")
+            .arg("listen_addresses=")
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .arg("-c")
+            .arg("unix_socket_permissions=0700");
+        for (k, v) in BASE_SETTINGS {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        for (k, v) in &opts.settings {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        let child = spawn_tied(cmd).map_err(|e| {
+            PgError::io(
+                format!("cannot run {}", binaries.path("postgres").display()),
+                e,
+            )
+        })?;
+        let pid = child.id() as i32;
+        live().push(Live {
+            pid,
+            dir: dir.to_path_buf(),
+        });
+        let mut cluster = Self {
+            child,
+            dir: dir.to_path_buf(),
+            port: SOCKET_PORT,
+            binaries: binaries.clone(),
+            stopped: false,
+        };
+        match cluster.wait_ready(&data) {
+            Ok(()) => Ok(cluster),
+            Err(reason) => {
+                cluster.stop_server();
+                cluster.stopped = true;
+                Err(PgError::StartFailed {
+                    dir: dir.to_path_buf(),
+                    reason,
+                    log_tail: log_tail(&log_path, 20),
+                })
             }
         }
-        Err(PgError::StartFailed {
-            dir: dir.to_path_buf(),
-            reason: last_reason,
-            log_tail: log_tail(&log_path, 20),
-        })
     }
 
     /// Waits until `postmaster.pid` says the server accepts connections.
@@ -654,14 +704,22 @@ impl ScratchCluster {
         }
     }
 
-    /// Connection URL for `database` as the superuser (no password: trust).
+    /// Connection URL for `database` as the superuser: the private socket
+    /// folder as host (no password: only its owner can reach it).
     pub fn url(&self, database: &str) -> DbUrl {
-        DbUrl::new(format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{database}",
-            self.port
-        ))
+        let info = ConnInfo {
+            hosts: vec![self.dir.display().to_string()],
+            ports: vec![self.port],
+            user: Some(SUPERUSER.to_string()),
+            dbname: Some(database.to_string()),
+            ..ConnInfo::default()
+        };
+        // `postgres://`, the scheme the clone URL always had: tools' own URL
+        // rewriting (Heroku-style `postgres://` → driver URL) keeps working.
+        DbUrl::new(info.to_url().replacen("postgresql://", "postgres://", 1))
     }
 
+    /// The socket's port number (part of its file name; nothing listens on TCP).
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -74,12 +74,16 @@ async fn several_clusters_run_at_once() {
         .into_iter()
         .map(|h| h.join().unwrap().unwrap())
         .collect();
-    let mut ports: Vec<u16> = clusters.iter().map(ScratchCluster::port).collect();
-    ports.sort_unstable();
-    ports.dedup();
-    assert_eq!(ports.len(), 3, "ports must differ");
     for c in &clusters {
         assert_eq!(select_one(c).await, 42);
+        // Each URL reaches its own server (its own private socket folder).
+        let client = connect(&c.url("postgres")).await.unwrap();
+        let data: String = client
+            .query_one("select current_setting('data_directory')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(Path::new(&data).starts_with(c.dir()), "{data}");
     }
     let left: Vec<(u32, PathBuf)> = clusters
         .iter()
@@ -90,6 +94,65 @@ async fn several_clusters_run_at_once() {
         assert!(!alive(pid));
         assert!(!dir.exists());
     }
+}
+
+/// psql as `user` (None: this process) against the cluster's socket.
+fn psql_as(user: Option<&str>, c: &ScratchCluster) -> std::process::Output {
+    let mut cmd = match user {
+        Some(u) => {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", u, "--", "psql"]);
+            cmd
+        }
+        None => Command::new("psql"),
+    };
+    cmd.arg(format!(
+        "host={} port={} user=postgres dbname=postgres connect_timeout=3",
+        c.dir().display(),
+        c.port()
+    ))
+    .args(["-Atc", "select 42"])
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .output()
+    .unwrap()
+}
+
+/// Another local user must not reach a scratch cluster: it holds a full copy
+/// of production and trusts whoever connects. No TCP, and the socket lives in
+/// a folder only the owner can enter.
+#[tokio::test]
+async fn another_os_user_cannot_connect() {
+    let c = tokio::task::spawn_blocking(ScratchCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = connect(&c.url("postgres")).await.unwrap();
+    let listen: String = client
+        .query_one("select current_setting('listen_addresses')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(listen, "", "a scratch cluster must not listen on TCP");
+    // The same command works for this process, so a refusal below is the
+    // folder's doing, not a broken command.
+    let mine = psql_as(None, &c);
+    assert_eq!(
+        String::from_utf8_lossy(&mine.stdout).trim(),
+        "42",
+        "{mine:?}"
+    );
+    if nix::unistd::geteuid().is_root() {
+        let theirs = psql_as(Some("nobody"), &c);
+        assert!(!theirs.status.success(), "nobody connected: {theirs:?}");
+        assert!(
+            String::from_utf8_lossy(&theirs.stderr).contains("ermission denied"),
+            "{theirs:?}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.dir()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "scratch folder mode {mode:o}");
 }
 
 #[test]

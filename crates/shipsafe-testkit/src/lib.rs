@@ -5,6 +5,8 @@
 //! local server), otherwise one scratch cluster per test process. Databases
 //! of test processes that died are swept on first use. Nothing is mocked.
 
+pub mod servers;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 

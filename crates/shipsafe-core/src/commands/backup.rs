@@ -80,7 +80,8 @@ pub async fn take_backup_teed(
     let url = config.database_url(env, vars)?;
     let store = open_store(config, vars)?;
     progress.stage(&format!("connecting to {env}"));
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     let info = server_info(&client, &url).await?;
     drop(client);
     let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;
@@ -338,7 +339,21 @@ async fn restore_and_check(
     let cluster = starting
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster start was interrupted: {e}")))??;
-    let admin = connect(&cluster.url("postgres")).await?;
+    // template1: the backed-up database may be called `postgres`, which
+    // every new cluster already has (empty): it is made anew.
+    let admin = connect(&cluster.url("template1")).await?;
+    admin
+        .batch_execute(&format!(
+            "drop database if exists {db}",
+            db = quote_ident(&manifest.database)
+        ))
+        .await
+        .map_err(|e| {
+            CoreError::Failed(format!(
+                "cannot prepare the database to restore into: {}",
+                shipsafe_pg::describe(&e)
+            ))
+        })?;
     admin
         .batch_execute(&format!(
             "create database {}",
@@ -489,7 +504,8 @@ pub async fn restore(
 
     run.begin("restore");
     progress.stage(&format!("restoring {id} into {to} (one transaction)"));
-    let client = connect(&target).await?;
+    let client =
+        crate::connection::open(config, to, &target, crate::connection::Access::Change).await?;
     let info = server_info(&client, &target).await?;
     drop(client);
     let binaries = PgBinaries::for_server(

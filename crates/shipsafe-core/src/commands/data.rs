@@ -6,7 +6,6 @@ use std::sync::Arc;
 use serde::Serialize;
 use shipsafe_config::{Config, DataSetConfig, Protection, VarSource};
 use shipsafe_data::{DataError, DataFile, ImportMode, ImportOptions, SetDef, SetPlan};
-use shipsafe_pg::connect;
 
 use crate::error::CoreError;
 use crate::progress::{Confirm, Progress};
@@ -111,7 +110,9 @@ pub async fn export(
     config.environment(env)?;
     let chosen = selected(config, sets, all)?;
     let dir = data_dir(config, out);
-    let client = connect(&config.database_url(env, vars)?).await?;
+    let url = config.database_url(env, vars)?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     let mut report = ExportReport {
         env: env.to_string(),
         sets: Vec::new(),
@@ -229,7 +230,9 @@ pub async fn diff(
     config.environment(env)?;
     let chosen = selected(config, sets, all)?;
     let files = read_files(config, &chosen, opts.dir)?;
-    let client = connect(&config.database_url(env, vars)?).await?;
+    let url = config.database_url(env, vars)?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     client
         .batch_execute("begin")
         .await
@@ -377,7 +380,8 @@ pub async fn import(
         return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
     }
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
 
     let mut ids = Vec::new();
     if opts.dry_run {

@@ -193,7 +193,8 @@ pub async fn deploy(
     progress.stage(&format!("preflight: {env}"));
     let migrations = discover(config)?;
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
     if let Err(e) = history::lock(&client).await {
         run.end("failed", serde_json::json!({ "error": e.to_string() }));
         return stop(run, "blocked", &report, vec![], e.into());

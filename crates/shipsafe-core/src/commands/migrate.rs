@@ -56,7 +56,8 @@ pub async fn pending_for(
     }
     let migrations = discover(config)?;
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     let applied = history::applied(&client).await?;
     let plan = history::plan(&migrations, applied)?;
     Ok(plan.pending.into_iter().cloned().collect())
@@ -200,7 +201,8 @@ pub async fn plan(
     }
     let migrations = discover(config)?;
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     let applied = history::applied(&client).await?;
     let applied_count = applied.len();
     let plan = history::plan(&migrations, applied)?;
@@ -297,14 +299,18 @@ pub async fn run_tool(
     url_env: &str,
 ) -> Result<ToolRun, CoreError> {
     let started = std::time::Instant::now();
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
         .arg(command)
         .current_dir(config.root())
         .env(url_env, url.expose())
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
+        .kill_on_drop(true);
+    // The tool's URL may say nothing of TLS; libpq then reads these.
+    for (k, v) in shipsafe_pg::child::tls_env(url) {
+        cmd.env(k, v);
+    }
+    let child = cmd.output();
     let limit = config.file().migrations.statement_timeout.as_std();
     let out = match tokio::time::timeout(limit, child).await {
         Ok(r) => r.map_err(|e| CoreError::io(format!("cannot run `{command}`"), e))?,
@@ -393,7 +399,8 @@ pub(crate) async fn deploy_external(
     }
     run.begin("preflight");
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
     if let Err(e) = history::lock(&client).await {
         run.end("failed", serde_json::json!({ "error": e.to_string() }));
         let rec = finish(run, "blocked", &report, vec![])?;

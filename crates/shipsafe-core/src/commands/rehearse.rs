@@ -207,7 +207,8 @@ pub async fn backup_for_clone(
     run.begin("backup");
     if source == CloneSource::Scratch {
         let url = config.database_url(env, vars)?;
-        let client = connect(&url).await?;
+        let client =
+            crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
         let info = server_info(&client, &url).await?;
         pending.roles = client
             .query(
@@ -287,7 +288,9 @@ pub async fn make_clone(
             let cluster = starting.await.map_err(|e| {
                 CoreError::Failed(format!("scratch cluster start was interrupted: {e}"))
             })??;
-            let admin = connect(&cluster.url("postgres")).await?;
+            // template1: the source database may be called `postgres`
+            // (Supabase's is), which is dropped and made anew below.
+            let admin = connect(&cluster.url("template1")).await?;
             // Roles are cluster-wide: create the source's roles so owners and
             // grants restore, and migrations that grant to them work.
             let mut create = String::new();
@@ -300,8 +303,8 @@ pub async fn make_clone(
                 create.push_str(";\n");
             }
             create.push_str(&format!(
-                "create database {}",
-                quote_ident(&manifest.database)
+                "drop database if exists {db};\ncreate database {db}",
+                db = quote_ident(&manifest.database)
             ));
             // One statement at a time: CREATE DATABASE refuses to run in the
             // implicit transaction of a multi-statement string.

@@ -155,7 +155,8 @@ pub async fn rollback(
     )?;
     report.rolled_back_run = Some(deploy.run_id.clone());
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
     history::lock(&client).await?;
     let mut ids = Vec::new();
 

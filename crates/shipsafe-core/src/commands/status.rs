@@ -42,6 +42,12 @@ pub struct EnvStatus {
     pub server_version: Option<String>,
     pub database: Option<String>,
     pub size_bytes: Option<i64>,
+    /// `on (TLSv1.3)` or `OFF`, as the server reports this connection
+    /// (`pg_stat_ssl`); `None` when not reached.
+    pub tls: Option<String>,
+    /// Why the URL looks like a transaction-mode pooler (changes are
+    /// refused through one), if it does.
+    pub pooler: Option<String>,
     /// Why the environment could not be reached or resolved.
     pub error: Option<String>,
     /// Migrations not yet applied (native layouts; external tools are asked
@@ -105,6 +111,8 @@ pub async fn status(
                 server_version: None,
                 database: None,
                 size_bytes: None,
+                tls: None,
+                pooler: None,
                 error: None,
                 pending_migrations: None,
                 migrations_error: None,
@@ -115,6 +123,7 @@ pub async fn status(
                 Err(msg) => st.error = Some(msg),
                 Ok(url) => {
                     st.url = Some(url.masked());
+                    st.pooler = url.conninfo().ok().and_then(|c| c.pooler_hint());
                     let probe = async {
                         let client = connect(&url).await?;
                         server_info(&client, &url).await
@@ -122,6 +131,10 @@ pub async fn status(
                     match probe.await {
                         Ok(info) => {
                             st.reachable = true;
+                            st.tls = Some(match &info.tls {
+                                Some(v) => format!("on ({v})"),
+                                None => "OFF".into(),
+                            });
                             if let Some(all) = &migrations
                                 && let Ok(client) = connect(&url).await
                             {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use shipsafe_config::{Config, VarSource};
-use shipsafe_pg::{CheckOutcome, connect, run_checks};
+use shipsafe_pg::{CheckOutcome, run_checks};
 
 use crate::error::CoreError;
 use crate::smoke::{self, SmokeOutcome};
@@ -51,7 +51,8 @@ pub async fn verify(
 ) -> Result<VerifyReport, CoreError> {
     config.environment(env)?;
     let url = config.database_url(env, vars)?;
-    let client = connect(&url).await?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     let checks = run_checks(&client, &config.file().checks, false).await;
     let (smoke, smoke_skipped) = match smoke_for(config, vars, env).await? {
         Ok(s) => (s, None),

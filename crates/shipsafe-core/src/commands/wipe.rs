@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use shipsafe_config::{Config, VarSource};
 use shipsafe_data::wipe::{WipeReport, WipeRequest};
-use shipsafe_pg::{CheckOutcome, connect};
+use shipsafe_pg::CheckOutcome;
 
 use crate::error::CoreError;
 use crate::progress::{Confirm, Progress};
@@ -120,7 +120,9 @@ pub async fn wipe(
     }
     run.begin("wipe");
     progress.stage(&format!("wiping {env}"));
-    let client = connect(&config.database_url(env, vars)?).await?;
+    let url = config.database_url(env, vars)?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
     let result = match crate::commands::verify::begin(&client, config).await {
         Ok(()) => shipsafe_data::wipe::wipe(&client, &req)
             .await

@@ -81,6 +81,22 @@ pub fn render(report: &StatusReport) -> String {
             text.push_str(&format!("\n{}: migrations: {m}\n", e.name));
         }
     }
+    for e in report.environments.iter() {
+        if let Some(t) = &e.tls {
+            text.push_str(&format!("\n{}: tls: {t}", e.name));
+        }
+    }
+    if report.environments.iter().any(|e| e.tls.is_some()) {
+        text.push('\n');
+    }
+    for e in report.environments.iter() {
+        if let Some(p) = &e.pooler {
+            text.push_str(&format!(
+                "\n{}: pooler: {p}; reads work through it, changes need the direct URL\n",
+                e.name
+            ));
+        }
+    }
     for e in report.environments.iter().filter(|e| e.error.is_some()) {
         text.push_str(&format!(
             "\n{}: {}\n",

@@ -1,0 +1,128 @@
+//! Opening an environment's database with the checks every command shares:
+//! a protected environment is never reached in clear over a network, and
+//! nothing is changed through a transaction-mode pooler (session state,
+//! advisory locks and multi-statement transactions would silently land on
+//! different server connections there).
+
+use std::time::Duration;
+
+use shipsafe_config::{Config, DbUrl, Protection};
+use shipsafe_pg::connect;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::error::CoreError;
+
+/// What the command is about to do with the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only (status, plan, verify): works through any pooler.
+    Read,
+    /// Changes the database: needs a direct or session-mode connection.
+    Change,
+}
+
+/// How long the pooler probe waits for a second server connection.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Connects to environment `env` at `url` and applies the checks.
+pub async fn open(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+    access: Access,
+) -> Result<Client, CoreError> {
+    let client = connect(url).await?;
+    guard(config, env, url, &client, access).await?;
+    Ok(client)
+}
+
+/// The checks, for a connection already open.
+pub async fn guard(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+    client: &Client,
+    access: Access,
+) -> Result<(), CoreError> {
+    let environment = config.environment(env)?;
+    let info = url.conninfo().map_err(|e| {
+        CoreError::UnsafeConnection(format!("the connection string of {env} is not valid: {e}"))
+    })?;
+    if environment.protection() == Protection::Protected
+        && !environment.config.allow_plaintext
+        && !info.is_local()
+        && !info.sslmode.requires_tls()
+        && tls_version(client).await?.is_none()
+    {
+        return Err(CoreError::UnsafeConnection(format!(
+            "{env} is protected and its connection to {} is not encrypted: add sslmode=require (or verify-full with sslrootcert) to its URL, or set allow_plaintext = true under [environments.{env}] if the network is private",
+            info.host().unwrap_or("the server")
+        )));
+    }
+    if access == Access::Change {
+        let reason = match info.pooler_hint() {
+            Some(r) => Some(r),
+            None => probe_transaction_pooler(url, client).await,
+        };
+        if let Some(reason) = reason {
+            return Err(CoreError::UnsafeConnection(format!(
+                "{env}'s URL reaches a transaction-mode connection pooler ({reason}): changes need one server session from start to end (locks, transactions, session settings), which such a pooler does not give. Use the direct database URL (Supabase: port 5432 / db.<project>.supabase.co; Neon: the host without -pooler) or a session-mode pooler URL"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The TLS version of this connection as the server sees it, `None` when in
+/// clear. Simple protocol, so it works through any pooler.
+pub async fn tls_version(client: &Client) -> Result<Option<String>, CoreError> {
+    let rows = client
+        .simple_query("select version from pg_stat_ssl where pid = pg_backend_pid() and ssl")
+        .await
+        .map_err(|e| {
+            CoreError::Failed(format!(
+                "cannot read pg_stat_ssl: {}",
+                shipsafe_pg::describe(&e)
+            ))
+        })?;
+    Ok(first_value(&rows))
+}
+
+fn first_value(rows: &[SimpleQueryMessage]) -> Option<String> {
+    rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+async fn backend_pid(client: &Client) -> Option<String> {
+    first_value(&client.simple_query("select pg_backend_pid()").await.ok()?)
+}
+
+/// Detects a transaction-mode pooler by behaviour: while a second client
+/// holds a transaction open, ask this client for its server process again.
+/// A direct or session-pooled connection answers with the same pid at once;
+/// a transaction pooler hands out another server connection (another pid),
+/// or makes this client wait for the other's transaction.
+async fn probe_transaction_pooler(url: &DbUrl, client: &Client) -> Option<String> {
+    let first = backend_pid(client).await?;
+    // No second connection (connection limit): the URL hints decide alone.
+    let Ok(holder) = connect(url).await else {
+        return None;
+    };
+    if holder.batch_execute("begin; select 1").await.is_err() {
+        return None;
+    }
+    let verdict = match tokio::time::timeout(PROBE_WAIT, backend_pid(client)).await {
+        Err(_) => Some(format!(
+            "one client waited {} s for another client's transaction",
+            PROBE_WAIT.as_secs()
+        )),
+        Ok(Some(second)) if second != first => Some(format!(
+            "two transactions of one connection ran in server processes {first} and {second}"
+        )),
+        Ok(_) => None,
+    };
+    let _ = holder.batch_execute("rollback").await;
+    verdict
+}

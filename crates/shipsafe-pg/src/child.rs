@@ -1,0 +1,125 @@
+//! What a libpq program (`pg_dump`, `pg_restore`, `psql`) started by
+//! shipsafe gets: the connection as environment variables, never on its
+//! command line where `ps` and `/proc/*/cmdline` show it to every local user.
+
+use std::ffi::OsString;
+
+use shipsafe_config::{ConnInfo, DbUrl};
+
+use crate::error::PgError;
+
+/// How to start a libpq program on one connection.
+#[derive(Clone)]
+pub struct LibpqChild {
+    /// Variables to set (password included).
+    pub set: Vec<(&'static str, String)>,
+    /// Inherited libpq variables to remove, so a stray `PGHOST` or
+    /// `PGSSLMODE=disable` in the caller's shell cannot redirect or weaken
+    /// the connection.
+    pub remove: Vec<OsString>,
+    /// The `--dbname` argument: the database name only, in keyword form.
+    pub dbname_arg: Option<String>,
+}
+
+impl std::fmt::Debug for LibpqChild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibpqChild")
+            .field("set", &self.set.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("dbname_arg", &self.dbname_arg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LibpqChild {
+    pub fn for_url(url: &DbUrl) -> Result<Self, PgError> {
+        let info = url.conninfo().map_err(|e| PgError::BadConnectionString {
+            url: url.masked(),
+            message: e.to_string(),
+        })?;
+        Ok(Self::for_info(&info))
+    }
+
+    pub fn for_info(info: &ConnInfo) -> Self {
+        let mut set = info.libpq_env();
+        set.push(("PGAPPNAME", "shipsafe".into()));
+        let db = info.dbname.clone().or_else(|| info.user.clone());
+        Self {
+            set,
+            remove: inherited_libpq_vars(),
+            dbname_arg: db.map(|d| format!("--dbname=dbname='{}'", escape_keyword(&d))),
+        }
+    }
+
+    /// Applies this to a std command.
+    pub fn apply(&self, cmd: &mut std::process::Command) {
+        for k in &self.remove {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &self.set {
+            cmd.env(k, v);
+        }
+        if let Some(a) = &self.dbname_arg {
+            cmd.arg(a);
+        }
+    }
+
+    /// Applies this to a tokio command.
+    pub fn apply_tokio(&self, cmd: &mut tokio::process::Command) {
+        for k in &self.remove {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &self.set {
+            cmd.env(k, v);
+        }
+        if let Some(a) = &self.dbname_arg {
+            cmd.arg(a);
+        }
+    }
+}
+
+/// The TLS settings of `url` for a tool that reads its own URL (the external
+/// migration tool): libpq uses them where the URL says nothing.
+pub fn tls_env(url: &DbUrl) -> Vec<(&'static str, String)> {
+    let Ok(info) = url.conninfo() else {
+        return Vec::new();
+    };
+    info.libpq_env()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("PGSSL"))
+        .collect()
+}
+
+/// Every `PG…` variable libpq reads that is set in this process.
+fn inherited_libpq_vars() -> Vec<OsString> {
+    std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            k.to_str().is_some_and(|k| {
+                k.len() > 2
+                    && k.starts_with("PG")
+                    && k[2..].bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    && k != "PG_BIN_DIR"
+            })
+        })
+        .collect()
+}
+
+fn escape_keyword(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_goes_to_the_environment_only() {
+        let url = DbUrl::new("postgresql://app:s%40cret@db.example.com/o'brien?sslmode=require");
+        let c = LibpqChild::for_url(&url).expect("parses");
+        let dump = format!("{:?} {:?}", c.dbname_arg, c);
+        assert!(!dump.contains("cret"), "{dump}");
+        assert_eq!(c.dbname_arg.as_deref(), Some("--dbname=dbname='o\\'brien'"));
+        assert!(c.set.contains(&("PGPASSWORD", "s@cret".into())));
+        assert!(c.set.contains(&("PGSSLMODE", "require".into())));
+    }
+}
