@@ -32,6 +32,11 @@ pub struct DumpRequest<'a> {
     /// Also write pg_dump's uncompressed output to this file, for a clone
     /// restored from the very bytes the backup was made of.
     pub tee: Option<&'a std::path::Path>,
+    /// `pg_dump --exclude-schema` patterns.
+    pub exclude_schemas: &'a [String],
+    /// Recorded in the manifest (see [`Manifest::extensions`]).
+    pub extensions: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -122,6 +127,9 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
         location: store.archive_location(&id),
         server_version: req.server_version.to_string(),
         pg_dump_version: req.binaries.version().to_string(),
+        extensions: req.extensions.clone(),
+        roles: req.roles.clone(),
+        excluded_schemas: req.exclude_schemas.to_vec(),
         verifications: Vec::new(),
         error: None,
     };
@@ -163,9 +171,11 @@ async fn run(
 ) -> Result<Compressed, BackupError> {
     let mut upload = store.start_archive(id).await?;
     let mut cmd = libpq_command(req.binaries.path("pg_dump"), req.url)?;
-    cmd.args(["--format=custom", "-Z0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["--format=custom", "-Z0"]);
+    for s in req.exclude_schemas {
+        cmd.arg(format!("--exclude-schema={s}"));
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -61,6 +61,13 @@ pub enum BackupError {
         available: u64,
     },
 
+    #[error(
+        "the backup needs PostgreSQL extensions that this machine's PostgreSQL {major} cannot install: {}. Nothing was restored. Install them for PostgreSQL {major} (Debian: {}), or leave them out of backups with [backups] exclude_schemas if they belong to the provider",
+        missing.join(", "),
+        missing.iter().map(|m| debian_package(m, *major)).collect::<Vec<_>>().join(", ")
+    )]
+    MissingExtensions { missing: Vec<String>, major: u32 },
+
     #[error(transparent)]
     Pg(#[from] PgError),
 
@@ -86,7 +93,28 @@ impl BackupError {
     pub fn is_bad_backup(&self) -> bool {
         matches!(
             self,
-            Self::ChecksumMismatch { .. } | Self::Corrupt { .. } | Self::NotComplete { .. }
+            Self::ChecksumMismatch { .. }
+                | Self::Corrupt { .. }
+                | Self::NotComplete { .. }
+                | Self::MissingExtensions { .. }
         )
     }
+}
+
+/// Where Debian ships an extension (the contrib ones come with the server).
+fn debian_package(ext: &str, major: u32) -> String {
+    let pkg = match ext {
+        "postgis" | "postgis_topology" | "postgis_raster" | "postgis_tiger_geocoder" => {
+            format!("postgresql-{major}-postgis-3")
+        }
+        "vector" => format!("postgresql-{major}-pgvector"),
+        "timescaledb" => "timescaledb (from Timescale's repository)".into(),
+        "pg_cron" => format!("postgresql-{major}-cron"),
+        "pg_partman" => format!("postgresql-{major}-partman"),
+        "pgrouting" => format!("postgresql-{major}-pgrouting"),
+        "hypopg" => format!("postgresql-{major}-hypopg"),
+        "pg_repack" => format!("postgresql-{major}-repack"),
+        other => format!("the package providing `{other}`"),
+    };
+    format!("{ext} → {pkg}")
 }

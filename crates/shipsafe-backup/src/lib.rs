@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod restore;
 pub mod retention;
 pub mod store;
+pub mod toc;
 
 pub use dump::{DumpRequest, OnBytes, create};
 pub use error::BackupError;
@@ -20,3 +21,4 @@ pub use restore::{
 };
 pub use retention::{Decision, plan};
 pub use store::{BackupStore, StorageSpec};
+pub use toc::Toc;

@@ -43,6 +43,16 @@ pub struct Manifest {
     pub location: String,
     pub server_version: String,
     pub pg_dump_version: String,
+    /// Extensions of the source database (`name version`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// Roles the dumped objects reference (owners, grants, policies): a
+    /// scratch cluster creates them before restoring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Schemas left out of the dump (`[backups] exclude_schemas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_schemas: Vec<String>,
     #[serde(default)]
     pub verifications: Vec<Verification>,
     /// Why a failed backup failed.

@@ -275,7 +275,7 @@ pub async fn restore_parallel(
     target: &DbUrl,
     jobs: usize,
 ) -> Result<(), BackupError> {
-    restore_parallel_with(binaries, archive, target, jobs, false).await
+    restore_parallel_with(binaries, archive, target, jobs, false, None).await
 }
 
 /// [`restore_parallel`]; with `keep_owners`, owners and grants are restored
@@ -287,8 +287,12 @@ pub async fn restore_parallel_with(
     target: &DbUrl,
     jobs: usize,
     keep_owners: bool,
+    list: Option<&Path>,
 ) -> Result<(), BackupError> {
     let mut cmd = libpq_command(binaries.path("pg_restore"), target)?;
+    if let Some(l) = list {
+        cmd.arg("--use-list").arg(l);
+    }
     cmd.arg(format!("--jobs={}", jobs.max(1)));
     if !keep_owners {
         cmd.args(["--no-owner", "--no-privileges"]);

@@ -22,6 +22,9 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
         location: "file:///x".into(),
         server_version: "15.8".into(),
         pg_dump_version: "15.8".into(),
+        extensions: vec![],
+        roles: vec![],
+        excluded_schemas: vec![],
         verifications: if verified {
             vec![Verification {
                 at: at.into(),

@@ -169,6 +169,10 @@ pub struct BackupsConfig {
     pub compression_level: i32,
     #[serde(default)]
     pub retention: Retention,
+    /// Schemas left out of every backup (`pg_dump --exclude-schema`), e.g.
+    /// a provider's own schemas.
+    #[serde(default)]
+    pub exclude_schemas: Vec<String>,
 }
 
 /// Level 1: on realistic data (BENCHMARKS.md) multithreaded zstd at level 1
@@ -184,6 +188,7 @@ impl Default for BackupsConfig {
             s3_endpoint: None,
             s3_region: None,
             s3_allow_http: false,
+            exclude_schemas: Vec::new(),
             compression_level: default_compression_level(),
             retention: Retention::default(),
         }

@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 use shipsafe_backup::{
     AtomicRestore, BackupError, BackupStore, Decision, DumpRequest, Manifest, OnBytes, StorageSpec,
-    Verification, fetch_verified, restore_atomic, restore_parallel,
+    Verification, fetch_verified, restore_atomic, restore_parallel_with,
 };
-use shipsafe_config::{Config, Protection, VarSource};
+use shipsafe_config::{Config, DbUrl, Protection, VarSource};
 use shipsafe_pg::{
     CheckOutcome, PgBinaries, ScratchCluster, ScratchOptions, connect, quote_ident, run_checks,
     server_info,
@@ -83,6 +83,23 @@ pub async fn take_backup_teed(
     let client =
         crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
     let info = server_info(&client, &url).await?;
+    // What a restore elsewhere will need, kept with the backup.
+    let strings = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_typed(sql, &[])
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    let roles = strings(shipsafe_backup::toc::REFERENCED_ROLES_SQL).await;
+    let extensions = strings(shipsafe_backup::toc::EXTENSIONS_SQL).await;
     drop(client);
     let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;
     progress.stage(&format!(
@@ -105,6 +122,9 @@ pub async fn take_backup_teed(
                 Some(info.size_bytes.max(0) as u64),
             )),
             tee,
+            exclude_schemas: &config.file().backups.exclude_schemas,
+            extensions,
+            roles,
         },
     )
     .await?;
@@ -339,41 +359,11 @@ async fn restore_and_check(
     let cluster = starting
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster start was interrupted: {e}")))??;
-    // template1: the backed-up database may be called `postgres`, which
-    // every new cluster already has (empty): it is made anew.
-    let admin = connect(&cluster.url("template1")).await?;
-    admin
-        .batch_execute(&format!(
-            "drop database if exists {db}",
-            db = quote_ident(&manifest.database)
-        ))
-        .await
-        .map_err(|e| {
-            CoreError::Failed(format!(
-                "cannot prepare the database to restore into: {}",
-                shipsafe_pg::describe(&e)
-            ))
-        })?;
-    admin
-        .batch_execute(&format!(
-            "create database {}",
-            quote_ident(&manifest.database)
-        ))
-        .await
-        .map_err(|e| {
-            CoreError::Failed(format!(
-                "cannot create the database to restore into: {}",
-                shipsafe_pg::describe(&e)
-            ))
-        })?;
-    drop(admin);
-    let url = cluster.url(&manifest.database);
     progress.stage(&format!(
         "restoring {} into the scratch cluster",
         manifest.id
     ));
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    restore_parallel(cluster.binaries(), archive.path(), &url, jobs).await?;
+    let url = restore_into_scratch(&cluster, manifest, archive.path(), false, &[]).await?;
     progress.stage("running checks on the restored copy");
     let client = connect(&url).await?;
     let checks = run_checks(&client, &config.file().checks, false).await;
@@ -382,6 +372,62 @@ async fn restore_and_check(
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster stop was interrupted: {e}")))??;
     Ok(checks)
+}
+
+/// Restores an archive into a new database of a scratch cluster, named as
+/// the source: the archive's table of contents decides which roles to create
+/// (its owners, plus the manifest's and `extra_roles`) and which extensions
+/// must be installable (checked before anything is restored); provider-only
+/// entries (event triggers, publications, subscriptions) are left out. Any
+/// other restore error fails. With `keep_owners`, owners and grants restore.
+pub(crate) async fn restore_into_scratch(
+    cluster: &ScratchCluster,
+    manifest: &Manifest,
+    archive: &Path,
+    keep_owners: bool,
+    extra_roles: &[String],
+) -> Result<DbUrl, CoreError> {
+    let toc = shipsafe_backup::Toc::read(cluster.binaries(), archive).await?;
+    // template1: the backed-up database may be called `postgres` (Supabase's
+    // is), which every new cluster already has, empty: it is made anew.
+    let admin = connect(&cluster.url("template1")).await?;
+    let mut roles = manifest.roles.clone();
+    roles.extend(extra_roles.iter().cloned());
+    shipsafe_backup::toc::prepare_cluster(&admin, &toc, &roles, cluster.binaries().major()).await?;
+    for stmt in [
+        format!(
+            "drop database if exists {}",
+            quote_ident(&manifest.database)
+        ),
+        format!("create database {}", quote_ident(&manifest.database)),
+    ] {
+        admin.batch_execute(&stmt).await.map_err(|e| {
+            CoreError::Failed(format!(
+                "cannot create the database to restore into: {}",
+                shipsafe_pg::describe(&e)
+            ))
+        })?;
+    }
+    drop(admin);
+    let (list, _left_out) = toc.restore_list();
+    let list_file = tempfile::Builder::new()
+        .prefix("shipsafe-toc-")
+        .tempfile()
+        .map_err(|e| CoreError::io("cannot write the restore list", e))?;
+    std::fs::write(list_file.path(), list)
+        .map_err(|e| CoreError::io("cannot write the restore list", e))?;
+    let url = cluster.url(&manifest.database);
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    restore_parallel_with(
+        cluster.binaries(),
+        archive,
+        &url,
+        jobs,
+        keep_owners,
+        Some(list_file.path()),
+    )
+    .await?;
+    Ok(url)
 }
 
 /// The run report of `backup restore`.

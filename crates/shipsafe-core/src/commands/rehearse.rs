@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use shipsafe_backup::{Manifest, Verification, restore_parallel_with};
+use shipsafe_backup::{Manifest, Verification};
 use shipsafe_config::{CloneSource, Config, DbUrl, Protection, VarSource};
 use shipsafe_migrate::measure::RowCache;
 use shipsafe_migrate::{ApplyOptions, MeasuredMigration, Migration, VerifyReport, apply};
 use shipsafe_pg::{
-    CheckOutcome, SchemaDiff, ScratchCluster, ScratchOptions, connect, quote_ident, run_checks,
+    CheckOutcome, SchemaDiff, ScratchCluster, ScratchOptions, connect, run_checks,
     schema_description, schema_diff, server_info,
 };
 
@@ -288,46 +288,19 @@ pub async fn make_clone(
             let cluster = starting.await.map_err(|e| {
                 CoreError::Failed(format!("scratch cluster start was interrupted: {e}"))
             })??;
-            // template1: the source database may be called `postgres`
-            // (Supabase's is), which is dropped and made anew below.
-            let admin = connect(&cluster.url("template1")).await?;
-            // Roles are cluster-wide: create the source's roles so owners and
-            // grants restore, and migrations that grant to them work.
-            let mut create = String::new();
-            for role in &pending.roles {
-                create.push_str(&format!(
-                    "do $$ begin if not exists (select 1 from pg_roles where rolname = {lit}) then create role {id}; end if; end $$",
-                    lit = shipsafe_pg::quote_literal(role),
-                    id = quote_ident(role)
-                ));
-                create.push_str(";\n");
-            }
-            create.push_str(&format!(
-                "drop database if exists {db};\ncreate database {db}",
-                db = quote_ident(&manifest.database)
-            ));
-            // One statement at a time: CREATE DATABASE refuses to run in the
-            // implicit transaction of a multi-statement string.
-            let mut prepared = Ok(());
-            for stmt in create.split(";\n") {
-                prepared = admin.batch_execute(stmt).await;
-                if prepared.is_err() {
-                    break;
-                }
-            }
-            prepared.map_err(|e| {
-                CoreError::Failed(format!(
-                    "cannot prepare the scratch clone: {}",
-                    shipsafe_pg::describe(&e)
-                ))
-            })?;
-            drop(admin);
-            let url = cluster.url(&manifest.database);
             let dump = pending
                 .dump_path()
                 .ok_or_else(|| CoreError::Failed("no copy of the dump for the clone".into()))?;
-            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-            restore_parallel_with(cluster.binaries(), &dump, &url, jobs, true).await?;
+            // Roles are cluster-wide: the source's roles are created too, so
+            // owners and grants restore and migrations that grant to them work.
+            let url = crate::commands::backup::restore_into_scratch(
+                &cluster,
+                manifest,
+                &dump,
+                true,
+                &pending.roles,
+            )
+            .await?;
             drop(pending.dump_dir.take());
             (
                 CloneDb {
