@@ -444,12 +444,13 @@ pub async fn reset_sequences(client: &Client) -> Result<Vec<SequenceReset>, Data
         if !ascending {
             continue;
         }
+        // ALTER SEQUENCE RESTART, not setval: setval is not transactional,
+        // so a dry run or a wipe its checks roll back would leave the
+        // sequence moved and the next insert hitting a duplicate key.
         let next: i64 = client
             .query_one(
                 &format!(
-                    "select case when m is null then setval('{seq}', {start}, false) else setval('{seq}', m, true) + 1 end \
-                       from (select max({c})::int8 as m from {table}) x",
-                    seq = seq.replace('\'', "''"),
+                    "select coalesce(max({c})::int8 + 1, {start}) from {table}",
                     c = quote_ident(&column)
                 ),
                 &[],
@@ -457,6 +458,10 @@ pub async fn reset_sequences(client: &Client) -> Result<Vec<SequenceReset>, Data
             .await
             .map_err(|e| DataError::db(format!("resetting {seq}"), &e))?
             .get(0);
+        client
+            .batch_execute(&format!("alter sequence {seq} restart with {next}"))
+            .await
+            .map_err(|e| DataError::db(format!("resetting {seq}"), &e))?;
         out.push(SequenceReset {
             sequence: seq,
             column: format!("{table}.{column}"),

@@ -896,3 +896,37 @@ async fn impossible_requests_are_usage_errors() {
     assert!(err.contains("names the environment being changed"), "{err}");
     assert_eq!(snapshot(db.url()).await, before);
 }
+
+/// `setval` is not transactional: a dry run, or a wipe its checks roll back,
+/// must not leave sequences moved (the next insert would hit a duplicate key).
+#[tokio::test]
+async fn dry_runs_and_rolled_back_wipes_leave_sequences_alone() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "create table people (id serial primary key, name text not null);
+             insert into people (name) select 'p' || g from generate_series(1, 10) g;",
+        )
+        .await
+        .unwrap();
+    let check = "[[checks]]\nname = \"ten people\"\nsql = \"select count(*) from people\"\nexpect = \"= 10\"\n";
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    let (code, run, err) = p.json(&[
+        "wipe", "dev", "--keep", "people:id = 3", "--reset-sequences", "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "dry_run");
+    let insert = "insert into people (name) values ('new') returning id";
+    let id: i32 = db.client().await.query_one(insert, &[]).await.unwrap().get(0);
+    assert_eq!(id, 11, "the dry run moved the sequence");
+    // A real wipe whose check fails is rolled back, sequence included.
+    let p = Project::new(&[("dev", "open", db.url())], check);
+    let (code, run, err) = p.json(&["wipe", "dev", "--keep", "people:id = 3", "--reset-sequences"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["outcome"], "rolled_back");
+    let id: i32 = db.client().await.query_one(insert, &[]).await.unwrap().get(0);
+    assert_eq!(id, 12, "the rolled-back wipe moved the sequence");
+    let n: i64 = db.client().await.query_one("select count(*) from people", &[]).await.unwrap().get(0);
+    assert_eq!(n, 12);
+}
