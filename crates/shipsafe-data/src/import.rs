@@ -38,8 +38,11 @@ pub struct ImportOptions {
     pub force: bool,
     /// Leave out rows whose references do not resolve, instead of failing.
     pub skip_unresolved: bool,
-    /// Lock the table against concurrent writers (a real import).
-    pub lock: bool,
+    /// A real import: lock the table against concurrent writers, apply the
+    /// plan and record the base. Otherwise (`data diff`, dry runs) nothing
+    /// is written to the target's tables, so no trigger fires and no
+    /// sequence moves (neither rolls back).
+    pub apply: bool,
 }
 
 /// A row edited (or deleted) in the target since shipsafe last imported it.
@@ -197,6 +200,73 @@ fn pieces(def: &SetDef) -> Sql {
     }
 }
 
+/// The set as a plan that is not applied sees it: its table replaced by a
+/// private copy when a rename would change it, and references to tables an
+/// earlier set of the run copied pointed at those copies.
+async fn planning_def(client: &Client, def: &SetDef) -> Result<SetDef, DataError> {
+    exec(
+        client,
+        "preparing the plan",
+        "create temp table if not exists ss_pending (tbl text, r jsonb) on commit drop; \
+         create temp table if not exists ss_copies (tbl text primary key, copy text not null) on commit drop",
+    )
+    .await?;
+    let copies: std::collections::HashMap<String, String> = client
+        .query("select tbl, copy from pg_temp.ss_copies", &[])
+        .await
+        .map_err(|e| DataError::db("preparing the plan", &e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut out = def.clone();
+    for r in &mut out.references {
+        if let Some(c) = copies.get(&r.table) {
+            r.table = c.clone();
+        }
+    }
+    if let Some(c) = copies.get(&def.table) {
+        out.table = c.clone();
+        return Ok(out);
+    }
+    let [KeyPart::Column(col)] = def.key.as_slice() else {
+        return Ok(out);
+    };
+    if def.renames.is_empty() {
+        return Ok(out);
+    }
+    let olds: Vec<&str> = def.renames.iter().map(|(o, _)| o.as_str()).collect();
+    let renames_pending: bool = client
+        .query_one(
+            &format!(
+                "select exists (select 1 from {t} where {c}::text = any($1))",
+                t = def.table,
+                c = quote_ident(col)
+            ),
+            &[&olds],
+        )
+        .await
+        .map_err(|e| DataError::db(format!("reading {}", def.display), &e))?
+        .get(0);
+    if renames_pending {
+        let copy = format!("pg_temp.ss_copy_{}", copies.len());
+        exec(
+            client,
+            &format!("copying {} for the plan", def.display),
+            &format!(
+                "create temp table {name} on commit drop as select * from {t}; \
+                 insert into pg_temp.ss_copies values ({tl}, {cl})",
+                name = copy.trim_start_matches("pg_temp."),
+                t = def.table,
+                tl = quote_literal(&def.table),
+                cl = quote_literal(&copy)
+            ),
+        )
+        .await?;
+        out.table = copy;
+    }
+    Ok(out)
+}
+
 /// Classifies the file's rows against the target and applies the result
 /// (the caller commits, or rolls back for a dry run). Returns the plan; the
 /// rows of unresolved references are applied only with `skip_unresolved`
@@ -223,7 +293,7 @@ pub async fn import_set(
          exception when others then null; end $$",
     )
     .await?;
-    if opts.lock {
+    if opts.apply {
         exec(
             client,
             &format!("locking {}", def.display),
@@ -243,7 +313,18 @@ pub async fn import_set(
     copy_rows(client, rows).await?;
 
     // Renames first, so the renamed rows keep their ids (and whatever
-    // points at them) and then match the file's new keys.
+    // points at them) and then match the file's new keys. A plan that is not
+    // applied writes nothing to the target: it renames in a private copy of
+    // the table, which later sets of the run then reference.
+    let original_table = def.table.clone();
+    let original_refs: Vec<String> = def.references.iter().map(|r| r.table.clone()).collect();
+    let planned;
+    let def = if opts.apply {
+        def
+    } else {
+        planned = planning_def(client, def).await?;
+        &planned
+    };
     if let [KeyPart::Column(col)] = def.key.as_slice() {
         for (old, new) in &def.renames {
             let n = client
@@ -260,6 +341,21 @@ pub async fn import_set(
             if n > 0 {
                 plan.renamed.push((old.clone(), new.clone()));
             }
+        }
+        if !opts.apply && !plan.renamed.is_empty() {
+            let news: Vec<&str> = plan.renamed.iter().map(|(_, n)| n.as_str()).collect();
+            client
+                .execute(
+                    &format!(
+                        "insert into pg_temp.ss_pending select {tbl}, to_jsonb(t) from {t} t where {c}::text = any($1)",
+                        tbl = quote_literal(&original_table),
+                        t = def.table,
+                        c = quote_ident(col)
+                    ),
+                    &[&news],
+                )
+                .await
+                .map_err(|e| DataError::db("planning renames", &e))?;
         }
     }
 
@@ -319,11 +415,31 @@ pub async fn import_set(
     )
     .await?;
     summarize(client, &mut plan).await?;
-    unresolved(client, def, &mut plan).await?;
+    unresolved(
+        client,
+        def,
+        &mut plan,
+        (!opts.apply).then_some(original_refs.as_slice()),
+    )
+    .await?;
+    if !opts.apply {
+        exec(
+            client,
+            "planning",
+            &format!(
+                "insert into pg_temp.ss_pending select {tbl}, to_jsonb(s) from ss_s s \
+                   join ss_plan p on p.kh = s._ss_kh where p.action = 'insert'",
+                tbl = quote_literal(&original_table)
+            ),
+        )
+        .await?;
+    }
     if !plan.unresolved.is_empty() && !opts.skip_unresolved {
         return Ok(plan);
     }
-    apply(client, def, &plan).await?;
+    if opts.apply {
+        apply(client, def, &plan).await?;
+    }
     Ok(plan)
 }
 
@@ -581,17 +697,37 @@ async fn copy_rows(client: &Client, rows: &[&str]) -> Result<(), DataError> {
 /// Rows to insert or update whose references the target cannot resolve.
 /// They are listed, and marked so that a `--skip-unresolved` import leaves
 /// them out.
-async fn unresolved(client: &Client, def: &SetDef, plan: &mut SetPlan) -> Result<(), DataError> {
+/// With `planned` (the referenced tables' real names, for a plan that is not
+/// applied), a reference also resolves to a row an earlier set of the same
+/// run would insert or rename.
+async fn unresolved(
+    client: &Client,
+    def: &SetDef,
+    plan: &mut SetPlan,
+    planned: Option<&[String]>,
+) -> Result<(), DataError> {
     if def.references.is_empty() {
         return Ok(());
     }
+    let missing = |i: usize| {
+        let mut c = format!("(s._ss_ref{i} is not null and s._ss_fk{i} is null");
+        if let Some(tables) = planned {
+            c.push_str(&format!(
+                " and not exists (select 1 from pg_temp.ss_pending q where q.tbl = {} and q.r @> s._ss_ref{i})",
+                quote_literal(&tables[i])
+            ));
+        }
+        c.push(')');
+        c
+    };
     for (i, r) in def.references.iter().enumerate() {
         for row in client
             .query(
                 &format!(
                     "select s._ss_k::text, s._ss_ref{i}::text from ss_sx s join ss_plan p on p.kh = s._ss_kh \
-                      where p.action in ('insert', 'update') and s._ss_ref{i} is not null and s._ss_fk{i} is null \
-                      order by s._ss_k::text collate \"C\""
+                      where p.action in ('insert', 'update') and {m} \
+                      order by s._ss_k::text collate \"C\"",
+                    m = missing(i)
                 ),
                 &[],
             )
@@ -606,9 +742,7 @@ async fn unresolved(client: &Client, def: &SetDef, plan: &mut SetPlan) -> Result
         }
     }
     if !plan.unresolved.is_empty() {
-        let cond: Vec<String> = (0..def.references.len())
-            .map(|i| format!("(s._ss_ref{i} is not null and s._ss_fk{i} is null)"))
-            .collect();
+        let cond: Vec<String> = (0..def.references.len()).map(missing).collect();
         exec(
             client,
             "leaving out unresolved rows",

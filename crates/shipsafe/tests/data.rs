@@ -913,20 +913,135 @@ async fn dry_runs_and_rolled_back_wipes_leave_sequences_alone() {
     let check = "[[checks]]\nname = \"ten people\"\nsql = \"select count(*) from people\"\nexpect = \"= 10\"\n";
     let p = Project::new(&[("dev", "open", db.url())], "");
     let (code, run, err) = p.json(&[
-        "wipe", "dev", "--keep", "people:id = 3", "--reset-sequences", "--dry-run",
+        "wipe",
+        "dev",
+        "--keep",
+        "people:id = 3",
+        "--reset-sequences",
+        "--dry-run",
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(run["outcome"], "dry_run");
     let insert = "insert into people (name) values ('new') returning id";
-    let id: i32 = db.client().await.query_one(insert, &[]).await.unwrap().get(0);
+    let id: i32 = db
+        .client()
+        .await
+        .query_one(insert, &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(id, 11, "the dry run moved the sequence");
     // A real wipe whose check fails is rolled back, sequence included.
     let p = Project::new(&[("dev", "open", db.url())], check);
-    let (code, run, err) = p.json(&["wipe", "dev", "--keep", "people:id = 3", "--reset-sequences"]);
+    let (code, run, err) = p.json(&[
+        "wipe",
+        "dev",
+        "--keep",
+        "people:id = 3",
+        "--reset-sequences",
+    ]);
     assert_eq!(code, 4, "{err}");
     assert_eq!(run["outcome"], "rolled_back");
-    let id: i32 = db.client().await.query_one(insert, &[]).await.unwrap().get(0);
+    let id: i32 = db
+        .client()
+        .await
+        .query_one(insert, &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(id, 12, "the rolled-back wipe moved the sequence");
-    let n: i64 = db.client().await.query_one("select count(*) from people", &[]).await.unwrap().get(0);
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("select count(*) from people", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 12);
+}
+
+/// `data diff` and `data import --dry-run` leave nothing behind on the
+/// target, not even through a trigger: an audit trigger on the renamed table
+/// writes rows with a sequence, and sequences do not roll back. A second
+/// session compares everything before and after.
+#[tokio::test]
+async fn diff_and_dry_runs_leave_nothing_behind() {
+    let src = TestDb::new().await;
+    src.client()
+        .await
+        .batch_execute(&format!(
+            "{SCHEMA} insert into tools (name, description) values ('Email Templates', 'Edit templates'), ('Payroll', 'Runs');"
+        ))
+        .await
+        .unwrap();
+    let target = TestDb::new().await;
+    target
+        .client()
+        .await
+        .batch_execute(&format!(
+            "{SCHEMA} insert into tools (name, description) values ('Email Templates management', 'Edit templates'), ('Legacy Exporter', 'old');
+             create table tools_audit (id serial primary key, tool_id int, old_name text, new_name text);
+             create function tools_audit() returns trigger language plpgsql as $$
+               begin insert into tools_audit (tool_id, old_name, new_name) values (old.id, old.name, new.name); return new; end $$;
+             create trigger tools_audit after update on tools for each row execute function tools_audit();"
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", src.url()),
+            ("staging", "guarded", target.url()),
+        ],
+        SETS,
+    );
+    let (code, _, err) = p.json(&["data", "export", "tools", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let observer = target.client().await;
+    let state = || async {
+        let seq: i64 = observer
+            .query_one("select last_value from tools_audit_id_seq", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let called: bool = observer
+            .query_one("select is_called from tools_audit_id_seq", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let shipsafe: i64 = observer
+            .query_one(
+                "select count(*) from pg_namespace where nspname = 'shipsafe'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (seq, called, shipsafe)
+    };
+    let before = state().await;
+    let snap = snapshot(target.url()).await;
+    let (code, diff, err) = p.json(&["data", "diff", "tools", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        diff["sets"][0]["renamed"][0][0], "Email Templates management",
+        "{diff}"
+    );
+    let (code, run, err) = p.json(&["data", "import", "tools", "--env", "staging", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "dry_run");
+    assert_eq!(
+        state().await,
+        before,
+        "a dry run left a trace (sequence or schema)"
+    );
+    assert_eq!(snapshot(target.url()).await, snap);
+    // The real import renames, and the trigger sees it.
+    let (code, _, err) = p.json(&["data", "import", "tools", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let audited: i64 = observer
+        .query_one("select count(*) from tools_audit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
 }

@@ -209,7 +209,7 @@ async fn plan_all(
                 mode: opts.mode,
                 force: opts.force,
                 skip_unresolved: opts.skip_unresolved,
-                lock,
+                apply: lock,
             },
         )
         .await?;
