@@ -379,32 +379,7 @@ pub async fn restore_atomic(
         )
     })?;
 
-    // Script mode ("-f -"): pg_restore only reads the archive and writes SQL;
-    // it needs no connection.
-    let mut cmd = tokio::process::Command::new(binaries.path("pg_restore"));
-    cmd.args(["--file=-", "--exit-on-error"])
-        .arg(archive)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| BackupError::io("cannot run pg_restore", binaries.path("pg_restore"), e))?;
-    let stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let stderr_task = tokio::spawn(async move {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = tokio::io::AsyncReadExt::read_to_string(e, &mut s).await;
-        }
-        s
-    });
-    let Some(stdout) = stdout else {
-        return Err(rolled_back("pg_restore gave no output".into()));
-    };
-    let replayed = replay_script(&client, stdout, opts.on_bytes.clone()).await;
-    let status = child.wait().await;
-    let stderr_text = stderr_task.await.unwrap_or_default();
+    let replayed = replay_archive(&client, binaries, archive, opts.on_bytes.clone()).await;
     let script_bytes = match replayed {
         Ok(n) => n,
         Err(msg) => {
@@ -412,21 +387,6 @@ pub async fn restore_atomic(
             return Err(rolled_back(msg));
         }
     };
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            let _ = client.batch_execute("rollback").await;
-            return Err(rolled_back(format!(
-                "pg_restore {}: {}",
-                describe_status(s),
-                tail(&stderr_text)
-            )));
-        }
-        Err(e) => {
-            let _ = client.batch_execute("rollback").await;
-            return Err(rolled_back(format!("pg_restore: {e}")));
-        }
-    }
     // The script cleared search_path for its own safety; checks are written
     // for the application's normal one.
     client
@@ -579,11 +539,135 @@ async fn clean_slate_sql(
     Ok(sql)
 }
 
-/// Executes a `pg_restore` SQL script on `client`: statements in batches,
-/// `COPY ... FROM stdin` blocks streamed with COPY. Returns the bytes read.
-async fn replay_script(
+/// Replays the archive on `client` without interpreting its SQL: the
+/// schema sections (pre-data, post-data) hold no COPY data and go to the
+/// server whole, which parses them exactly as psql would send them; only
+/// the data section is split, at COPY blocks, and it holds no user-written
+/// SQL (function bodies, comments and view texts are all schema). The psql
+/// `\restrict` lines newer pg_dump versions add are recognised by a key
+/// chosen here, never by their look.
+async fn replay_archive(
+    client: &tokio_postgres::Client,
+    binaries: &PgBinaries,
+    archive: &Path,
+    on_bytes: Option<OnBytes>,
+) -> Result<u64, String> {
+    let key = restrict_key(binaries).await;
+    let mut total = 0u64;
+    for section in ["pre-data", "data", "post-data"] {
+        // Script mode ("-f -"): pg_restore only reads the archive and writes
+        // SQL; it needs no connection.
+        let mut cmd = tokio::process::Command::new(binaries.path("pg_restore"));
+        cmd.args(["--file=-", "--exit-on-error"])
+            .arg(format!("--section={section}"));
+        if let Some(k) = &key {
+            cmd.arg(format!("--restrict-key={k}"));
+        }
+        cmd.arg(archive)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+        let stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let stderr_task = tokio::spawn(async move {
+            let mut s = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = tokio::io::AsyncReadExt::read_to_string(e, &mut s).await;
+            }
+            s
+        });
+        let stdout = stdout.ok_or("pg_restore gave no output")?;
+        let replayed = if section == "data" {
+            replay_data(client, stdout, key.as_deref(), total, on_bytes.clone()).await
+        } else {
+            replay_whole(client, stdout, key.as_deref()).await
+        };
+        let status = child.wait().await;
+        let stderr_text = stderr_task.await.unwrap_or_default();
+        total += replayed?;
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                return Err(format!(
+                    "pg_restore {}: {}",
+                    describe_status(s),
+                    tail(&stderr_text)
+                ));
+            }
+            Err(e) => return Err(format!("pg_restore: {e}")),
+        }
+        if let Some(f) = &on_bytes {
+            f(total);
+        }
+    }
+    Ok(total)
+}
+
+/// A fresh key for pg_restore's `\restrict` lines, when this pg_restore
+/// writes them (15.14, 16.10, 17.6 and later).
+async fn restrict_key(binaries: &PgBinaries) -> Option<String> {
+    let help = tokio::process::Command::new(binaries.path("pg_restore"))
+        .arg("--help")
+        .output()
+        .await
+        .ok()?;
+    if !String::from_utf8_lossy(&help.stdout).contains("--restrict-key") {
+        return None;
+    }
+    let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+    Some(blake3::hash(seed.as_bytes()).to_hex()[..32].to_string())
+}
+
+/// True for the exact `\restrict KEY` / `\unrestrict KEY` lines.
+fn is_restrict_line(line: &[u8], key: Option<&str>) -> bool {
+    let Some(k) = key else { return false };
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line == format!("\\restrict {k}").as_bytes() || line == format!("\\unrestrict {k}").as_bytes()
+}
+
+/// Sends a schema section to the server as one batch.
+async fn replay_whole(
     client: &tokio_postgres::Client,
     stdout: tokio::process::ChildStdout,
+    key: Option<&str>,
+) -> Result<u64, String> {
+    let mut reader = tokio::io::BufReader::with_capacity(1 << 20, stdout);
+    let mut line = Vec::with_capacity(4096);
+    let mut script = Vec::new();
+    let mut total = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| format!("reading pg_restore output: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if !is_restrict_line(&line, key) {
+            script.extend_from_slice(&line);
+        }
+    }
+    let sql = String::from_utf8(script)
+        .map_err(|_| "the restore script is not valid UTF-8".to_string())?;
+    if !sql.trim().is_empty() {
+        client.batch_execute(&sql).await.map_err(|e| describe(&e))?;
+    }
+    Ok(total)
+}
+
+/// Executes the data section on `client`: `COPY ... FROM stdin` blocks
+/// streamed with COPY, the few statements between them (sequence values,
+/// large objects) in batches. Returns the bytes read.
+async fn replay_data(
+    client: &tokio_postgres::Client,
+    stdout: tokio::process::ChildStdout,
+    key: Option<&str>,
+    before: u64,
     on_bytes: Option<OnBytes>,
 ) -> Result<u64, String> {
     let mut reader = tokio::io::BufReader::with_capacity(1 << 20, stdout);
@@ -631,7 +715,7 @@ async fn replay_script(
                         .await
                         .map_err(|e| format!("{stmt}: {}", describe(&e)))?;
                     if let Some(f) = &on_bytes {
-                        f(total);
+                        f(before + total);
                     }
                 }
             }
@@ -643,7 +727,7 @@ async fn replay_script(
             sink.finish()
                 .await
                 .map_err(|e| format!("{stmt}: {}", describe(&e)))?;
-        } else if line.starts_with(b"\\restrict") || line.starts_with(b"\\unrestrict") {
+        } else if is_restrict_line(&line, key) {
             // psql meta-commands newer pg_dump versions add around scripts.
         } else {
             let text = std::str::from_utf8(&line).map_err(|_| {
@@ -656,7 +740,7 @@ async fn replay_script(
             sql.push_str(text);
         }
         if let Some(f) = &on_bytes {
-            f(total);
+            f(before + total);
         }
     }
     exec(sql).await?;

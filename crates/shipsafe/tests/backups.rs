@@ -591,3 +591,43 @@ async fn status_shows_last_backup_and_last_verified_restore() {
     );
     assert!(env["last_verified"]["restore_seconds"].as_f64().unwrap() > 0.0);
 }
+
+/// The restore must not interpret the SQL text pg_restore writes: a line
+/// `COPY x FROM stdin;` inside a comment's string, and a line `\restrict`
+/// inside a function body, are data like any other and come back unchanged.
+#[tokio::test]
+async fn sql_text_that_looks_like_restore_commands_restores_unchanged() {
+    let src = TestDb::new().await;
+    let dst = TestDb::new().await;
+    src.client()
+        .await
+        .batch_execute(
+            "create table notes (id int primary key, body text);
+             insert into notes values (1, E'COPY notes FROM stdin;\\n\\\\.\\n'), (2, 'plain');
+             comment on table notes is E'first line\\nCOPY notes FROM stdin;\\nlast line';
+             create function tricky() returns text language sql as $f$ select '
+\\restrict abc
+\\unrestrict abc
+COPY notes FROM stdin;
+'::text $f$;",
+        )
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "",
+    );
+    let m = create(&p, "prod");
+    let id = m["id"].as_str().unwrap();
+    let (code, run, err) = p.json(&["backup", "restore", id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "restored");
+    assert_eq!(snapshot(dst.url()).await, snapshot(src.url()).await);
+    let q = "select tricky(), obj_description('notes'::regclass), string_agg(body, '|' order by id) from notes";
+    let a = src.client().await.query_one(q, &[]).await.unwrap();
+    let b = dst.client().await.query_one(q, &[]).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(a.get::<_, String>(i), b.get::<_, String>(i), "column {i}");
+    }
+    assert!(b.get::<_, String>(0).contains("\\restrict abc"));
+}
