@@ -677,3 +677,80 @@ async fn on_a_terminal_the_typed_environment_name_confirms() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deploy production: deployed"), "{out}");
 }
+
+/// A clone command that hands back the target's own URL: the rehearsal
+/// must notice before running anything.
+#[tokio::test]
+async fn a_clone_that_is_the_target_is_refused_before_anything_runs() {
+    let prod = target().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    // Another spelling of the same database, as a clone script could print.
+    let same = prod.url().expose().replace("127.0.0.1", "localhost");
+    write(
+        p.dir.path(),
+        "same.sh",
+        &format!("#!/bin/sh\necho '{same}'\n"),
+    );
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}[rehearsal]\nclone = 'command:\"sh same.sh\"'\n"),
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let before = snapshot(prod.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert!(err.contains("is the target database itself"), "{err}");
+    assert_eq!(snapshot(prod.url()).await, before);
+}
+
+/// An external tool that ignores the clone's URL (it reads the production
+/// URL from its own settings, as a tool reading `.env` would) changes the
+/// target during the rehearsal: caught, blocked, nothing more applied, and
+/// the exit code says a person must look.
+#[tokio::test]
+async fn a_tool_that_ignores_the_clone_url_is_caught() {
+    let prod = target().await;
+    let p = Project::new(
+        &[("production", "protected", prod.url())],
+        "[migrations]\n\
+         up = \"psql \\\"$REAL_URL\\\" -qc 'create table evil (i int)'\"\n\
+         down = \"psql \\\"$REAL_URL\\\" -qc 'drop table evil'\"\n\
+         pending = \"psql \\\"$REAL_URL\\\" -tAc \\\"select to_regclass('evil') is not null\\\" | grep -q t\"\n",
+    );
+    let out = p
+        .cmd()
+        .env("REAL_URL", prod.url().expose())
+        .args([
+            "--format",
+            "json",
+            "deploy",
+            "production",
+            "--confirm",
+            "production",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(run["outcome"], "blocked");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
+    assert!(err.contains("changed production itself"), "{err}");
+    assert!(err.contains("backup restore"), "{err}");
+    let steps: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "ok")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(!steps.contains(&"apply"), "{steps:?}");
+}

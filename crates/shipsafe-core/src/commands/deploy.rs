@@ -509,7 +509,11 @@ pub(crate) async fn rehearse_step(
     let clone_ms = t.elapsed().as_millis() as u64;
     let verified = manifest.is_verified();
     let id = Some(manifest.id.clone());
-    let mut r = rehearse::rehearse_on(config, &clone, change, id, verified, progress).await;
+    let target = config
+        .database_url(env, vars)
+        .map_err(|e| ("failed_nothing_changed", ids.clone(), CoreError::from(e)))?;
+    let mut r =
+        rehearse::rehearse_on(config, &target, &clone, change, id, verified, progress).await;
     r.timings.clone_ms = clone_ms;
     clone.dispose().await;
     run.end(
@@ -523,7 +527,12 @@ pub(crate) async fn rehearse_step(
     );
     let verdict = r.verdict;
     let reasons = r.reasons.join("; ");
+    let target_changed = r.target_changed;
     report.rehearsal = Some(r);
+    if target_changed {
+        let e = rehearse::target_changed_error(env, &manifest.id, &reasons);
+        return Err(("blocked", ids, e));
+    }
     match verdict {
         Verdict::Blocked => Err((
             "blocked",

@@ -100,6 +100,10 @@ pub struct RehearsalReport {
     /// (`missing`) on the clone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_changes: Option<SchemaDiff>,
+    /// The target's own schema changed while the change ran on the clone:
+    /// the migration tool did not use the clone's URL.
+    #[serde(default)]
+    pub target_changed: bool,
     pub error: Option<String>,
 }
 
@@ -123,6 +127,7 @@ impl RehearsalReport {
             loses_data: false,
             tool_output: Vec::new(),
             schema_changes: None,
+            target_changed: false,
             error: None,
         }
     }
@@ -447,10 +452,42 @@ pub enum Change<'a> {
     External(&'a crate::commands::migrate::External),
 }
 
+/// `server identity|database oid|database name` of a connection: equal for
+/// two URLs only when they reach the same database.
+async fn database_identity(url: &DbUrl) -> Result<String, String> {
+    let client = connect(url).await.map_err(|e| e.to_string())?;
+    let rows = client
+        .simple_query(
+            "select concat_ws('|', \
+                coalesce((select system_identifier::text from pg_control_system()), \
+                         inet_server_addr()::text || ':' || inet_server_port()::text, ''), \
+                (select oid::text from pg_database where datname = current_database()), \
+                current_database())",
+        )
+        .await
+        .map_err(|e| shipsafe_pg::describe(&e))?;
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| "the server returned no identity".to_string())
+}
+
+async fn target_fingerprint(url: &DbUrl) -> Result<String, String> {
+    let client = connect(url).await.map_err(|e| e.to_string())?;
+    shipsafe_pg::schema_fingerprint(&client)
+        .await
+        .map_err(|e| shipsafe_pg::describe(&e))
+}
+
 /// Applies, measures, verifies and round-trips the change on the clone,
-/// then judges the result.
+/// then judges the result. Before anything the clone must be another
+/// database than `target`; afterwards `target`'s schema must be as it was
+/// (a tool that reads its URL from elsewhere would have changed it).
 pub async fn rehearse_on(
     config: &Config,
+    target: &DbUrl,
     clone: &CloneDb,
     change: Change<'_>,
     backup_id: Option<String>,
@@ -459,11 +496,44 @@ pub async fn rehearse_on(
 ) -> RehearsalReport {
     let mut report = RehearsalReport::new(clone.label.clone(), backup_id);
     report.backup_verified = backup_verified;
-    let result = match change {
-        Change::Native(pending) => {
-            rehearse_steps(config, clone, pending, &mut report, progress).await
+    let guard = async {
+        let (t, c) = (
+            database_identity(target).await?,
+            database_identity(&clone.url).await?,
+        );
+        if t == c {
+            return Err(format!(
+                "the clone ({}) is the target database itself: nothing was run",
+                clone.url.masked()
+            ));
         }
-        Change::External(ext) => external_steps(config, ext, clone, &mut report, progress).await,
+        target_fingerprint(target).await
+    };
+    let result = match guard.await {
+        Err(e) => Err(e),
+        Ok(before) => {
+            let ran = match change {
+                Change::Native(pending) => {
+                    rehearse_steps(config, clone, pending, &mut report, progress).await
+                }
+                Change::External(ext) => {
+                    external_steps(config, ext, clone, &mut report, progress).await
+                }
+            };
+            match target_fingerprint(target).await {
+                Ok(after) if after == before => ran,
+                Ok(_) => {
+                    report.target_changed = true;
+                    Err(match config.file().migrations.url_env.as_str() {
+                        v if crate::commands::migrate::external(config).is_some() => format!(
+                            "the target's schema changed during the rehearsal: the migration tool did not use the clone's URL in {v} (does it read .env or a config file?)"
+                        ),
+                        _ => "the target's schema changed during the rehearsal".to_string(),
+                    })
+                }
+                Err(e) => Err(format!("cannot re-read the target's schema: {e}")),
+            }
+        }
     };
     if let Err(e) = result {
         report.error = Some(e);
@@ -937,8 +1007,10 @@ pub async fn rehearse(
         }
     };
     let verified = manifest.is_verified();
+    let target = config.database_url(env, vars)?;
     let mut report = rehearse_on(
         config,
+        &target,
         &clone,
         match &ext {
             Some(x) => Change::External(x),
@@ -961,10 +1033,14 @@ pub async fn rehearse(
     );
     let blocked = report.verdict == Verdict::Blocked;
     let error = blocked.then(|| {
-        CoreError::Problems(format!(
-            "the rehearsal of {env} failed on the clone ({}); {env} was not touched",
-            report.reasons.join("; ")
-        ))
+        if report.target_changed {
+            target_changed_error(env, &manifest.id, &report.reasons.join("; "))
+        } else {
+            CoreError::Problems(format!(
+                "the rehearsal of {env} failed on the clone ({}); {env} was not touched",
+                report.reasons.join("; ")
+            ))
+        }
     });
     let rec = finish(
         run,
@@ -973,6 +1049,14 @@ pub async fn rehearse(
         ids,
     )?;
     Ok((rec, error))
+}
+
+/// The rehearsal changed the target itself: nothing of shipsafe's protocol
+/// covered that change, so a person must look (exit 5).
+pub(crate) fn target_changed_error(env: &str, backup_id: &str, reasons: &str) -> CoreError {
+    CoreError::RollbackFailed(format!(
+        "the rehearsal changed {env} itself instead of the clone ({reasons}); shipsafe stopped and changed nothing more. Backup {backup_id} holds {env} as it was before: check the schema, and restore it with `shipsafe backup restore {backup_id} --to {env}` if needed"
+    ))
 }
 
 #[cfg(test)]
