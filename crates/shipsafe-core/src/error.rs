@@ -48,6 +48,10 @@ pub enum CoreError {
     #[error("{0}")]
     UnsafeConnection(String),
 
+    /// Something the command needs is not set up (exit 78).
+    #[error("{0}")]
+    Setup(String),
+
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
@@ -71,7 +75,7 @@ impl CoreError {
             Self::Config(_) => ExitKind::Config,
             Self::Pg(e) if e.is_installation() => ExitKind::Config,
             Self::Usage(_) => ExitKind::Usage,
-            Self::UnsafeConnection(_) => ExitKind::Config,
+            Self::UnsafeConnection(_) | Self::Setup(_) => ExitKind::Config,
             Self::Blocked(_) => ExitKind::Blocked,
             Self::Problems(_) => ExitKind::Problems,
             Self::RolledBack(_) => ExitKind::RolledBack,

@@ -5,8 +5,14 @@
 //! masked email still joins to the same masked email in another table, and
 //! distinct inputs stay distinct (64 bits of the hash for emails, names and
 //! text; 15 decimal digits for phone numbers), so unique columns stay
-//! unique. NULL stays NULL. The key comes from `SHIPSAFE_MASK_KEY` when set,
-//! so masked values cannot be recomputed from guessed originals without it.
+//! unique. NULL stays NULL. The key comes from `SHIPSAFE_MASK_KEY` (required:
+//! without a secret, masked values could be recomputed from guessed
+//! originals).
+//!
+//! The updates run with the tables' user triggers disabled, so an audit or
+//! history trigger cannot copy the original values into another table
+//! while they are masked; materialized views, restored with the original
+//! data, are refreshed afterwards.
 
 use indexmap::IndexMap;
 use shipsafe_config::MaskKind;
@@ -30,7 +36,18 @@ fn expr(kind: MaskKind, column: &str, key: &str) -> Option<String> {
     Some(format!("case when {v} is null then null else {masked} end"))
 }
 
-/// One `UPDATE` per table for the `[mask]` entries (`"table.column"`).
+/// Refreshes every populated materialized view, oldest first (a view built
+/// on another is created after it).
+const REFRESH_MATVIEWS: &str = "do $$ declare r record; begin \
+    for r in select format('%I.%I', n.nspname, c.relname) as name from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind = 'm' and c.relispopulated order by c.oid loop \
+      execute 'refresh materialized view ' || r.name; \
+    end loop; end $$";
+
+/// The masking SQL for the `[mask]` entries (`"table.column"`): per table,
+/// user triggers off, one `UPDATE`, triggers on; then materialized views
+/// refreshed.
 pub fn statements(mask: &IndexMap<String, MaskKind>, key: &str) -> Result<Vec<String>, DataError> {
     let mut by_table: IndexMap<String, Vec<String>> = IndexMap::new();
     for (target, kind) in mask {
@@ -46,13 +63,19 @@ pub fn statements(mask: &IndexMap<String, MaskKind>, key: &str) -> Result<Vec<St
                 .push(format!("{} = {e}", quote_ident(column)));
         }
     }
-    Ok(by_table
-        .into_iter()
-        .map(|(table, sets)| {
-            let quoted: Vec<String> = table.split('.').map(quote_ident).collect();
-            format!("update {} set {}", quoted.join("."), sets.join(", "))
-        })
-        .collect())
+    let mut out = Vec::new();
+    for (table, sets) in by_table {
+        let quoted = table
+            .split('.')
+            .map(quote_ident)
+            .collect::<Vec<_>>()
+            .join(".");
+        out.push(format!("alter table {quoted} disable trigger user"));
+        out.push(format!("update {quoted} set {}", sets.join(", ")));
+        out.push(format!("alter table {quoted} enable trigger user"));
+    }
+    out.push(REFRESH_MATVIEWS.to_string());
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -67,14 +90,17 @@ mod tests {
         m.insert("users.username".to_string(), MaskKind::Keep);
         m.insert("hr.employees.bank_account".to_string(), MaskKind::Null);
         let s = statements(&m, "k").unwrap_or_default();
-        assert_eq!(s.len(), 2);
-        assert!(s[0].starts_with("update \"users\" set \"email\" = case when \"email\" is null"));
-        assert!(s[0].contains("\"phone\" = case"));
-        assert!(!s[0].contains("username"));
+        assert_eq!(s.len(), 7);
+        assert_eq!(s[0], "alter table \"users\" disable trigger user");
+        assert!(s[1].starts_with("update \"users\" set \"email\" = case when \"email\" is null"));
+        assert!(s[1].contains("\"phone\" = case"));
+        assert!(!s[1].contains("username"));
+        assert_eq!(s[2], "alter table \"users\" enable trigger user");
         assert_eq!(
-            s[1],
+            s[4],
             "update \"hr\".\"employees\" set \"bank_account\" = null"
         );
+        assert!(s[6].contains("refresh materialized view"));
         assert!(
             statements(
                 &IndexMap::from([("nodot".to_string(), MaskKind::Text)]),

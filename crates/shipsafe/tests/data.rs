@@ -34,6 +34,9 @@ references.user = { table = "users", key = ["username", "email"], column = "user
 references.tool = { table = "tools", key = ["name"], column = "tool_id" }
 "#;
 
+/// A masking key for the tests (a real one is random and kept secret).
+const MASK_KEY: &str = "test-mask-key-0123456789abcdef";
+
 fn grant(user: &str, tool: &str) -> String {
     format!(
         "insert into tool_access (user_id, tool_id) select u.id, t.id from users u, tools t where u.username = '{user}' and t.name = '{tool}';"
@@ -575,6 +578,12 @@ async fn a_masked_clone_has_no_personal_data_and_its_joins_still_match() {
         ],
         mask,
     );
+    let mut p = p;
+    // Without a key, masking is refused before anything (exit 78).
+    let (code, _, err) = p.json(&["clone", "production", "staging", "--mask"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("SHIPSAFE_MASK_KEY"), "{err}");
+    p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
     let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(run["outcome"], "cloned");
@@ -818,6 +827,8 @@ async fn no_session_sees_unmasked_rows_during_a_masked_clone() {
             (polls, seen)
         })
     };
+    let mut p = p;
+    p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
     let out = tokio::task::spawn_blocking(move || {
         let r = p.json(&["clone", "production", "staging", "--mask"]);
         (r, p)
@@ -1044,4 +1055,62 @@ async fn diff_and_dry_runs_leave_nothing_behind() {
         .unwrap()
         .get(0);
     assert_eq!(audited, 1);
+}
+
+/// Masking leaves no original personal data in TO: an audit trigger that
+/// copies old values on update does not fire for the masking, and a
+/// materialized view restored with the originals is refreshed.
+#[tokio::test]
+async fn a_masked_clone_leaves_no_originals_in_history_tables_or_materialized_views() {
+    let prod = TestDb::new().await;
+    let staging = TestDb::new().await;
+    prod.client()
+        .await
+        .batch_execute(
+            "create table users (id serial primary key, email text not null unique, full_name text not null);
+             create table users_history (id serial primary key, user_id int, old_email text, old_name text);
+             create function users_history() returns trigger language plpgsql as $$
+               begin insert into users_history (user_id, old_email, old_name) values (old.id, old.email, old.full_name); return new; end $$;
+             create trigger users_history after update on users for each row execute function users_history();
+             insert into users (email, full_name) select 'person' || g || '@real.example', 'Real Name ' || g from generate_series(1, 200) g;
+             create materialized view user_directory as select id, email, full_name from users;",
+        )
+        .await
+        .unwrap();
+    let mut p = Project::new(
+        &[
+            ("production", "protected", prod.url()),
+            ("staging", "guarded", staging.url()),
+        ],
+        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n",
+    );
+    p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
+    let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "cloned");
+    let s = staging.client().await;
+    let count = |sql: &'static str| {
+        let s = &s;
+        async move { s.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("select count(*) from users where email like '%@real.example'").await,
+        0
+    );
+    assert_eq!(
+        count("select count(*) from users_history where old_email like '%@real.example' or old_name like 'Real Name%'").await,
+        0,
+        "the audit trigger copied originals during masking"
+    );
+    assert_eq!(
+        count("select count(*) from user_directory where email like '%@real.example' or full_name like 'Real Name%'").await,
+        0,
+        "the materialized view still shows originals"
+    );
+    assert_eq!(count("select count(*) from user_directory").await, 200);
+    // The trigger is back on afterwards.
+    s.batch_execute("update users set full_name = 'x' where id = 1")
+        .await
+        .unwrap();
+    assert_eq!(count("select count(*) from users_history").await, 1);
 }

@@ -29,12 +29,22 @@ pub struct CloneReport {
     pub checks: Vec<CheckOutcome>,
 }
 
-/// The masking key: `SHIPSAFE_MASK_KEY`, or a fixed default.
-fn mask_key(vars: &dyn VarSource) -> String {
-    vars.var("SHIPSAFE_MASK_KEY")
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| "shipsafe-mask".into())
+/// The masking key, `SHIPSAFE_MASK_KEY`: required, since with a known key
+/// anyone could recompute masked values from guessed originals.
+fn mask_key(vars: &dyn VarSource) -> Result<String, CoreError> {
+    match vars.var(MASK_KEY_ENV).filter(|k| !k.is_empty()) {
+        Some(k) if k.chars().count() >= MIN_MASK_KEY => Ok(k),
+        Some(_) => Err(CoreError::Setup(format!(
+            "{MASK_KEY_ENV} is too short: use at least {MIN_MASK_KEY} random characters (e.g. `openssl rand -hex 16`)"
+        ))),
+        None => Err(CoreError::Setup(format!(
+            "clone --mask needs a secret key in {MASK_KEY_ENV} (at least {MIN_MASK_KEY} random characters, e.g. `openssl rand -hex 16`, kept like a password): masked values are derived from it, and without a secret they could be recomputed from guessed originals; nothing was changed"
+        ))),
+    }
 }
+
+const MASK_KEY_ENV: &str = "SHIPSAFE_MASK_KEY";
+const MIN_MASK_KEY: usize = 16;
 
 #[allow(clippy::too_many_arguments)]
 pub async fn clone(
@@ -66,7 +76,7 @@ pub async fn clone(
         ));
     }
     let statements = if mask {
-        shipsafe_data::mask::statements(&masking, &mask_key(vars))?
+        shipsafe_data::mask::statements(&masking, &mask_key(vars)?)?
     } else {
         Vec::new()
     };
