@@ -37,6 +37,7 @@ pub struct DumpRequest<'a> {
     /// Recorded in the manifest (see [`Manifest::extensions`]).
     pub extensions: Vec<String>,
     pub roles: Vec<String>,
+    pub writes_at_backup: Option<i64>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -129,6 +130,7 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
         pg_dump_version: req.binaries.version().to_string(),
         extensions: req.extensions.clone(),
         roles: req.roles.clone(),
+        writes_at_backup: req.writes_at_backup,
         excluded_schemas: req.exclude_schemas.to_vec(),
         verifications: Vec::new(),
         error: None,

@@ -50,6 +50,11 @@ pub struct Manifest {
     /// scratch cluster creates them before restoring.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Rows written to user tables before the dump began (sum of
+    /// `pg_stat_user_tables` insert/update/delete counters), so a rollback
+    /// can say how much a restore of this backup would discard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_at_backup: Option<i64>,
     /// Schemas left out of the dump (`[backups] exclude_schemas`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_schemas: Vec<String>,

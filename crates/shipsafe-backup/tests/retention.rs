@@ -25,6 +25,7 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
         extensions: vec![],
         roles: vec![],
         excluded_schemas: vec![],
+        writes_at_backup: None,
         verifications: if verified {
             vec![Verification {
                 at: at.into(),

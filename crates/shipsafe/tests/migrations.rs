@@ -933,10 +933,38 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (code, run, err) = p.json(&["rollback", "staging"]);
+    // A restore discards what was written since the backup: said first,
+    // and not done without a confirmation in a guarded environment.
+    c.batch_execute("insert into tools (name) values ('written after the deploy')")
+        .await
+        .unwrap();
+    // Statistics reach the server's counters when a session flushes them.
+    c.batch_execute("select pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    c.batch_execute("select 1").await.unwrap();
+    let after_write = snapshot(db.url()).await;
+    let (code, _, err) = p.json(&["rollback", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("minutes ago"), "{err}");
+    assert!(err.contains("is discarded"), "{err}");
+    assert!(
+        err.contains("rows inserted, updated or deleted since"),
+        "{err}"
+    );
+    assert!(err.contains("--confirm staging"), "{err}");
+    assert_eq!(snapshot(db.url()).await, after_write, "nothing changed");
+    let (code, run, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(run["outcome"], "rolled_back");
     assert_eq!(run["report"]["method"], "restore");
+    assert!(
+        run["report"]["discards"]["rows_written_since"]
+            .as_i64()
+            .unwrap()
+            >= 1,
+        "{run}"
+    );
     assert!(
         run["report"]["safety_backup"]
             .as_str()
@@ -953,4 +981,20 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
     let (code, run, _) = p.json(&["rollback", "staging"]);
     assert_eq!(code, 0);
     assert_eq!(run["outcome"], "nothing_to_do");
+    // A run that changed nothing cannot be named for a rollback.
+    let (_, log, _) = p.json(&["log", "--env", "staging"]);
+    let rolled_back = log
+        .as_array()
+        .or(log["entries"].as_array())
+        .unwrap()
+        .iter()
+        .find_map(|e| {
+            e["run_id"]
+                .as_str()
+                .filter(|_| e["command"] == "rollback")
+                .map(str::to_string)
+        })
+        .unwrap();
+    let (code, _, err) = p.json(&["rollback", "staging", "--run", &rolled_back]);
+    assert_eq!(code, 64, "{err}");
 }

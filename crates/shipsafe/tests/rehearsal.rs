@@ -612,7 +612,7 @@ async fn retention_after_deploy_keeps_the_backup_rollback_needs() {
         .collect();
     assert_eq!(ids, [second["backup_id"].as_str().unwrap()]);
     // And it is what rollback restores.
-    let (code, run, err) = p.json(&["rollback", "staging"]);
+    let (code, run, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(run["report"]["method"], "restore");
     let b_exists: bool = db

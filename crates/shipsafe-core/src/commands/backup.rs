@@ -100,6 +100,11 @@ pub async fn take_backup_teed(
     };
     let roles = strings(shipsafe_backup::toc::REFERENCED_ROLES_SQL).await;
     let extensions = strings(shipsafe_backup::toc::EXTENSIONS_SQL).await;
+    let writes_at_backup: Option<i64> = client
+        .query_typed(crate::commands::rollback::WRITES_SQL, &[])
+        .await
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.get(0)));
     drop(client);
     let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;
     progress.stage(&format!(
@@ -125,6 +130,7 @@ pub async fn take_backup_teed(
             exclude_schemas: &config.file().backups.exclude_schemas,
             extensions,
             roles,
+            writes_at_backup,
         },
     )
     .await?;

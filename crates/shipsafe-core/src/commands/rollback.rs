@@ -28,8 +28,72 @@ pub struct RollbackReport {
     /// `restore` or `down`.
     pub method: Option<String>,
     pub safety_backup: Option<String>,
+    /// What a rollback by restore throws away, said before doing it.
+    pub discards: Option<Discards>,
     pub detail: String,
     pub checks_after: Vec<CheckOutcome>,
+}
+
+/// Writes made after a pre-deploy backup, which restoring it discards.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discards {
+    pub backup_id: String,
+    pub backup_created_at: String,
+    pub minutes_since_backup: i64,
+    /// Rows inserted, updated or deleted since the backup by every session
+    /// (the deploy's own changes included), from `pg_stat_user_tables`;
+    /// `None` when not measurable (statistics reset, or an older backup).
+    pub rows_written_since: Option<i64>,
+}
+
+impl Discards {
+    fn sentence(&self, env: &str) -> String {
+        format!(
+            "this restores backup {} taken {} ({} minutes ago): every write to {env} since then is discarded{}",
+            self.backup_id,
+            self.backup_created_at,
+            self.minutes_since_backup,
+            match self.rows_written_since {
+                Some(n) => format!(
+                    " (about {n} rows inserted, updated or deleted since, the deploy's own included, per pg_stat_user_tables)"
+                ),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+/// Sum of rows written to user tables since statistics began: compared with
+/// the same figure taken at backup time.
+pub(crate) const WRITES_SQL: &str =
+    "select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8 from pg_stat_user_tables";
+
+async fn discards(
+    config: &Config,
+    vars: &dyn VarSource,
+    client: &tokio_postgres::Client,
+    backup_id: &str,
+) -> Result<Discards, CoreError> {
+    let store = crate::commands::backup::open_store(config, vars)?;
+    let m = store.manifest(backup_id).await?;
+    let minutes = m
+        .created()
+        .map(|t| (jiff::Timestamp::now().as_second() - t.as_second()) / 60)
+        .unwrap_or(0);
+    let now: Option<i64> = client
+        .query_typed(WRITES_SQL, &[])
+        .await
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.get(0)));
+    Ok(Discards {
+        backup_id: backup_id.to_string(),
+        backup_created_at: m.created_at.clone(),
+        minutes_since_backup: minutes,
+        rows_written_since: match (now, m.writes_at_backup) {
+            (Some(n), Some(then)) if n >= then => Some(n - then),
+            _ => None,
+        },
+    })
 }
 
 /// The deploy to undo: the given run, or the newest deploy that may have
@@ -60,6 +124,15 @@ fn target(
         if undone.contains(&r.run_id) {
             return Err(CoreError::Usage(format!(
                 "run {id} was already rolled back"
+            )));
+        }
+        if !matches!(
+            r.outcome.as_str(),
+            "deployed" | "running" | "rollback_failed"
+        ) {
+            return Err(CoreError::Usage(format!(
+                "run {id} ended {}: it left the database as it was, so there is nothing of it to roll back",
+                r.outcome
             )));
         }
         return Ok(Some(r));
@@ -132,6 +205,7 @@ pub async fn rollback(
         rolled_back_run: None,
         method: None,
         safety_backup: None,
+        discards: None,
         detail: String::new(),
         checks_after: Vec::new(),
     };
@@ -147,24 +221,46 @@ pub async fn rollback(
         );
     };
     drop(store);
-    require_confirmation(
-        config,
-        env,
-        &format!("rolling back deploy {} of {env}", deploy.run_id),
-        confirm,
-    )?;
-    report.rolled_back_run = Some(deploy.run_id.clone());
     let url = config.database_url(env, vars)?;
     let client =
         crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
+    // The lock first: a deploy still running (or a session it orphaned) is
+    // named before anything else is asked.
     history::lock(&client).await?;
+    let rehearsal = &deploy.report["rehearsal"];
+    let faithful_down = rehearsal["round_trip"]["status"] == "proven"
+        && rehearsal["loses_data"] == false
+        && deploy.outcome == "deployed";
+    let mut what = format!("rolling back deploy {} of {env}", deploy.run_id);
+    if let (Some(backup), false) = (&deploy.backup_id, faithful_down) {
+        // A restore throws away what was written since the backup: say so,
+        // and have a person confirm it outside open environments.
+        let d = discards(config, vars, &client, backup).await?;
+        let sentence = d.sentence(env);
+        progress.stage(&sentence);
+        what = format!("{what}: {sentence}");
+        report.discards = Some(d);
+        if protection == Protection::Guarded {
+            match confirm.confirm(env, &what) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(CoreError::Blocked(format!(
+                        "{what}. Pass --confirm {env} (or type the name on a terminal) to go ahead; nothing was changed"
+                    )));
+                }
+                Err(why) => {
+                    return Err(CoreError::Blocked(format!(
+                        "{why}; {what}; nothing was changed"
+                    )));
+                }
+            }
+        }
+    }
+    require_confirmation(config, env, &what, confirm)?;
+    report.rolled_back_run = Some(deploy.run_id.clone());
     let mut ids = Vec::new();
 
     let result: Result<String, CoreError> = async {
-        let rehearsal = &deploy.report["rehearsal"];
-        let faithful_down = rehearsal["round_trip"]["status"] == "proven"
-            && rehearsal["loses_data"] == false
-            && deploy.outcome == "deployed";
         if let (Some(backup), false) = (&deploy.backup_id, faithful_down) {
             if protection != Protection::Open {
                 run.begin("backup");
