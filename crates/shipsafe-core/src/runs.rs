@@ -96,23 +96,55 @@ impl Run {
         self.record.outcome = outcome.to_string();
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         self.record.report = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
-        let mut store = StateStore::open(state_dir)?;
-        store.save_run(&self.record)?;
-        store.append_audit(&NewAuditEntry {
-            actor: Actor::detect(cwd),
-            command: self.record.command.clone(),
-            env: self.record.env.clone(),
-            outcome: outcome.to_string(),
-            backup_ids,
-            run_id: Some(self.record.run_id.clone()),
-            detail,
-        })?;
+        let saved = (|| {
+            let mut store = StateStore::open(state_dir)?;
+            store.save_run(&self.record)?;
+            store.append_audit(&NewAuditEntry {
+                actor: Actor::detect(cwd),
+                command: self.record.command.clone(),
+                env: self.record.env.clone(),
+                outcome: outcome.to_string(),
+                backup_ids,
+                run_id: Some(self.record.run_id.clone()),
+                detail,
+            })?;
+            Ok::<_, CoreError>(())
+        })();
+        saved.map_err(|e| unrecorded(&self.record, e))?;
         Ok(self.record)
+    }
+}
+
+/// Whether a run that ended with `outcome` left a change in the database.
+fn changed_database(run: &RunRecord) -> bool {
+    matches!(
+        run.outcome.as_str(),
+        "deployed" | "wiped" | "imported" | "cloned" | "restored" | "rollback_failed"
+    ) || (run.command == "rollback" && run.outcome == "rolled_back")
+}
+
+/// A failure to record a run. After a change it is no "nothing changed"
+/// (exit 4): the database holds the change and the record of it is
+/// missing, which a person must know (exit 5).
+fn unrecorded(run: &RunRecord, e: CoreError) -> CoreError {
+    if changed_database(run) {
+        CoreError::RollbackFailed(format!(
+            "{} {} ended {} and the database holds its changes, but its record could not be written: {e}. Run `shipsafe status` and `shipsafe log verify`, and fix the state folder",
+            run.command,
+            run.env.as_deref().unwrap_or_default(),
+            run.outcome
+        ))
+    } else {
+        e
     }
 }
 
 /// Writes `<state_dir>/reports/<run_id>.md`.
 pub fn write_markdown(state_dir: &Path, run: &RunRecord) -> Result<std::path::PathBuf, CoreError> {
+    write_markdown_file(state_dir, run).map_err(|e| unrecorded(run, e))
+}
+
+fn write_markdown_file(state_dir: &Path, run: &RunRecord) -> Result<std::path::PathBuf, CoreError> {
     let dir = state_dir.join("reports");
     std::fs::create_dir_all(&dir)
         .map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;

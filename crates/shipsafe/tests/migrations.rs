@@ -998,3 +998,31 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
     let (code, _, err) = p.json(&["rollback", "staging", "--run", &rolled_back]);
     assert_eq!(code, 64, "{err}");
 }
+
+/// Exit 4 says "the database is as it was before". A deploy that applied its
+/// change and then could not write its report must not say that.
+#[tokio::test]
+async fn a_report_that_cannot_be_written_after_the_change_is_not_exit_4() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], "");
+    migration(
+        &p,
+        "1_t",
+        "create table t (id int);",
+        Some("drop table t;"),
+        None,
+    );
+    // The reports folder cannot be created: a file is in its place.
+    write(p.dir.path(), ".shipsafe/reports", "not a folder");
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    let exists: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('t') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists, "the change was applied");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("holds its changes"), "{err}");
+}
