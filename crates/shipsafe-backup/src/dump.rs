@@ -38,6 +38,7 @@ pub struct DumpRequest<'a> {
     pub extensions: Vec<String>,
     pub roles: Vec<String>,
     pub writes_at_backup: Option<i64>,
+    pub audit_head: Option<crate::manifest::AuditHead>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -131,6 +132,7 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
         extensions: req.extensions.clone(),
         roles: req.roles.clone(),
         writes_at_backup: req.writes_at_backup,
+        audit_head: req.audit_head.clone(),
         excluded_schemas: req.exclude_schemas.to_vec(),
         verifications: Vec::new(),
         error: None,

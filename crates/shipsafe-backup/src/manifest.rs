@@ -22,6 +22,13 @@ pub struct Verification {
     pub error: Option<String>,
 }
 
+/// An audit entry (sequence number and hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub id: String,
@@ -55,6 +62,10 @@ pub struct Manifest {
     /// can say how much a restore of this backup would discard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writes_at_backup: Option<i64>,
+    /// The audit log's head when the backup was taken: a copy outside
+    /// state.db that `log verify` compares with the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<AuditHead>,
     /// Schemas left out of the dump (`[backups] exclude_schemas`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_schemas: Vec<String>,

@@ -30,7 +30,7 @@ use crate::store::BackupStore;
 #[derive(Debug)]
 pub struct VerifiedArchive {
     path: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: shipsafe_pg::PrivateTemp,
 }
 
 impl VerifiedArchive {
@@ -69,10 +69,7 @@ pub async fn fetch_verified(
             available,
         });
     }
-    let dir = tempfile::Builder::new()
-        .prefix("shipsafe-restore-")
-        .tempdir_in(parent)
-        .map_err(|e| BackupError::io("cannot create a restore folder", parent, e))?;
+    let dir = shipsafe_pg::PrivateTemp::new_in(parent)?;
     let path = dir.path().join(format!("{}.dump", manifest.id));
     let file =
         std::fs::File::create(&path).map_err(|e| BackupError::io("cannot create", &path, e))?;

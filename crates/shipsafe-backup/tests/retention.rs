@@ -26,6 +26,7 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
         roles: vec![],
         excluded_schemas: vec![],
         writes_at_backup: None,
+        audit_head: None,
         verifications: if verified {
             vec![Verification {
                 at: at.into(),

@@ -33,6 +33,11 @@ pub async fn open(
 ) -> Result<Client, CoreError> {
     let client = connect(url).await?;
     guard(config, env, url, &client, access).await?;
+    if access == Access::Change {
+        // Before changing anything: a copy of the audit chain's head in the
+        // database, out of reach of whatever happens to state.db.
+        crate::anchor::write(config, &client).await;
+    }
     Ok(client)
 }
 

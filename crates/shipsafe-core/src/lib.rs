@@ -2,12 +2,14 @@
 //! and return typed, serializable results; parsing arguments and printing
 //! are the binary's job.
 
+pub mod anchor;
 pub mod audit;
 pub mod commands;
 pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod exit;
+pub mod files;
 pub mod gates;
 pub mod progress;
 pub mod rehearsal_text;

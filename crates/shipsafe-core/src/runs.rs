@@ -78,6 +78,8 @@ impl Run {
     /// later still leaves a record that `rollback` can find.
     pub fn checkpoint(&mut self, state_dir: &Path) -> Result<(), CoreError> {
         self.record.outcome = "running".into();
+        // Who is running it: a later start tells a live run from a dead one.
+        self.record.report = serde_json::json!({ "pid": std::process::id() });
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         StateStore::open(state_dir)?.save_run(&self.record)?;
         Ok(())
@@ -113,6 +115,48 @@ impl Run {
         saved.map_err(|e| unrecorded(&self.record, e))?;
         Ok(self.record)
     }
+}
+
+/// Gives every run left `running` by a process that no longer exists (killed,
+/// crashed, machine restarted) an `interrupted` audit entry, once. Its record
+/// stays `running`, so `rollback` still finds it. Returns how many it noted.
+pub fn note_interrupted(state_dir: &Path, cwd: &Path) -> Result<usize, CoreError> {
+    let Some(store) = StateStore::open_existing(state_dir)? else {
+        return Ok(0);
+    };
+    let dead: Vec<RunRecord> = store
+        .runs(None, 10_000)?
+        .into_iter()
+        .filter(|r| r.outcome == "running")
+        .filter(|r| {
+            r.report["pid"]
+                .as_u64()
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    drop(store);
+    let mut noted = 0;
+    for r in dead {
+        let mut store = StateStore::open(state_dir)?;
+        if store.has_audit_entry(&r.run_id, "interrupted")? {
+            continue;
+        }
+        store.append_audit(&NewAuditEntry {
+            actor: Actor::detect(cwd),
+            command: r.command.clone(),
+            env: r.env.clone(),
+            outcome: "interrupted".into(),
+            backup_ids: r.backup_id.iter().cloned().collect(),
+            run_id: Some(r.run_id.clone()),
+            detail: serde_json::json!({
+                "started_at": r.started_at,
+                "pid": r.report["pid"],
+                "note": "the process ended before the run did; `shipsafe rollback` can undo it",
+            }),
+        })?;
+        noted += 1;
+    }
+    Ok(noted)
 }
 
 /// Whether a run that ended with `outcome` left a change in the database.

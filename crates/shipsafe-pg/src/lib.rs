@@ -16,4 +16,4 @@ pub use child::LibpqChild;
 pub use connect::{ServerInfo, connect, connect_info, quote_ident, quote_literal, server_info};
 pub use error::{PgError, describe, error_chain};
 pub use schema::{SchemaDiff, schema_description, schema_diff, schema_fingerprint};
-pub use scratch::{ScratchCluster, ScratchOptions, Storage};
+pub use scratch::{PrivateTemp, ScratchCluster, ScratchOptions, Storage};

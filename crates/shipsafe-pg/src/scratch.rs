@@ -100,6 +100,9 @@ fn base_dir(opts: &ScratchOptions) -> PathBuf {
 /// fits comfortably (same rule as small clusters), else the temp folder.
 /// Keeps a decompressed archive from competing with a restore for the disk.
 pub fn temp_dir_for(size: u64) -> PathBuf {
+    if let Some(d) = std::env::var_os("SHIPSAFE_SCRATCH_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
     let fits = shm_available()
         .is_some_and(|a| size.saturating_add(BASE_FOOTPRINT) <= (a / 4).min(MEMORY_CAP));
     if fits {
@@ -231,6 +234,50 @@ struct Live {
 
 static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
 
+/// Private temporary folders alive in this process, for signal-time cleanup.
+static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    TEMPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const TMP_PREFIX: &str = "shipsafe-tmp-";
+
+/// A private folder for copies of data (decompressed archives, raw dumps,
+/// restore lists): created 0700 under `parent`, removed on drop, on
+/// SIGINT/SIGTERM/SIGHUP, and by the next start of shipsafe when the process
+/// that made it died (kill -9).
+#[derive(Debug)]
+pub struct PrivateTemp {
+    path: PathBuf,
+}
+
+impl PrivateTemp {
+    pub fn new_in(parent: &Path) -> Result<Self, PgError> {
+        install_signal_cleanup();
+        for d in sweep_dirs() {
+            sweep_leftovers(&d);
+        }
+        let path = parent.join(format!("{TMP_PREFIX}{}", unique_suffix()));
+        new_private_dir(&path)?;
+        temps().push(path.clone());
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PrivateTemp {
+    fn drop(&mut self) {
+        temps().retain(|p| p != &self.path);
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
 fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
     LIVE.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -239,6 +286,9 @@ fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
 /// Stops every scratch cluster this process started and deletes their
 /// directories. Called from the signal handler; safe to call any time.
 pub fn cleanup_all() {
+    for t in std::mem::take(&mut *temps()) {
+        let _ = fs::remove_dir_all(t);
+    }
     let all: Vec<Live> = std::mem::take(&mut *live());
     for l in &all {
         let _ = kill(Pid::from_raw(l.pid), Signal::SIGQUIT);
@@ -320,7 +370,10 @@ fn sweep_leftovers(tmp: &Path) {
     let Ok(rd) = fs::read_dir(tmp) else { return };
     for entry in rd.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(DIR_PREFIX) else {
+        let Some(rest) = name
+            .strip_prefix(DIR_PREFIX)
+            .or_else(|| name.strip_prefix(TMP_PREFIX))
+        else {
             continue;
         };
         let Some(owner) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {

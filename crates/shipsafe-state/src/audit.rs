@@ -59,6 +59,9 @@ pub struct ChainReport {
     pub ok: bool,
     pub head_hash: Option<String>,
     pub problems: Vec<ChainProblem>,
+    /// Copies of the chain head kept outside state.db that were compared
+    /// (an environment's database, a backup manifest).
+    pub anchors_checked: Vec<String>,
 }
 
 /// The stored text of an entry's fields, exactly as hashed.
@@ -187,6 +190,35 @@ impl StateStore {
         Ok(raw.into_entry())
     }
 
+    /// The chain head: the newest entry's sequence number and hash.
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>, StateError> {
+        self.conn()
+            .query_row("select seq, hash from audit_head where id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.sql_err(e))
+    }
+
+    /// The hash of entry `seq`, if the log has it.
+    pub fn audit_hash(&self, seq: i64) -> Result<Option<String>, StateError> {
+        self.conn()
+            .query_row("select hash from audit where seq = ?1", [seq], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql_err(e))
+    }
+
+    /// Whether an entry with this run id and outcome exists.
+    pub fn has_audit_entry(&self, run_id: &str, outcome: &str) -> Result<bool, StateError> {
+        self.conn()
+            .query_row(
+                "select exists (select 1 from audit where run_id = ?1 and outcome = ?2)",
+                [run_id, outcome],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql_err(e))
+    }
+
     /// Entries, newest first, optionally for one environment.
     pub fn audit_entries(
         &self,
@@ -294,6 +326,7 @@ impl StateStore {
             ok: problems.is_empty(),
             head_hash: last.map(|(_, h)| h),
             problems,
+            anchors_checked: Vec::new(),
         })
     }
 }

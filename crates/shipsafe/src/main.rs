@@ -30,6 +30,8 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigIgn,
         )
     };
+    // Backups, state and reports are for their owner only.
+    shipsafe_core::files::private_umask();
     let format = cli.format;
     let quiet = cli.quiet;
     match run(cli) {
@@ -55,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
         Command::Demo => runtime.block_on(cmd::demo::run(&ctx)),
         Command::Status { env } => runtime.block_on(cmd::status::run(&ctx, env.as_deref())),
         Command::Log(args) => match args.action {
-            Some(LogAction::Verify) => cmd::log::verify(&ctx),
+            Some(LogAction::Verify) => runtime.block_on(cmd::log::verify(&ctx)),
             None => cmd::log::show(&ctx, args.env.as_deref(), args.limit),
         },
         Command::Backup(action) => runtime.block_on(cmd::backup::run(&ctx, action)),

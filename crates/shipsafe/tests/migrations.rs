@@ -901,6 +901,18 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
     }
     child.kill().unwrap(); // SIGKILL: no cleanup, no rollback, no record of the end
     child.wait().unwrap();
+    // The next start notes the killed run in the audit log, once.
+    for _ in 0..2 {
+        let (code, log, err) = p.json(&["log"]);
+        assert_eq!(code, 0, "{err}");
+        let interrupted = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == "interrupted" && e["command"] == "deploy")
+            .count();
+        assert_eq!(interrupted, 1, "{log}");
+    }
     let grants: i64 = c
         .query_one("select count(*) from tool_access", &[])
         .await
@@ -1025,4 +1037,70 @@ async fn a_report_that_cannot_be_written_after_the_change_is_not_exit_4() {
     assert!(exists, "the change was applied");
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("holds its changes"), "{err}");
+}
+
+/// The audit chain's head is kept outside state.db (the environment's
+/// database, each backup manifest): a state.db replaced by an older copy, or
+/// deleted, fails `log verify` although its own chain is intact.
+#[tokio::test]
+async fn log_verify_catches_a_state_db_that_lost_entries_or_is_gone() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "guarded", db.url())], "");
+    let state = p.dir.path().join(".shipsafe/state.db");
+    let deploy = |n: u32| {
+        migration(
+            &p,
+            &format!("{n}_t{n}"),
+            &format!("create table t{n} (id int);"),
+            None,
+            None,
+        );
+        let (code, _, err) = p.json(&["deploy", "dev"]);
+        assert_eq!(code, 0, "{err}");
+    };
+    deploy(1);
+    let old_copy = std::fs::read(&state).unwrap();
+    deploy(2);
+    deploy(3);
+    let (code, report, err) = p.json(&["log", "verify"]);
+    assert_eq!(code, 0, "{err}");
+    let anchors = report["anchors_checked"].as_array().unwrap();
+    assert!(
+        anchors
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("dev's database: entry 2")),
+        "{report}"
+    );
+    assert!(
+        anchors
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("backup dev-")),
+        "{report}"
+    );
+    let in_db: i64 = db
+        .client()
+        .await
+        .query_one("select seq from shipsafe.audit_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_db, 2);
+
+    // An older copy of state.db: its own chain is intact, the anchors are not.
+    std::fs::write(&state, &old_copy).unwrap();
+    let (code, report, _) = p.json(&["log", "verify"]);
+    assert_eq!(code, 1, "{report}");
+    let text = report["problems"].to_string();
+    assert!(text.contains("which the log does not have"), "{text}");
+
+    // No state.db at all.
+    std::fs::remove_file(&state).unwrap();
+    let (code, report, _) = p.json(&["log", "verify"]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report["problems"]
+            .to_string()
+            .contains("state.db is missing"),
+        "{report}"
+    );
 }

@@ -131,6 +131,12 @@ pub async fn take_backup_teed(
             extensions,
             roles,
             writes_at_backup,
+            audit_head: crate::anchor::current(config).map(|h| {
+                shipsafe_backup::manifest::AuditHead {
+                    seq: h.seq,
+                    hash: h.hash,
+                }
+            }),
         },
     )
     .await?;
@@ -416,11 +422,9 @@ pub(crate) async fn restore_into_scratch(
     }
     drop(admin);
     let (list, _left_out) = toc.restore_list();
-    let list_file = tempfile::Builder::new()
-        .prefix("shipsafe-toc-")
-        .tempfile()
-        .map_err(|e| CoreError::io("cannot write the restore list", e))?;
-    std::fs::write(list_file.path(), list)
+    let list_dir = shipsafe_pg::PrivateTemp::new_in(&std::env::temp_dir())?;
+    let list_path = list_dir.path().join("restore.list");
+    std::fs::write(&list_path, list)
         .map_err(|e| CoreError::io("cannot write the restore list", e))?;
     let url = cluster.url(&manifest.database);
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -430,7 +434,7 @@ pub(crate) async fn restore_into_scratch(
         &url,
         jobs,
         keep_owners,
-        Some(list_file.path()),
+        Some(&list_path),
     )
     .await?;
     Ok(url)

@@ -301,7 +301,7 @@ pub async fn run_tool(
     let started = std::time::Instant::now();
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
-        .arg(command)
+        .arg(crate::files::with_user_umask(command))
         .current_dir(config.root())
         .env(url_env, url.expose())
         .stdin(std::process::Stdio::null())

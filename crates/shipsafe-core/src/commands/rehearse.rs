@@ -161,7 +161,7 @@ impl CloneDb {
 pub struct PendingClone {
     source: CloneSource,
     starting: Option<tokio::task::JoinHandle<Result<ScratchCluster, shipsafe_pg::PgError>>>,
-    dump_dir: Option<tempfile::TempDir>,
+    dump_dir: Option<shipsafe_pg::PrivateTemp>,
     roles: Vec<String>,
 }
 
@@ -225,10 +225,7 @@ pub async fn backup_for_clone(
             .unwrap_or_default();
         drop(client);
         let size = info.size_bytes.max(0) as u64;
-        let dir = tempfile::Builder::new()
-            .prefix("shipsafe-clone-")
-            .tempdir_in(shipsafe_pg::scratch::temp_dir_for(size))
-            .map_err(|e| CoreError::io("cannot create a folder for the clone's copy", e))?;
+        let dir = shipsafe_pg::PrivateTemp::new_in(&shipsafe_pg::scratch::temp_dir_for(size))?;
         pending.dump_dir = Some(dir);
         let opts = ScratchOptions {
             major: Some(info.major),
@@ -411,7 +408,7 @@ async fn clone_from_command(
 ) -> Result<DbUrl, CoreError> {
     let out = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(script)
+        .arg(crate::files::with_user_umask(script))
         .current_dir(config.root())
         .env("SHIPSAFE_ENV", env)
         .env("SHIPSAFE_BACKUP_ID", backup_id)
@@ -452,15 +449,17 @@ pub enum Change<'a> {
     External(&'a crate::commands::migrate::External),
 }
 
-/// `server identity|database oid|database name` of a connection: equal for
-/// two URLs only when they reach the same database.
+/// `system identifier|server start time|database oid|database name` of a
+/// connection: equal for two URLs only when they reach the same database.
+/// The start time tells apart clusters copied from one template (scratch
+/// clusters share their system identifier).
 async fn database_identity(url: &DbUrl) -> Result<String, String> {
     let client = connect(url).await.map_err(|e| e.to_string())?;
     let rows = client
         .simple_query(
             "select concat_ws('|', \
-                coalesce((select system_identifier::text from pg_control_system()), \
-                         inet_server_addr()::text || ':' || inet_server_port()::text, ''), \
+                coalesce((select system_identifier::text from pg_control_system()), ''), \
+                pg_postmaster_start_time()::text, \
                 (select oid::text from pg_database where datname = current_database()), \
                 current_database())",
         )

@@ -43,9 +43,12 @@ pub fn show(ctx: &Ctx, env: Option<&str>, limit: Option<usize>) -> anyhow::Resul
     )
 }
 
-pub fn verify(ctx: &Ctx) -> anyhow::Result<Rendered> {
+pub async fn verify(ctx: &Ctx) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
-    let report = log::verify(&config)?;
+    let mut report = log::verify(&config)?;
+    // The chain alone cannot see a state.db replaced by an older copy, or
+    // deleted: compare the head copies kept in databases and manifests.
+    shipsafe_core::anchor::check(&config, &shipsafe_config::ProcessEnv, &mut report).await;
     let text = if report.ok {
         format!(
             "audit log intact: {} entries{}\n",
@@ -66,6 +69,14 @@ pub fn verify(ctx: &Ctx) -> anyhow::Result<Rendered> {
             t.push_str(&format!("  entry {}: {}\n", p.seq, p.problem));
         }
         t
+    };
+    let text = if report.anchors_checked.is_empty() {
+        text
+    } else {
+        format!(
+            "{text}compared with the head copies in: {}\n",
+            report.anchors_checked.join("; ")
+        )
     };
     let exit = if report.ok {
         ExitKind::Success

@@ -37,14 +37,20 @@ impl Ctx {
     }
 
     /// Loads the config: flag > SHIPSAFE_CONFIG > nearest shipsafe.toml.
+    /// Every command starts here, so runs a killed process left behind get
+    /// their `interrupted` audit entry here too.
     pub fn config(&self) -> Result<Config, shipsafe_config::ConfigError> {
-        shipsafe_config::load(
+        let config = shipsafe_config::load(
             &LoadOptions {
                 config_flag: self.config_flag.clone(),
                 state_dir_flag: self.state_dir_flag.clone(),
                 cwd: self.cwd.clone(),
             },
             &ProcessEnv,
-        )
+        )?;
+        if let Err(e) = shipsafe_core::runs::note_interrupted(config.state_dir(), &self.cwd) {
+            tracing::warn!("cannot record interrupted runs: {e}");
+        }
+        Ok(config)
     }
 }
