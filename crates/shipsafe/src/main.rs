@@ -149,7 +149,27 @@ fn init_tracing(quiet: bool, verbose: u8) {
         (false, 1) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIPSAFE_LOG")
+    // -v/-vv raise shipsafe's own messages only. The database driver logs
+    // every statement with its parameters at debug level: row data and the
+    // masking key. It stays at warn unless SHIPSAFE_LOG names it explicitly.
+    let ours = [
+        "shipsafe",
+        "shipsafe_core",
+        "shipsafe_pg",
+        "shipsafe_backup",
+        "shipsafe_migrate",
+        "shipsafe_data",
+        "shipsafe_state",
+        "shipsafe_config",
+        "shipsafe_lint",
+    ];
+    let default = format!("warn,{}", ours.map(|c| format!("{c}={level}")).join(","));
+    let spec = match std::env::var("SHIPSAFE_LOG") {
+        Ok(s) if s.contains("tokio_postgres") => s,
+        Ok(s) if !s.is_empty() => format!("{s},tokio_postgres=warn"),
+        _ => default,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

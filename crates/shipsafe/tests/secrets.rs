@@ -113,3 +113,48 @@ protection = "open"
         "the state folder holds the password"
     );
 }
+
+/// `-vv` shows what shipsafe does, never the masking key nor row data (the
+/// database driver's own debug output carries statements and parameters).
+#[tokio::test]
+async fn verbose_output_never_shows_the_mask_key_or_rows() {
+    let prod = TestDb::new().await;
+    let staging = TestDb::new().await;
+    prod.client()
+        .await
+        .batch_execute(
+            "create table users (id int primary key, email text not null);
+             insert into users select g, 'secret-person' || g || '@real.example' from generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+    let key = "very-secret-mask-key-0042";
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "shipsafe.toml",
+        "[environments.prod]\ndatabase_url = \"${PROD_URL}\"\nprotection = \"guarded\"\n\
+         [environments.staging]\ndatabase_url = \"${STAGING_URL}\"\nprotection = \"open\"\n\
+         [mask]\n\"users.email\" = \"email\"\n",
+    );
+    let out = shipsafe(dir.path())
+        .args(["-vv", "clone", "prod", "staging", "--mask"])
+        .env("PROD_URL", prod.url().expose())
+        .env("STAGING_URL", staging.url().expose())
+        .env("SHIPSAFE_MASK_KEY", key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("DEBUG") || err.contains("INFO"),
+        "-vv printed nothing: {err}"
+    );
+    let all = format!(
+        "{err}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        all_files_text(dir.path())
+    );
+    assert!(!all.contains(key), "the mask key was printed");
+    assert!(!all.contains("secret-person"), "row data was printed");
+}
