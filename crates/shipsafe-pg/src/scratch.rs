@@ -49,7 +49,9 @@ const SOCKET_PORT: u16 = 5432;
 /// Options for [`ScratchCluster::start_with`].
 #[derive(Debug, Clone, Default)]
 pub struct ScratchOptions {
-    /// Server major version; `None` picks the newest installed.
+    /// The lowest server major version that will do (a restore's source);
+    /// that version when installed, else the newest newer one. `None`
+    /// picks the newest installed.
     pub major: Option<u32>,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
@@ -642,7 +644,12 @@ impl ScratchCluster {
     /// Starts a cluster. Blocks for well under a second once the template is
     /// cached; call from `spawn_blocking` in async code.
     pub fn start_with(opts: &ScratchOptions) -> Result<Self, PgError> {
-        let binaries = PgBinaries::find(opts.major, &["postgres", "initdb"])?;
+        // The source's major version, or a newer one: a dump restores into
+        // a newer server, never into an older one.
+        let binaries = match opts.major {
+            Some(m) => PgBinaries::for_server(m, &["postgres", "initdb"])?,
+            None => PgBinaries::find(None, &["postgres", "initdb"])?,
+        };
         let who = run_as()?;
         install_signal_cleanup();
         // Cheap (a directory listing each), and catches leftovers of

@@ -146,6 +146,59 @@ impl TestCa {
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
+
+    /// A client certificate for role `user` signed by this CA: (cert, key).
+    pub fn client(&self, user: &str) -> (PathBuf, PathBuf) {
+        let o = |args: &[&str]| {
+            run(
+                Command::new("openssl").args(args).current_dir(&self.dir),
+                &format!("openssl {}", args.join(" ")),
+            )
+        };
+        let (crt, key, csr) = (
+            format!("{user}.pem"),
+            format!("{user}.key"),
+            format!("{user}.csr"),
+        );
+        o(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={user}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        // Extensions make it a v3 certificate, which rustls requires.
+        std::fs::write(
+            self.dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("client.ext");
+        o(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            &crt,
+        ]);
+        let key = self.dir.join(key);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        (self.dir.join(crt), key)
+    }
 }
 
 /// A cluster on 127.0.0.1 that accepts only TLS (`hostssl`) with a
@@ -189,7 +242,8 @@ impl TlsCluster {
         );
         std::fs::write(
             data.join("pg_hba.conf"),
-            "hostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+            "hostssl all certuser 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
         )
         .expect("pg_hba");
         let port = free_port();
@@ -218,6 +272,8 @@ impl TlsCluster {
                 "ssl_key_file={}",
                 dir.join("ca/server.key").display()
             ))
+            .arg("-c")
+            .arg(format!("ssl_ca_file={}", dir.join("ca/ca.pem").display()))
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.display()))
             .stdout(logf.try_clone().expect("log"))

@@ -319,3 +319,55 @@ async fn protected_plaintext_to_a_remote_host_is_refused() {
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// `sslcert`/`sslkey`: a role that logs in with a client certificate only,
+/// for shipsafe's own connections and for pg_dump.
+#[tokio::test]
+async fn client_certificates_log_in_and_reach_pg_dump() {
+    let s = tokio::task::spawn_blocking(TlsCluster::start)
+        .await
+        .unwrap();
+    let ca = s.ca.ca().display().to_string();
+    let admin = connect(&DbUrl::new(s.url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    )))
+    .await
+    .unwrap();
+    admin
+        .batch_execute("create role certuser login superuser; create table t (id int); insert into t values (1)")
+        .await
+        .unwrap();
+    let ca_dir = s.ca.dir.clone();
+    let (crt, key) = tokio::task::spawn_blocking(move || {
+        shipsafe_testkit::servers::TestCa { dir: ca_dir }.client("certuser")
+    })
+    .await
+    .unwrap();
+    let url = format!(
+        "postgresql://certuser@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}&sslcert={}&sslkey={}",
+        s.port,
+        crt.display(),
+        key.display()
+    );
+    let c = connect(&DbUrl::new(&url)).await.unwrap();
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "certuser");
+    // Without the certificate the same role is refused.
+    let without = format!(
+        "postgresql://certuser@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
+        s.port
+    );
+    assert!(connect(&DbUrl::new(&without)).await.is_err());
+    let p = project(&url, "guarded", "");
+    let o = p
+        .cmd()
+        .args(["backup", "create", "production"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
