@@ -38,6 +38,13 @@ fn every_block_in_the_reference_parses() {
     for b in &blocks {
         Config::parse(Path::new("docs/configuration.md"), b).unwrap();
     }
+    // The managed-provider page's examples are real configuration too.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/managed.md");
+    let managed = toml_blocks(&std::fs::read_to_string(p).unwrap());
+    assert!(!managed.is_empty());
+    for b in &managed {
+        Config::parse(Path::new("docs/managed.md"), b).unwrap();
+    }
 }
 
 #[test]
