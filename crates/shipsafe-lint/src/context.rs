@@ -8,7 +8,8 @@ use pg_query::protobuf::TransactionStmtKind;
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     text: &'a str,
-    /// Tables created in this migration: empty and unseen by the app.
+    /// Tables created in this migration, or by an earlier migration of the
+    /// same batch: empty and unseen by the app.
     created: HashSet<String>,
     /// An explicit BEGIN is open.
     pub in_transaction: bool,
@@ -22,9 +23,15 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(text: &'a str) -> Self {
+        Self::with_created(text, HashSet::new())
+    }
+
+    /// A context that already knows the tables earlier files of the batch
+    /// created.
+    pub fn with_created(text: &'a str, created: HashSet<String>) -> Self {
         Self {
             text,
-            created: HashSet::new(),
+            created,
             in_transaction: false,
             added_enum_values: Vec::new(),
             previous: Vec::new(),
@@ -32,7 +39,12 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// True when `table` was created earlier in this migration.
+    /// The tables known to be new so far, for the next file of the batch.
+    pub fn into_created(self) -> HashSet<String> {
+        self.created
+    }
+
+    /// True when `table` was created earlier in this migration or batch.
     pub fn is_new_table(&self, table: &str) -> bool {
         self.created.contains(&table.to_ascii_lowercase())
     }

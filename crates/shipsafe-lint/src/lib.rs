@@ -169,6 +169,29 @@ fn allowances(text: &str, line: usize) -> Vec<(String, Option<String>)> {
 
 /// Lints one migration file.
 pub fn lint(file: &str, text: &str) -> Result<Vec<Finding>, ParseError> {
+    lint_with(file, text, &mut std::collections::HashSet::new())
+}
+
+/// Lints the files of one ordered history (the pending batch of a deploy, or
+/// a folder of migrations): a table created by an earlier file is as new as
+/// one created earlier in the same file, so lock, rewrite and validation
+/// rules do not fire on it.
+pub fn lint_batch<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<Finding>, ParseError> {
+    let mut created = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    for (file, text) in files {
+        all.extend(lint_with(file, text, &mut created)?);
+    }
+    Ok(all)
+}
+
+fn lint_with(
+    file: &str,
+    text: &str,
+    created: &mut std::collections::HashSet<String>,
+) -> Result<Vec<Finding>, ParseError> {
     let parsed = pg_query::parse(text).map_err(|e| {
         let message = e.to_string();
         ParseError {
@@ -178,7 +201,7 @@ pub fn lint(file: &str, text: &str) -> Result<Vec<Finding>, ParseError> {
             message: format!("does not parse as PostgreSQL: {message}"),
         }
     })?;
-    let mut ctx = Context::new(text);
+    let mut ctx = Context::with_created(text, std::mem::take(created));
     let rules = rules::all();
     let mut findings = Vec::new();
     for raw in &parsed.protobuf.stmts {
@@ -214,6 +237,7 @@ pub fn lint(file: &str, text: &str) -> Result<Vec<Finding>, ParseError> {
             raw.stmt_len.max(0) as usize,
         );
     }
+    *created = ctx.into_created();
     Ok(findings)
 }
 
@@ -269,6 +293,54 @@ mod tests {
         )
         .unwrap();
         assert!(!f[0].suppressed);
+    }
+
+    #[test]
+    fn a_batch_shares_what_earlier_files_created() {
+        let files = [
+            ("1/up.sql", "create table orders (id bigint primary key);"),
+            (
+                "2/up.sql",
+                "create table lines (id bigint primary key, order_id bigint);
+                 alter table lines add constraint fk foreign key (order_id) references orders (id);",
+            ),
+            (
+                "3/up.sql",
+                "create index lines_order on lines (order_id);
+                 alter table orders add column status text not null;",
+            ),
+        ];
+        let alone: Vec<String> = files
+            .iter()
+            .flat_map(|(f, t)| lint(f, t).unwrap())
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.rule)
+            .collect();
+        assert!(
+            alone.contains(&"require-concurrent-index-creation".to_string()),
+            "{alone:?}"
+        );
+        assert!(
+            alone.contains(&"require-default-for-not-null-column".to_string()),
+            "{alone:?}"
+        );
+        let batch = lint_batch(files).unwrap();
+        let errors: Vec<&Finding> = batch
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // A table the batch did not create is still an existing table.
+        let later = lint_batch([
+            ("1/up.sql", "create table a (id int);"),
+            ("2/up.sql", "create index b_x on b (x);"),
+        ])
+        .unwrap();
+        assert!(
+            later
+                .iter()
+                .any(|f| f.rule == "require-concurrent-index-creation")
+        );
     }
 
     #[test]

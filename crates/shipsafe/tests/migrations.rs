@@ -1104,3 +1104,90 @@ async fn log_verify_catches_a_state_db_that_lost_entries_or_is_gone() {
         "{report}"
     );
 }
+
+/// A history shaped like Prisma's (tables first, then foreign keys, indexes,
+/// NOT NULL columns and drops in later files), deployed to an empty database:
+/// every object the lint would worry about is created by an earlier
+/// migration of the same pending batch, so nothing blocks, and no
+/// allow-comment is needed.
+fn prisma_like_history(p: &Project) {
+    let mut v = 0;
+    let mut next = |p: &Project, name: &str, sql: &str| {
+        v += 1;
+        migration(p, &format!("{v}_{name}"), sql, None, None);
+    };
+    for t in 0..20 {
+        next(
+            p,
+            &format!("create_t{t}"),
+            &format!("create table t{t} (id bigint primary key, parent_id bigint, note text);"),
+        );
+    }
+    for t in 1..20 {
+        next(
+            p,
+            &format!("fk_t{t}"),
+            &format!(
+                "alter table t{t} add constraint t{t}_parent foreign key (parent_id) references t{} (id);",
+                t - 1
+            ),
+        );
+    }
+    for t in 0..10 {
+        next(
+            p,
+            &format!("index_t{t}"),
+            &format!("create index t{t}_parent on t{t} (parent_id);"),
+        );
+    }
+    for t in 0..10 {
+        next(
+            p,
+            &format!("status_t{t}"),
+            &format!("alter table t{t} add column status text not null;"),
+        );
+    }
+    next(p, "drop_note", "alter table t0 drop column note;");
+}
+
+#[tokio::test]
+async fn a_migration_history_deploys_to_an_empty_database_without_allow_comments() {
+    for protection in ["open", "guarded", "protected"] {
+        let db = TestDb::new().await;
+        let p = Project::new(&[("fresh", protection, db.url())], "");
+        prisma_like_history(&p);
+        let (code, run, err) = p.json(&["deploy", "fresh", "--confirm", "fresh"]);
+        assert_eq!(code, 0, "{protection}: {err}");
+        assert_eq!(run["outcome"], "deployed", "{protection}");
+        let n: i64 = db
+            .client()
+            .await
+            .query_one("select count(*) from shipsafe.migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 60, "{protection}");
+    }
+    // The same files linted one by one (not as one history) find the errors
+    // the batch context removes.
+    let db = TestDb::new().await;
+    let p = Project::new(&[("fresh", "open", db.url())], "");
+    prisma_like_history(&p);
+    let out = p
+        .cmd()
+        .args(["--format", "json", "lint", "migrations/45_index_t5/up.sql"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = p
+        .cmd()
+        .args(["--format", "json", "lint", "migrations"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

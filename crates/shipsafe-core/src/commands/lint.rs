@@ -24,13 +24,46 @@ impl LintReport {
             .collect()
     }
 
-    fn add(&mut self, display: &str, text: &str) -> Result<(), CoreError> {
-        let found =
-            shipsafe_lint::lint(display, text).map_err(|e| CoreError::Problems(e.to_string()))?;
-        self.files_checked += 1;
-        self.findings.extend(found);
-        Ok(())
+    /// Lints `files` as one ordered history (see [`shipsafe_lint::lint_batch`]).
+    fn batch(files: &[(String, String)]) -> Result<Self, CoreError> {
+        let findings =
+            shipsafe_lint::lint_batch(files.iter().map(|(d, t)| (d.as_str(), t.as_str())))
+                .map_err(|e| CoreError::Problems(e.to_string()))?;
+        Ok(Self {
+            files_checked: files.len(),
+            findings,
+        })
     }
+}
+
+/// Compares paths as people number migrations: digit runs by value, so
+/// `2_x` comes before `10_y`.
+fn natural_cmp(a: &Path, b: &Path) -> std::cmp::Ordering {
+    fn parts(s: &str) -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let digit = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, run)) if *d == digit => run.push(c),
+                _ => out.push((digit, c.to_string())),
+            }
+        }
+        out
+    }
+    let (pa, pb) = (parts(&a.to_string_lossy()), parts(&b.to_string_lossy()));
+    for (x, y) in pa.iter().zip(&pb) {
+        let o = match (x, y) {
+            ((true, m), (true, n)) => {
+                let (m, n) = (m.trim_start_matches('0'), n.trim_start_matches('0'));
+                m.len().cmp(&n.len()).then_with(|| m.cmp(n))
+            }
+            _ => x.1.cmp(&y.1),
+        };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len())
 }
 
 /// A path as shown in findings: relative to `base` when inside it.
@@ -41,13 +74,13 @@ fn shown(path: &Path, base: &Path) -> String {
         .to_string()
 }
 
-/// Lints the forward scripts of migrations.
+/// Lints the forward scripts of migrations, in order, as one batch.
 pub fn lint_migrations(migrations: &[&Migration], base: &Path) -> Result<LintReport, CoreError> {
-    let mut report = LintReport::default();
-    for m in migrations {
-        report.add(&shown(&m.up.path, base), &m.up.text)?;
-    }
-    Ok(report)
+    let files: Vec<(String, String)> = migrations
+        .iter()
+        .map(|m| (shown(&m.up.path, base), m.up.text.clone()))
+        .collect();
+    LintReport::batch(&files)
 }
 
 /// Forward migration scripts under `dir` (not down.sql or verify.sql).
@@ -56,7 +89,7 @@ fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CoreError> {
         .map_err(|e| CoreError::io(format!("cannot read {}", dir.display()), e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    entries.sort();
+    entries.sort_by(|a, b| natural_cmp(a, b));
     for p in entries {
         let name = p
             .file_name()
@@ -88,11 +121,41 @@ pub fn lint_paths(paths: &[PathBuf], base: &Path) -> Result<LintReport, CoreErro
             return Err(CoreError::Usage(format!("{} does not exist", p.display())));
         }
     }
-    let mut report = LintReport::default();
+    // The files given form one ordered history (a folder of migrations).
+    let mut texts = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f)
             .map_err(|e| CoreError::io(format!("cannot read {}", f.display()), e))?;
-        report.add(&shown(&f, base), &text)?;
+        texts.push((shown(&f, base), text));
     }
-    Ok(report)
+    LintReport::batch(&texts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_sort_by_number_not_by_text() {
+        let mut v: Vec<PathBuf> = [
+            "m/10_c/up.sql",
+            "m/2_b/up.sql",
+            "m/1_a/up.sql",
+            "m/002_x/up.sql",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        v.sort_by(|a, b| natural_cmp(a, b));
+        let s: Vec<String> = v.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            s,
+            [
+                "m/1_a/up.sql",
+                "m/2_b/up.sql",
+                "m/002_x/up.sql",
+                "m/10_c/up.sql"
+            ]
+        );
+    }
 }
