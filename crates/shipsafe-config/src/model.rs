@@ -26,6 +26,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub rehearsal: RehearsalConfig,
     #[serde(default)]
+    pub lint: LintConfig,
+    #[serde(default)]
     pub checks: Vec<CheckConfig>,
     #[serde(default)]
     pub smoke: Vec<SmokeConfig>,
@@ -286,6 +288,29 @@ pub struct RehearsalConfig {
     /// the verdict `needs_ack`. Default 50MB.
     #[serde(default)]
     pub exclusive_lock_limit: Option<ByteSize>,
+}
+
+/// `[lint]`: when the target's catalog shows a table is small, lock and
+/// rewrite findings on it are information, not errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LintConfig {
+    /// Largest table (total size with indexes and TOAST) counted as small.
+    /// Default 10MB.
+    pub small_table: Option<ByteSize>,
+    /// Most rows (estimated, `pg_class.reltuples`) counted as small.
+    /// Default 100000.
+    pub small_table_rows: Option<u64>,
+}
+
+impl LintConfig {
+    pub fn small_table_bytes(&self) -> u64 {
+        self.small_table.map_or(10 << 20, |b| b.0)
+    }
+
+    pub fn small_table_rows(&self) -> u64 {
+        self.small_table_rows.unwrap_or(100_000)
+    }
 }
 
 /// A size such as `"50MB"`, `"1.5GB"`, `"800kB"` or `"1024"` (bytes).

@@ -21,6 +21,9 @@ pub use pg_query::NodeEnum;
 pub enum Severity {
     Error,
     Warning,
+    /// A finding the target's catalog showed to be harmless (a small
+    /// table): reported with its evidence, never blocking.
+    Info,
 }
 
 impl Severity {
@@ -28,8 +31,42 @@ impl Severity {
         match self {
             Self::Error => "error",
             Self::Warning => "warning",
+            Self::Info => "info",
         }
     }
+}
+
+/// Rules whose harm grows with the table: a lock held while the table is
+/// scanned, rebuilt or indexed. On a table the catalog shows to be small
+/// they are information, not errors, and a rehearsal can measure them.
+pub const SIZE_DEPENDENT: &[&str] = &[
+    "ban-add-serial-column",
+    "ban-cluster",
+    "ban-column-type-change",
+    "ban-set-not-null",
+    "ban-vacuum-full",
+    "ban-volatile-default",
+    "constraint-missing-not-valid",
+    "foreign-key-missing-not-valid",
+    "require-concurrent-index-creation",
+    "require-concurrent-reindex",
+    "unique-constraint-without-index",
+];
+
+/// The table a statement locks, as written (`schema.table` or `table`).
+fn locked_table(node: &NodeEnum) -> Option<String> {
+    let r = match node {
+        NodeEnum::AlterTableStmt(a) => a.relation.as_ref(),
+        NodeEnum::IndexStmt(i) => i.relation.as_ref(),
+        NodeEnum::ReindexStmt(r) => r.relation.as_ref(),
+        NodeEnum::ClusterStmt(c) => c.relation.as_ref(),
+        _ => None,
+    }?;
+    Some(if r.schemaname.is_empty() {
+        r.relname.clone()
+    } else {
+        format!("{}.{}", r.schemaname, r.relname)
+    })
 }
 
 /// What a rule says about one statement.
@@ -70,9 +107,21 @@ pub struct Finding {
     pub help: String,
     pub suppressed: bool,
     pub reason: Option<String>,
+    /// For size-dependent rules: the table whose size decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// What the severity rests on beyond the SQL text (the table's size from
+    /// the target's catalog).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 impl Finding {
+    /// Whether the target's catalog can change this finding's severity.
+    pub fn size_dependent(&self) -> bool {
+        SIZE_DEPENDENT.contains(&self.rule.as_str())
+    }
+
     /// `file:line:col: severity[rule]: message` and an indented help line.
     pub fn render(&self) -> String {
         let mut s = format!(
@@ -85,6 +134,9 @@ impl Finding {
             self.message,
             self.help
         );
+        if let Some(e) = &self.evidence {
+            s.push_str(&format!("  evidence: {e}\n"));
+        }
         if self.suppressed {
             s.push_str(&format!(
                 "  allowed: {}\n",
@@ -228,6 +280,11 @@ fn lint_with(
                     help: hit.help,
                     suppressed: allow.is_some(),
                     reason: allow.and_then(|(_, r)| r.clone()),
+                    table: SIZE_DEPENDENT
+                        .contains(&rule.id())
+                        .then(|| locked_table(node))
+                        .flatten(),
+                    evidence: None,
                 });
             }
         }

@@ -67,6 +67,10 @@ pub enum Command {
     Lint {
         /// Files or folders (down.sql and verify.sql in folders are skipped).
         paths: Vec<std::path::PathBuf>,
+        /// Read table sizes from this environment's catalog: lock and rewrite
+        /// findings on small tables become info, with the evidence.
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
     },
     /// Undo the most recent deploy (or --run ID): down migrations if its rehearsal proved the round trip, else restore its pre-deploy backup after a safety backup.
     Rollback {

@@ -66,7 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
             runtime.block_on(cmd::migrate::rollback(&ctx, &env, run.as_deref(), confirm))
         }
         Command::Verify { env } => runtime.block_on(cmd::verify::run(&ctx, &env)),
-        Command::Lint { paths } => cmd::lint::run(&ctx, &paths),
+        Command::Lint { paths, env } => {
+            runtime.block_on(cmd::lint::run(&ctx, &paths, env.as_deref()))
+        }
         Command::Plan { env } => runtime.block_on(cmd::migrate::plan(&ctx, &env)),
         Command::Data(action) => runtime.block_on(cmd::data::run(&ctx, action)),
         Command::Wipe {

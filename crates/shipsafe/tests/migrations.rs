@@ -595,10 +595,15 @@ async fn lint_errors_block_the_deploy_before_anything_changes() {
     let db = TestDb::new().await;
     db.client()
         .await
-        .batch_execute(SEED_003_SCHEMA)
+        .batch_execute(&format!("{SEED_003_SCHEMA} analyze sales_commissions;"))
         .await
         .unwrap();
-    let p = Project::new(&[("prod", "guarded", db.url())], "");
+    // Two rows count as a large table here, so the index finding stays an
+    // error (small tables make it information: see the next test).
+    let p = Project::new(
+        &[("prod", "guarded", db.url())],
+        "[lint]\nsmall_table_rows = 1\n",
+    );
     migration(
         &p,
         "20260201120000_customer_code",
@@ -663,7 +668,7 @@ fn lint_command_reports_in_text_and_json() {
         "down.sql is not a forward migration: {text}"
     );
     assert!(
-        text.contains("2 file(s) checked: 1 error(s), 1 warning(s), 1 allowed"),
+        text.contains("2 file(s) checked: 1 error(s), 1 warning(s), 0 info, 1 allowed"),
         "{text}"
     );
 
@@ -1189,5 +1194,79 @@ async fn a_migration_history_deploys_to_an_empty_database_without_allow_comments
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Seed 003's migration as shipped (a plain CREATE INDEX on
+/// sales_commissions): on a small table the target's catalog turns the
+/// finding into information with its evidence and the deploy goes through;
+/// when the table is larger than `[lint] small_table` it is an error again.
+#[tokio::test]
+async fn seed_003_deploys_to_a_small_table_and_is_blocked_on_a_large_one() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(SEED_003_SCHEMA)
+        .await
+        .unwrap();
+    let p = Project::new(&[("prod", "guarded", db.url())], "");
+    migration(
+        &p,
+        "20260201120000_customer_code",
+        SEED_003_UP,
+        Some(SEED_003_DOWN),
+        None,
+    );
+    let (code, plan, err) = p.json(&["plan", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    let finding = plan["lint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "require-concurrent-index-creation")
+        .unwrap()
+        .clone();
+    assert_eq!(finding["severity"], "info", "{finding}");
+    let evidence = finding["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("sales_commissions: 2 rows") || evidence.contains("rows not counted"),
+        "{evidence}"
+    );
+    let (code, run, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+
+    // The same migration against a sales_commissions above the threshold.
+    let big = TestDb::new().await;
+    big.client()
+        .await
+        .batch_execute(&format!(
+            "{SEED_003_SCHEMA} insert into sales_commissions (amount) select g from generate_series(1, 5000) g; analyze sales_commissions;"
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("prod", "guarded", big.url())],
+        "[lint]\nsmall_table_rows = 1000\n",
+    );
+    migration(
+        &p,
+        "20260201120000_customer_code",
+        SEED_003_UP,
+        Some(SEED_003_DOWN),
+        None,
+    );
+    let (code, _, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("error[require-concurrent-index-creation]"),
+        "{err}"
+    );
+    assert!(err.contains("sales_commissions: 5,002 rows"), "{err}");
+    // lint --env shows the same evidence; without a target the rule is an error.
+    let out = p.cmd().args(["lint", "--env", "prod"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("evidence: sales_commissions: 5,002 rows")
     );
 }

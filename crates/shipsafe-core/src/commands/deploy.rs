@@ -227,7 +227,10 @@ pub async fn deploy(
     run.begin("lint");
     let pending_refs: Vec<&Migration> = pending.iter().collect();
     let lint = match crate::commands::lint::lint_migrations(&pending_refs, config.root()) {
-        Ok(l) => l,
+        Ok(mut l) => {
+            crate::commands::lint::weigh(&mut l, &client, &config.file().lint).await;
+            l
+        }
         Err(e) => {
             run.end("failed", serde_json::json!({ "error": e.to_string() }));
             report.error = Some(e.to_string());

@@ -36,6 +36,106 @@ impl LintReport {
     }
 }
 
+/// Reads the size of every table a size-dependent finding names from the
+/// target's catalog: below `[lint] small_table` (bytes and rows) the finding
+/// becomes `info`, with the evidence; above it stays as it was, with the
+/// evidence. A table that does not exist yet is new. Unreadable sizes
+/// leave the finding as it was.
+pub async fn weigh(
+    report: &mut LintReport,
+    client: &tokio_postgres::Client,
+    limits: &shipsafe_config::LintConfig,
+) {
+    let (max_bytes, max_rows) = (limits.small_table_bytes(), limits.small_table_rows());
+    let mut sizes: std::collections::HashMap<String, Option<(i64, i64)>> =
+        std::collections::HashMap::new();
+    for f in report
+        .findings
+        .iter_mut()
+        .filter(|f| f.size_dependent() && !f.suppressed)
+    {
+        let Some(table) = f.table.clone() else {
+            continue;
+        };
+        if !sizes.contains_key(&table) {
+            let size = client
+                .query_typed(
+                    "select c.reltuples::int8, pg_total_relation_size(c.oid) \
+                       from pg_class c where c.oid = to_regclass($1)",
+                    &[(&table, tokio_postgres::types::Type::TEXT)],
+                )
+                .await;
+            let Ok(rows) = size else { continue };
+            sizes.insert(
+                table.clone(),
+                rows.first()
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))),
+            );
+        }
+        match sizes.get(&table).copied().flatten() {
+            None => {
+                f.severity = Severity::Info;
+                f.evidence = Some(format!("{table} does not exist yet: a new table is empty"));
+            }
+            Some((rows, bytes)) => {
+                // reltuples is -1 for a table never vacuumed or analyzed.
+                let rows_known = rows >= 0;
+                let small = bytes as u64 <= max_bytes && (!rows_known || rows as u64 <= max_rows);
+                let shown_rows = if rows_known {
+                    format!("{} rows", thousands(rows))
+                } else {
+                    "rows not counted yet".to_string()
+                };
+                let size = format!("{table}: {shown_rows}, {}", mb(bytes));
+                if small {
+                    f.severity = Severity::Info;
+                    f.evidence = Some(format!(
+                        "{size}: small (at most {} and {} rows, [lint] small_table), so the lock is held for milliseconds",
+                        mb(max_bytes as i64),
+                        thousands(max_rows as i64)
+                    ));
+                } else {
+                    f.evidence = Some(format!(
+                        "{size}: larger than [lint] small_table ({} or {} rows)",
+                        mb(max_bytes as i64),
+                        thousands(max_rows as i64)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn mb(bytes: i64) -> String {
+    format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// [`weigh`] against environment `env`'s catalog.
+pub async fn weigh_in(
+    report: &mut LintReport,
+    config: &shipsafe_config::Config,
+    vars: &dyn shipsafe_config::VarSource,
+    env: &str,
+) -> Result<(), CoreError> {
+    let url = config.database_url(env, vars)?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
+    weigh(report, &client, &config.file().lint).await;
+    Ok(())
+}
+
 /// Compares paths as people number migrations: digit runs by value, so
 /// `2_x` comes before `10_y`.
 fn natural_cmp(a: &Path, b: &Path) -> std::cmp::Ordering {

@@ -218,7 +218,8 @@ pub async fn plan(
             }
         }
     }
-    let lint = crate::commands::lint::lint_migrations(&plan.pending, config.root())?;
+    let mut lint = crate::commands::lint::lint_migrations(&plan.pending, config.root())?;
+    crate::commands::lint::weigh(&mut lint, &client, &config.file().lint).await;
     for f in lint.blocking() {
         problems.push(format!("lint: {}", f.render().trim_end()));
     }

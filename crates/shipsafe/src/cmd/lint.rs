@@ -6,8 +6,8 @@ use shipsafe_core::commands::{lint, migrate};
 use super::Ctx;
 use crate::output::Rendered;
 
-pub fn run(ctx: &Ctx, paths: &[PathBuf]) -> anyhow::Result<Rendered> {
-    let report = if paths.is_empty() {
+pub async fn run(ctx: &Ctx, paths: &[PathBuf], env: Option<&str>) -> anyhow::Result<Rendered> {
+    let mut report = if paths.is_empty() {
         let config = ctx.config()?;
         let all = migrate::discover(&config)?;
         let refs: Vec<_> = all.iter().collect();
@@ -15,6 +15,10 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf]) -> anyhow::Result<Rendered> {
     } else {
         lint::lint_paths(paths, &ctx.cwd)?
     };
+    if let Some(env) = env {
+        let config = ctx.config()?;
+        lint::weigh_in(&mut report, &config, &shipsafe_config::ProcessEnv, env).await?;
+    }
     let mut text: String = report.findings.iter().map(|f| f.render()).collect();
     let errors = report.blocking().len();
     let warnings = report
@@ -22,9 +26,14 @@ pub fn run(ctx: &Ctx, paths: &[PathBuf]) -> anyhow::Result<Rendered> {
         .iter()
         .filter(|f| !f.suppressed && f.severity == shipsafe_lint::Severity::Warning)
         .count();
+    let info = report
+        .findings
+        .iter()
+        .filter(|f| !f.suppressed && f.severity == shipsafe_lint::Severity::Info)
+        .count();
     let suppressed = report.findings.iter().filter(|f| f.suppressed).count();
     text.push_str(&format!(
-        "{} file(s) checked: {errors} error(s), {warnings} warning(s), {suppressed} allowed\n",
+        "{} file(s) checked: {errors} error(s), {warnings} warning(s), {info} info, {suppressed} allowed\n",
         report.files_checked
     ));
     let exit = if errors > 0 {
