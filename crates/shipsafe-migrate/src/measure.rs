@@ -43,6 +43,16 @@ impl LockTaken {
     pub fn is_access_exclusive(&self) -> bool {
         self.mode == "AccessExclusiveLock"
     }
+
+    /// A lock under which nobody else can write the table (a plain CREATE
+    /// INDEX, a foreign key validated in place): SHARE and stronger, short
+    /// of ACCESS EXCLUSIVE, which blocks reads too.
+    pub fn blocks_writes_only(&self) -> bool {
+        matches!(
+            self.mode.as_str(),
+            "ShareLock" | "ShareRowExclusiveLock" | "ExclusiveLock"
+        )
+    }
 }
 
 /// A relation whose storage the statement replaced (new relfilenode).

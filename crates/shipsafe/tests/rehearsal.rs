@@ -754,3 +754,81 @@ async fn a_tool_that_ignores_the_clone_url_is_caught() {
         .collect();
     assert!(!steps.contains(&"apply"), "{steps:?}");
 }
+
+/// A lock/rewrite finding does not stop a protected deploy before its
+/// rehearsal: the rehearsal measures the rewrite and the lock, its verdict
+/// asks for --accept-risk, and the report shows the rule next to the
+/// measurement. Here `orders` counts as large (over `[lint] small_table`),
+/// so without a rehearsal the same finding blocks.
+#[tokio::test]
+async fn the_rehearsal_measures_what_the_lint_can_only_guess() {
+    let db = target().await;
+    db.client()
+        .await
+        .batch_execute("analyze orders")
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("production", "protected", db.url()),
+            ("staging", "guarded", db.url()),
+        ],
+        "[lint]\nsmall_table_rows = 100\n",
+    );
+    migration(
+        &p,
+        "1_widen_amount",
+        "alter table orders alter column amount type bigint;",
+        Some("alter table orders alter column amount type int;"),
+    );
+    let before = snapshot(db.url()).await;
+    // Guarded without a rehearsal: the static finding blocks, with evidence.
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error[ban-column-type-change]"), "{err}");
+    assert!(err.contains("orders: 3,000 rows"), "{err}");
+    // Protected: rehearsed, the measured verdict needs acknowledging.
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["report"]["rehearsal"]["verdict"], "needs_ack", "{run}");
+    assert!(err.contains("--accept-risk"), "{err}");
+    let finding = run["report"]["lint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "ban-column-type-change")
+        .unwrap()
+        .clone();
+    let evidence = finding["evidence"].as_str().unwrap();
+    assert!(evidence.contains("left to the rehearsal"), "{evidence}");
+    assert!(
+        evidence.contains("measured on the clone: rewrite of public.orders"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("AccessExclusiveLock on public.orders held"),
+        "{evidence}"
+    );
+    assert_eq!(snapshot(db.url()).await, before, "nothing changed");
+    // Acknowledged: deployed.
+    let (code, run, err) = p.json(&[
+        "deploy",
+        "production",
+        "--confirm",
+        "production",
+        "--accept-risk",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "deployed");
+    let ty: String = db
+        .client()
+        .await
+        .query_one(
+            "select data_type::text from information_schema.columns where table_name = 'orders' and column_name = 'amount'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ty, "bigint");
+}

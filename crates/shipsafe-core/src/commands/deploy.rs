@@ -226,7 +226,8 @@ pub async fn deploy(
     // 2. lint: unsuppressed errors block (exit 1) before anything changes.
     run.begin("lint");
     let pending_refs: Vec<&Migration> = pending.iter().collect();
-    let lint = match crate::commands::lint::lint_migrations(&pending_refs, config.root()) {
+    let rehearsing = protection == Protection::Protected || opts.rehearse;
+    let mut lint = match crate::commands::lint::lint_migrations(&pending_refs, config.root()) {
         Ok(mut l) => {
             crate::commands::lint::weigh(&mut l, &client, &config.file().lint).await;
             l
@@ -238,6 +239,13 @@ pub async fn deploy(
             return stop(run, "blocked", &report, vec![], e);
         }
     };
+    // Lock and rewrite findings are guesses about time; a rehearsal measures
+    // them, and its verdict (with --accept-risk) decides instead.
+    let deferred = if rehearsing {
+        crate::commands::lint::defer_to_rehearsal(&mut lint)
+    } else {
+        0
+    };
     let blocking: Vec<String> = lint
         .blocking()
         .iter()
@@ -246,7 +254,8 @@ pub async fn deploy(
     run.end(
         if blocking.is_empty() { "ok" } else { "failed" },
         serde_json::json!({ "files_checked": lint.files_checked, "findings": lint.findings.len(),
-                            "blocking": blocking.len(), "suppressed": lint.findings.iter().filter(|f| f.suppressed).count() }),
+                            "blocking": blocking.len(), "deferred_to_rehearsal": deferred,
+                            "suppressed": lint.findings.iter().filter(|f| f.suppressed).count() }),
     );
     report.lint = lint.findings.clone();
     if !blocking.is_empty() {
@@ -261,7 +270,6 @@ pub async fn deploy(
     }
 
     // 3. backup, and 4. rehearse on a clone made from it.
-    let rehearsing = protection == Protection::Protected || opts.rehearse;
     let backup_id = if rehearsing {
         match rehearse_step(
             config,
@@ -531,6 +539,7 @@ pub(crate) async fn rehearse_step(
     let verdict = r.verdict;
     let reasons = r.reasons.join("; ");
     let target_changed = r.target_changed;
+    rehearse::confront(&mut report.lint, &r);
     report.rehearsal = Some(r);
     if target_changed {
         let e = rehearse::target_changed_error(env, &manifest.id, &reasons);
