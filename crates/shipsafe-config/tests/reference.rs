@@ -69,6 +69,9 @@ fn complete_example_means_what_it_says() {
     assert_eq!(f.backups.retention.keep_monthly, 12);
     assert!(f.backups.s3_allow_http);
     assert_eq!(f.rehearsal.clone_source(), CloneSource::Scratch);
+    assert_eq!(f.lint.small_table_bytes(), 10 << 20);
+    assert_eq!(f.lint.small_table_rows(), 100_000);
+    assert!(f.backups.exclude_schemas.is_empty());
     assert_eq!(f.checks[0].expect, Expectation::Ge(1));
     assert_eq!(f.smoke.len(), 2);
     assert_eq!(f.smoke[1].capture["token"], "access_token");
@@ -113,5 +116,8 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(f.migrations.lock_retries, 5);
     assert_eq!(f.backups.compression_level, 1);
     assert_eq!(f.backups.retention.keep_last, 10);
+    assert_eq!(f.lint.small_table_bytes(), 10 << 20);
+    assert_eq!(f.lint.small_table_rows(), 100_000);
+    assert!(!c.environment("prod").unwrap().config.allow_plaintext);
     assert_eq!(c.state_dir(), Path::new("/p/.shipsafe"));
 }
