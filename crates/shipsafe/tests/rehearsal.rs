@@ -832,3 +832,46 @@ async fn the_rehearsal_measures_what_the_lint_can_only_guess() {
         .get(0);
     assert_eq!(ty, "bigint");
 }
+
+/// A foreign key added without NOT VALID to a table over `[lint]
+/// small_table`: the rehearsal measures the lock it takes. Below the
+/// rehearsal's lock limit the guess is refuted and the deploy goes through;
+/// above it, it is confirmed and needs --accept-risk.
+#[tokio::test]
+async fn a_measured_lock_confirms_or_refutes_the_lint() {
+    for (limit, want_code, word) in [("50MB", 0, "refuted"), ("1kB", 3, "confirmed")] {
+        let db = target().await;
+        db.client()
+            .await
+            .batch_execute("create table customers (id int primary key); insert into customers select g from generate_series(1, 3000) g; alter table orders add column customer_id int; analyze orders; analyze customers;")
+            .await
+            .unwrap();
+        let p = Project::new(
+            &[("production", "protected", db.url())],
+            &format!(
+                "[lint]\nsmall_table_rows = 100\n[rehearsal]\nexclusive_lock_limit = \"{limit}\"\n"
+            ),
+        );
+        migration(
+            &p,
+            "1_fk",
+            "alter table orders add constraint orders_customer foreign key (customer_id) references customers (id);",
+            Some("alter table orders drop constraint orders_customer;"),
+        );
+        let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+        assert_eq!(code, want_code, "{limit}: {err}");
+        let f = run["report"]["lint"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == "foreign-key-missing-not-valid")
+            .unwrap()
+            .clone();
+        let evidence = f["evidence"].as_str().unwrap();
+        assert!(
+            evidence.contains("ShareRowExclusiveLock on public.orders held"),
+            "{evidence}"
+        );
+        assert!(evidence.contains(word), "{limit}: {evidence}");
+    }
+}

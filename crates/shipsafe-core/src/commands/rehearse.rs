@@ -1089,7 +1089,23 @@ pub fn confront(findings: &mut [shipsafe_lint::Finding], report: &RehearsalRepor
                 .map(|l| format!("{} on {} held {} ms", l.mode, l.relation, l.held_ms)),
         );
         parts.push(format!("statement {} ms", s.duration_ms));
-        let measured = format!("measured on the clone: {}", parts.join(", "));
+        // The guess is confirmed when the verdict's reasons name this
+        // statement (a rewrite or a long lock on a large table).
+        let at = report
+            .migrations
+            .iter()
+            .find(|m| f.file.contains(&format!("{}_{}", m.version, m.name)))
+            .map(|m| format!("{}_{} line {}:", m.version, m.name, s.line));
+        let confirmed = at.is_some_and(|a| report.reasons.iter().any(|r| r.starts_with(&a)));
+        let measured = format!(
+            "measured on the clone: {} ({})",
+            parts.join(", "),
+            if confirmed {
+                "confirmed: the verdict asks for --accept-risk"
+            } else {
+                "refuted: nothing there needs acknowledging"
+            }
+        );
         f.evidence = Some(match f.evidence.take() {
             Some(e) => format!("{e}; {measured}"),
             None => measured,

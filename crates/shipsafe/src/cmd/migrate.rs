@@ -74,6 +74,15 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
             "\n"
         });
     }
+    // Every finding that is not an error (errors are the problems below):
+    // rule, severity after the catalog's evidence, and that evidence.
+    for f in r
+        .lint
+        .iter()
+        .filter(|f| !f.suppressed && f.severity != shipsafe_lint::Severity::Error)
+    {
+        text.push_str(&f.render());
+    }
     for p in &r.problems {
         text.push_str(&format!("problem: {p}\n"));
     }
