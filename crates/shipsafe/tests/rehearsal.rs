@@ -875,3 +875,64 @@ async fn a_measured_lock_confirms_or_refutes_the_lint() {
         assert!(evidence.contains(word), "{limit}: {evidence}");
     }
 }
+
+/// The statements of a Prisma-style history (foreign key, index) against
+/// tables that already hold more than `[lint] small_table`: blocked with the
+/// catalog's evidence in a guarded environment; in a protected one the
+/// rehearsal measures them and asks for --accept-risk with the numbers.
+#[tokio::test]
+async fn history_statements_on_large_existing_tables_still_need_a_decision() {
+    let db = target().await;
+    db.client()
+        .await
+        .batch_execute(
+            "create table accounts (id bigint primary key);
+             insert into accounts select g from generate_series(1, 3000) g;
+             alter table orders add column account_id bigint;
+             analyze orders; analyze accounts;",
+        )
+        .await
+        .unwrap();
+    let config = "[lint]\nsmall_table_rows = 100\n[rehearsal]\nexclusive_lock_limit = \"1kB\"\n";
+    let p = Project::new(
+        &[
+            ("staging", "guarded", db.url()),
+            ("production", "protected", db.url()),
+        ],
+        config,
+    );
+    migration(
+        &p,
+        "1_fk",
+        "alter table orders add constraint orders_account foreign key (account_id) references accounts (id);",
+        Some("alter table orders drop constraint orders_account;"),
+    );
+    migration(
+        &p,
+        "2_index",
+        "create index orders_account_idx on orders (account_id);",
+        Some("drop index orders_account_idx;"),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("error[foreign-key-missing-not-valid]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error[require-concurrent-index-creation]"),
+        "{err}"
+    );
+    assert!(err.contains("evidence: orders: 3,000 rows"), "{err}");
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 3, "{err}");
+    let reasons = run["report"]["rehearsal"]["reasons"].to_string();
+    assert!(
+        reasons.contains("ShareRowExclusiveLock on public.orders"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("ShareLock on public.orders"), "{reasons}");
+    assert!(reasons.contains(" ms, blocking every write"), "{reasons}");
+    assert_eq!(snapshot(db.url()).await, before, "nothing changed");
+}
