@@ -831,6 +831,49 @@ async fn the_rehearsal_measures_what_the_lint_can_only_guess() {
         .unwrap()
         .get(0);
     assert_eq!(ty, "bigint");
+
+    // The same change on a table the catalog shows to be small (default
+    // [lint] small_table): the finding is information, the rehearsal still
+    // measures the rewrite and asks.
+    let small = target().await;
+    small
+        .client()
+        .await
+        .batch_execute("analyze orders")
+        .await
+        .unwrap();
+    let p = Project::new(&[("production", "protected", small.url())], "");
+    migration(
+        &p,
+        "1_widen_amount",
+        "alter table orders alter column amount type bigint;",
+        Some("alter table orders alter column amount type int;"),
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["report"]["rehearsal"]["verdict"], "needs_ack", "{run}");
+    let f = run["report"]["lint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "ban-column-type-change")
+        .unwrap()
+        .clone();
+    assert_eq!(f["severity"], "info", "{f}");
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(evidence.contains("orders: 3,000 rows"), "{evidence}");
+    assert!(
+        evidence.contains("measured on the clone: rewrite of public.orders"),
+        "{evidence}"
+    );
+    let (code, _, err) = p.json(&[
+        "deploy",
+        "production",
+        "--confirm",
+        "production",
+        "--accept-risk",
+    ]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// A foreign key added without NOT VALID to a table over `[lint]
