@@ -443,27 +443,9 @@ async fn archive_has_public_schema(
     binaries: &PgBinaries,
     archive: &Path,
 ) -> Result<bool, BackupError> {
-    let out = tokio::process::Command::new(binaries.path("pg_restore"))
-        .arg("--list")
-        .arg(archive)
-        .output()
-        .await
-        .map_err(|e| {
-            BackupError::io(
-                "cannot run pg_restore --list",
-                binaries.path("pg_restore"),
-                e,
-            )
-        })?;
-    if !out.status.success() {
-        return Err(BackupError::Restore {
-            status: describe_status(out.status),
-            stderr: tail(&String::from_utf8_lossy(&out.stderr)),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| !l.starts_with(';') && l.contains(" SCHEMA - public ")))
+    Ok(crate::toc::Toc::read(binaries, archive)
+        .await?
+        .has_entry("SCHEMA - public "))
 }
 
 /// SQL that empties the database: every non-system schema dropped (so
@@ -625,6 +607,19 @@ fn is_restrict_line(line: &[u8], key: Option<&str>) -> bool {
     line == format!("\\restrict {k}").as_bytes() || line == format!("\\unrestrict {k}").as_bytes()
 }
 
+/// Reads the next line of pg_restore's output into `line` (cleared first);
+/// 0 at the end.
+async fn next_line(
+    reader: &mut tokio::io::BufReader<tokio::process::ChildStdout>,
+    line: &mut Vec<u8>,
+) -> Result<usize, String> {
+    line.clear();
+    reader
+        .read_until(b'\n', line)
+        .await
+        .map_err(|e| format!("reading pg_restore output: {e}"))
+}
+
 /// Sends a schema section to the server as one batch.
 async fn replay_whole(
     client: &tokio_postgres::Client,
@@ -636,11 +631,7 @@ async fn replay_whole(
     let mut script = Vec::new();
     let mut total = 0u64;
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| format!("reading pg_restore output: {e}"))?;
+        let n = next_line(&mut reader, &mut line).await?;
         if n == 0 {
             break;
         }
@@ -678,11 +669,7 @@ async fn replay_data(
         client.batch_execute(&sql).await.map_err(|e| describe(&e))
     };
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| format!("reading pg_restore output: {e}"))?;
+        let n = next_line(&mut reader, &mut line).await?;
         if n == 0 {
             break;
         }
@@ -697,11 +684,7 @@ async fn replay_data(
             futures::pin_mut!(sink);
             let mut buf = bytes::BytesMut::with_capacity(1 << 20);
             loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .await
-                    .map_err(|e| format!("reading pg_restore output: {e}"))?;
+                let n = next_line(&mut reader, &mut line).await?;
                 total += n as u64;
                 if n == 0 || line == b"\\.\n" {
                     break;

@@ -83,6 +83,12 @@ impl Toc {
         })
     }
 
+    /// Whether an entry's description starts with `prefix` (e.g.
+    /// `"SCHEMA - public "`).
+    pub fn has_entry(&self, prefix: &str) -> bool {
+        self.lines.iter().any(|l| Self::body(l).starts_with(prefix))
+    }
+
     /// Extensions the archive creates.
     pub fn extensions(&self) -> Vec<String> {
         self.lines

@@ -62,19 +62,6 @@ impl LibpqChild {
             cmd.arg(a);
         }
     }
-
-    /// Applies this to a tokio command.
-    pub fn apply_tokio(&self, cmd: &mut tokio::process::Command) {
-        for k in &self.remove {
-            cmd.env_remove(k);
-        }
-        for (k, v) in &self.set {
-            cmd.env(k, v);
-        }
-        if let Some(a) = &self.dbname_arg {
-            cmd.arg(a);
-        }
-    }
 }
 
 /// The TLS settings of `url` for a tool that reads its own URL (the external

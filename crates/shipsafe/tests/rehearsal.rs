@@ -24,6 +24,17 @@ async fn target() -> TestDb {
     db
 }
 
+/// The deploy report's lint finding of `rule`.
+fn lint_finding(run: &serde_json::Value, rule: &str) -> serde_json::Value {
+    run["report"]["lint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == rule)
+        .unwrap_or_else(|| panic!("no {rule} finding: {run}"))
+        .clone()
+}
+
 fn migration(p: &Project, dir: &str, up: &str, down: Option<&str>) {
     write(p.dir.path(), &format!("migrations/{dir}/up.sql"), up);
     if let Some(d) = down {
@@ -792,13 +803,7 @@ async fn the_rehearsal_measures_what_the_lint_can_only_guess() {
     assert_eq!(code, 3, "{err}");
     assert_eq!(run["report"]["rehearsal"]["verdict"], "needs_ack", "{run}");
     assert!(err.contains("--accept-risk"), "{err}");
-    let finding = run["report"]["lint"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "ban-column-type-change")
-        .unwrap()
-        .clone();
+    let finding = lint_finding(&run, "ban-column-type-change");
     let evidence = finding["evidence"].as_str().unwrap();
     assert!(evidence.contains("left to the rehearsal"), "{evidence}");
     assert!(
@@ -852,13 +857,7 @@ async fn the_rehearsal_measures_what_the_lint_can_only_guess() {
     let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
     assert_eq!(code, 3, "{err}");
     assert_eq!(run["report"]["rehearsal"]["verdict"], "needs_ack", "{run}");
-    let f = run["report"]["lint"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "ban-column-type-change")
-        .unwrap()
-        .clone();
+    let f = lint_finding(&run, "ban-column-type-change");
     assert_eq!(f["severity"], "info", "{f}");
     let evidence = f["evidence"].as_str().unwrap();
     assert!(evidence.contains("orders: 3,000 rows"), "{evidence}");
@@ -903,13 +902,7 @@ async fn a_measured_lock_confirms_or_refutes_the_lint() {
         );
         let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
         assert_eq!(code, want_code, "{limit}: {err}");
-        let f = run["report"]["lint"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["rule"] == "foreign-key-missing-not-valid")
-            .unwrap()
-            .clone();
+        let f = lint_finding(&run, "foreign-key-missing-not-valid");
         let evidence = f["evidence"].as_str().unwrap();
         assert!(
             evidence.contains("ShareRowExclusiveLock on public.orders held"),
