@@ -77,6 +77,38 @@ fn wait_port(port: u16, child: &mut Child, log: &Path) {
     }
 }
 
+/// Runs openssl in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    run(
+        Command::new("openssl").args(args).current_dir(dir),
+        &format!("openssl {}", args.join(" ")),
+    )
+}
+
+/// Signs `csr` with the CA in `dir` (v3 extensions from `ext`) into `out`.
+fn sign(dir: &Path, csr: &str, ext: &str, out: &str) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            out,
+        ],
+    );
+}
+
 /// Certificates of a test CA: `ca.pem`, and `server.pem`/`server.key` for
 /// the names given (`DNS:localhost`, ...).
 #[derive(Debug)]
@@ -87,12 +119,7 @@ pub struct TestCa {
 impl TestCa {
     pub fn new(dir: &Path, names: &str) -> Self {
         std::fs::create_dir_all(dir).expect("ca folder");
-        let o = |args: &[&str]| {
-            run(
-                Command::new("openssl").args(args).current_dir(dir),
-                &format!("openssl {}", args.join(" ")),
-            )
-        };
+        let o = |args: &[&str]| openssl(dir, args);
         o(&[
             "req",
             "-x509",
@@ -121,23 +148,7 @@ impl TestCa {
             "server.csr",
         ]);
         std::fs::write(dir.join("san.ext"), format!("subjectAltName={names}\n")).expect("ext");
-        o(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ]);
+        sign(dir, "server.csr", "san.ext", "server.pem");
         Self {
             dir: dir.to_path_buf(),
         }
@@ -149,12 +160,7 @@ impl TestCa {
 
     /// A client certificate for role `user` signed by this CA: (cert, key).
     pub fn client(&self, user: &str) -> (PathBuf, PathBuf) {
-        let o = |args: &[&str]| {
-            run(
-                Command::new("openssl").args(args).current_dir(&self.dir),
-                &format!("openssl {}", args.join(" ")),
-            )
-        };
+        let o = |args: &[&str]| openssl(&self.dir, args);
         let (crt, key, csr) = (
             format!("{user}.pem"),
             format!("{user}.key"),
@@ -178,23 +184,7 @@ impl TestCa {
             "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
         )
         .expect("client.ext");
-        o(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            &crt,
-        ]);
+        sign(&self.dir, &csr, "client.ext", &crt);
         let key = self.dir.join(key);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         (self.dir.join(crt), key)
