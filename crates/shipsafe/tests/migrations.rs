@@ -1270,3 +1270,33 @@ async fn seed_003_deploys_to_a_small_table_and_is_blocked_on_a_large_one() {
         String::from_utf8_lossy(&out.stdout).contains("evidence: sales_commissions: 5,002 rows")
     );
 }
+
+/// Prisma quotes its table names ("User", "Order"): the catalog lookup must
+/// find them as stored, not fold them to lower case and call them new.
+#[tokio::test]
+async fn table_sizes_are_read_for_quoted_mixed_case_names() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            r#"create table "Order" (id int primary key, "customerId" int);
+               insert into "Order" select g, g from generate_series(1, 5000) g;
+               analyze "Order";"#,
+        )
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("prod", "guarded", db.url())],
+        "[lint]\nsmall_table_rows = 1000\n",
+    );
+    migration(
+        &p,
+        "1_idx",
+        r#"create index "Order_customerId_idx" on "Order" ("customerId");"#,
+        None,
+        None,
+    );
+    let (code, _, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("evidence: Order: 5,000 rows"), "{err}");
+}

@@ -58,11 +58,18 @@ pub async fn weigh(
             continue;
         };
         if !sizes.contains_key(&table) {
+            // Names as PostgreSQL stored them: quoted, so Prisma's "User" is
+            // not folded to user.
+            let regclass = table
+                .split('.')
+                .map(shipsafe_pg::quote_ident)
+                .collect::<Vec<_>>()
+                .join(".");
             let size = client
                 .query_typed(
                     "select c.reltuples::int8, pg_total_relation_size(c.oid) \
                        from pg_class c where c.oid = to_regclass($1)",
-                    &[(&table, tokio_postgres::types::Type::TEXT)],
+                    &[(&regclass, tokio_postgres::types::Type::TEXT)],
                 )
                 .await;
             let Ok(rows) = size else { continue };
