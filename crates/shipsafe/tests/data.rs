@@ -1029,6 +1029,10 @@ async fn diff_and_dry_runs_leave_nothing_behind() {
             .get(0);
         (seq, called, shipsafe)
     };
+    // Something is in the audit log already, so a change would copy its
+    // head into the target: a dry run must not.
+    let (code, _, err) = p.json(&["data", "import", "tools", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
     let before = state().await;
     let snap = snapshot(target.url()).await;
     let (code, diff, err) = p.json(&["data", "diff", "tools", "--env", "staging"]);

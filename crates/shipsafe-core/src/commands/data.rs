@@ -380,8 +380,13 @@ pub async fn import(
         return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
     }
     let url = config.database_url(env, vars)?;
-    let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
+    // A dry run changes nothing, not even the audit head copy.
+    let access = if opts.dry_run {
+        crate::connection::Access::Read
+    } else {
+        crate::connection::Access::Change
+    };
+    let client = crate::connection::open(config, env, &url, access).await?;
 
     let mut ids = Vec::new();
     if opts.dry_run {

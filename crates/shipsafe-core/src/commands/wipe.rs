@@ -121,8 +121,13 @@ pub async fn wipe(
     run.begin("wipe");
     progress.stage(&format!("wiping {env}"));
     let url = config.database_url(env, vars)?;
-    let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
+    // A dry run changes nothing, not even the audit head copy.
+    let access = if dry_run {
+        crate::connection::Access::Read
+    } else {
+        crate::connection::Access::Change
+    };
+    let client = crate::connection::open(config, env, &url, access).await?;
     let result = match crate::commands::verify::begin(&client, config).await {
         Ok(()) => shipsafe_data::wipe::wipe(&client, &req)
             .await
