@@ -28,34 +28,6 @@ impl DbUrl {
         mask_secrets(&self.0)
     }
 
-    /// The connection string with the password removed, for programs that
-    /// get the password another way (`PGPASSWORD`).
-    pub fn without_password(&self) -> String {
-        let mut text = self.0.clone();
-        if let Some((_, (s, e))) = userinfo_password_span(&text) {
-            // Drop ":password" and keep "user@".
-            text.replace_range(s - 1..e, "");
-        }
-        let spans = password_param_spans(&text);
-        for &(s, e) in spans.iter().rev() {
-            let key_start = text[..s].rfind("password").unwrap_or(s);
-            let (mut from, mut to) = (key_start, e);
-            let bytes = text.as_bytes();
-            if to < bytes.len() && bytes[to] == b'&' {
-                to += 1;
-            } else if from > 0 && matches!(bytes[from - 1], b'&' | b'?') {
-                from -= 1;
-                if bytes[from] == b'?' && to < bytes.len() {
-                    from += 1;
-                }
-            } else if to < bytes.len() && bytes[to] == b' ' {
-                to += 1;
-            }
-            text.replace_range(from..to, "");
-        }
-        text.trim_end_matches(['?', ' ']).to_string()
-    }
-
     /// The password, if the string carries one (URL userinfo or `password=`),
     /// percent-decoded as libpq would.
     pub fn password(&self) -> Option<String> {
@@ -249,32 +221,6 @@ mod tests {
         assert!(!format!("{u:?}").contains("hunter2"));
         assert_eq!(u.password().as_deref(), Some("hunter2"));
         assert!(u.expose().contains("hunter2"));
-    }
-
-    #[test]
-    fn strips_passwords_for_child_processes() {
-        let cases = [
-            (
-                "postgres://app:pw@h:5432/db?sslmode=require",
-                "postgres://app@h:5432/db?sslmode=require",
-            ),
-            (
-                "postgres://h/db?password=pw&sslmode=disable",
-                "postgres://h/db?sslmode=disable",
-            ),
-            (
-                "postgres://h/db?sslmode=disable&password=pw",
-                "postgres://h/db?sslmode=disable",
-            ),
-            ("postgres://h/db?password=pw", "postgres://h/db"),
-            ("host=h password=pw dbname=db", "host=h dbname=db"),
-            ("postgres://app@h/db", "postgres://app@h/db"),
-        ];
-        for (input, want) in cases {
-            let u = DbUrl::new(input);
-            assert_eq!(u.without_password(), want, "{input}");
-            assert!(!u.without_password().contains("pw@") && !u.without_password().contains("=pw"));
-        }
     }
 
     #[test]

@@ -57,7 +57,15 @@ pub async fn guard(
         && !environment.config.allow_plaintext
         && !info.is_local()
         && !info.sslmode.requires_tls()
-        && tls_version(client).await?.is_none()
+        && shipsafe_pg::tls_version(client)
+            .await
+            .map_err(|e| {
+                CoreError::Failed(format!(
+                    "cannot read pg_stat_ssl: {}",
+                    shipsafe_pg::describe(&e)
+                ))
+            })?
+            .is_none()
     {
         return Err(CoreError::UnsafeConnection(format!(
             "{env} is protected and its connection to {} is not encrypted: add sslmode=require (or verify-full with sslrootcert) to its URL, or set allow_plaintext = true under [environments.{env}] if the network is private",
@@ -76,21 +84,6 @@ pub async fn guard(
         }
     }
     Ok(())
-}
-
-/// The TLS version of this connection as the server sees it, `None` when in
-/// clear. Simple protocol, so it works through any pooler.
-pub async fn tls_version(client: &Client) -> Result<Option<String>, CoreError> {
-    let rows = client
-        .simple_query("select version from pg_stat_ssl where pid = pg_backend_pid() and ssl")
-        .await
-        .map_err(|e| {
-            CoreError::Failed(format!(
-                "cannot read pg_stat_ssl: {}",
-                shipsafe_pg::describe(&e)
-            ))
-        })?;
-    Ok(first_value(&rows))
 }
 
 fn first_value(rows: &[SimpleQueryMessage]) -> Option<String> {

@@ -125,9 +125,8 @@ pub fn note_interrupted(state_dir: &Path, cwd: &Path) -> Result<usize, CoreError
         return Ok(0);
     };
     let dead: Vec<RunRecord> = store
-        .runs(None, 10_000)?
+        .running_runs()?
         .into_iter()
-        .filter(|r| r.outcome == "running")
         .filter(|r| {
             r.report["pid"]
                 .as_u64()

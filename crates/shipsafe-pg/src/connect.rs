@@ -203,6 +203,20 @@ fn os_user() -> String {
         .unwrap_or_else(|| "postgres".into())
 }
 
+/// The TLS version of this connection as the server sees it; no row in
+/// clear. Simple protocol, so it works through any pooler.
+const TLS_VERSION_SQL: &str =
+    "select version from pg_stat_ssl where pid = pg_backend_pid() and ssl";
+
+/// The TLS version of `client`'s connection, `None` when in clear.
+pub async fn tls_version(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    let rows = client.simple_query(TLS_VERSION_SQL).await?;
+    Ok(rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    }))
+}
+
 /// What `status` shows about a server.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -219,11 +233,12 @@ pub async fn server_info(client: &Client, url: &DbUrl) -> Result<ServerInfo, PgE
     // An unnamed statement: works through a transaction-mode pooler.
     let row = client
         .query_typed(
-            "select current_setting('server_version'), \
-                    current_setting('server_version_num')::int, \
-                    current_database()::text, current_user::text, \
-                    pg_database_size(current_database()), \
-                    (select version from pg_stat_ssl where pid = pg_backend_pid() and ssl)",
+            &format!(
+                "select current_setting('server_version'), \
+                        current_setting('server_version_num')::int, \
+                        current_database()::text, current_user::text, \
+                        pg_database_size(current_database()), ({TLS_VERSION_SQL})"
+            ),
             &[],
         )
         .await

@@ -104,6 +104,22 @@ impl StateStore {
             .collect()
     }
 
+    /// Runs recorded as still `running` (without their steps): what a start
+    /// checks for runs a dead process left behind, in one indexed query.
+    pub fn running_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "select run_id, command, env, outcome, backup_id, started_at, duration_ms, report from runs \
+                 where outcome = 'running'",
+            )
+            .map_err(|e| self.sql_err(e))?;
+        stmt.query_map([], run_from_row)
+            .map_err(|e| self.sql_err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql_err(e))
+    }
+
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StateError> {
         let mut stmt = self
             .conn()

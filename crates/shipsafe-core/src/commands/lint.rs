@@ -93,18 +93,21 @@ pub async fn weigh(
                 } else {
                     "rows not counted yet".to_string()
                 };
-                let size = format!("{table}: {shown_rows}, {}", mb(bytes));
+                let size = format!(
+                    "{table}: {shown_rows}, {}",
+                    crate::commands::rehearse::mib(bytes)
+                );
                 if small {
                     f.severity = Severity::Info;
                     f.evidence = Some(format!(
                         "{size}: small (at most {} and {} rows, [lint] small_table), so the lock is held for milliseconds",
-                        mb(max_bytes as i64),
+                        crate::commands::rehearse::mib(max_bytes as i64),
                         thousands(max_rows as i64)
                     ));
                 } else {
                     f.evidence = Some(format!(
                         "{size}: larger than [lint] small_table ({} or {} rows)",
-                        mb(max_bytes as i64),
+                        crate::commands::rehearse::mib(max_bytes as i64),
                         thousands(max_rows as i64)
                     ));
                 }
@@ -123,10 +126,6 @@ fn thousands(n: i64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
-}
-
-fn mb(bytes: i64) -> String {
-    format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
 }
 
 /// Before a rehearsal: size-dependent errors stop blocking and say that the

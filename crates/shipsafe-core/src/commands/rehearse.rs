@@ -815,7 +815,8 @@ fn is_tool_bookkeeping(line: &str) -> bool {
     })
 }
 
-fn mib(bytes: i64) -> String {
+/// A size as people read it: MB from 1 MB up, else kB.
+pub(crate) fn mib(bytes: i64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
     } else {
