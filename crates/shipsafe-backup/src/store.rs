@@ -277,6 +277,21 @@ impl BackupStore {
         Ok((size, stream))
     }
 
+    /// Reads the stored archive once and returns its `blake3:<hex>` and
+    /// size, without decompressing it: proof the bytes are still those the
+    /// manifest names.
+    pub async fn rehash(&self, id: &str) -> Result<(String, u64), BackupError> {
+        let (_, mut stream) = self.archive(id).await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut read = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            read += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((format!("blake3:{}", hasher.finalize().to_hex()), read))
+    }
+
     /// Deletes a backup: manifest first, so a half-deleted backup is never
     /// listed.
     pub async fn delete(&self, id: &str) -> Result<(), BackupError> {

@@ -21,7 +21,7 @@ pub use dburl::{DbUrl, mask_secrets};
 pub use duration::Duration;
 pub use error::ConfigError;
 pub use expect::Expectation;
-pub use load::{Config, Environment, LoadOptions, load, locate};
+pub use load::{Config, Environment, LoadOptions, has_literal_password, load, locate};
 pub use model::*;
 pub use template::{ProcessEnv, Template, VarSource};
 pub use window::Window;

@@ -233,6 +233,23 @@ impl Config {
                 ));
             }
         }
+        let r = &self.file.readiness;
+        for (key, value) in [
+            ("dead_tuple_ratio", r.dead_tuple_ratio),
+            ("connections_max", r.connections_max),
+            ("cache_hit_min", r.cache_hit_min),
+            ("sequence_max", r.sequence_max),
+            ("wraparound_max", r.wraparound_max),
+        ] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(self.invalid(
+                    self.key_span("readiness", key).unwrap_or(0..0),
+                    format!("readiness.{key} is {v}; it is a share between 0 and 1 (e.g. 0.75)"),
+                ));
+            }
+        }
         for (name, set) in &self.file.data {
             if set.key.is_empty() {
                 return Err(self.invalid(
@@ -287,6 +304,11 @@ impl Config {
     /// The folder holding the config file; relative paths start here.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The config file's text as it was read.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn file(&self) -> &ConfigFile {
@@ -383,7 +405,8 @@ impl Config {
 
 /// True when a URL template carries a password that is not (wholly) a
 /// `${VAR}` reference.
-fn has_literal_password(t: &Template) -> bool {
+/// The URL template carries a password written out, not referenced.
+pub fn has_literal_password(t: &Template) -> bool {
     let Some(pw) = literal_password(t.raw()) else {
         return false;
     };

@@ -435,12 +435,87 @@ pub enum MaskKind {
     Keep,
 }
 
+/// `[readiness]`: what the scorecard looks for and its thresholds. Every
+/// threshold has the default of the check it belongs to (docs/readiness.md).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadinessConfig {
+    /// Tables with this column hold one tenant's rows each. Default `tenant_id`.
     pub tenant_column: Option<String>,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+    /// The role the application logs in as. Default: the user of the
+    /// environment's database URL.
+    pub app_role: Option<String>,
+    /// A table the application must only append to (no UPDATE, DELETE or
+    /// TRUNCATE for the app role).
+    pub audit_table: Option<String>,
+    /// `readiness` exits 1 below this level (for CI).
+    pub min_level: Option<ReadinessLevel>,
+    /// Newest complete backup older than this fails. Default 26h.
+    pub backup_max_age: Option<Duration>,
+    /// Newest passed restore drill older than this fails. Default 8d.
+    pub drill_max_age: Option<Duration>,
+    /// A changed table not vacuumed/analyzed for this long is reported. Default 7d.
+    pub vacuum_max_age: Option<Duration>,
+    /// Queries running, or transactions idle, longer than this fail. Default 5min.
+    pub long_running: Option<Duration>,
+    /// Dead rows above this share of a table's rows are reported. Default 0.2.
+    pub dead_tuple_ratio: Option<f64>,
+    /// Connections above this share of max_connections fail. Default 0.75.
+    pub connections_max: Option<f64>,
+    /// Cache hit ratio below this is reported. Default 0.99.
+    pub cache_hit_min: Option<f64>,
+    /// A sequence or integer key past this share of its range fails. Default 0.75.
+    pub sequence_max: Option<f64>,
+    /// Transaction-ID age past this share of the 2^31 limit fails. Default 0.5.
+    pub wraparound_max: Option<f64>,
+    /// Unused indexes larger than this are reported. Default 10MB.
+    pub unused_index_size: Option<ByteSize>,
+    /// Unpartitioned tables with more rows than this are reported. Default 10,000,000.
+    pub big_table_rows: Option<u64>,
+    /// Items accepted as they are, for a reason, until a date.
+    #[serde(default)]
+    pub waive: Vec<WaiverConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadinessLevel {
+    Bronze,
+    Silver,
+    Gold,
+}
+
+/// `[[readiness.waive]]`: an item shown as `waived` instead of failing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaiverConfig {
+    pub id: String,
+    pub reason: String,
+    /// Last day (UTC) the waiver holds, `YYYY-MM-DD`. Required: a waiver
+    /// that never expires is a check switched off.
+    #[serde(deserialize_with = "date")]
+    pub until: jiff::civil::Date,
+}
+
+/// A date written as a TOML date (`2027-01-31`) or a string (`"2027-01-31"`).
+fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<jiff::civil::Date, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Toml(toml::value::Datetime),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Toml(t) => t.to_string(),
+        Raw::Text(s) => s,
+    };
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a date: write YYYY-MM-DD, e.g. 2027-01-31"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]

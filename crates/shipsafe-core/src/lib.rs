@@ -12,6 +12,7 @@ pub mod exit;
 pub mod files;
 pub mod gates;
 pub mod progress;
+pub mod readiness;
 pub mod rehearsal_text;
 pub mod runs;
 pub mod smoke;

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod child;
 pub mod connect;
 pub mod error;
+pub mod health;
 pub mod schema;
 pub mod scratch;
 pub mod tls;

@@ -7,12 +7,14 @@
 pub mod actor;
 pub mod audit;
 pub mod error;
+pub mod readiness;
 pub mod runs;
 pub mod store;
 
 pub use actor::Actor;
 pub use audit::{AuditEntry, ChainProblem, ChainReport, NewAuditEntry};
 pub use error::StateError;
+pub use readiness::ReadinessRecord;
 pub use runs::{RunRecord, StepRecord};
 pub use store::StateStore;
 

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::StateError;
 
 pub const DB_FILE: &str = "state.db";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 create table runs (
@@ -48,6 +48,20 @@ create table audit_head (
     seq integer not null,
     hash text not null
 );
+";
+
+/// Readiness scorecards, kept apart from runs: they change nothing, and
+/// frequent scorecards must not push deploys out of `rollback`'s window.
+const SCHEMA_V2: &str = "
+create table readiness (
+    id text primary key,
+    env text not null,
+    at text not null,
+    level text not null,
+    score real not null,
+    report text not null
+);
+create index readiness_env_at on readiness (env, at);
 ";
 
 #[derive(Debug)]
@@ -120,6 +134,9 @@ impl StateStore {
         }
         if version < 1 {
             tx.execute_batch(SCHEMA_V1).map_err(sql_err)?;
+        }
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(sql_err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql_err)?;

@@ -16,7 +16,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Output format; json prints exactly one JSON document on stdout.
+    /// Output format; json prints exactly one JSON document on stdout; md and html are for `readiness`.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text, env = "SHIPSAFE_FORMAT")]
     pub format: Format,
 
@@ -44,6 +44,8 @@ pub struct Cli {
 pub enum Format {
     Text,
     Json,
+    Md,
+    Html,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +133,26 @@ pub enum Command {
         #[arg(long, value_name = "ENV")]
         confirm: Option<String>,
     },
+    /// Evidence-based production-readiness scorecard: every item measured, cited and scored.
+    Readiness {
+        env: String,
+        /// Also write the scorecard as Markdown to FILE (for a launch review).
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+        /// Show the trend of the scorecards stored this far back, e.g. 30d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Exit 1 below this level (overrides [readiness] min_level).
+        #[arg(long, value_name = "LEVEL", value_enum)]
+        min_level: Option<MinLevel>,
+    },
+    /// Write the disaster-recovery runbook of ENV from facts (default <state_dir>/runbooks/ENV.md).
+    Runbook {
+        env: String,
+        /// Write it here instead.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Copy FROM into TO (TO backed up first), optionally masking personal data ([mask]).
     Clone {
         from: String,
@@ -142,6 +164,17 @@ pub enum Command {
         #[arg(long, value_name = "ENV")]
         confirm: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MinLevel {
+    Bronze,
+    Silver,
+    Gold,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    shipsafe_config::Duration::parse(s).map(|d| d.as_std())
 }
 
 /// Which data sets, in which environment.

@@ -48,6 +48,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Rendered> {
+    if matches!(cli.format, Format::Md | Format::Html)
+        && !matches!(cli.command, Command::Readiness { .. })
+    {
+        return Err(shipsafe_core::CoreError::Usage(
+            "--format md and --format html are for `readiness`; other commands print text or json"
+                .into(),
+        )
+        .into());
+    }
     let ctx = Ctx::from_cli(&cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,6 +102,24 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
             mask,
             confirm,
         } => runtime.block_on(cmd::data::clone(&ctx, &from, &to, mask, confirm)),
+        Command::Readiness {
+            env,
+            markdown,
+            since,
+            min_level,
+        } => runtime.block_on(cmd::readiness::run(
+            &ctx,
+            &env,
+            cmd::readiness::Flags {
+                format: cli.format,
+                markdown,
+                since,
+                min_level,
+            },
+        )),
+        Command::Runbook { env, output } => {
+            runtime.block_on(cmd::readiness::runbook(&ctx, &env, output.as_deref()))
+        }
         Command::Rehearse { env } => runtime.block_on(cmd::migrate::rehearse(&ctx, &env)),
         Command::Deploy {
             env,

@@ -69,7 +69,7 @@ pub fn print_result(format: Format, quiet: bool, r: &Rendered) {
             let text = serde_json::to_string_pretty(&r.json).unwrap_or_else(|_| "null".into());
             let _ = writeln!(out, "{}", mask_secrets(&text));
         }
-        Format::Text => {
+        Format::Text | Format::Md | Format::Html => {
             if !quiet || r.exit != ExitKind::Success {
                 let _ = write!(out, "{}", mask_secrets(&r.text));
             }

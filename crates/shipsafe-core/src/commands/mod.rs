@@ -8,6 +8,7 @@ pub mod log;
 pub mod migrate;
 pub mod rehearse;
 pub mod rollback;
+pub mod runbook;
 pub mod status;
 pub mod verify;
 pub mod wipe;

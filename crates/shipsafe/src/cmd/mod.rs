@@ -7,6 +7,7 @@ pub mod init;
 pub mod lint;
 pub mod log;
 pub mod migrate;
+pub mod readiness;
 pub mod status;
 pub mod verify;
 
