@@ -470,14 +470,15 @@ pub async fn wraparound(client: &Client) -> Result<Wraparound, ProbeError> {
 }
 
 /// Client sessions other than this one. Without `pg_read_all_stats` the
-/// state and times of other roles' sessions read as null (`visible`
+/// type, state and times of other roles' sessions read as null (`visible`
 /// false). Query texts are never read: they may hold secrets.
 pub const SESSIONS_SQL: &str = "select pid, usename::text, state, \
             extract(epoch from now() - query_start)::float8, \
             extract(epoch from now() - xact_start)::float8, \
             extract(epoch from now() - state_change)::float8, \
             state is not null \
-     from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()";
+     from pg_stat_activity where pid <> pg_backend_pid() \
+       and (backend_type = 'client backend' or (backend_type is null and usesysid is not null))";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Session {
@@ -508,7 +509,8 @@ pub async fn sessions(client: &Client) -> Result<Vec<Session>, ProbeError> {
 
 /// Connections in use (every backend counts against the limit) and how
 /// many ordinary roles may open.
-pub const CONNECTIONS_SQL: &str = "select (select count(*) from pg_stat_activity where backend_type = 'client backend')::int8, \
+pub const CONNECTIONS_SQL: &str = "select (select count(*) from pg_stat_activity \
+             where backend_type = 'client backend' or (backend_type is null and usesysid is not null))::int8, \
             current_setting('max_connections')::int8, \
             current_setting('superuser_reserved_connections')::int8";
 

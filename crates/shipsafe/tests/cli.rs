@@ -388,13 +388,28 @@ fn usage_errors_exit_64_and_help_exits_0() {
     assert_eq!(code(&out), 0);
     let help = stdout(&out);
     for listed in [
-        "init", "demo", "status", "log", "backup", "new", "plan", "deploy", "lint", "verify",
-        "rollback", "rehearse", "data", "wipe", "clone",
+        "init",
+        "demo",
+        "status",
+        "log",
+        "backup",
+        "new",
+        "plan",
+        "deploy",
+        "lint",
+        "verify",
+        "rollback",
+        "rehearse",
+        "data",
+        "wipe",
+        "clone",
+        "readiness",
+        "runbook",
     ] {
         assert!(help.contains(listed), "{help}");
     }
     // Commands that do not work yet are not offered.
-    for unlisted in ["readiness", "serve"] {
+    for unlisted in ["serve"] {
         assert!(
             !help.contains(&format!("\n  {unlisted} ")),
             "{unlisted} listed before it works"
@@ -453,6 +468,34 @@ fn demo_builds_the_sample_database_and_cleans_up() {
     assert!(v["verified_backups"].as_u64().unwrap() >= 1);
     assert_eq!(v["audit_entries"], 3);
     assert_eq!(v["audit_chain_ok"], true);
+    // The scorecard of production after the tour: its rehearsed, proven
+    // deploy and its verified backup are measured as such.
+    let card = &v["readiness"];
+    assert_eq!(card["env"], "production");
+    assert_eq!(card["items"].as_array().unwrap().len(), 45);
+    let status_of = |id: &str| {
+        card["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        status_of("last-deploy-rehearsed").as_deref(),
+        Some("pass"),
+        "{card}"
+    );
+    assert_eq!(
+        status_of("restore-drill-recent").as_deref(),
+        Some("pass"),
+        "{card}"
+    );
+    assert_eq!(
+        status_of("runbook-current").as_deref(),
+        Some("pass"),
+        "{card}"
+    );
     for env in v["status"]["environments"].as_array().unwrap() {
         assert_eq!(env["pending_migrations"], 0, "{env}");
     }

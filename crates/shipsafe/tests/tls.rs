@@ -288,7 +288,7 @@ async fn protected_plaintext_to_a_remote_host_is_refused() {
     );
     let p = project(&url, "protected", "");
     let o = p.cmd().args(["status", "production"]).output().unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains("production: tls: OFF"),
         "{}",

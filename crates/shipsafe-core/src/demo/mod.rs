@@ -37,6 +37,8 @@ pub struct DemoReport {
     /// fixed one deployed to both environments.
     pub as_expected: bool,
     pub status: StatusReport,
+    /// Production's readiness scorecard after the tour.
+    pub readiness: crate::readiness::Scorecard,
     pub backups: usize,
     pub verified_backups: usize,
     pub audit_entries: i64,
@@ -297,6 +299,16 @@ pub async fn run(progress: &Arc<dyn Progress>) -> Result<DemoReport, CoreError> 
 
     progress.stage("checking the environments");
     let report = status(&config, &ProcessEnv, None).await?;
+    progress.stage("measuring production's readiness");
+    crate::commands::runbook::runbook(&config, &ProcessEnv, "production", None).await?;
+    let readiness = crate::readiness::readiness(
+        &config,
+        &ProcessEnv,
+        dir,
+        "production",
+        &crate::readiness::Options::default(),
+    )
+    .await?;
     let store = crate::commands::backup::open_store(&config, &ProcessEnv)?;
     let backups = store.list().await?;
     let chain = crate::commands::log::verify(&config)?;
@@ -323,6 +335,7 @@ pub async fn run(progress: &Arc<dyn Progress>) -> Result<DemoReport, CoreError> 
         tour,
         as_expected,
         status: report,
+        readiness,
         backups: backups.len(),
         verified_backups: backups.iter().filter(|b| b.is_verified()).count(),
         audit_entries: chain.entries,

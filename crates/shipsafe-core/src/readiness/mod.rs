@@ -377,7 +377,9 @@ pub(crate) fn age_secs(at: &str, now: jiff::Timestamp) -> Option<f64> {
 
 /// `3.2 h`, `2.5 d`, `40 min`.
 pub(crate) fn human_age(secs: f64) -> String {
-    if secs < 3600.0 {
+    if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else if secs < 3600.0 {
         format!("{:.0} min", secs / 60.0)
     } else if secs < 2.0 * 86_400.0 {
         format!("{:.1} h", secs / 3600.0)
@@ -392,5 +394,32 @@ pub(crate) fn some_of(names: &[String], n: usize) -> String {
         names.join(", ")
     } else {
         format!("{} and {} more", names[..n].join(", "), names.len() - n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_kebab_case_and_documented() {
+        let doc = include_str!("../../../../docs/readiness.md");
+        let defs = definitions();
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &defs {
+            assert!(seen.insert(d.id), "{} defined twice", d.id);
+            assert!(
+                d.id.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{} is not kebab-case",
+                d.id
+            );
+            assert!(
+                doc.contains(&format!("| `{}` | {} |", d.id, d.level.as_str())),
+                "{} ({}) is not in docs/readiness.md with its level",
+                d.id,
+                d.level.as_str()
+            );
+        }
+        assert_eq!(defs.len(), 45, "README and docs say 45 items");
     }
 }

@@ -69,6 +69,32 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Rendered> {
             "BROKEN"
         }
     ));
+    let card = &report.readiness;
+    text.push_str(&format!(
+        "\nReadiness of production: {} (score {}/100), every item measured (`shipsafe readiness production` shows all {}):\n",
+        card.level.as_str(),
+        card.score,
+        card.items.len()
+    ));
+    for c in &card.categories {
+        let open: Vec<&str> = card
+            .items
+            .iter()
+            .filter(|i| i.category == c.category && !i.status.holds())
+            .map(|i| i.id)
+            .collect();
+        text.push_str(&format!(
+            "  {:<26} {:<9} score {:>3}{}\n",
+            c.title,
+            c.level.as_str(),
+            c.score,
+            if open.is_empty() {
+                String::new()
+            } else {
+                format!("  not met: {}", open.join(", "))
+            }
+        ));
+    }
     text.push_str(&format!(
         "The scratch cluster and the demo project have been removed. The tour took {:.1} s.\n",
         report.duration_ms as f64 / 1000.0
