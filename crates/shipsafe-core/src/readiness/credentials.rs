@@ -50,7 +50,7 @@ pub(super) async fn weak_passwords(f: &Facts<'_>, def: &Def) -> Item {
     }
     let db = match f.db(def) {
         Ok(db) => db,
-        Err(item) => return item,
+        Err(item) => return *item,
     };
     let project = f.config.project_name();
     let mut weak = Vec::new();

@@ -498,7 +498,7 @@ async fn prisma_or_unknown(f: &Facts<'_>, why: &str) -> Item {
             Some(item) => item,
             None => HISTORY.unknown("database", why, None),
         },
-        Err(item) => item,
+        Err(item) => *item,
     }
 }
 

@@ -116,8 +116,10 @@ pub(crate) struct Db {
 
 impl Facts<'_> {
     /// The database, or the item saying it could not be reached.
-    pub fn db(&self, def: &Def) -> Result<&Db, Item> {
-        self.db.as_ref().map_err(|why| self.unreachable(def, why))
+    pub fn db(&self, def: &Def) -> Result<&Db, Box<Item>> {
+        self.db
+            .as_ref()
+            .map_err(|why| Box::new(self.unreachable(def, why)))
     }
 
     /// `def` as unknown because the database could not be reached.

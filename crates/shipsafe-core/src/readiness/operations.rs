@@ -47,7 +47,7 @@ async fn checks(f: &Facts<'_>) -> Item {
     }
     let db = match f.db(&CHECKS) {
         Ok(db) => db,
-        Err(item) => return item,
+        Err(item) => return *item,
     };
     let outcomes = run_checks(&db.client, configured, false).await;
     let failed = crate::commands::verify::check_failures(&outcomes);

@@ -335,7 +335,7 @@ async fn checksum(f: &Facts<'_>, newest: Option<&Manifest>) -> Item {
 async fn wal(f: &Facts<'_>) -> Item {
     let db = match f.db(&WAL) {
         Ok(db) => db,
-        Err(item) => return item,
+        Err(item) => return *item,
     };
     let settings = match health::settings(&db.client).await {
         Ok(s) => s,

@@ -96,7 +96,7 @@ pub(super) async fn items(f: &Facts<'_>) -> Vec<Item> {
 fn tls(f: &Facts<'_>) -> Item {
     let db = match f.db(&TLS) {
         Ok(db) => db,
-        Err(item) => return item,
+        Err(item) => return *item,
     };
     let local = f.url.conninfo().is_ok_and(|c| c.is_local());
     let sql = "select version from pg_stat_ssl where pid = pg_backend_pid() and ssl";
@@ -432,7 +432,7 @@ async fn audit_table(f: &Facts<'_>) -> Item {
     };
     let db = match f.db(&AUDIT_TABLE) {
         Ok(db) => db,
-        Err(item) => return item,
+        Err(item) => return *item,
     };
     let role = &db.app_role;
     match health::role(&db.client, role).await {
