@@ -264,6 +264,23 @@ pub struct CategoryScore {
     pub waived: usize,
 }
 
+impl CategoryScore {
+    /// Title, level, score and the count of each status, in table order.
+    pub fn cells(&self) -> Vec<String> {
+        let mut cells = vec![
+            self.title.to_string(),
+            self.level.as_str().to_string(),
+            self.score.to_string(),
+        ];
+        cells.extend(
+            [self.pass, self.warn, self.fail, self.unknown, self.waived]
+                .iter()
+                .map(usize::to_string),
+        );
+        cells
+    }
+}
+
 /// The highest level whose items, and those of every level below, all hold.
 pub fn level_of<'a>(items: impl Iterator<Item = &'a Item> + Clone) -> Level {
     let mut reached = Level::NotReady;

@@ -41,17 +41,7 @@ pub fn markdown(card: &Scorecard) -> String {
     );
     out.push_str("| Category | Level | Score | Pass | Warn | Fail | Unknown | Waived |\n|---|---|---|---|---|---|---|---|\n");
     for c in &card.categories {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            c.title,
-            c.level.as_str(),
-            c.score,
-            c.pass,
-            c.warn,
-            c.fail,
-            c.unknown,
-            c.waived
-        ));
+        out.push_str(&format!("| {} |\n", c.cells().join(" | ")));
     }
     for c in &card.categories {
         out.push_str(&format!(
@@ -138,17 +128,12 @@ pub fn html(card: &Scorecard) -> String {
     );
     out.push_str("<table><tr><th>Category</th><th>Level</th><th>Score</th><th>Pass</th><th>Warn</th><th>Fail</th><th>Unknown</th><th>Waived</th></tr>\n");
     for c in &card.categories {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            e(c.title),
-            c.level.as_str(),
-            c.score,
-            c.pass,
-            c.warn,
-            c.fail,
-            c.unknown,
-            c.waived
-        ));
+        let cells: Vec<String> = c
+            .cells()
+            .iter()
+            .map(|v| format!("<td>{}</td>", e(v)))
+            .collect();
+        out.push_str(&format!("<tr>{}</tr>\n", cells.concat()));
     }
     out.push_str("</table>\n");
     for c in &card.categories {

@@ -74,16 +74,10 @@ pub fn render(card: &Scorecard) -> String {
     );
     let width = card.items.iter().map(|i| i.id.len()).max().unwrap_or(10);
     for c in &card.categories {
+        let cells = c.cells();
         t.push_str(&format!(
             "{}: {} (score {}; {} pass, {} warn, {} fail, {} unknown, {} waived)\n",
-            c.title,
-            c.level.as_str(),
-            c.score,
-            c.pass,
-            c.warn,
-            c.fail,
-            c.unknown,
-            c.waived
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
         ));
         for i in card.items.iter().filter(|i| i.category == c.category) {
             t.push_str(&format!(
