@@ -205,7 +205,7 @@ fn os_user() -> String {
 
 /// The TLS version of this connection as the server sees it; no row in
 /// clear. Simple protocol, so it works through any pooler.
-const TLS_VERSION_SQL: &str =
+pub const TLS_VERSION_SQL: &str =
     "select version from pg_stat_ssl where pid = pg_backend_pid() and ssl";
 
 /// The TLS version of `client`'s connection, `None` when in clear.

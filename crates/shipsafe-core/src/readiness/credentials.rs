@@ -246,7 +246,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bcrypt_argon2_and_pbkdf2_hashes_are_read() {
+    fn bcrypt_and_pbkdf2_hashes_are_read() {
         let b = bcrypt::hash("admin123", 4).unwrap();
         assert_eq!(is_weak("admin@example.com", &b, "erp"), Some(true));
         let strong = bcrypt::hash("correct horse battery staple 9", 4).unwrap();

@@ -123,19 +123,15 @@ pub(super) async fn items(f: &Facts<'_>) -> Vec<Item> {
     out.push(duplicate(db).await);
     out.push(unused(f, db).await);
     out.push(fk(db).await);
-    out.extend(tables(f, db).await);
+    let [tenant, pks, big] = tables(f, db).await;
+    out.extend([tenant, pks]);
     out.push(sequences(f, db).await);
     out.push(wraparound(f, db).await);
     out.extend(maintenance(f, db).await);
     out.extend(sessions(f, db).await);
     out.push(connections(f, db).await);
     out.push(cache(f, db).await);
-    // Large tables come from the table facts: keep the documented order.
-    let big = out.iter().position(|i| i.id == BIG_TABLES.id);
-    if let Some(i) = big {
-        let item = out.remove(i);
-        out.push(item);
-    }
+    out.push(big);
     out.extend(settings(db).await);
     out.push(statements(db).await);
     out
@@ -298,15 +294,13 @@ async fn fk(db: &Db) -> Item {
 }
 
 /// Tenant indexes, primary keys and large tables, from one catalog read.
-async fn tables(f: &Facts<'_>, db: &Db) -> Vec<Item> {
+async fn tables(f: &Facts<'_>, db: &Db) -> [Item; 3] {
     let tenant = f.tenant_column();
     let all = match health::tables(&db.client, &db.excluded, tenant).await {
         Ok(t) => t,
         Err(e) => {
             return [TENANT_INDEX, PRIMARY_KEYS, BIG_TABLES]
-                .iter()
-                .map(|d| probe_unknown(d, db, health::TABLES_SQL, e.clone()))
-                .collect();
+                .map(|d| probe_unknown(&d, db, health::TABLES_SQL, e.clone()));
         }
     };
     let no_tenant_index: Vec<String> = all
@@ -383,7 +377,7 @@ async fn tables(f: &Facts<'_>, db: &Db) -> Vec<Item> {
             "consider range partitioning by time or tenant: retention becomes DROP PARTITION and vacuum stays small",
         )
     };
-    vec![tenant_item, pk_item, big_item]
+    [tenant_item, pk_item, big_item]
 }
 
 async fn sequences(f: &Facts<'_>, db: &Db) -> Item {

@@ -219,27 +219,20 @@ pub async fn readiness(
 
 async fn connect(config: &Config, url: &DbUrl) -> Result<Db, String> {
     let client = shipsafe_pg::connect(url).await.map_err(|e| e.to_string())?;
-    let user = client
-        .query_typed("select current_user::text", &[])
+    let info = shipsafe_pg::server_info(&client, url)
         .await
-        .map_err(|e| shipsafe_pg::describe(&e))?
-        .first()
-        .map(|r| r.get::<_, String>(0))
-        .unwrap_or_default();
-    let tls = shipsafe_pg::tls_version(&client)
-        .await
-        .map_err(|e| shipsafe_pg::describe(&e))?;
+        .map_err(|e| e.to_string())?;
     let app_role = config
         .file()
         .readiness
         .app_role
         .clone()
-        .unwrap_or_else(|| user.clone());
+        .unwrap_or_else(|| info.user.clone());
     Ok(Db {
         client,
-        user,
+        user: info.user,
         app_role,
-        tls,
+        tls: info.tls,
         excluded: config.file().backups.exclude_schemas.clone(),
     })
 }

@@ -71,7 +71,7 @@ pub(super) async fn items(f: &Facts<'_>) -> Vec<Item> {
             let newest = all.iter().find(|m| m.is_complete());
             out.push(backup_recent(f, newest, max_backup));
             out.push(restore_drill(f, all, newest, max_drill));
-            out.push(retention(f).await);
+            out.push(retention(f, all));
             out.push(checksum(f, newest).await);
         }
     }
@@ -212,22 +212,17 @@ fn offsite(f: &Facts<'_>) -> Item {
     )
 }
 
-async fn retention(f: &Facts<'_>) -> Item {
+/// Retention planned over the backups already listed: what `backup prune`
+/// would delete now.
+fn retention(f: &Facts<'_>, all: &[Manifest]) -> Item {
     let r = f.config.file().backups.retention;
     let summary = format!(
         "keep_last {}, keep_daily {}, keep_monthly {}",
         r.keep_last, r.keep_daily, r.keep_monthly
     );
-    let report = match crate::commands::backup::prune(
-        f.config,
-        f.vars,
-        std::path::Path::new("."),
-        Some(f.env),
-        true,
-    )
-    .await
+    let in_use = match crate::commands::rollback::backups_in_use(f.config.state_dir(), Some(f.env))
     {
-        Ok(p) => p,
+        Ok(u) => u,
         Err(e) => {
             return RETENTION.unknown(
                 "backup catalog",
@@ -236,15 +231,15 @@ async fn retention(f: &Facts<'_>) -> Item {
             );
         }
     };
-    let due: Vec<&str> = report
-        .decisions
+    let decisions = shipsafe_backup::plan(all, r, &in_use);
+    let due: Vec<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
         .map(|d| d.id.as_str())
         .collect();
     let value = serde_json::json!({
         "keep_last": r.keep_last, "keep_daily": r.keep_daily, "keep_monthly": r.keep_monthly,
-        "stored": report.decisions.len(), "past_retention": due,
+        "stored": decisions.len(), "past_retention": due,
     });
     if due.is_empty() {
         RETENTION.pass(
@@ -252,7 +247,7 @@ async fn retention(f: &Facts<'_>) -> Item {
                 "backup catalog",
                 format!(
                     "retention {summary}: all {} stored backups are within it",
-                    report.decisions.len()
+                    decisions.len()
                 ),
             )
             .value(value),
@@ -264,7 +259,7 @@ async fn retention(f: &Facts<'_>) -> Item {
                 format!(
                     "retention {summary}: {} of {} stored backups are past it, so pruning is not running",
                     due.len(),
-                    report.decisions.len()
+                    decisions.len()
                 ),
             )
             .value(value),

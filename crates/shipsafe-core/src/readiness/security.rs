@@ -99,7 +99,7 @@ fn tls(f: &Facts<'_>) -> Item {
         Err(item) => return *item,
     };
     let local = f.url.conninfo().is_ok_and(|c| c.is_local());
-    let sql = "select version from pg_stat_ssl where pid = pg_backend_pid() and ssl";
+    let sql = shipsafe_pg::connect::TLS_VERSION_SQL;
     match &db.tls {
         Some(v) => TLS.pass(
             Evidence::sql(sql, format!("this connection is encrypted ({v})"))
