@@ -10,7 +10,9 @@ use toml::Spanned;
 
 use crate::dburl::{DbUrl, literal_password};
 use crate::error::ConfigError;
-use crate::model::{CloneSource, ConfigFile, EnvironmentConfig, Protection};
+use crate::model::{
+    CloneSource, ConfigFile, EnvironmentConfig, MigrationFormat, MigrationTool, Protection,
+};
 use crate::template::{Template, VarSource};
 
 pub const FILE_NAME: &str = "shipsafe.toml";
@@ -130,15 +132,28 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         );
-        let config = Self {
+        let mut config = Self {
             path: path.to_path_buf(),
             root,
             source: source.to_string(),
             file,
             state_dir,
         };
+        config.apply_preset();
         config.validate()?;
         Ok(config)
+    }
+
+    /// `tool = "prisma"` reads Prisma's own folder unless told otherwise.
+    fn apply_preset(&mut self) {
+        if self.file.migrations.tool == Some(MigrationTool::Prisma) {
+            if self.key_span("migrations", "dir").is_none() {
+                self.file.migrations.dir = PathBuf::from("prisma/migrations");
+            }
+            if self.file.migrations.format == MigrationFormat::Auto {
+                self.file.migrations.format = MigrationFormat::Prisma;
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -192,18 +207,33 @@ impl Config {
             }
         }
         let m = &self.file.migrations;
-        if m.up.is_none() && (m.down.is_some() || m.pending.is_some()) {
+        // Without a preset (or with "command") shipsafe knows nothing of the
+        // tool: `up` and `pending` are both needed. Prisma's pending
+        // migrations are read from its files.
+        let bare = matches!(m.tool, None | Some(MigrationTool::Command));
+        let prisma = m.tool == Some(MigrationTool::Prisma);
+        if (bare || prisma)
+            && m.up.is_none()
+            && (m.down.is_some() || m.pending.is_some() || m.current.is_some())
+        {
             return Err(self.invalid(
                 self.key_span("migrations", "down")
                     .or_else(|| self.key_span("migrations", "pending"))
+                    .or_else(|| self.key_span("migrations", "current"))
                     .unwrap_or(0..0),
-                "migrations.down and migrations.pending drive an external tool and need migrations.up as well".into(),
+                "migrations.down, migrations.pending and migrations.current drive an external tool and need migrations.up as well (or a preset: migrations.tool = \"alembic\", \"flask-migrate\", \"django\" or \"rails\")".into(),
             ));
         }
-        if m.up.is_some() && m.pending.is_none() {
+        if (bare || prisma) && m.up.is_some() && m.pending.is_none() {
             return Err(self.invalid(
                 self.key_span("migrations", "up").unwrap_or(0..0),
-                "migrations.up runs an external tool; also set migrations.pending, a command that exits 0 when nothing is pending (e.g. \"alembic current | grep -q '(head)'\")".into(),
+                "migrations.up runs an external tool; also set migrations.pending, a command that exits 0 when nothing is pending, or use a preset (migrations.tool = \"alembic\", \"flask-migrate\", \"django\", \"rails\") whose pending revisions shipsafe reads itself".into(),
+            ));
+        }
+        if m.tool == Some(MigrationTool::Command) && m.up.is_none() {
+            return Err(self.invalid(
+                self.key_span("migrations", "tool").unwrap_or(0..0),
+                "migrations.tool = \"command\" runs the commands you write: set migrations.up and migrations.pending".into(),
             ));
         }
         let level = self.file.backups.compression_level;

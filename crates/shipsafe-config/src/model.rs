@@ -98,6 +98,32 @@ pub enum MigrationFormat {
     Flyway,
 }
 
+/// The team's migration tool, whose commands shipsafe knows (a preset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrationTool {
+    Alembic,
+    FlaskMigrate,
+    Prisma,
+    Django,
+    Rails,
+    /// The commands written in `up`, `down`, `pending` and `current`.
+    Command,
+}
+
+impl MigrationTool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alembic => "alembic",
+            Self::FlaskMigrate => "flask-migrate",
+            Self::Prisma => "prisma",
+            Self::Django => "django",
+            Self::Rails => "rails",
+            Self::Command => "command",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationsConfig {
@@ -105,10 +131,18 @@ pub struct MigrationsConfig {
     pub dir: PathBuf,
     #[serde(default)]
     pub format: MigrationFormat,
-    /// External mode: the team's own tool.
+    /// A preset: shipsafe runs this tool's own commands (external mode),
+    /// except Prisma, whose migration files shipsafe reads and applies.
+    pub tool: Option<MigrationTool>,
+    /// External mode: the team's own tool. With a preset these override
+    /// its commands.
     pub up: Option<String>,
+    /// May contain `{revision}`: the revision recorded before the deploy.
     pub down: Option<String>,
     pub pending: Option<String>,
+    /// Prints where the database stands; recorded before a deploy and
+    /// given to `down` as `{revision}`.
+    pub current: Option<String>,
     #[serde(default = "default_url_env")]
     pub url_env: String,
     #[serde(default = "default_lock_timeout")]
@@ -140,9 +174,11 @@ impl Default for MigrationsConfig {
         Self {
             dir: default_migrations_dir(),
             format: MigrationFormat::Auto,
+            tool: None,
             up: None,
             down: None,
             pending: None,
+            current: None,
             url_env: default_url_env(),
             lock_timeout: default_lock_timeout(),
             statement_timeout: default_statement_timeout(),
@@ -152,9 +188,14 @@ impl Default for MigrationsConfig {
 }
 
 impl MigrationsConfig {
-    /// External mode: shipsafe drives the team's own migration tool.
+    /// External mode: shipsafe drives the team's own migration tool. A
+    /// Prisma project is external only when `up` names a command (such as
+    /// `npx prisma migrate deploy`); otherwise shipsafe applies its files.
     pub fn is_external(&self) -> bool {
-        self.up.is_some()
+        match self.tool {
+            Some(MigrationTool::Prisma | MigrationTool::Command) | None => self.up.is_some(),
+            Some(_) => true,
+        }
     }
 }
 

@@ -182,6 +182,17 @@ pub(crate) async fn finish(
     after: After,
     ms: i64,
 ) -> Result<(), tokio_postgres::Error> {
+    if let (After::Record, crate::source::Layout::Prisma) = (after, m.layout) {
+        // The Prisma CLI reads its own table: a migration shipsafe applied
+        // must not look pending to `prisma migrate deploy` or `status`.
+        client.batch_execute(crate::history::PRISMA_TABLE).await?;
+        client
+            .execute(
+                crate::history::PRISMA_RECORD,
+                &[&crate::history::prisma_folder(m), &m.up.text],
+            )
+            .await?;
+    }
     match after {
         After::Record => client
             .execute(

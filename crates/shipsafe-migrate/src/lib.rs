@@ -8,6 +8,7 @@ pub mod history;
 pub mod measure;
 pub mod script;
 pub mod source;
+pub mod tool;
 
 pub use apply::{ApplyOptions, ApplyReport, VerifyReport};
 pub use error::MigrateError;

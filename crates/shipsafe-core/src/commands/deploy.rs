@@ -27,6 +27,9 @@ use crate::runs::Run;
 pub struct DeployReport {
     /// External mode: what the team's tool printed.
     pub tool_output: Vec<ToolRun>,
+    /// External mode: where the tool stood before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<crate::commands::external::ExternalReport>,
     pub lint: Vec<shipsafe_lint::Finding>,
     pub rehearsal: Option<RehearsalReport>,
     pub applied: Vec<ApplyReport>,

@@ -20,6 +20,10 @@ pub enum Detected {
     Alembic,
     /// Flask-Migrate: alembic inside `migrations/` (external mode).
     FlaskMigrate,
+    /// `manage.py` (external mode).
+    Django,
+    /// `bin/rails` (external mode).
+    Rails,
     /// Nothing found: native layout, to be created with `shipsafe new`.
     None,
 }
@@ -88,7 +92,16 @@ pub fn detect(root: &Path) -> Detection {
             dir: None,
         };
     }
-    if root.join("prisma/migrations").is_dir() {
+    if root.join("manage.py").is_file() {
+        return Detection {
+            tool: Detected::Django,
+            dir: None,
+        };
+    }
+    if root.join("bin/rails").is_file() {
+        return found(Detected::Rails, "db/migrate");
+    }
+    if root.join("prisma/migrations").is_dir() || root.join("prisma/schema.prisma").is_file() {
         return found(Detected::Prisma, "prisma/migrations");
     }
     if has_native_layout(&root.join("migrations")) {
@@ -113,23 +126,46 @@ fn migrations_section(d: &Detection) -> String {
              dir = \"{dir}\"                    # <version>_<name>/{{up,down,verify}}.sql; create with `shipsafe new NAME`\n\
              format = \"native\"\n"
         ),
-        Detected::Prisma => format!("[migrations]\ndir = \"{dir}\"\nformat = \"prisma\"\n"),
+        Detected::Prisma => format!(
+            "[migrations]\n\
+             # Prisma found: shipsafe reads {dir}/*/migration.sql and applies it.\n\
+             tool = \"prisma\"\n\
+             dir = \"{dir}\"\n"
+        ),
         Detected::Flyway => format!("[migrations]\ndir = \"{dir}\"\nformat = \"flyway\"\n"),
-        Detected::Alembic => "[migrations]\n\
-             # alembic.ini found: shipsafe drives alembic (external mode).\n\
-             up = \"alembic upgrade head\"\n\
-             down = \"alembic downgrade -1\"\n\
-             pending = \"alembic current | grep -q '(head)'\"  # exit 0 = at head, nothing pending\n\
-             url_env = \"DATABASE_URL\"                 # the variable your env.py reads\n"
-            .to_string(),
-        Detected::FlaskMigrate => "[migrations]\n\
-             # Flask-Migrate found: shipsafe drives it (external mode).\n\
-             up = \"flask db upgrade\"\n\
-             down = \"flask db downgrade\"\n\
-             pending = \"flask db check\"               # exit 0 = nothing pending\n\
-             url_env = \"DATABASE_URL\"                 # the variable your app config reads\n"
-            .to_string(),
+        Detected::Alembic => preset(
+            "alembic.ini found",
+            "alembic",
+            "the variable your env.py reads",
+        ),
+        Detected::FlaskMigrate => preset(
+            "Flask-Migrate (migrations/alembic.ini) found",
+            "flask-migrate",
+            "the variable your app config reads",
+        ),
+        Detected::Django => preset(
+            "manage.py found",
+            "django",
+            "the variable your settings.py reads",
+        ),
+        Detected::Rails => preset(
+            "bin/rails found",
+            "rails",
+            "Rails reads DATABASE_URL itself",
+        ),
     }
+}
+
+/// The `[migrations]` section of a preset (docs/adopt/<tool>.md).
+fn preset(found: &str, tool: &str, url_note: &str) -> String {
+    format!(
+        "[migrations]\n\
+         # {found}: shipsafe drives {tool} (external mode), lists its pending\n\
+         # migrations and rolls back to the exact revision recorded before a deploy.\n\
+         # See docs/adopt/{tool}.md.\n\
+         tool = \"{tool}\"\n\
+         url_env = \"DATABASE_URL\"                 # {url_note}\n"
+    )
 }
 
 /// The starter configuration for a project.
@@ -278,6 +314,17 @@ mod tests {
                 Detected::FlaskMigrate,
                 Some("migrations"),
             ),
+            (&["manage.py", "shop/models.py"], Detected::Django, None),
+            (
+                &["bin/rails", "db/migrate/.keep"],
+                Detected::Rails,
+                Some("db/migrate"),
+            ),
+            (
+                &["prisma/schema.prisma"],
+                Detected::Prisma,
+                Some("prisma/migrations"),
+            ),
             (
                 &["db/migration/V1__init.sql", "db/migration/V1.1__more.sql"],
                 Detected::Flyway,
@@ -309,6 +356,8 @@ mod tests {
             (Detected::Flyway, Some("db/migration")),
             (Detected::Alembic, None),
             (Detected::FlaskMigrate, Some("migrations")),
+            (Detected::Django, None),
+            (Detected::Rails, Some("db/migrate")),
             (Detected::None, None),
         ] {
             let d = Detection {

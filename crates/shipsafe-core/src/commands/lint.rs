@@ -25,7 +25,7 @@ impl LintReport {
     }
 
     /// Lints `files` as one ordered history (see [`shipsafe_lint::lint_batch`]).
-    fn batch(files: &[(String, String)]) -> Result<Self, CoreError> {
+    pub(crate) fn batch(files: &[(String, String)]) -> Result<Self, CoreError> {
         let findings =
             shipsafe_lint::lint_batch(files.iter().map(|(d, t)| (d.as_str(), t.as_str())))
                 .map_err(|e| CoreError::Problems(e.to_string()))?;

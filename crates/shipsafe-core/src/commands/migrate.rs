@@ -9,6 +9,8 @@ use shipsafe_config::{Config, MigrationFormat, Protection, VarSource};
 use shipsafe_migrate::{MigrateError, Migration, history};
 use shipsafe_pg::{connect, run_checks};
 
+pub use crate::commands::external::{External, ToolRun, external, run_tool};
+
 use crate::commands::deploy::{
     DeployOptions, DeployOutcome, DeployReport, RollbackInfo, backup_step, conclude,
     rollback_by_restore,
@@ -171,10 +173,14 @@ pub struct PlanReport {
     pub pending: Vec<PendingMigration>,
     /// External mode: whether the team\'s tool says something is pending.
     pub external_pending: Option<bool>,
+    /// External mode: the tool (`alembic`, ..., `command`).
+    pub tool: Option<String>,
     /// What deploy would do first.
     pub backup_first: bool,
     /// Problems that would stop deploy.
     pub problems: Vec<String>,
+    /// What deploy would not stop for but a person should know.
+    pub warnings: Vec<String>,
     pub lint: Vec<shipsafe_lint::Finding>,
 }
 
@@ -185,19 +191,9 @@ pub async fn plan(
     env: &str,
 ) -> Result<PlanReport, CoreError> {
     let protection = config.environment(env)?.protection();
+    let warnings = boot_warnings(config);
     if let Some(ext) = external(config) {
-        let url = config.database_url(env, vars)?;
-        let r = run_tool(config, &ext.pending, &url, &ext.url_env).await?;
-        return Ok(PlanReport {
-            env: env.to_string(),
-            protection: protection.as_str().into(),
-            applied: 0,
-            pending: Vec::new(),
-            external_pending: Some(!r.ok()),
-            backup_first: protection != Protection::Open,
-            problems: Vec::new(),
-            lint: Vec::new(),
-        });
+        return plan_external(config, vars, env, &ext, protection, warnings).await;
     }
     let migrations = discover(config)?;
     let url = config.database_url(env, vars)?;
@@ -234,8 +230,89 @@ pub async fn plan(
             .map(|m| PendingMigration::of(m))
             .collect(),
         external_pending: None,
+        tool: None,
         backup_first: protection != Protection::Open,
         problems,
+        warnings,
+    })
+}
+
+/// Start-up files that migrate on every boot: those migrations bypass the
+/// backup, the rehearsal and the rollback.
+pub(crate) fn boot_warnings(config: &Config) -> Vec<String> {
+    crate::readiness::repo::migrate_on_boot(config.root())
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}: the app migrates each time it starts, outside shipsafe (no backup, rehearsal or rollback); remove it and deploy with `shipsafe deploy`",
+                h.display(),
+                if h.file.to_ascii_lowercase().contains("procfile") {
+                    "(release or web process)"
+                } else {
+                    "(start-up command)"
+                }
+            )
+        })
+        .collect()
+}
+
+async fn plan_external(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    ext: &External,
+    protection: Protection,
+    mut warnings: Vec<String>,
+) -> Result<PlanReport, CoreError> {
+    let url = config.database_url(env, vars)?;
+    let pending = crate::commands::external::pending(config, ext, &url).await?;
+    // The tool's SQL is rendered offline and may differ from what runs:
+    // its findings inform; the rehearsal measures what really happens.
+    let problems = Vec::new();
+    let mut lint = crate::commands::lint::LintReport::default();
+    if pending.any {
+        match crate::commands::external::pending_sql(config, ext, &url, &pending).await {
+            Ok(files) if !files.is_empty() => {
+                lint = crate::commands::lint::LintReport::batch(&files)?;
+                if let Ok(client) =
+                    crate::connection::open(config, env, &url, crate::connection::Access::Read)
+                        .await
+                {
+                    crate::commands::lint::weigh(&mut lint, &client, &config.file().lint).await;
+                }
+            }
+            Ok(_) => {}
+            Err(why) => warnings.push(format!("lint skipped: {why}")),
+        }
+    }
+    if pending.any && protection != Protection::Open && !ext.has_down() {
+        warnings.push(
+            "no way back with the tool: a failed deploy is undone by restoring the pre-deploy backup".into(),
+        );
+    }
+    Ok(PlanReport {
+        env: env.to_string(),
+        protection: protection.as_str().into(),
+        applied: pending.state.revisions.len(),
+        pending: pending
+            .revisions
+            .iter()
+            .flatten()
+            .map(|r| PendingMigration {
+                version: r.id.clone(),
+                name: r.name.clone(),
+                transactional: true,
+                has_down: ext.has_down(),
+                irreversible: false,
+                has_verify: false,
+            })
+            .collect(),
+        external_pending: Some(pending.any),
+        tool: Some(ext.tool.as_str().to_string()),
+        backup_first: protection != Protection::Open,
+        problems,
+        warnings,
+        lint: lint.findings,
     })
 }
 
@@ -254,92 +331,6 @@ pub(crate) async fn restore_pre_deploy(
     // whatever the checks say; they run afterwards and are reported.
     crate::commands::backup::restore_into(config, &store, &manifest, &url, &[], &[]).await?;
     Ok(())
-}
-
-/// External mode: the team's own migration tool (SPEC §4).
-#[derive(Debug, Clone)]
-pub struct External {
-    pub up: String,
-    pub down: Option<String>,
-    pub pending: String,
-    pub url_env: String,
-}
-
-pub fn external(config: &Config) -> Option<External> {
-    let m = &config.file().migrations;
-    Some(External {
-        up: m.up.clone()?,
-        down: m.down.clone(),
-        pending: m.pending.clone()?,
-        url_env: m.url_env.clone(),
-    })
-}
-
-/// One run of the team's tool.
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolRun {
-    pub command: String,
-    pub exit_code: Option<i32>,
-    pub duration_ms: u64,
-    /// The last lines of its output, secrets masked.
-    pub output: String,
-}
-
-impl ToolRun {
-    pub fn ok(&self) -> bool {
-        self.exit_code == Some(0)
-    }
-}
-
-/// Runs `command` with `sh -c` in the project folder, the target URL in
-/// `url_env`, within the statement timeout.
-pub async fn run_tool(
-    config: &Config,
-    command: &str,
-    url: &shipsafe_config::DbUrl,
-    url_env: &str,
-) -> Result<ToolRun, CoreError> {
-    let started = std::time::Instant::now();
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(crate::files::with_user_umask(command))
-        .current_dir(config.root())
-        .env(url_env, url.expose())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    // The tool's URL may say nothing of TLS; libpq then reads these.
-    for (k, v) in shipsafe_pg::child::tls_env(url) {
-        cmd.env(k, v);
-    }
-    let child = cmd.output();
-    let limit = config.file().migrations.statement_timeout.as_std();
-    let out = match tokio::time::timeout(limit, child).await {
-        Ok(r) => r.map_err(|e| CoreError::io(format!("cannot run `{command}`"), e))?,
-        Err(_) => {
-            return Ok(ToolRun {
-                command: command.to_string(),
-                exit_code: None,
-                duration_ms: started.elapsed().as_millis() as u64,
-                output: format!(
-                    "stopped after {} (migrations.statement_timeout)",
-                    config.file().migrations.statement_timeout
-                ),
-            });
-        }
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-    Ok(ToolRun {
-        command: command.to_string(),
-        exit_code: out.status.code(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        output: shipsafe_config::mask_secrets(&tail),
-    })
 }
 
 /// Deploy through the team's tool: pending? → (guarded: backup) → up →
@@ -410,15 +401,32 @@ pub(crate) async fn deploy_external(
             error: Some(e.into()),
         });
     }
-    progress.stage(&format!(
-        "asking `{}` whether anything is pending",
-        ext.pending
-    ));
-    let pending = run_tool(config, &ext.pending, &url, &ext.url_env).await?;
-    let has_pending = !pending.ok();
-    report.tool_output.push(pending);
-    run.end("ok", serde_json::json!({ "pending": has_pending }));
-    if !has_pending {
+    progress.stage("asking the migration tool what is pending");
+    let pending = match crate::commands::external::pending(config, ext, &url).await {
+        Ok(p) => p,
+        Err(e) => {
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            history::unlock(&client).await;
+            let rec = finish(run, "failed_nothing_changed", &report, vec![])?;
+            return Ok(DeployOutcome {
+                run: rec,
+                error: Some(e),
+            });
+        }
+    };
+    report.tool_output.extend(pending.runs.iter().cloned());
+    report.external = Some(crate::commands::external::ExternalReport {
+        tool: ext.tool.as_str().into(),
+        before: pending.state.clone(),
+        after: None,
+        pending: pending.revisions.clone(),
+        lint_skipped: None,
+    });
+    run.end(
+        "ok",
+        serde_json::json!({ "pending": pending.any, "revisions": pending.revisions }),
+    );
+    if !pending.any {
         history::unlock(&client).await;
         let rec = finish(run, "nothing_to_do", &report, vec![])?;
         return Ok(DeployOutcome {
@@ -426,7 +434,27 @@ pub(crate) async fn deploy_external(
             error: None,
         });
     }
-    run.skip("lint", "external tool: its SQL is not visible to shipsafe");
+    // The tool's SQL, rendered offline where the tool can: its findings
+    // inform (the rehearsal measures what really runs) and never block.
+    match crate::commands::external::pending_sql(config, ext, &url, &pending).await {
+        Ok(files) if !files.is_empty() => {
+            run.begin("lint");
+            let mut lint = crate::commands::lint::LintReport::batch(&files)?;
+            crate::commands::lint::weigh(&mut lint, &client, &config.file().lint).await;
+            run.end(
+                "ok",
+                serde_json::json!({ "findings": lint.findings.len(), "blocking": false }),
+            );
+            report.lint = lint.findings;
+        }
+        Ok(_) => run.skip("lint", "the tool printed no SQL"),
+        Err(why) => {
+            run.skip("lint", &why);
+            if let Some(x) = report.external.as_mut() {
+                x.lint_skipped = Some(why);
+            }
+        }
+    }
     // 3. backup (guarded and protected; there is no way to skip it), and
     // 4. the rehearsal on a clone (protected, or --rehearse).
     let backup_id = if protection == Protection::Protected || opts.rehearse {
@@ -514,9 +542,26 @@ pub(crate) async fn deploy_external(
                 shipsafe_pg::describe(&e)
             ))
         })?;
+    // Where the tool stands right before it runs: the way back goes here.
+    match crate::commands::external::state(config, ext, &url).await {
+        Ok(now) => {
+            if let Some(x) = report.external.as_mut() {
+                x.before = now;
+            }
+        }
+        Err(e) => {
+            report.error = Some(e.to_string());
+            history::unlock(&client).await;
+            let rec = finish(run, "failed_nothing_changed", &report, ids)?;
+            return Ok(DeployOutcome {
+                run: rec,
+                error: Some(e),
+            });
+        }
+    }
     run.begin("apply");
     progress.stage(&format!("running `{}`", ext.up));
-    let up = run_tool(config, &ext.up, &url, &ext.url_env).await?;
+    let up = run_tool(config, &ext.up, &url, ext).await?;
     let mut failure =
         (!up.ok()).then(|| format!("`{}` exited with {:?}: {}", ext.up, up.exit_code, up.output));
     run.end(
@@ -553,6 +598,12 @@ pub(crate) async fn deploy_external(
         run.skip("verify", "apply failed");
     }
     let Some(failure) = failure else {
+        if let (Some(x), Ok(after)) = (
+            report.external.as_mut(),
+            crate::commands::external::state(config, ext, &url).await,
+        ) {
+            x.after = Some(after);
+        }
         history::unlock(&client).await;
         crate::commands::deploy::retention_step(config, vars, cwd, env, &mut run).await;
         let rec = finish(run, "deployed", &report, ids)?;
@@ -579,21 +630,31 @@ pub(crate) async fn deploy_external(
             true,
             "the tool's failed run changed nothing (schema fingerprint unchanged)",
         )
-    } else if let Some(down) = &ext.down {
-        let r = run_tool(config, down, &url, &ext.url_env).await?;
+    } else if ext.has_down() {
+        let before = report
+            .external
+            .as_ref()
+            .map(|x| x.before.clone())
+            .unwrap_or_default();
+        let (runs, went) = crate::commands::external::go_back(config, ext, &url, &before).await;
+        report.tool_output.extend(runs);
         let back = shipsafe_pg::schema_fingerprint(&client)
             .await
             .ok()
             .as_deref()
             == Some(fingerprint_before.as_str());
-        let ok = r.ok() && back;
-        let detail = format!(
-            "ran `{down}` once (exit {:?}); the schema is {} before the deploy",
-            r.exit_code,
-            if back { "as" } else { "NOT as" }
-        );
-        report.tool_output.push(r);
-        RollbackInfo::new("down", ok, detail)
+        let detail = match &went {
+            Ok(cmds) => format!(
+                "ran {}; the schema is {} before the deploy",
+                cmds.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", then "),
+                if back { "as" } else { "NOT as" }
+            ),
+            Err(e) => format!("going back with the tool failed: {e}"),
+        };
+        RollbackInfo::new("down", went.is_ok() && back, detail)
     } else {
         RollbackInfo::new(
             "none",

@@ -2,6 +2,7 @@ pub mod backup;
 pub mod clone;
 pub mod data;
 pub mod deploy;
+pub mod external;
 pub mod init;
 pub mod lint;
 pub mod log;

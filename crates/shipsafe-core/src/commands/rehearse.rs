@@ -712,11 +712,14 @@ async fn external_steps(
         }
     };
     let run = |cmd: String| async move {
-        run_tool(config, &cmd, &clone.url, &ext.url_env)
+        run_tool(config, &cmd, &clone.url, ext)
             .await
             .map_err(|e| e.to_string())
     };
     let before = schema_description(&client).await.map_err(describe)?;
+    let tool_before = crate::commands::external::state(config, ext, &clone.url)
+        .await
+        .map_err(|e| e.to_string())?;
     progress.stage(&format!("rehearsing `{}` on the clone", ext.up));
     let t = Instant::now();
     let up = run(ext.up.clone()).await?;
@@ -735,18 +738,21 @@ async fn external_steps(
             failed.join("; ")
         ));
     }
-    let Some(down) = &ext.down else {
+    if !ext.has_down() {
         report.round_trip = RoundTrip {
             status: "irreversible",
-            detail: "no [migrations] down command: a failed deploy is undone by restoring the pre-deploy backup".into(),
+            detail: "no way back with the tool (no preset, no [migrations] down): a failed deploy is undone by restoring the pre-deploy backup".into(),
             differences: None,
         };
         return Ok(());
-    };
+    }
+    let down = ext.down_label().unwrap_or_default();
     let t = Instant::now();
-    let r = run(down.clone()).await?;
-    report.tool_output.push(r.clone());
-    if let Err(e) = tool(r) {
+    let (runs, went) =
+        crate::commands::external::go_back(config, ext, &clone.url, &tool_before).await;
+    report.tool_output.extend(runs);
+    if let Err(e) = went {
+        let e = format!("going back on the clone failed: {e}");
         report.round_trip = RoundTrip {
             status: "failed",
             detail: e.clone(),
@@ -769,6 +775,23 @@ async fn external_steps(
             differences: Some(diff),
         };
         return Err(report.round_trip.detail.clone());
+    }
+    let tool_back = crate::commands::external::state(config, ext, &clone.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    if tool_back != tool_before {
+        let e = format!(
+            "after `{down}` the tool records {:?}, not {:?} as before `{}`",
+            tool_back.render(ext.tool),
+            tool_before.render(ext.tool),
+            ext.up
+        );
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: e.clone(),
+            differences: None,
+        };
+        return Err(e);
     }
     let again = run(ext.up.clone()).await?;
     report.tool_output.push(again.clone());
@@ -810,7 +833,7 @@ fn is_tool_bookkeeping(line: &str) -> bool {
                 word == *t
                     || word
                         .strip_prefix(t)
-                        .is_some_and(|r| r == "_pkc" || r == "_pkey")
+                        .is_some_and(|r| r == "_pkc" || r == "_pkey" || r == "_id_seq")
             })
     })
 }
@@ -968,9 +991,8 @@ pub async fn rehearse(
         // The team's tool decides what is pending (exit 0: nothing).
         Some(x) => {
             let url = config.database_url(env, vars)?;
-            let r =
-                crate::commands::migrate::run_tool(config, &x.pending, &url, &x.url_env).await?;
-            (Vec::new(), r.ok())
+            let p = crate::commands::external::pending(config, x, &url).await?;
+            (Vec::new(), !p.any)
         }
         None => {
             let p = crate::commands::migrate::pending_for(config, vars, env).await?;
@@ -1225,7 +1247,13 @@ mod tests {
         assert!(is_tool_bookkeeping(
             "index public.alembic_version_pkc CREATE UNIQUE INDEX alembic_version_pkc ON public.alembic_version USING btree (version_num)"
         ));
+        assert!(is_tool_bookkeeping(
+            "relation public.django_migrations_id_seq kind=S"
+        ));
         assert!(!is_tool_bookkeeping("relation public.accounts kind=r"));
+        assert!(!is_tool_bookkeeping(
+            "relation public.accounts_id_seq kind=S"
+        ));
         assert!(!is_tool_bookkeeping(
             "column public.users.alembic_versioned text"
         ));

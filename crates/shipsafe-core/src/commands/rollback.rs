@@ -288,6 +288,9 @@ pub async fn rollback(
             // the down migrations of that run.
             run.begin("down");
             report.method = Some("down".into());
+            if let Some(recorded) = deploy.report.get("external") {
+                return external_down(config, &url, &deploy.run_id, recorded, &mut run).await;
+            }
             let migrations = crate::commands::migrate::discover(config)?;
             let applied = history::applied(&client).await?;
             let mut mine: Vec<_> = applied
@@ -354,6 +357,59 @@ pub async fn rollback(
                     None => "Check the database by hand".into(),
                 }
             )))
+        }
+    }
+}
+
+/// A deploy made by the team's tool goes back to the state its report
+/// recorded before the tool ran.
+async fn external_down(
+    config: &Config,
+    url: &shipsafe_config::DbUrl,
+    run_id: &str,
+    recorded: &serde_json::Value,
+    run: &mut Run,
+) -> Result<String, CoreError> {
+    let Some(ext) = crate::commands::migrate::external(config) else {
+        return Err(CoreError::Usage(format!(
+            "run {run_id} was made by the team's migration tool, which [migrations] no longer configures"
+        )));
+    };
+    let before: shipsafe_migrate::tool::ToolState =
+        serde_json::from_value(recorded["before"].clone()).map_err(|e| {
+            CoreError::Failed(format!(
+                "run {run_id} recorded no usable state before the deploy ({e}); restore a backup instead"
+            ))
+        })?;
+    let (runs, went) = crate::commands::external::go_back(config, &ext, url, &before).await;
+    let commands: Vec<&str> = runs.iter().map(|r| r.command.as_str()).collect();
+    match went {
+        Ok(_) => {
+            run.end(
+                "ok",
+                serde_json::json!({ "commands": commands, "back_to": before.render(ext.tool) }),
+            );
+            Ok(format!(
+                "went back to {} {} with {} (run {run_id})",
+                ext.tool.as_str(),
+                before.render(ext.tool),
+                if commands.is_empty() {
+                    "nothing to run: the tool already records that state".to_string()
+                } else {
+                    commands
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", then ")
+                }
+            ))
+        }
+        Err(e) => {
+            run.end(
+                "failed",
+                serde_json::json!({ "commands": commands, "error": e }),
+            );
+            Err(CoreError::Failed(e))
         }
     }
 }

@@ -233,15 +233,15 @@ async fn migrations(f: &Facts<'_>) -> Vec<Item> {
     if let Some(ext) = crate::commands::migrate::external(f.config) {
         let why = "migrations run by the team's own tool ([migrations] up): shipsafe reads SQL files and its own history only";
         let reversible = REVERSIBLE.judge(
-            ext.down.is_some(),
+            ext.has_down(),
             Evidence::new(
                 "config",
-                match &ext.down {
-                    Some(d) => format!("[migrations] down = {d:?}"),
-                    None => "[migrations] down is not set: the tool's changes cannot be undone by shipsafe".into(),
+                match ext.down_label() {
+                    Some(d) => format!("[migrations] tool = {:?}, way back: {d}", ext.tool.as_str()),
+                    None => "no preset knows the way back and [migrations] down is not set: the tool's changes cannot be undone by shipsafe".into(),
                 },
             ),
-            "set [migrations] down to the tool's downgrade command",
+            "set [migrations] tool to the preset of your tool, or [migrations] down to its downgrade command",
         );
         return vec![
             LINT.unknown("repository", why, None),

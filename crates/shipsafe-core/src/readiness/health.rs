@@ -296,7 +296,7 @@ async fn fk(db: &Db) -> Item {
 /// Tenant indexes, primary keys and large tables, from one catalog read.
 async fn tables(f: &Facts<'_>, db: &Db) -> [Item; 3] {
     let tenant = f.tenant_column();
-    let all = match health::tables(&db.client, &db.excluded, tenant).await {
+    let all = match db.tables(tenant).await {
         Ok(t) => t,
         Err(e) => {
             return [TENANT_INDEX, PRIMARY_KEYS, BIG_TABLES]

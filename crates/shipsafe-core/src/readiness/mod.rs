@@ -112,6 +112,25 @@ pub(crate) struct Db {
     pub tls: Option<String>,
     /// Provider schemas left out of every catalog query.
     pub excluded: Vec<String>,
+    /// Every user table's facts, read once for the items that share them.
+    tables: tokio::sync::OnceCell<
+        Result<Vec<shipsafe_pg::health::TableFacts>, shipsafe_pg::health::ProbeError>,
+    >,
+}
+
+impl Db {
+    /// [`shipsafe_pg::health::tables`], read on first use.
+    pub async fn tables(
+        &self,
+        tenant_column: &str,
+    ) -> Result<Vec<shipsafe_pg::health::TableFacts>, shipsafe_pg::health::ProbeError> {
+        self.tables
+            .get_or_init(|| {
+                shipsafe_pg::health::tables(&self.client, &self.excluded, tenant_column)
+            })
+            .await
+            .clone()
+    }
 }
 
 impl Facts<'_> {
@@ -234,6 +253,7 @@ async fn connect(config: &Config, url: &DbUrl) -> Result<Db, String> {
         app_role,
         tls: info.tls,
         excluded: config.file().backups.exclude_schemas.clone(),
+        tables: tokio::sync::OnceCell::new(),
     })
 }
 

@@ -138,7 +138,7 @@ async fn roles(f: &Facts<'_>) -> Vec<Item> {
         Err(e) => Err(e.message),
     };
     let tenant = f.tenant_column();
-    let tables = health::tables(&db.client, &db.excluded, tenant).await;
+    let tables = db.tables(tenant).await;
     let mut out = Vec::new();
     match &facts {
         Ok(r) => {

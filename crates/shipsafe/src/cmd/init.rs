@@ -12,6 +12,8 @@ pub fn run(ctx: &Ctx, force: bool) -> anyhow::Result<Rendered> {
         Detected::Flyway => "Flyway migrations",
         Detected::Alembic => "alembic (external mode)",
         Detected::FlaskMigrate => "Flask-Migrate (external mode)",
+        Detected::Django => "Django (external mode)",
+        Detected::Rails => "Rails (external mode)",
         Detected::None => "no migrations yet (native layout; create one with `shipsafe new NAME`)",
     };
     let mut text = format!("Wrote {} ({tool}", report.config);

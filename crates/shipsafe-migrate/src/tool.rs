@@ -1,0 +1,510 @@
+//! The migration tools shipsafe knows (presets): their commands, where a
+//! database stands according to the tool's own history table, the pending
+//! revisions parsed from the tool's listing, and the commands that take a
+//! database back to exactly the state recorded before a deploy.
+//!
+//! The state is read from the history table rather than from the tool's
+//! `current` output: the table is what the tool itself trusts, and reading
+//! it needs neither the app's code nor its settings to import cleanly.
+
+use serde::{Deserialize, Serialize};
+use shipsafe_config::MigrationTool;
+
+/// Where a database stands for its migration tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolState {
+    /// alembic / Flask-Migrate: the rows of `alembic_version` (one per
+    /// head). Django: `app.migration`, the latest applied per app, oldest
+    /// app first. Rails: the highest applied version. Prisma: finished
+    /// migration names. Command: the `current` command's output.
+    pub revisions: Vec<String>,
+}
+
+impl ToolState {
+    /// `base` (alembic), `zero` (Django), `0` (Rails) when nothing is applied.
+    pub fn render(&self, tool: MigrationTool) -> String {
+        if self.revisions.is_empty() {
+            return match tool {
+                MigrationTool::Alembic | MigrationTool::FlaskMigrate => "base".into(),
+                MigrationTool::Django => "zero".into(),
+                MigrationTool::Rails => "0".into(),
+                _ => String::new(),
+            };
+        }
+        self.revisions.join(" ")
+    }
+}
+
+/// A revision the tool would apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingRevision {
+    pub id: String,
+    pub name: String,
+}
+
+/// The command that applies everything pending.
+pub fn up_command(tool: MigrationTool) -> Option<&'static str> {
+    Some(match tool {
+        MigrationTool::Alembic => "alembic upgrade heads",
+        MigrationTool::FlaskMigrate => "flask db upgrade",
+        MigrationTool::Django => "python manage.py migrate --noinput",
+        MigrationTool::Rails => "bin/rails db:migrate",
+        MigrationTool::Prisma | MigrationTool::Command => return None,
+    })
+}
+
+/// The command that lists revisions, parsed by [`parse_pending`].
+pub fn list_command(tool: MigrationTool) -> Option<&'static str> {
+    Some(match tool {
+        MigrationTool::Alembic => "alembic history",
+        MigrationTool::FlaskMigrate => "flask db history",
+        MigrationTool::Django => "python manage.py showmigrations --plan",
+        MigrationTool::Rails => "bin/rails db:migrate:status",
+        MigrationTool::Prisma | MigrationTool::Command => return None,
+    })
+}
+
+/// The query that reads the tool's history table; `None` when the table
+/// does not exist yet (nothing applied).
+fn state_query(tool: MigrationTool) -> Option<(&'static str, &'static str)> {
+    Some(match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => (
+            "alembic_version",
+            "select version_num::text from alembic_version order by 1",
+        ),
+        MigrationTool::Django => (
+            "django_migrations",
+            "select app || '.' || name from (select distinct on (app) app, name, id from django_migrations order by app, id desc) last order by id",
+        ),
+        MigrationTool::Rails => (
+            "schema_migrations",
+            "select max(version)::text from schema_migrations having count(*) > 0",
+        ),
+        MigrationTool::Prisma => (
+            "_prisma_migrations",
+            "select migration_name from _prisma_migrations where finished_at is not null and rolled_back_at is null order by finished_at, migration_name",
+        ),
+        MigrationTool::Command => return None,
+    })
+}
+
+/// Reads where `client`'s database stands from the tool's history table.
+pub async fn read_state(
+    client: &tokio_postgres::Client,
+    tool: MigrationTool,
+) -> Result<ToolState, tokio_postgres::Error> {
+    let Some((table, query)) = state_query(tool) else {
+        return Ok(ToolState::default());
+    };
+    let exists: bool = client
+        .query_one("select to_regclass($1) is not null", &[&table])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(ToolState::default());
+    }
+    let revisions = client
+        .query(query, &[])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok(ToolState { revisions })
+}
+
+/// Quotes `s` for `sh -c`: revisions come from a database table, so they
+/// are data, never shell syntax.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/=+@".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The commands that take a database from `now` back to `before`, in
+/// order. An error says why the preset cannot do it exactly (the caller
+/// then restores the pre-deploy backup where there is one).
+pub fn down_commands(
+    tool: MigrationTool,
+    before: &ToolState,
+    now: &ToolState,
+) -> Result<Vec<String>, String> {
+    if before == now {
+        return Ok(Vec::new());
+    }
+    match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => {
+            let target = match before.revisions.as_slice() {
+                [] => "base".to_string(),
+                [one] => sh_quote(one),
+                many => {
+                    return Err(format!(
+                        "the database had {} alembic heads before the deploy ({}); one downgrade cannot return to several heads",
+                        many.len(),
+                        many.join(", ")
+                    ));
+                }
+            };
+            Ok(vec![if tool == MigrationTool::Alembic {
+                format!("alembic downgrade {target}")
+            } else {
+                format!("flask db downgrade {target}")
+            }])
+        }
+        MigrationTool::Django => {
+            let app = |r: &str| r.split_once('.').map(|(a, _)| a.to_string());
+            let mut out = Vec::new();
+            // Newest app first: a later app's migrations may depend on an
+            // earlier one's, so they are unapplied first.
+            for rev in now.revisions.iter().rev() {
+                let Some(a) = app(rev) else { continue };
+                let was = before
+                    .revisions
+                    .iter()
+                    .find(|b| app(b).as_deref() == Some(a.as_str()));
+                if was.map(String::as_str) == Some(rev.as_str()) {
+                    continue;
+                }
+                let target = was
+                    .and_then(|w| w.split_once('.').map(|(_, n)| n.to_string()))
+                    .unwrap_or_else(|| "zero".into());
+                out.push(format!(
+                    "python manage.py migrate {} {} --noinput",
+                    sh_quote(&a),
+                    sh_quote(&target)
+                ));
+            }
+            Ok(out)
+        }
+        MigrationTool::Rails => {
+            let v = before.revisions.first().map_or("0", String::as_str);
+            Ok(vec![format!("bin/rails db:migrate VERSION={}", sh_quote(v))])
+        }
+        MigrationTool::Prisma => {
+            Err("Prisma migrations have no down: a failed deploy is undone by restoring the pre-deploy backup".into())
+        }
+        MigrationTool::Command => {
+            Err("no preset: the [migrations] down command decides how far it goes".into())
+        }
+    }
+}
+
+/// Commands that print the SQL the tool would run for `pending`, for lint.
+/// `Err` says why there is none.
+pub fn sql_commands(
+    tool: MigrationTool,
+    state: &ToolState,
+    pending: &[PendingRevision],
+) -> Result<Vec<String>, String> {
+    match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => {
+            let range = match state.revisions.as_slice() {
+                [] => "head".to_string(),
+                [one] => format!("{}:head", sh_quote(one)),
+                _ => return Err("several alembic heads: offline SQL needs one starting point".into()),
+            };
+            Ok(vec![if tool == MigrationTool::Alembic {
+                format!("alembic upgrade {range} --sql")
+            } else {
+                format!("flask db upgrade --sql {range}")
+            }])
+        }
+        MigrationTool::Django => Ok(pending
+            .iter()
+            .filter_map(|p| p.id.split_once('.'))
+            .map(|(app, name)| {
+                format!(
+                    "python manage.py sqlmigrate {} {}",
+                    sh_quote(app),
+                    sh_quote(name)
+                )
+            })
+            .collect()),
+        MigrationTool::Rails => Err(
+            "Rails prints no SQL for pending migrations without running them; they are measured by the rehearsal".into(),
+        ),
+        MigrationTool::Prisma => Ok(Vec::new()),
+        MigrationTool::Command => {
+            Err("no preset: the tool's SQL is not visible to shipsafe".into())
+        }
+    }
+}
+
+/// Keeps the SQL of alembic's offline output that a linter should see: its
+/// own bookkeeping (`alembic_version`) is left out.
+pub fn tidy_sql(tool: MigrationTool, sql: &str) -> String {
+    match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => {
+            let mut out = String::new();
+            let mut skip = false;
+            for line in sql.lines() {
+                let t = line.trim_start();
+                // INFO lines from alembic's logger go to stderr, but apps
+                // may print to stdout too: keep only what parses as SQL.
+                if t.starts_with("INFO ") || t.starts_with("WARNING ") {
+                    continue;
+                }
+                let lower = t.to_ascii_lowercase();
+                if lower.contains("alembic_version") {
+                    skip = !t.trim_end().ends_with(';');
+                    continue;
+                }
+                if skip {
+                    skip = !t.trim_end().ends_with(';');
+                    continue;
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        }
+        MigrationTool::Django => sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => sql.to_string(),
+    }
+}
+
+/// The revisions the tool's listing (see [`list_command`]) says are not
+/// applied, oldest first. alembic's history is combined with the heads
+/// read from the database, so a revision is pending exactly when it is not
+/// an ancestor of (or equal to) a current head.
+pub fn parse_pending(
+    tool: MigrationTool,
+    listing: &str,
+    state: &ToolState,
+) -> Result<Vec<PendingRevision>, String> {
+    match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => alembic_pending(listing, state),
+        MigrationTool::Django => Ok(listing
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("[ ]"))
+            .map(|rest| {
+                let id = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                PendingRevision {
+                    name: id
+                        .split_once('.')
+                        .map_or(id.clone(), |(_, n)| n.to_string()),
+                    id,
+                }
+            })
+            .filter(|p| !p.id.is_empty())
+            .collect()),
+        MigrationTool::Rails => Ok(listing
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next()? == "down").then_some(())?;
+                let id = words.next()?.to_string();
+                id.chars().all(|c| c.is_ascii_digit()).then_some(())?;
+                Some(PendingRevision {
+                    id,
+                    name: words.collect::<Vec<_>>().join(" "),
+                })
+            })
+            .collect()),
+        MigrationTool::Prisma | MigrationTool::Command => Ok(Vec::new()),
+    }
+}
+
+/// One line of `alembic history`: `0001 -> 0002 (head), add email`,
+/// `<base> -> 0001, create accounts`, `(0003, 0004) -> 0005 (head)
+/// (mergepoint), merge`.
+fn alembic_line(line: &str) -> Option<(Vec<String>, String, String)> {
+    let (left, right) = line.split_once(" -> ")?;
+    let parents: Vec<String> = left
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty() && p != "<base>")
+        .collect();
+    let (head, message) = right.split_once(", ").unwrap_or((right, ""));
+    let rev = head.split_whitespace().next()?.to_string();
+    Some((parents, rev, message.trim().to_string()))
+}
+
+fn alembic_pending(listing: &str, state: &ToolState) -> Result<Vec<PendingRevision>, String> {
+    let mut revisions = Vec::new();
+    for line in listing.lines() {
+        if let Some(r) = alembic_line(line) {
+            revisions.push(r);
+        }
+    }
+    let parents: std::collections::HashMap<&str, &Vec<String>> =
+        revisions.iter().map(|(p, r, _)| (r.as_str(), p)).collect();
+    for head in &state.revisions {
+        if !parents.contains_key(head.as_str()) {
+            return Err(format!(
+                "the database is at alembic revision {head}, which the migration scripts do not have (a deploy from another branch?)"
+            ));
+        }
+    }
+    let mut applied = std::collections::HashSet::new();
+    let mut stack: Vec<&str> = state.revisions.iter().map(String::as_str).collect();
+    while let Some(r) = stack.pop() {
+        if applied.insert(r)
+            && let Some(ps) = parents.get(r)
+        {
+            stack.extend(ps.iter().map(String::as_str));
+        }
+    }
+    // The history lists the newest first.
+    Ok(revisions
+        .iter()
+        .rev()
+        .filter(|(_, r, _)| !applied.contains(r.as_str()))
+        .map(|(_, r, m)| PendingRevision {
+            id: r.clone(),
+            name: m.clone(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(r: &[&str]) -> ToolState {
+        ToolState {
+            revisions: r.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    const HISTORY: &str = "\
+INFO  [alembic.runtime.migration] something logged\n\
+(0003, 0004) -> 0005 (head) (mergepoint), merge branches\n\
+0002 -> 0004, add phone\n\
+0002 -> 0003, add email\n\
+0001 -> 0002, add name\n\
+<base> -> 0001, create accounts\n";
+
+    #[test]
+    fn alembic_pending_is_what_no_head_reaches() {
+        let ids = |s: &[&str]| -> Vec<String> {
+            alembic_pending(HISTORY, &state(s))
+                .unwrap()
+                .into_iter()
+                .map(|p| p.id)
+                .collect()
+        };
+        assert_eq!(ids(&[]), ["0001", "0002", "0003", "0004", "0005"]);
+        assert_eq!(ids(&["0002"]), ["0003", "0004", "0005"]);
+        assert_eq!(ids(&["0003"]), ["0004", "0005"]);
+        assert_eq!(ids(&["0003", "0004"]), ["0005"]);
+        assert!(ids(&["0005"]).is_empty());
+        let p = alembic_pending(HISTORY, &state(&["0001"])).unwrap();
+        assert_eq!(p[0].name, "add name");
+        assert!(
+            alembic_pending(HISTORY, &state(&["9999"]))
+                .unwrap_err()
+                .contains("9999")
+        );
+    }
+
+    #[test]
+    fn django_plan_lines_marked_unapplied_are_pending() {
+        let plan = "[X]  contenttypes.0001_initial\n[X]  shop.0001_initial\n[ ]  shop.0002_customer_phone\n[ ]  billing.0001_initial\n";
+        let p = parse_pending(MigrationTool::Django, plan, &state(&[])).unwrap();
+        let ids: Vec<&str> = p.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["shop.0002_customer_phone", "billing.0001_initial"]);
+        assert_eq!(p[0].name, "0002_customer_phone");
+    }
+
+    #[test]
+    fn rails_status_rows_marked_down_are_pending() {
+        let status = "\ndatabase: app_production\n\n Status   Migration ID    Migration Name\n--------------------------------------------------\n   up     20260101000000  Create accounts\n  down    20260102000000  Add email to accounts\n   up     20250101000000  ********** NO FILE **********\n";
+        let p = parse_pending(MigrationTool::Rails, status, &state(&[])).unwrap();
+        assert_eq!(
+            p,
+            [PendingRevision {
+                id: "20260102000000".into(),
+                name: "Add email to accounts".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn down_goes_back_to_the_recorded_state() {
+        let a = MigrationTool::Alembic;
+        assert_eq!(
+            down_commands(a, &state(&["0001"]), &state(&["0003"])).unwrap(),
+            ["alembic downgrade 0001"]
+        );
+        assert_eq!(
+            down_commands(a, &state(&[]), &state(&["0001"])).unwrap(),
+            ["alembic downgrade base"]
+        );
+        assert!(
+            down_commands(a, &state(&["0001"]), &state(&["0001"]))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(down_commands(a, &state(&["a", "b"]), &state(&["c"])).is_err());
+        assert_eq!(
+            down_commands(
+                MigrationTool::FlaskMigrate,
+                &state(&["ab12"]),
+                &state(&["cd34"])
+            )
+            .unwrap(),
+            ["flask db downgrade ab12"]
+        );
+        assert_eq!(
+            down_commands(
+                MigrationTool::Django,
+                &state(&["auth.0012_x", "shop.0001_initial"]),
+                &state(&["auth.0012_x", "shop.0003_more", "billing.0001_initial"])
+            )
+            .unwrap(),
+            [
+                "python manage.py migrate billing zero --noinput",
+                "python manage.py migrate shop 0001_initial --noinput"
+            ]
+        );
+        assert_eq!(
+            down_commands(
+                MigrationTool::Rails,
+                &state(&[]),
+                &state(&["20260102000000"])
+            )
+            .unwrap(),
+            ["bin/rails db:migrate VERSION=0"]
+        );
+    }
+
+    #[test]
+    fn revisions_from_the_database_are_quoted_for_the_shell() {
+        assert_eq!(sh_quote("0001_abc"), "0001_abc");
+        assert_eq!(sh_quote("x; rm -rf ~"), "'x; rm -rf ~'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(
+            down_commands(
+                MigrationTool::Alembic,
+                &state(&["$(touch pwned)"]),
+                &state(&["b"])
+            )
+            .unwrap(),
+            ["alembic downgrade '$(touch pwned)'"]
+        );
+    }
+
+    #[test]
+    fn alembic_offline_sql_leaves_out_its_bookkeeping() {
+        let sql = "BEGIN;\n\nCREATE TABLE alembic_version (\n    version_num VARCHAR(32) NOT NULL,\n    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n);\n\n-- Running upgrade  -> 0001\n\nCREATE TABLE accounts (id BIGSERIAL);\n\nINSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;\n\nCOMMIT;\n";
+        let t = tidy_sql(MigrationTool::Alembic, sql);
+        assert!(t.contains("CREATE TABLE accounts"));
+        assert!(!t.contains("alembic_version"), "{t}");
+        assert!(!t.contains("version_num"), "{t}");
+    }
+}

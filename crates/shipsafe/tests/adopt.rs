@@ -1,0 +1,474 @@
+//! docs/adopt/*.md run as written: each page's files are written and its
+//! `sh run` blocks executed in order, in a fresh project folder, against
+//! real PostgreSQL databases for staging and production, with the built
+//! `shipsafe` first on PATH. A command's exit code must be the one its
+//! `# exit N` comment gives (0 without one). Then each test checks what the
+//! page claims happened, in the databases themselves.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use shipsafe_testkit::TestDb;
+
+#[derive(Debug)]
+enum Step {
+    File { path: String, text: String },
+    Run { command: String, exit: i32 },
+}
+
+/// The steps of a page: blocks whose info string has `file=PATH`, and the
+/// lines of `sh run` blocks.
+fn steps(markdown: &str) -> Vec<Step> {
+    let mut out = Vec::new();
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let words: Vec<&str> = info.split_whitespace().collect();
+        let mut body = Vec::new();
+        for l in lines.by_ref() {
+            if l.trim_end() == "```" {
+                break;
+            }
+            body.push(l);
+        }
+        if let Some(path) = words.iter().find_map(|w| w.strip_prefix("file=")) {
+            out.push(Step::File {
+                path: path.to_string(),
+                text: body.join("\n") + "\n",
+            });
+        } else if words.first() == Some(&"sh") && words.contains(&"run") {
+            for l in body {
+                let l = l.trim();
+                if l.is_empty() || l.starts_with('#') {
+                    continue;
+                }
+                let (command, exit) = match l.rsplit_once("# exit ") {
+                    Some((c, n)) => (c.trim().to_string(), n.trim().parse().unwrap()),
+                    None => (l.to_string(), 0),
+                };
+                out.push(Step::Run { command, exit });
+            }
+        }
+    }
+    out
+}
+
+fn page(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/adopt/{name}.md"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Runs the page in a new folder; returns the folder.
+fn run_page(name: &str, vars: &[(&str, &shipsafe_config::DbUrl)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = PathBuf::from(assert_cmd::cargo::cargo_bin("shipsafe"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let all = steps(&page(name));
+    assert!(
+        all.iter().any(|s| matches!(s, Step::Run { .. })),
+        "docs/adopt/{name}.md has no `sh run` block"
+    );
+    for step in all {
+        match step {
+            Step::File { path, text } => common::write(dir.path(), &path, &text),
+            Step::Run { command, exit } => {
+                let mut cmd = std::process::Command::new("sh");
+                cmd.arg("-c")
+                    .arg(&command)
+                    .current_dir(dir.path())
+                    .env("PATH", &path)
+                    .env_remove("SHIPSAFE_CONFIG")
+                    .env_remove("SHIPSAFE_STATE_DIR")
+                    .env_remove("SHIPSAFE_FORMAT")
+                    .env_remove("DATABASE_URL")
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .stdin(std::process::Stdio::null());
+                for (k, v) in vars {
+                    cmd.env(k, v.expose());
+                }
+                let out = cmd.output().unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(exit),
+                    "docs/adopt/{name}.md: `{command}` exited {:?}, the page says {exit}\nstdout:\n{}\nstderr:\n{}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    dir
+}
+
+async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(db: &TestDb, sql: &str) -> T {
+    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The runs in the project's history, newest first.
+fn runs(dir: &Path) -> Vec<serde_json::Value> {
+    let store = shipsafe_state::StateStore::open(&dir.join(".shipsafe")).unwrap();
+    store
+        .runs(None, 1000)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_page_parser_reads_files_commands_and_exit_codes() {
+    let s = steps(
+        "text\n```python file=app.py\nprint(1)\n```\n```sh\npip install x\n```\n```sh run\n# a comment\nshipsafe plan production\nshipsafe deploy staging  # exit 4\n```\n",
+    );
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(matches!(&s[0], Step::File { path, text } if path == "app.py" && text == "print(1)\n"));
+    assert!(
+        matches!(&s[1], Step::Run { command, exit: 0 } if command == "shipsafe plan production")
+    );
+    assert!(
+        matches!(&s[2], Step::Run { command, exit: 4 } if command == "shipsafe deploy staging")
+    );
+}
+
+#[tokio::test]
+async fn flask_migrate_page_deploys_rolls_back_a_failed_check_and_returns_to_the_exact_revision() {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = run_page(
+        "flask-migrate",
+        &[
+            ("STAGING_DATABASE_URL", staging.url()),
+            ("PRODUCTION_DATABASE_URL", production.url()),
+        ],
+    );
+    // The two-revision deploy (0002 and 0003) was undone to 0001, not to
+    // 0002 as `flask db downgrade` (one step) would, and by the tool: Grace,
+    // written after the deploy, is still there (a restore would lose her).
+    let version: String = one(&production, "select version_num::text from alembic_version").await;
+    assert_eq!(version, "0001");
+    let plan_column: bool = one(
+        &production,
+        "select exists (select 1 from information_schema.columns where table_name = 'accounts' and column_name = 'plan')",
+    )
+    .await;
+    assert!(!plan_column);
+    let emails: Vec<String> = production
+        .client()
+        .await
+        .query("select email from accounts order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(emails, ["ada@example.com", "grace@example.com"]);
+    // Staging's failed check was undone by restoring its backup: 0001, Ada.
+    let version: String = one(&staging, "select version_num::text from alembic_version").await;
+    assert_eq!(version, "0001");
+
+    let runs = runs(dir.path());
+    let rollback = runs
+        .iter()
+        .find(|r| r["command"] == "rollback" && r["env"] == "production")
+        .expect("a rollback of production");
+    assert_eq!(rollback["outcome"], "rolled_back", "{rollback}");
+    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
+    let deploys: Vec<&serde_json::Value> = runs
+        .iter()
+        .filter(|r| r["command"] == "deploy" && r["env"] == "production")
+        .collect();
+    let last = deploys
+        .iter()
+        .find(|r| {
+            r["outcome"] == "deployed"
+                && r["report"]["external"]["before"]["revisions"] == serde_json::json!(["0001"])
+        })
+        .expect("the two-revision deploy recorded 0001 before it");
+    let pending: Vec<&str> = last["report"]["external"]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["0002", "0003"]);
+    assert!(
+        deploys.iter().any(|r| r["outcome"] == "blocked"),
+        "the production deploy with the failing check was stopped by its rehearsal: {deploys:?}"
+    );
+
+    // After the rollback 0002 and 0003 are pending again: plan names them,
+    // lints what `flask db upgrade --sql 0001:head` prints (the plain
+    // CREATE INDEX on accounts) and warns of a Procfile that migrates on boot.
+    common::write(
+        dir.path(),
+        "Procfile",
+        "web: flask db upgrade && gunicorn app:app
+",
+    );
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "plan", "production"])
+        .env("PRODUCTION_DATABASE_URL", production.url().expose())
+        .env("STAGING_DATABASE_URL", staging.url().expose())
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    let plan = common::json(&out);
+    assert_eq!(plan["tool"], "flask-migrate");
+    assert_eq!(plan["external_pending"], true);
+    let ids: Vec<&str> = plan["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["0002", "0003"], "{plan}");
+    assert_eq!(plan["pending"][0]["name"], "accounts get a plan");
+    let lint = plan["lint"].as_array().unwrap();
+    assert!(
+        lint.iter()
+            .any(|f| f["table"].as_str().is_some_and(|t| t.contains("accounts"))),
+        "the tool's SQL was linted: {plan}"
+    );
+    assert!(
+        plan["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("Procfile:1")),
+        "{plan}"
+    );
+}
+
+async fn emails(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query("select email from accounts order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn has_column(db: &TestDb, table: &str, column: &str) -> bool {
+    db.client()
+        .await
+        .query_one(
+            "select exists (select 1 from information_schema.columns where table_name = $1 and column_name = $2)",
+            &[&table, &column],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The rollback of production, and the deploys of production, newest first.
+fn production_runs(dir: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let all = runs(dir);
+    let rollback = all
+        .iter()
+        .find(|r| r["command"] == "rollback" && r["env"] == "production")
+        .cloned()
+        .expect("a rollback of production");
+    let deploys = all
+        .into_iter()
+        .filter(|r| r["command"] == "deploy" && r["env"] == "production")
+        .collect();
+    (rollback, deploys)
+}
+
+#[tokio::test]
+async fn alembic_page_returns_to_the_recorded_revision_and_keeps_later_writes() {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = run_page(
+        "alembic",
+        &[
+            ("STAGING_DATABASE_URL", staging.url()),
+            ("PRODUCTION_DATABASE_URL", production.url()),
+        ],
+    );
+    let version: String = one(&production, "select version_num::text from alembic_version").await;
+    assert_eq!(version, "0001");
+    assert!(!has_column(&production, "invoices", "currency").await);
+    let totals: Vec<i64> = production
+        .client()
+        .await
+        .query("select total_cents from invoices order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        totals,
+        [1200, 990],
+        "the invoice written after the deploy is kept"
+    );
+    let (rollback, deploys) = production_runs(dir.path());
+    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
+    assert!(
+        rollback["report"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("alembic downgrade 0001"),
+        "{rollback}"
+    );
+    assert!(
+        deploys.iter().any(|d| d["outcome"] == "blocked"),
+        "{deploys:?}"
+    );
+    // Staging's failed check was undone by its backup.
+    assert!(!has_column(&staging, "invoices", "currency").await);
+    let version: String = one(&staging, "select version_num::text from alembic_version").await;
+    assert_eq!(version, "0001");
+}
+
+#[tokio::test]
+async fn django_page_migrates_each_app_back_to_its_recorded_migration() {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = run_page(
+        "django",
+        &[
+            ("STAGING_DATABASE_URL", staging.url()),
+            ("PRODUCTION_DATABASE_URL", production.url()),
+        ],
+    );
+    let applied: Vec<String> = production
+        .client()
+        .await
+        .query(
+            "select name from django_migrations where app = 'accounts' order by id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(applied, ["0001_accounts"]);
+    assert!(!has_column(&production, "accounts", "plan").await);
+    assert_eq!(
+        emails(&production).await,
+        ["ada@example.com", "grace@example.com"]
+    );
+    let (rollback, deploys) = production_runs(dir.path());
+    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
+    assert!(
+        rollback["report"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("python manage.py migrate accounts 0001_accounts"),
+        "{rollback}"
+    );
+    let good = deploys
+        .iter()
+        .find(|d| {
+            d["outcome"] == "deployed"
+                && d["report"]["external"]["pending"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 2)
+        })
+        .expect("the two-migration deploy");
+    assert_eq!(
+        good["report"]["external"]["before"]["revisions"],
+        serde_json::json!(["accounts.0001_accounts"])
+    );
+    assert!(
+        good["report"]["lint"].is_array(),
+        "sqlmigrate's SQL was linted: {good}"
+    );
+    assert!(!has_column(&staging, "accounts", "plan").await);
+}
+
+#[tokio::test]
+async fn prisma_page_counts_prismas_own_history_and_keeps_it_in_step() {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = run_page(
+        "prisma",
+        &[
+            ("STAGING_DATABASE_URL", staging.url()),
+            ("PRODUCTION_DATABASE_URL", production.url()),
+        ],
+    );
+    let (rollback, deploys) = production_runs(dir.path());
+    // The first production deploy found Prisma's row: nothing to do.
+    assert_eq!(
+        deploys.last().unwrap()["outcome"],
+        "nothing_to_do",
+        "{deploys:?}"
+    );
+    assert_eq!(rollback["report"]["method"], "restore", "{rollback}");
+    assert!(!has_column(&production, "accounts", "plan").await);
+    assert_eq!(emails(&production).await, ["ada@example.com"]);
+    let names: Vec<String> = production
+        .client()
+        .await
+        .query(
+            "select migration_name from _prisma_migrations where finished_at is not null order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["20260101000000_accounts"], "restored with the data");
+
+    // Staging got the first migration from shipsafe, with Prisma's checksum.
+    let row: (String, String) = {
+        let r = staging
+            .client()
+            .await
+            .query_one(
+                "select migration_name, checksum from _prisma_migrations where finished_at is not null and rolled_back_at is null",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let sum = std::process::Command::new("sha256sum")
+        .arg(
+            dir.path()
+                .join("prisma/migrations/20260101000000_accounts/migration.sql"),
+        )
+        .output()
+        .unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(row, ("20260101000000_accounts".to_string(), sum));
+
+    // A migration.sql changed after Prisma applied it is drift.
+    common::write(
+        dir.path(),
+        "prisma/migrations/20260101000000_accounts/migration.sql",
+        "CREATE TABLE \"accounts\" (\"id\" BIGSERIAL PRIMARY KEY);\n",
+    );
+    let out = common::shipsafe(dir.path())
+        .args(["plan", "production"])
+        .env("PRODUCTION_DATABASE_URL", production.url().expose())
+        .env("STAGING_DATABASE_URL", staging.url().expose())
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 1, "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("20260101000000"),
+        "{}",
+        common::stderr(&out)
+    );
+}
