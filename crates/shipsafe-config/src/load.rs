@@ -144,15 +144,20 @@ impl Config {
         Ok(config)
     }
 
-    /// `tool = "prisma"` reads Prisma's own folder unless told otherwise.
+    /// Presets read their tool's own folder unless told otherwise.
     fn apply_preset(&mut self) {
-        if self.file.migrations.tool == Some(MigrationTool::Prisma) {
-            if self.key_span("migrations", "dir").is_none() {
-                self.file.migrations.dir = PathBuf::from("prisma/migrations");
+        let dir = match self.file.migrations.tool {
+            Some(MigrationTool::Prisma) => {
+                if self.file.migrations.format == MigrationFormat::Auto {
+                    self.file.migrations.format = MigrationFormat::Prisma;
+                }
+                "prisma/migrations"
             }
-            if self.file.migrations.format == MigrationFormat::Auto {
-                self.file.migrations.format = MigrationFormat::Prisma;
-            }
+            Some(MigrationTool::Rails) => "db/migrate",
+            _ => return,
+        };
+        if self.key_span("migrations", "dir").is_none() {
+            self.file.migrations.dir = PathBuf::from(dir);
         }
     }
 

@@ -316,6 +316,35 @@ pub fn parse_pending(
     }
 }
 
+/// Rails migrations in `db/migrate` (`<version>_<name>.rb`), oldest first:
+/// all of them are pending while `schema_migrations` does not exist, when
+/// `db:migrate:status` only says so and exits 1.
+pub fn rails_migration_files(dir: &std::path::Path) -> Vec<PendingRevision> {
+    let mut out: Vec<PendingRevision> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".rb")?;
+            let (version, words) = stem.split_once('_')?;
+            version.chars().all(|c| c.is_ascii_digit()).then_some(())?;
+            let mut title: String = words.replace('_', " ");
+            if let Some(first) = title.get(..1) {
+                title = first.to_uppercase() + &title[1..];
+            }
+            Some(PendingRevision {
+                id: version.to_string(),
+                name: title,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.id.len(), a.id.as_str()).cmp(&(b.id.len(), b.id.as_str()))
+    });
+    out
+}
+
 /// One line of `alembic history`: `0001 -> 0002 (head), add email`,
 /// `<base> -> 0001, create accounts`, `(0003, 0004) -> 0005 (head)
 /// (mergepoint), merge`.
@@ -431,6 +460,32 @@ INFO  [alembic.runtime.migration] something logged\n\
                 id: "20260102000000".into(),
                 name: "Add email to accounts".into()
             }]
+        );
+    }
+
+    #[test]
+    fn rails_files_are_all_pending_before_the_first_migration() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "20260102000000_add_plan_to_accounts.rb",
+            "20260101000000_create_accounts.rb",
+            "README.md",
+            ".keep",
+        ] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        assert_eq!(
+            rails_migration_files(d.path()),
+            [
+                PendingRevision {
+                    id: "20260101000000".into(),
+                    name: "Create accounts".into()
+                },
+                PendingRevision {
+                    id: "20260102000000".into(),
+                    name: "Add plan to accounts".into()
+                }
+            ]
         );
     }
 

@@ -64,15 +64,22 @@ impl LibpqChild {
     }
 }
 
-/// The TLS settings of `url` for a tool that reads its own URL (the external
-/// migration tool): libpq uses them where the URL says nothing.
-pub fn tls_env(url: &DbUrl) -> Vec<(&'static str, String)> {
+/// The settings of `url` for a tool that reads its own URL (the external
+/// migration tool): libpq uses them where the URL, as the tool's driver
+/// understood it, says nothing. TLS, and where the server is: a driver that
+/// drops a socket folder given as `?host=` (Rails) then still reaches the
+/// same database instead of the default server's namesake. Not the
+/// password, which stays in the URL alone.
+pub fn tool_env(url: &DbUrl) -> Vec<(&'static str, String)> {
     let Ok(info) = url.conninfo() else {
         return Vec::new();
     };
     info.libpq_env()
         .into_iter()
-        .filter(|(k, _)| k.starts_with("PGSSL"))
+        .filter(|(k, _)| {
+            k.starts_with("PGSSL")
+                || matches!(*k, "PGHOST" | "PGHOSTADDR" | "PGPORT" | "PGUSER" | "PGDATABASE")
+        })
         .collect()
 }
 

@@ -472,3 +472,49 @@ async fn prisma_page_counts_prismas_own_history_and_keeps_it_in_step() {
         common::stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn rails_page_migrates_back_to_the_recorded_version() {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = run_page(
+        "rails",
+        &[
+            ("STAGING_DATABASE_URL", staging.url()),
+            ("PRODUCTION_DATABASE_URL", production.url()),
+        ],
+    );
+    let versions: Vec<String> = production
+        .client()
+        .await
+        .query("select version from schema_migrations order by 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, ["20260101000000"]);
+    assert!(!has_column(&production, "accounts", "plan").await);
+    assert_eq!(
+        emails(&production).await,
+        ["ada@example.com", "grace@example.com"]
+    );
+    let (rollback, deploys) = production_runs(dir.path());
+    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
+    assert!(
+        rollback["report"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bin/rails db:migrate VERSION=20260101000000"),
+        "{rollback}"
+    );
+    // The first deploy found every file pending before schema_migrations existed.
+    let first = deploys.last().unwrap();
+    assert_eq!(first["outcome"], "deployed", "{first}");
+    assert_eq!(
+        first["report"]["external"]["pending"][0]["id"],
+        "20260101000000"
+    );
+    assert!(deploys.iter().any(|d| d["outcome"] == "blocked"), "{deploys:?}");
+    assert!(!has_column(&staging, "accounts", "plan").await);
+}

@@ -187,7 +187,8 @@ fn init_writes_a_config_that_loads_and_never_overwrites() {
     assert_eq!(v["migrations"]["tool"], "prisma");
     assert_eq!(v["gitignore_updated"], true);
     let cfg = std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap();
-    assert!(cfg.contains("format = \"prisma\""));
+    assert!(cfg.contains("tool = \"prisma\""), "{cfg}");
+    assert!(cfg.contains("format = \"prisma\""), "{cfg}");
     assert_eq!(
         std::fs::read_to_string(dir.path().join(".gitignore"))
             .unwrap()

@@ -167,6 +167,35 @@ fn external_migrations_without_pending() {
 }
 
 #[test]
+fn command_tool_without_up() {
+    config_error(
+        "command_tool_without_up",
+        &format!("{ENV}[migrations]\ntool = \"command\"\n"),
+    );
+}
+
+#[test]
+fn unknown_migration_tool() {
+    config_error(
+        "unknown_migration_tool",
+        &format!("{ENV}[migrations]\ntool = \"liquibase\"\n"),
+    );
+}
+
+#[test]
+fn a_preset_needs_no_commands_but_prisma_with_up_needs_pending() {
+    let ok = run(
+        &format!("{ENV}[migrations]\ntool = \"django\"\n"),
+        &["lint"],
+    );
+    assert_ne!(ok.0, 78, "{}", ok.1);
+    config_error(
+        "prisma_up_without_pending",
+        &format!("{ENV}[migrations]\ntool = \"prisma\"\nup = \"npx prisma migrate deploy\"\n"),
+    );
+}
+
+#[test]
 fn compression_level_out_of_range() {
     config_error(
         "compression_level_out_of_range",

@@ -243,3 +243,54 @@ async fn protected_alembic_deploys_are_rehearsed_on_a_clone() {
     assert!(err.contains("accounts_plan"), "{err}");
     assert_eq!(snapshot(db.url()).await, before);
 }
+
+/// A preset whose app reads its URL from `.env` (production's) instead of
+/// the variable shipsafe sets: the rehearsal's `alembic upgrade heads`
+/// reaches production itself. The guard sees production's schema change
+/// during the rehearsal, stops before the apply step, and names the backup
+/// (exit 5).
+#[tokio::test]
+async fn a_preset_that_reads_dotenv_instead_of_the_clone_url_is_caught() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("production", "protected", db.url())],
+        "\n[migrations]\ntool = \"alembic\"\n",
+    );
+    let out = Command::new("alembic")
+        .args(["init", "alembic"])
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let env_py = p.dir.path().join("alembic/env.py");
+    let text = std::fs::read_to_string(&env_py).unwrap().replacen(
+        "config = context.config\n",
+        "config = context.config\nimport pathlib\nconfig.set_main_option(\"sqlalchemy.url\", pathlib.Path(\".env\").read_text().split(\"=\", 1)[1].strip().replace(\"postgres://\", \"postgresql+psycopg2://\", 1))\n",
+        1,
+    );
+    std::fs::write(env_py, text).unwrap();
+    write(
+        p.dir.path(),
+        ".env",
+        &format!("DATABASE_URL={}\n", db.url().expose()),
+    );
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True))",
+        "op.drop_table('accounts')",
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
+    assert!(err.contains("backup restore"), "{err}");
+    assert!(
+        !run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "apply"),
+        "apply never ran: {run}"
+    );
+}

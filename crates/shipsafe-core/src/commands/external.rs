@@ -86,10 +86,58 @@ impl External {
     /// every one of them takes (SQLAlchemy 2 refuses `postgres://`).
     fn url_value(&self, url: &DbUrl) -> String {
         let raw = url.expose();
-        match (self.tool, raw.strip_prefix("postgres://")) {
-            (MigrationTool::Command, _) | (_, None) => raw.to_string(),
-            (_, Some(rest)) => format!("postgresql://{rest}"),
+        if self.tool == MigrationTool::Command {
+            return raw.to_string();
         }
+        let rest = raw
+            .strip_prefix("postgres://")
+            .or_else(|| raw.strip_prefix("postgresql://"));
+        match rest {
+            Some(rest) => portable_url(rest),
+            None => raw.to_string(),
+        }
+    }
+}
+
+/// `postgresql://` + `rest`, with a socket URL's user and password moved
+/// into the query: libpq reads `user@/db?host=/socket/dir`, but Ruby's URI
+/// (Rails) refuses a user without a host name.
+fn portable_url(rest: &str) -> String {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some((userinfo, "")) = authority.rsplit_once('@') else {
+        return format!("postgresql://{rest}");
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    let mut extra = format!("user={user}");
+    if let Some(p) = password {
+        extra.push_str(&format!("&password={p}"));
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("postgresql:///{path}{sep}{extra}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable_url;
+
+    #[test]
+    fn socket_urls_carry_the_user_in_the_query() {
+        assert_eq!(
+            portable_url("postgres@/app?host=/tmp/s&port=5433"),
+            "postgresql:///app?host=/tmp/s&port=5433&user=postgres"
+        );
+        assert_eq!(
+            portable_url("app:s%40cret@/app?host=/tmp/s"),
+            "postgresql:///app?host=/tmp/s&user=app&password=s%40cret"
+        );
+        assert_eq!(
+            portable_url("app@db.example.com:5432/app?sslmode=require"),
+            "postgresql://app@db.example.com:5432/app?sslmode=require"
+        );
+        assert_eq!(portable_url("/app?host=/tmp/s"), "postgresql:///app?host=/tmp/s");
     }
 }
 
@@ -142,8 +190,9 @@ async fn run_capture(
         .env(&ext.url_env, ext.url_value(url))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    // The tool's URL may say nothing of TLS; libpq then reads these.
-    for (k, v) in shipsafe_pg::child::tls_env(url) {
+    // Where the tool's driver reads less than the URL says, libpq falls
+    // back to these: the same server, database and TLS settings.
+    for (k, v) in shipsafe_pg::child::tool_env(url) {
         cmd.env(k, v);
     }
     let child = cmd.output();
@@ -205,6 +254,11 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
             out.revisions = Some(
                 tool::parse_pending(ext.tool, &stdout, &out.state).map_err(CoreError::Failed)?,
             );
+        } else if ext.tool == MigrationTool::Rails && out.state.revisions.is_empty() {
+            // No schema_migrations yet: Rails says so and exits 1.
+            out.revisions = Some(tool::rails_migration_files(
+                &config.root().join(&config.file().migrations.dir),
+            ));
         } else if ext.pending.is_none() {
             return Err(CoreError::Failed(format!(
                 "cannot list pending migrations: {failure}"

@@ -99,7 +99,10 @@ pub fn detect(root: &Path) -> Detection {
         };
     }
     if root.join("bin/rails").is_file() {
-        return found(Detected::Rails, "db/migrate");
+        return Detection {
+            tool: Detected::Rails,
+            dir: None,
+        };
     }
     if root.join("prisma/migrations").is_dir() || root.join("prisma/schema.prisma").is_file() {
         return found(Detected::Prisma, "prisma/migrations");
@@ -130,7 +133,8 @@ fn migrations_section(d: &Detection) -> String {
             "[migrations]\n\
              # Prisma found: shipsafe reads {dir}/*/migration.sql and applies it.\n\
              tool = \"prisma\"\n\
-             dir = \"{dir}\"\n"
+             dir = \"{dir}\"\n\
+             format = \"prisma\"\n"
         ),
         Detected::Flyway => format!("[migrations]\ndir = \"{dir}\"\nformat = \"flyway\"\n"),
         Detected::Alembic => preset(
@@ -315,11 +319,7 @@ mod tests {
                 Some("migrations"),
             ),
             (&["manage.py", "shop/models.py"], Detected::Django, None),
-            (
-                &["bin/rails", "db/migrate/.keep"],
-                Detected::Rails,
-                Some("db/migrate"),
-            ),
+            (&["bin/rails", "db/migrate/.keep"], Detected::Rails, None),
             (
                 &["prisma/schema.prisma"],
                 Detected::Prisma,
@@ -357,7 +357,7 @@ mod tests {
             (Detected::Alembic, None),
             (Detected::FlaskMigrate, Some("migrations")),
             (Detected::Django, None),
-            (Detected::Rails, Some("db/migrate")),
+            (Detected::Rails, None),
             (Detected::None, None),
         ] {
             let d = Detection {
