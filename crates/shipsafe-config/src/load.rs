@@ -229,7 +229,13 @@ impl Config {
                 "migrations.down, migrations.pending and migrations.current drive an external tool and need migrations.up as well (or a preset: migrations.tool = \"alembic\", \"flask-migrate\", \"django\" or \"rails\")".into(),
             ));
         }
-        if (bare || prisma) && m.up.is_some() && m.pending.is_none() {
+        if prisma && m.up.is_some() && m.pending.is_none() {
+            return Err(self.invalid(
+                self.key_span("migrations", "up").unwrap_or(0..0),
+                "migrations.up runs the Prisma CLI instead of shipsafe; also set migrations.pending, e.g. \"npx prisma migrate status\" (it exits non-zero while a migration is pending), or remove migrations.up and let shipsafe apply prisma/migrations itself".into(),
+            ));
+        }
+        if bare && m.up.is_some() && m.pending.is_none() {
             return Err(self.invalid(
                 self.key_span("migrations", "up").unwrap_or(0..0),
                 "migrations.up runs an external tool; also set migrations.pending, a command that exits 0 when nothing is pending, or use a preset (migrations.tool = \"alembic\", \"flask-migrate\", \"django\", \"rails\") whose pending revisions shipsafe reads itself".into(),

@@ -339,9 +339,7 @@ pub fn rails_migration_files(dir: &std::path::Path) -> Vec<PendingRevision> {
             })
         })
         .collect();
-    out.sort_by(|a, b| {
-        (a.id.len(), a.id.as_str()).cmp(&(b.id.len(), b.id.as_str()))
-    });
+    out.sort_by(|a, b| (a.id.len(), a.id.as_str()).cmp(&(b.id.len(), b.id.as_str())));
     out
 }
 

@@ -78,7 +78,10 @@ pub fn tool_env(url: &DbUrl) -> Vec<(&'static str, String)> {
         .into_iter()
         .filter(|(k, _)| {
             k.starts_with("PGSSL")
-                || matches!(*k, "PGHOST" | "PGHOSTADDR" | "PGPORT" | "PGUSER" | "PGDATABASE")
+                || matches!(
+                    *k,
+                    "PGHOST" | "PGHOSTADDR" | "PGPORT" | "PGUSER" | "PGDATABASE"
+                )
         })
         .collect()
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use shipsafe_testkit::TestDb;
 
@@ -65,7 +65,7 @@ fn page(name: &str) -> String {
 /// Runs the page in a new folder; returns the folder.
 fn run_page(name: &str, vars: &[(&str, &shipsafe_config::DbUrl)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let bin = PathBuf::from(assert_cmd::cargo::cargo_bin("shipsafe"));
+    let bin = assert_cmd::cargo::cargo_bin("shipsafe");
     let path = format!(
         "{}:{}",
         bin.parent().unwrap().display(),
@@ -237,6 +237,17 @@ async fn flask_migrate_page_deploys_rolls_back_a_failed_check_and_returns_to_the
         lint.iter()
             .any(|f| f["table"].as_str().is_some_and(|t| t.contains("accounts"))),
         "the tool's SQL was linted: {plan}"
+    );
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "status", "production"])
+        .env("PRODUCTION_DATABASE_URL", production.url().expose())
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    let status = common::json(&out);
+    assert_eq!(
+        status["environments"][0]["pending_migrations"], 2,
+        "{status}"
     );
     assert!(
         plan["warnings"]
@@ -515,6 +526,9 @@ async fn rails_page_migrates_back_to_the_recorded_version() {
         first["report"]["external"]["pending"][0]["id"],
         "20260101000000"
     );
-    assert!(deploys.iter().any(|d| d["outcome"] == "blocked"), "{deploys:?}");
+    assert!(
+        deploys.iter().any(|d| d["outcome"] == "blocked"),
+        "{deploys:?}"
+    );
     assert!(!has_column(&staging, "accounts", "plan").await);
 }

@@ -503,3 +503,52 @@ fn demo_builds_the_sample_database_and_cleans_up() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// scripts/install puts a given binary (a release artifact built elsewhere:
+/// no Rust needed) stripped into PREFIX/bin and says what it needs at run
+/// time; bad arguments are clear errors.
+#[test]
+fn the_install_script_installs_a_prebuilt_binary() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install");
+    let bin = assert_cmd::cargo::cargo_bin("shipsafe");
+    let prefix = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--binary")
+        .arg(&bin)
+        .arg("--prefix")
+        .arg(prefix.path())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{text}");
+    let installed = prefix.path().join("bin/shipsafe");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&installed).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    assert!(
+        meta.len() < std::fs::metadata(&bin).unwrap().len(),
+        "stripped"
+    );
+    let v = std::process::Command::new(&installed)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(stdout(&v).starts_with("shipsafe "), "{}", stdout(&v));
+    assert!(text.contains("pg_dump"), "{text}");
+    assert!(text.contains("glibc"), "{text}");
+
+    let missing = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--binary", "/nonexistent/shipsafe", "--prefix"])
+        .arg(prefix.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&missing), 66, "{}", stderr(&missing));
+    let bad = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(code(&bad), 64);
+}

@@ -137,7 +137,10 @@ mod tests {
             portable_url("app@db.example.com:5432/app?sslmode=require"),
             "postgresql://app@db.example.com:5432/app?sslmode=require"
         );
-        assert_eq!(portable_url("/app?host=/tmp/s"), "postgresql:///app?host=/tmp/s");
+        assert_eq!(
+            portable_url("/app?host=/tmp/s"),
+            "postgresql:///app?host=/tmp/s"
+        );
     }
 }
 

@@ -100,8 +100,13 @@ pub async fn status(
             .ok()
             .map(std::sync::Arc::new)
     };
+    // A preset's pending revisions come from the tool itself.
+    let external = crate::commands::migrate::external(config)
+        .filter(|x| shipsafe_migrate::tool::list_command(x.tool).is_some())
+        .map(|x| std::sync::Arc::new((config.clone(), x)));
     let checks = resolved.into_iter().map(|(name, protection, url)| {
         let migrations = migrations.clone();
+        let external = external.clone();
         async move {
             let mut st = EnvStatus {
                 name,
@@ -145,6 +150,15 @@ pub async fn status(
                                     },
                                 ) {
                                     Ok(n) => st.pending_migrations = Some(n),
+                                    Err(e) => st.migrations_error = Some(e.to_string()),
+                                }
+                            }
+                            if let Some(x) = &external {
+                                let (config, ext) = x.as_ref();
+                                match crate::commands::external::pending(config, ext, &url).await {
+                                    Ok(p) => {
+                                        st.pending_migrations = p.revisions.as_ref().map(Vec::len);
+                                    }
                                     Err(e) => st.migrations_error = Some(e.to_string()),
                                 }
                             }
