@@ -294,3 +294,93 @@ async fn a_preset_that_reads_dotenv_instead_of_the_clone_url_is_caught() {
         "apply never ran: {run}"
     );
 }
+
+/// Without a preset: `current` is recorded before the deploy and `down`
+/// gets it as `{revision}` (shell-quoted), so a failed two-step deploy
+/// without a backup (open environment) goes back to exactly where it was,
+/// not one step.
+#[tokio::test]
+async fn a_custom_tool_goes_back_to_the_recorded_current_revision() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        "\n[migrations]\ntool = \"command\"\nup = \"sh tool.sh up\"\npending = \"sh tool.sh pending\"\ncurrent = \"sh tool.sh current\"\ndown = \"sh tool.sh down {revision}\"\n\n[[checks]]\nname = \"no negative stock\"\nsql = \"select count(*) from items where stock < 0\"\nexpect = \"= 0\"\n",
+    );
+    // A small migration tool: m/N.up.sql and m/N.down.sql, applied versions
+    // in table ver.
+    write(
+        p.dir.path(),
+        "tool.sh",
+        r#"set -e
+q() { psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
+q -c "create table if not exists ver (v int primary key)" 2>/dev/null
+cur=$(q -Atc "select coalesce(max(v), 0) from ver")
+case "$1" in
+  current) echo "$cur" ;;
+  pending) for f in m/*.up.sql; do n=$(basename "$f" .up.sql); [ "$n" -le "$cur" ] || exit 1; done ;;
+  up) for f in $(ls m/*.up.sql | sort -V); do n=$(basename "$f" .up.sql)
+        if [ "$n" -gt "$cur" ]; then q -f "$f"; q -c "insert into ver values ($n)"; fi; done ;;
+  down) for n in $(q -Atc "select v from ver where v > $2 order by v desc"); do
+          q -f "m/$n.down.sql"; q -c "delete from ver where v = $n"; done ;;
+esac
+"#,
+    );
+    write(
+        p.dir.path(),
+        "m/1.up.sql",
+        "create table items (id int primary key, stock int not null);\ninsert into items values (1, 5);\n",
+    );
+    write(p.dir.path(), "m/1.down.sql", "drop table items;\n");
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+
+    write(
+        p.dir.path(),
+        "m/2.up.sql",
+        "alter table items add column note text;\n",
+    );
+    write(
+        p.dir.path(),
+        "m/2.down.sql",
+        "alter table items drop column note;\n",
+    );
+    write(p.dir.path(), "m/3.up.sql", "update items set stock = -1;\n");
+    write(
+        p.dir.path(),
+        "m/3.down.sql",
+        "update items set stock = 5;\n",
+    );
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(
+        run["report"]["external"]["before"]["revisions"],
+        serde_json::json!(["1"])
+    );
+    assert_eq!(run["report"]["rollback"]["method"], "down", "{run}");
+    assert!(
+        run["report"]["rollback"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sh tool.sh down 1"),
+        "{run}"
+    );
+    let c = db.client().await;
+    let v: i32 = c
+        .query_one("select max(v) from ver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1, "both steps undone, not one");
+    let note: bool = c
+        .query_one("select exists (select 1 from information_schema.columns where table_name = 'items' and column_name = 'note')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!note);
+    let stock: i32 = c
+        .query_one("select stock from items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stock, 5);
+}
