@@ -13,6 +13,7 @@ pub mod error;
 pub mod expect;
 pub mod load;
 pub mod model;
+pub mod serve;
 pub mod template;
 pub mod window;
 
@@ -23,5 +24,6 @@ pub use error::ConfigError;
 pub use expect::Expectation;
 pub use load::{Config, Environment, LoadOptions, has_literal_password, load, locate};
 pub use model::*;
+pub use serve::{Job, NotifyConfig, NotifyKind, NotifyOn, ScheduleConfig, ServeConfig};
 pub use template::{ProcessEnv, Template, VarSource};
 pub use window::Window;

@@ -247,6 +247,7 @@ impl Config {
                 "migrations.tool = \"command\" runs the commands you write: set migrations.up and migrations.pending".into(),
             ));
         }
+        self.validate_serve()?;
         let level = self.file.backups.compression_level;
         if !(1..=22).contains(&level) {
             return Err(self.invalid(
@@ -315,6 +316,75 @@ impl Config {
 
     /// Best-effort span of `key = ...` inside `[table]`, for messages about
     /// values that are not kept with their own span.
+    /// `[serve]`, `[schedule.ENV]` and `[[notify]]`.
+    fn validate_serve(&self) -> Result<(), ConfigError> {
+        let serve = &self.file.serve;
+        if let Some(l) = &serve.listen
+            && l.get_ref().parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(self.invalid(
+                l.span(),
+                format!(
+                    "serve.listen {:?} is not an address and port, e.g. \"127.0.0.1:7373\"",
+                    l.get_ref()
+                ),
+            ));
+        }
+        if let Some(tz) = &serve.timezone
+            && tz.get_ref().parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(self.invalid(
+                tz.span(),
+                format!("serve.timezone {:?} is not an IANA time zone name, e.g. \"UTC\" or \"Europe/Berlin\"", tz.get_ref()),
+            ));
+        }
+        for (env, schedule) in &self.file.schedule {
+            if !self.file.environments.contains_key(env) {
+                return Err(self.invalid(
+                    self.table_span(&format!("schedule.{env}")).unwrap_or(0..0),
+                    format!("schedule.{env} names environment {env:?}, which is not configured"),
+                ));
+            }
+            for (job, line) in schedule.jobs() {
+                if let Err(e) = crate::serve::parse_cron(line.get_ref()) {
+                    return Err(self.invalid(
+                        line.span(),
+                        format!(
+                            "schedule.{env}.{} {:?} is not a crontab line ({e}): 5 fields (minute hour day month weekday), or 6 with seconds first, e.g. \"0 3 * * *\"",
+                            job.as_str(),
+                            line.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        for n in &self.file.notify {
+            if let Some(e) = n
+                .envs
+                .iter()
+                .find(|e| !self.file.environments.contains_key(*e))
+            {
+                return Err(self.invalid(
+                    n.url.span(),
+                    format!("notify envs names environment {e:?}, which is not configured"),
+                ));
+            }
+            if has_literal_password(n.url.get_ref()) || !n.url.get_ref().has_variables() {
+                return Err(self.invalid(
+                    n.url.span(),
+                    "notify.url is a secret (whoever has it can post to the channel): reference it, e.g. url = \"${SLACK_WEBHOOK_URL}\"".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn table_span(&self, table: &str) -> Option<Range<usize>> {
+        let header = format!("[{table}]");
+        let i = self.source.find(&header)?;
+        Some(i..i + header.len())
+    }
+
     fn key_span(&self, table: &str, key: &str) -> Option<Range<usize>> {
         let header = format!("[{table}]");
         let mut in_table = table.is_empty();

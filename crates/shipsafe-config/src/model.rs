@@ -37,6 +37,12 @@ pub struct ConfigFile {
     pub mask: IndexMap<String, Spanned<MaskKind>>,
     #[serde(default)]
     pub readiness: ReadinessConfig,
+    #[serde(default)]
+    pub serve: crate::serve::ServeConfig,
+    #[serde(default)]
+    pub schedule: IndexMap<String, crate::serve::ScheduleConfig>,
+    #[serde(default)]
+    pub notify: Vec<crate::serve::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

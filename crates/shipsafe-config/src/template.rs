@@ -22,7 +22,7 @@ pub struct MissingVariable {
 
 /// Where variable values come from. The process environment in production,
 /// a map in tests.
-pub trait VarSource {
+pub trait VarSource: Send + Sync {
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -36,7 +36,9 @@ impl VarSource for ProcessEnv {
     }
 }
 
-impl<S: std::hash::BuildHasher> VarSource for std::collections::HashMap<String, String, S> {
+impl<S: std::hash::BuildHasher + Send + Sync> VarSource
+    for std::collections::HashMap<String, String, S>
+{
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
     }

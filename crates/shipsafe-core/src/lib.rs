@@ -15,6 +15,7 @@ pub mod progress;
 pub mod readiness;
 pub mod rehearsal_text;
 pub mod runs;
+pub mod serve;
 pub mod smoke;
 
 pub use error::CoreError;

@@ -340,6 +340,17 @@ fn pid_alive(pid: i32) -> bool {
     )
 }
 
+/// Set by a long-running process (`serve`) that stops itself cleanly on
+/// SIGINT/SIGTERM: the first such signal is then left to it (its jobs end
+/// or are dropped, which tears their clusters down); a second one still
+/// cleans up and exits at once.
+static GRACEFUL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`GRACEFUL`].
+pub fn stop_gracefully_on_signals() {
+    GRACEFUL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 fn install_signal_cleanup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -349,7 +360,15 @@ fn install_signal_cleanup() {
                 let spawned = std::thread::Builder::new()
                     .name("shipsafe-pg-signals".into())
                     .spawn(move || {
-                        if let Some(sig) = signals.forever().next() {
+                        let mut left_to_caller = false;
+                        for sig in signals.forever() {
+                            if sig != SIGHUP
+                                && !left_to_caller
+                                && GRACEFUL.load(std::sync::atomic::Ordering::SeqCst)
+                            {
+                                left_to_caller = true;
+                                continue;
+                            }
                             cleanup_all();
                             // Die of the signal as if no handler were installed,
                             // so the caller sees the usual exit status.

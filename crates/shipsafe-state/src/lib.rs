@@ -9,6 +9,7 @@ pub mod audit;
 pub mod error;
 pub mod readiness;
 pub mod runs;
+pub mod serve;
 pub mod store;
 
 pub use actor::Actor;
@@ -16,6 +17,7 @@ pub use audit::{AuditEntry, ChainProblem, ChainReport, NewAuditEntry};
 pub use error::StateError;
 pub use readiness::ReadinessRecord;
 pub use runs::{RunRecord, StepRecord};
+pub use serve::{Heartbeat, JobState, RunCount};
 pub use store::StateStore;
 
 /// Now, as RFC 3339 UTC with millisecond precision.

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::StateError;
 
 pub const DB_FILE: &str = "state.db";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 create table runs (
@@ -62,6 +62,29 @@ create table readiness (
     report text not null
 );
 create index readiness_env_at on readiness (env, at);
+";
+
+/// `serve`: its heartbeat, and the last scheduled run of each job (what a
+/// restart catches up from, what a recovery is measured against).
+const SCHEMA_V3: &str = "
+create table serve (
+    instance text primary key,
+    started_at text not null,
+    beat_at text not null,
+    listen text not null,
+    stopped_at text
+);
+create table schedule (
+    env text not null,
+    job text not null,
+    last_at text,
+    last_outcome text,
+    last_run_id text,
+    last_ok_at text,
+    skipped_at text,
+    skipped_why text,
+    primary key (env, job)
+);
 ";
 
 #[derive(Debug)]
@@ -137,6 +160,9 @@ impl StateStore {
         }
         if version < 2 {
             tx.execute_batch(SCHEMA_V2).map_err(sql_err)?;
+        }
+        if version < 3 {
+            tx.execute_batch(SCHEMA_V3).map_err(sql_err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql_err)?;

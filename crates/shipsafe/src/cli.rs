@@ -146,6 +146,13 @@ pub enum Command {
         #[arg(long, value_name = "LEVEL", value_enum)]
         min_level: Option<MinLevel>,
     },
+    /// Run [schedule.ENV] jobs, write a heartbeat, serve the dashboard and /metrics until SIGTERM.
+    Serve {
+        /// Address and port (default [serve] listen, else 127.0.0.1:7373); any other
+        /// address than loopback needs SHIPSAFE_SERVE_TOKEN.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
     /// Write the disaster-recovery runbook of ENV from facts (default <state_dir>/runbooks/ENV.md).
     Runbook {
         env: String,

@@ -468,7 +468,7 @@ fn demo_builds_the_sample_database_and_cleans_up() {
     // deploy and its verified backup are measured as such.
     let card = &v["readiness"];
     assert_eq!(card["env"], "production");
-    assert_eq!(card["items"].as_array().unwrap().len(), 45);
+    assert_eq!(card["items"].as_array().unwrap().len(), 46);
     let status_of = |id: &str| {
         card["items"]
             .as_array()

@@ -435,6 +435,6 @@ mod tests {
                 d.level.as_str()
             );
         }
-        assert_eq!(defs.len(), 45, "README and docs say 45 items");
+        assert_eq!(defs.len(), 46, "README and docs say 46 items");
     }
 }

@@ -27,13 +27,24 @@ const RUNBOOK: Def = Def {
     title: "A disaster-recovery runbook with current facts exists",
 };
 
-pub(super) const DEFS: &[Def] = &[CHECKS, SMOKE, RUNBOOK];
+const SERVE: Def = Def {
+    id: "serve-heartbeat",
+    category: Category::Operations,
+    level: Level::Silver,
+    title: "shipsafe serve runs the environment's schedules",
+};
+
+pub(super) const DEFS: &[Def] = &[CHECKS, SMOKE, RUNBOOK, SERVE];
+
+/// A heartbeat older than this means `serve` is not running (it beats
+/// every 10 s).
+const HEARTBEAT_STALE: f64 = 120.0;
 
 /// How long readiness waits for the app to answer at all.
 const APP_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) async fn items(f: &Facts<'_>) -> Vec<Item> {
-    vec![checks(f).await, smoke(f).await, runbook(f)]
+    vec![checks(f).await, smoke(f).await, runbook(f), serve(f)]
 }
 
 async fn checks(f: &Facts<'_>) -> Item {
@@ -178,4 +189,97 @@ fn runbook(f: &Facts<'_>) -> Item {
             Evidence::new("repository", format!("{shown} written {generated} ({} ago)", human_age(age))).value(value),
         ),
     }
+}
+
+/// Where `[schedule.ENV]` is configured, `serve` must be alive: its last
+/// heartbeat recent and not marked stopped.
+fn serve(f: &Facts<'_>) -> Item {
+    let jobs: Vec<&str> = f
+        .config
+        .file()
+        .schedule
+        .get(f.env)
+        .map(|s| s.jobs().iter().map(|(j, _)| j.as_str()).collect())
+        .unwrap_or_default();
+    let fix = format!(
+        "run `shipsafe serve` as a service (systemd, a container) so [schedule.{}] runs",
+        f.env
+    );
+    if jobs.is_empty() {
+        return SERVE.warn(
+            Evidence::new(
+                "config",
+                format!(
+                    "no [schedule.{}]: backups and restore drills depend on something shipsafe cannot see (cron?) or on people",
+                    f.env
+                ),
+            ),
+            format!(
+                "add [schedule.{}] backup and verify lines and run `shipsafe serve`",
+                f.env
+            ),
+        );
+    }
+    let beat = shipsafe_state::StateStore::open_existing(f.config.state_dir())
+        .ok()
+        .flatten()
+        .and_then(|s| s.last_beat().ok().flatten());
+    let Some(b) = beat else {
+        return SERVE.fail(
+            Evidence::new(
+                "state",
+                format!(
+                    "[schedule.{}] has {} but no `shipsafe serve` has ever run here",
+                    f.env,
+                    jobs.join(", ")
+                ),
+            ),
+            fix,
+        );
+    };
+    let age = age_secs(&b.beat_at, f.now).unwrap_or(f64::INFINITY);
+    let value = serde_json::json!({ "heartbeat": b, "jobs": jobs });
+    if let Some(stopped) = &b.stopped_at {
+        return SERVE.fail(
+            Evidence::new(
+                "state",
+                format!(
+                    "serve {} stopped at {stopped} ({} ago)",
+                    b.instance,
+                    human_age(age)
+                ),
+            )
+            .value(value),
+            fix,
+        );
+    }
+    if age > HEARTBEAT_STALE {
+        return SERVE.fail(
+            Evidence::new(
+                "state",
+                format!(
+                    "serve {} last beat {} ago (at {}): it is not running",
+                    b.instance,
+                    human_age(age),
+                    b.beat_at
+                ),
+            )
+            .value(value),
+            fix,
+        );
+    }
+    SERVE.pass(
+        Evidence::new(
+            "state",
+            format!(
+                "serve {} alive ({} ago), listening on {}, running {} for {}",
+                b.instance,
+                human_age(age),
+                b.listen,
+                jobs.join(", "),
+                f.env
+            ),
+        )
+        .value(value),
+    )
 }

@@ -8,6 +8,7 @@ pub mod lint;
 pub mod log;
 pub mod migrate;
 pub mod readiness;
+pub mod serve;
 pub mod status;
 pub mod verify;
 

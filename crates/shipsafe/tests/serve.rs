@@ -1,0 +1,544 @@
+//! `shipsafe serve` as a process: schedules with seconds-level crontab
+//! lines, a held lock, a killed backup, SIGTERM, `/metrics` read by a
+//! Prometheus text parser and compared with the catalog, the token.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shipsafe_testkit::TestDb;
+
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start(dir: &Path, vars: &[(&str, &str)]) -> Self {
+        let port = shipsafe_testkit::servers::free_port();
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir)
+            .env_remove("SHIPSAFE_CONFIG")
+            .env_remove("SHIPSAFE_STATE_DIR")
+            .env_remove("SHIPSAFE_SERVE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let s = Serve { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(s.port, "/healthz", None).is_none() {
+            assert!(Instant::now() < deadline, "serve did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGTERM, then the exit code, stderr, and how long it took.
+    fn stop(mut self) -> (Option<i32>, String, Duration) {
+        let t = Instant::now();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status.code(), err, t.elapsed());
+            }
+            assert!(Instant::now() < deadline, "serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn get(port: u16, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    // Chunked bodies: good enough to drop the chunk-size lines.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.lines()
+            .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()) || l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        body
+    };
+    Some((status, body))
+}
+
+fn project(db: &TestDb, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "shipsafe.toml",
+        &format!(
+            "[environments.prod]\ndatabase_url = \"{}\"\nprotection = \"guarded\"\n{extra}",
+            db.url().expose()
+        ),
+    );
+    dir
+}
+
+fn store(dir: &Path) -> shipsafe_state::StateStore {
+    shipsafe_state::StateStore::open(&dir.join(".shipsafe")).unwrap()
+}
+
+fn runs_of(dir: &Path, command: &str) -> Vec<shipsafe_state::RunRecord> {
+    store(dir)
+        .runs(None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.command == command)
+        .collect()
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let (status, body) = get(port, "/metrics", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+fn value(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test]
+async fn scheduled_runs_are_recorded_and_metrics_match_the_catalog() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table orders (id int primary key, total int); insert into orders values (1, 10), (2, -5);")
+        .await
+        .unwrap();
+    let dir = project(
+        &db,
+        "\n[schedule.prod]\nbackup = \"*/2 * * * * *\"\nchecks = \"*/2 * * * * *\"\n\n[[checks]]\nname = \"no negative totals\"\nsql = \"select count(*) from orders where total < 0\"\nexpect = \"= 0\"\n",
+    );
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("a scheduled backup and check run", 30, || {
+        runs_of(dir.path(), "serve backup")
+            .iter()
+            .any(|r| r.outcome == "complete")
+            && runs_of(dir.path(), "serve checks")
+                .iter()
+                .any(|r| r.outcome == "failed")
+    });
+    // Readiness sees serve alive while it runs.
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "readiness", "prod"])
+        .output()
+        .unwrap();
+    let card = common::json(&out);
+    let item = card["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "serve-heartbeat")
+        .unwrap()
+        .clone();
+    assert_eq!(item["status"], "pass", "{item}");
+
+    let m = scrape(serve.port);
+    let env = [("env", "prod")];
+    assert_eq!(value(&m, "shipsafe_database_up", &env), Some(1.0));
+    assert_eq!(value(&m, "shipsafe_checks_failing", &env), Some(1.0));
+    assert_eq!(value(&m, "shipsafe_pending_migrations", &env), Some(0.0));
+    assert_eq!(
+        value(
+            &m,
+            "shipsafe_restore_drill_last_success_timestamp_seconds",
+            &env
+        ),
+        Some(0.0),
+        "never drilled"
+    );
+    // The newest backup in the catalog is the one the metric names.
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "backup", "list", "prod"])
+        .output()
+        .unwrap();
+    let list = common::json(&out);
+    let backups = list["backups"]
+        .as_array()
+        .or_else(|| list.as_array())
+        .unwrap();
+    let ts = value(&m, "shipsafe_backup_last_success_timestamp_seconds", &env).unwrap();
+    let newest_at = jiff::Timestamp::from_second(ts as i64).unwrap();
+    assert!(
+        backups.iter().any(|b| {
+            b["created_at"]
+                .as_str()
+                .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t.as_second() == newest_at.as_second())
+        }),
+        "{ts} names no backup in {list}"
+    );
+    let size = value(&m, "shipsafe_backup_last_size_bytes", &env).unwrap();
+    assert!(
+        backups
+            .iter()
+            .any(|b| b["size_bytes"].as_f64() == Some(size)),
+        "{size} is no backup's size"
+    );
+    // Finished runs counted per kind and outcome, as the state has them
+    // (the scrape and the state read are close, not atomic: count at least).
+    let counted = value(
+        &m,
+        "shipsafe_runs_total",
+        &[
+            ("env", "prod"),
+            ("kind", "serve_backup"),
+            ("outcome", "complete"),
+        ],
+    )
+    .unwrap();
+    assert!(counted >= 1.0);
+    assert!(counted <= runs_of(dir.path(), "serve backup").len() as f64);
+
+    let (status, page) = get(serve.port, "/", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("data-env=\"prod\""), "{page}");
+    assert!(page.contains("1 failing"), "{page}");
+
+    let (code, err, took) = serve.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let beat = store(dir.path()).last_beat().unwrap().unwrap();
+    assert!(beat.stopped_at.is_some());
+    // Every scheduled run has its audit entry, naming the trigger.
+    let audit = store(dir.path()).audit_entries(None, None).unwrap();
+    let finished: Vec<_> = runs_of(dir.path(), "serve backup")
+        .into_iter()
+        .filter(|r| r.outcome != "running")
+        .collect();
+    for r in &finished {
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.run_id.as_deref() == Some(r.run_id.as_str())
+                    && (a.detail["trigger"] == "schedule" || a.detail["trigger"] == "catch-up")),
+            "run {} has no audit entry",
+            r.run_id
+        );
+    }
+    // Stopped: readiness now fails the item, naming when.
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "readiness", "prod"])
+        .output()
+        .unwrap();
+    let card = common::json(&out);
+    let item = card["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "serve-heartbeat")
+        .unwrap()
+        .clone();
+    assert_eq!(item["status"], "fail", "{item}");
+    assert!(
+        item["evidence"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("stopped"),
+        "{item}"
+    );
+}
+
+#[tokio::test]
+async fn a_tick_while_the_previous_run_is_going_is_skipped_and_sigterm_lets_it_finish() {
+    let db = TestDb::new().await;
+    let dir = project(
+        &db,
+        "\n[schedule.prod]\nchecks = \"* * * * * *\"\n\n[[checks]]\nname = \"slow\"\nsql = \"select pg_sleep(2.5) is not null\"\nexpect = \"true\"\n",
+    );
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("a skipped tick", 20, || {
+        store(dir.path())
+            .job_states()
+            .unwrap()
+            .iter()
+            .any(|j| j.skipped_why.as_deref() == Some("the previous run is still going"))
+    });
+    // Stop while a check is running: it finishes within the grace period.
+    wait_for("a running check", 10, || {
+        runs_of(dir.path(), "serve checks")
+            .iter()
+            .any(|r| r.outcome == "running")
+    });
+    let (code, err, took) = serve.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        err.contains("skipped: the previous run is still going"),
+        "{err}"
+    );
+    let runs = runs_of(dir.path(), "serve checks");
+    assert!(
+        runs.iter().all(|r| r.outcome == "passed"),
+        "the running check finished, none left running: {:?}",
+        runs.iter().map(|r| &r.outcome).collect::<Vec<_>>()
+    );
+    // Never two at once: every run took 2.5 s, so they cannot overlap.
+    let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp)> = runs
+        .iter()
+        .map(|r| {
+            let s: jiff::Timestamp = r.started_at.parse().unwrap();
+            (
+                s,
+                s + jiff::SignedDuration::from_millis(r.duration_ms as i64),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "overlapping runs: {spans:?}");
+    }
+}
+
+#[tokio::test]
+async fn one_missed_run_is_caught_up_once_and_a_held_lock_skips_the_backup() {
+    let db = TestDb::new().await;
+    // Hourly: the last tick is less than an hour ago, the next one (up to
+    // an hour away) does not come during the test.
+    let dir = project(&db, "\n[schedule.prod]\nbackup = \"0 * * * *\"\n");
+    let mut s = store(dir.path());
+    s.record_job(
+        "prod",
+        "backup",
+        "2026-01-01T00:00:00Z",
+        "complete",
+        true,
+        None,
+    )
+    .unwrap();
+    drop(s);
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("the catch-up backup", 20, || {
+        runs_of(dir.path(), "serve backup")
+            .iter()
+            .any(|r| r.outcome == "complete")
+    });
+    let (code, err, _) = serve.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("missed its run"), "{err}");
+    assert_eq!(
+        runs_of(dir.path(), "serve backup").len(),
+        1,
+        "caught up once"
+    );
+
+    // Started again: that tick is done, nothing to catch up.
+    let serve = Serve::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, err, _) = serve.stop();
+    assert!(!err.contains("missed its run"), "{err}");
+    assert_eq!(runs_of(dir.path(), "serve backup").len(), 1);
+
+    // A deploy holds the migration lock: the (caught-up) backup is skipped,
+    // naming it, and takes no backup.
+    let holder = db.client().await;
+    shipsafe_migrate::history::lock(&holder).await.unwrap();
+    let mut s = store(dir.path());
+    s.record_job(
+        "prod",
+        "backup",
+        "2026-01-01T00:00:00Z",
+        "complete",
+        true,
+        None,
+    )
+    .unwrap();
+    drop(s);
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("the skipped backup", 20, || {
+        runs_of(dir.path(), "serve backup")
+            .iter()
+            .any(|r| r.outcome == "skipped")
+    });
+    serve.stop();
+    let skipped = runs_of(dir.path(), "serve backup")
+        .into_iter()
+        .find(|r| r.outcome == "skipped")
+        .unwrap();
+    assert!(
+        skipped.report["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("migration lock"),
+        "{}",
+        skipped.report
+    );
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "backup", "list", "prod"])
+        .output()
+        .unwrap();
+    let list = common::json(&out);
+    let n = list["backups"]
+        .as_array()
+        .or_else(|| list.as_array())
+        .unwrap()
+        .len();
+    assert_eq!(n, 1, "only the first catch-up's backup: {list}");
+}
+
+#[tokio::test]
+async fn serve_killed_during_a_backup_leaves_no_half_backup_and_the_next_start_reports_it() {
+    let db = TestDb::new().await;
+    common::add_noise(&db, 60).await;
+    let dir = project(&db, "\n[schedule.prod]\nbackup = \"0 * * * *\"\n");
+    let mut s = store(dir.path());
+    s.record_job(
+        "prod",
+        "backup",
+        "2026-01-01T00:00:00Z",
+        "complete",
+        true,
+        None,
+    )
+    .unwrap();
+    drop(s);
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("the backup to be running", 20, || {
+        runs_of(dir.path(), "serve backup")
+            .iter()
+            .any(|r| r.outcome == "running")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    serve.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(serve);
+    let killed = runs_of(dir.path(), "serve backup").pop().unwrap();
+    assert_eq!(killed.outcome, "running");
+
+    // No complete backup was published; nothing half-written is listed.
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "backup", "list", "prod"])
+        .output()
+        .unwrap();
+    let list = common::json(&out);
+    let backups = list["backups"]
+        .as_array()
+        .or_else(|| list.as_array())
+        .unwrap()
+        .clone();
+    assert!(
+        backups.iter().all(|b| b["status"] != "complete"),
+        "a backup killed mid-way was published: {list}"
+    );
+    // The next start reports the run as interrupted, once.
+    let audit = store(dir.path()).audit_entries(None, None).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.outcome == "interrupted"
+                && a.run_id.as_deref() == Some(killed.run_id.as_str())),
+        "the `backup list` above started shipsafe and noted it"
+    );
+}
+
+#[test]
+fn other_addresses_need_a_long_token_and_requests_must_carry_it() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "shipsafe.toml",
+        "[environments.prod]\ndatabase_url = \"postgres://nobody@127.0.0.1:1/none\"\n",
+    );
+    let out = common::shipsafe(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 64, "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("SHIPSAFE_SERVE_TOKEN"));
+    let out = common::shipsafe(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("SHIPSAFE_SERVE_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 64, "{}", common::stderr(&out));
+
+    let token = "a-long-enough-serve-token";
+    let port = shipsafe_testkit::servers::free_port();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("shipsafe"))
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}")])
+        .current_dir(dir.path())
+        .env("SHIPSAFE_SERVE_TOKEN", token)
+        .env_remove("SHIPSAFE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("serve to listen", 20, || {
+        get(port, "/healthz", Some(token)).is_some()
+    });
+    assert_eq!(get(port, "/metrics", None).unwrap().0, 401);
+    assert_eq!(
+        get(port, "/", Some("wrong-token-of-the-same-len"))
+            .unwrap()
+            .0,
+        401
+    );
+    let (status, body) = get(port, "/metrics", Some(token)).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("shipsafe_database_up{env=\"prod\"} 0"),
+        "{body}"
+    );
+    assert!(!body.contains(token));
+    let _ = child.kill();
+    let _ = child.wait();
+}
