@@ -369,6 +369,19 @@ impl Config {
                     format!("notify envs names environment {e:?}, which is not configured"),
                 ));
             }
+            if let Some(j) = n
+                .jobs
+                .iter()
+                .find(|j| !crate::serve::NOTIFY_JOBS.contains(&j.as_str()))
+            {
+                return Err(self.invalid(
+                    n.url.span(),
+                    format!(
+                        "notify jobs names {j:?}; known: {}",
+                        crate::serve::NOTIFY_JOBS.join(", ")
+                    ),
+                ));
+            }
             if has_literal_password(n.url.get_ref()) || !n.url.get_ref().has_variables() {
                 return Err(self.invalid(
                     n.url.span(),

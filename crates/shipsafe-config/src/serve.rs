@@ -124,7 +124,22 @@ pub struct NotifyConfig {
     /// Only these environments; default all.
     #[serde(default)]
     pub envs: Vec<String>,
+    /// Only these jobs or commands (`backup`, `verify`, `prune`, `checks`,
+    /// `readiness`, `deploy`, `rollback`); default all.
+    #[serde(default)]
+    pub jobs: Vec<String>,
 }
+
+/// What `[[notify]] jobs` may name.
+pub const NOTIFY_JOBS: &[&str] = &[
+    "backup",
+    "verify",
+    "prune",
+    "checks",
+    "readiness",
+    "deploy",
+    "rollback",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exit;
 pub mod files;
 pub mod gates;
+pub mod notify;
 pub mod progress;
 pub mod readiness;
 pub mod rehearsal_text;

@@ -542,3 +542,261 @@ fn other_addresses_need_a_long_token_and_requests_must_carry_it() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A local webhook receiver: records every request; answers 500 to the
+/// first `fail_first` requests to `/hook/...`.
+struct Hook {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Hook {
+    fn start(fail_first: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                let (head, body) = loop {
+                    let k = s.read(&mut chunk).unwrap_or(0);
+                    if k == 0 {
+                        break (String::from_utf8_lossy(&buf).into_owned(), String::new());
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((h, b)) = text.split_once("\r\n\r\n") {
+                        let len = h
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if b.len() >= len {
+                            break (h.to_string(), b.to_string());
+                        }
+                    }
+                };
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                if path.starts_with("/hook/") {
+                    n += 1;
+                }
+                let refuse = path.starts_with("/hook/") && n <= fail_first;
+                let status = if refuse {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                log.lock().unwrap().push((path, body));
+            }
+        });
+        Hook { port, seen }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn bodies(&self, path: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn failures_and_recoveries_are_notified_retried_and_carry_no_secret() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table orders (id int primary key, total int); insert into orders values (1, -5);")
+        .await
+        .unwrap();
+    let hook = Hook::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "shipsafe.toml",
+        &format!(
+            "[environments.prod]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\
+             [environments.broken]\ndatabase_url = \"postgres://app:pw-s3cret-value@127.0.0.1:1/x\"\nprotection = \"open\"\n\
+             [schedule.prod]\nchecks = \"* * * * * *\"\n\
+             [schedule.broken]\nchecks = \"*/2 * * * * *\"\n\
+             [[checks]]\nname = \"no negative totals\"\nsql = \"select count(*) from orders where total < 0\"\nexpect = \"= 0\"\n\
+             [[notify]]\nkind = \"webhook\"\nurl = \"${{HOOK_URL}}\"\n\
+             [[notify]]\nkind = \"slack\"\nurl = \"${{SLACK_URL}}\"\nenvs = [\"prod\"]\njobs = [\"checks\"]\n\
+             [[notify]]\nkind = \"healthchecks\"\nurl = \"${{PING_URL}}\"\nenvs = [\"prod\"]\n",
+            db.url().expose()
+        ),
+    );
+    let vars = [
+        ("HOOK_URL", hook.url("/hook/tok-123")),
+        ("SLACK_URL", hook.url("/slack/tok-456")),
+        ("PING_URL", hook.url("/ping/uuid-789")),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = Serve::start(dir.path(), &vars);
+    wait_for("a failure notification", 20, || {
+        hook.bodies("/hook/tok-123")
+            .iter()
+            .any(|b| b.contains("\"event\":\"failure\"") && b.contains("\"env\":\"prod\""))
+    });
+    // Fixed: the next run is a recovery, told once; then plain successes
+    // are not sent to the webhook (default: failure and recovery).
+    db.client()
+        .await
+        .batch_execute("update orders set total = 5")
+        .await
+        .unwrap();
+    wait_for("a recovery notification", 20, || {
+        hook.bodies("/hook/tok-123")
+            .iter()
+            .any(|b| b.contains("\"event\":\"recovery\""))
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, err, _) = serve.stop();
+    assert_eq!(code, Some(0), "{err}");
+
+    let hook_bodies = hook.bodies("/hook/tok-123");
+    let prod: Vec<serde_json::Value> = hook_bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .filter(|v: &serde_json::Value| v["env"] == "prod")
+        .collect();
+    assert_eq!(
+        prod.iter().filter(|v| v["event"] == "recovery").count(),
+        1,
+        "{prod:?}"
+    );
+    assert!(prod.iter().all(|v| v["event"] != "success"), "{prod:?}");
+    let failure = prod.iter().find(|v| v["event"] == "failure").unwrap();
+    for key in [
+        "project", "env", "job", "outcome", "ok", "run_id", "summary", "at",
+    ] {
+        assert!(failure.get(key).is_some(), "{key} missing: {failure}");
+    }
+    assert_eq!(failure["job"], "checks");
+    assert_eq!(failure["ok"], false);
+    // The first request got a 500 and was retried: more requests than
+    // distinct payloads reached the receiver.
+    let all: Vec<(String, String)> = hook.seen.lock().unwrap().clone();
+    let first = &hook_bodies[0];
+    assert!(
+        hook_bodies.iter().filter(|b| *b == first).count() >= 2,
+        "the refused first delivery was sent again: {hook_bodies:?}"
+    );
+    // Slack: text and blocks; the healthchecks URL got start, fail and
+    // success pings.
+    let slack: serde_json::Value = serde_json::from_str(&hook.bodies("/slack/tok-456")[0]).unwrap();
+    assert!(
+        slack["text"].as_str().unwrap().contains("checks of prod"),
+        "{slack}"
+    );
+    assert!(slack["blocks"].is_array());
+    let paths: Vec<String> = all.iter().map(|(p, _)| p.clone()).collect();
+    for p in [
+        "/ping/uuid-789/start",
+        "/ping/uuid-789/fail",
+        "/ping/uuid-789",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} not pinged: {paths:?}");
+    }
+    // The broken environment's failures were told with its URL masked.
+    assert!(
+        hook_bodies.iter().any(|b| b.contains("\"env\":\"broken\"")),
+        "{hook_bodies:?}"
+    );
+    for (_, body) in &all {
+        assert!(!body.contains("pw-s3cret-value"), "{body}");
+        assert!(
+            !body.contains("tok-123") && !body.contains("uuid-789"),
+            "{body}"
+        );
+    }
+    // The jobs' outcomes did not depend on the webhook.
+    assert!(
+        runs_of(dir.path(), "serve checks")
+            .iter()
+            .any(|r| r.outcome == "passed")
+    );
+}
+
+#[tokio::test]
+async fn a_cli_deploy_that_fails_is_notified_and_the_next_good_one_is_a_recovery() {
+    let db = TestDb::new().await;
+    let hook = Hook::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "shipsafe.toml",
+        &format!(
+            "[environments.dev]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\
+             [[checks]]\nname = \"no negative totals\"\nsql = \"select count(*) from orders where total < 0\"\nexpect = \"= 0\"\n\
+             [[notify]]\nkind = \"webhook\"\nurl = \"${{HOOK_URL}}\"\njobs = [\"deploy\", \"rollback\"]\n",
+            db.url().expose()
+        ),
+    );
+    common::write(
+        dir.path(),
+        "migrations/20260101000000_orders/up.sql",
+        "create table orders (id int primary key, total int);\ninsert into orders values (1, -5);\n",
+    );
+    common::write(
+        dir.path(),
+        "migrations/20260101000000_orders/down.sql",
+        "drop table orders;\n",
+    );
+    let deploy = || {
+        common::shipsafe(dir.path())
+            .args(["deploy", "dev"])
+            .env("HOOK_URL", hook.url("/hook/x"))
+            .output()
+            .unwrap()
+    };
+    let out = deploy();
+    assert_eq!(common::code(&out), 4, "{}", common::stderr(&out));
+    common::write(
+        dir.path(),
+        "migrations/20260101000000_orders/up.sql",
+        "create table orders (id int primary key, total int);\ninsert into orders values (1, 5);\n",
+    );
+    let out = deploy();
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    let events: Vec<serde_json::Value> = hook
+        .bodies("/hook/x")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (
+            events[0]["event"].as_str(),
+            events[0]["job"].as_str(),
+            events[0]["outcome"].as_str()
+        ),
+        (Some("failure"), Some("deploy"), Some("rolled_back"))
+    );
+    assert!(
+        events[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("no negative totals")
+    );
+    assert_eq!(events[1]["event"], "recovery");
+    assert_eq!(events[1]["trigger"], "cli");
+}

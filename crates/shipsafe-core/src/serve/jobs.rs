@@ -41,6 +41,20 @@ pub async fn run(
     job: Job,
     trigger: &str,
 ) -> JobResult {
+    // How this job last ended, for "recovered" notifications.
+    let previous_ok = shipsafe_state::StateStore::open_existing(config.state_dir())
+        .ok()
+        .flatten()
+        .and_then(|s| s.job_states().ok())
+        .and_then(|all| {
+            all.into_iter()
+                .find(|j| j.env == env && j.job == job.as_str())
+                .and_then(|j| {
+                    j.last_at
+                        .map(|at| j.last_ok_at.as_deref() == Some(at.as_str()))
+                })
+        });
+    crate::notify::started(config, vars, env, job.as_str()).await;
     let mut run = Run::start(&command(job), Some(env));
     let run_id = run.record.run_id.clone();
     let _ = run.checkpoint(config.state_dir());
@@ -77,6 +91,18 @@ pub async fn run(
             Some(&run_id),
         );
     }
+    let event = crate::notify::Event {
+        project: config.project_name(),
+        env: env.to_string(),
+        job: job.as_str().to_string(),
+        outcome: outcome.clone(),
+        ok,
+        run_id: run_id.clone(),
+        summary: summary.clone(),
+        at: shipsafe_state::now_rfc3339(),
+        trigger: trigger.to_string(),
+    };
+    crate::notify::send(config, vars, &event, previous_ok).await;
     JobResult {
         env: env.to_string(),
         job: job.as_str().to_string(),

@@ -129,6 +129,15 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
     .await
     .with_context(|| format!("deploy to {env}"))?;
     drop(progress);
+    // Told, never changing the outcome: a failed webhook is only logged.
+    shipsafe_core::notify::after_cli(
+        &config,
+        &ProcessEnv,
+        env,
+        "deploy",
+        out.error.as_ref().map(|e| e.to_string()),
+    )
+    .await;
     run_rendered("deploy", env, out.run, out.error)
 }
 
@@ -201,7 +210,7 @@ pub async fn rollback(
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let confirm = crate::ui::TerminalConfirm { flag: confirm };
-    let run = shipsafe_core::commands::rollback::rollback(
+    let result = shipsafe_core::commands::rollback::rollback(
         &config,
         &ProcessEnv,
         &ctx.cwd,
@@ -210,8 +219,21 @@ pub async fn rollback(
         &confirm,
         &progress,
     )
-    .await
-    .with_context(|| format!("rollback of {env}"))?;
+    .await;
+    if matches!(
+        &result,
+        Ok(_) | Err(shipsafe_core::CoreError::RollbackFailed(_))
+    ) {
+        shipsafe_core::notify::after_cli(
+            &config,
+            &ProcessEnv,
+            env,
+            "rollback",
+            result.as_ref().err().map(|e| e.to_string()),
+        )
+        .await;
+    }
+    let run = result.with_context(|| format!("rollback of {env}"))?;
     drop(progress);
     let text = format!(
         "rollback {env}: {} (run {}): {}\n",
