@@ -152,6 +152,9 @@ pub enum Command {
         /// address than loopback needs SHIPSAFE_SERVE_TOKEN.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<String>,
+        /// Dashboard buttons that run a restore drill or the checks (POST, CSRF-protected).
+        #[arg(long)]
+        allow_actions: bool,
     },
     /// Write the disaster-recovery runbook of ENV from facts (default <state_dir>/runbooks/ENV.md).
     Runbook {

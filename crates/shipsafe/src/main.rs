@@ -117,7 +117,10 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
                 min_level,
             },
         )),
-        Command::Serve { listen } => runtime.block_on(cmd::serve::run(&ctx, listen.as_deref())),
+        Command::Serve {
+            listen,
+            allow_actions,
+        } => runtime.block_on(cmd::serve::run(&ctx, listen.as_deref(), allow_actions)),
         Command::Runbook { env, output } => {
             runtime.block_on(cmd::readiness::runbook(&ctx, &env, output.as_deref()))
         }

@@ -800,3 +800,111 @@ async fn a_cli_deploy_that_fails_is_notified_and_the_next_good_one_is_a_recovery
     assert_eq!(events[1]["event"], "recovery");
     assert_eq!(events[1]["trigger"], "cli");
 }
+
+/// docs/alerts.yml: valid for Prometheus (`promtool check rules`, from
+/// Debian's prometheus package, unpacked by scripts/setup) and every metric
+/// it uses is one /metrics renders.
+#[test]
+fn the_documented_alert_rules_pass_promtool_and_name_real_metrics() {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/alerts.yml");
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap()).join(".cache"));
+    let unpacked = cache.join("shipsafe-test-tools/usr/bin/promtool");
+    let promtool = if unpacked.is_file() {
+        unpacked
+    } else {
+        "promtool".into()
+    };
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} (scripts/setup provides promtool): {e}",
+                promtool.display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
+
+    let env = shipsafe_core::serve::metrics::EnvFacts {
+        name: "prod".into(),
+        up: true,
+        last_backup: Some(shipsafe_core::serve::metrics::BackupFact {
+            id: "b".into(),
+            at: "2026-12-06T03:00:00Z".into(),
+            unix: 1,
+            size_bytes: 1,
+            duration_seconds: 1.0,
+        }),
+        last_drill: Some(shipsafe_core::serve::metrics::DrillFact {
+            backup_id: "b".into(),
+            at: "2026-12-06T04:00:00Z".into(),
+            unix: 1,
+            ok: true,
+            restore_seconds: 1.0,
+            last_ok_unix: Some(1),
+            last_ok_seconds: Some(1.0),
+        }),
+        pending_migrations: Some(0),
+        checks_failing: Some(0),
+        readiness: Some("gold".into()),
+        ..Default::default()
+    };
+    let rendered = shipsafe_core::serve::metrics::render(&shipsafe_core::serve::metrics::Facts {
+        environments: vec![env],
+        ..Default::default()
+    });
+    let yaml = std::fs::read_to_string(&rules).unwrap();
+    let used = regex::Regex::new(r"shipsafe_[a-z_]+").unwrap();
+    for m in used.find_iter(&yaml) {
+        assert!(
+            rendered.contains(&format!("# TYPE {} ", m.as_str())),
+            "{} is not a metric /metrics renders",
+            m.as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_job_still_running_after_the_grace_period_is_abandoned_and_reported_next_start() {
+    let db = TestDb::new().await;
+    let dir = project(
+        &db,
+        "\n[schedule.prod]\nchecks = \"* * * * * *\"\n\n[[checks]]\nname = \"stuck\"\nsql = \"select pg_sleep(60) is not null\"\nexpect = \"true\"\n",
+    );
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("a running check", 20, || {
+        runs_of(dir.path(), "serve checks")
+            .iter()
+            .any(|r| r.outcome == "running")
+    });
+    let (code, err, took) = serve.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(err.contains("abandoned checks of prod"), "{err}");
+    let run = runs_of(dir.path(), "serve checks").pop().unwrap();
+    assert_eq!(run.outcome, "running", "left for the next start");
+    // The next start of any command reports it, once.
+    for _ in 0..2 {
+        let out = common::shipsafe(dir.path()).args(["log"]).output().unwrap();
+        assert_eq!(common::code(&out), 0);
+    }
+    let audit = store(dir.path()).audit_entries(None, None).unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(
+                |a| a.outcome == "interrupted" && a.run_id.as_deref() == Some(run.run_id.as_str())
+            )
+            .count(),
+        1
+    );
+}

@@ -1,22 +1,34 @@
 //! The dashboard (server-rendered HTML, no JavaScript), `/metrics` and
-//! `/healthz`. Read-only; when a token is set every request must carry it
-//! (`Authorization: Bearer TOKEN`, or `?token=` for a browser).
+//! `/healthz`. Read-only unless `--allow-actions`: then POST buttons run a
+//! restore drill or the checks, each form carrying a per-process CSRF value.
+//! When a token is set every request must carry it (`Authorization: Bearer
+//! TOKEN`, or `?token=` for a browser).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use shipsafe_config::{Config, VarSource};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use shipsafe_config::{Config, Job, VarSource};
 
-use super::metrics::{self, Facts};
+use super::metrics;
+use super::pages::{self, Nav};
+
+/// Starts a job from the dashboard (the scheduler's own path: it is
+/// skipped when a run of it is going).
+pub type Trigger = Arc<
+    dyn Fn(String, Job) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub struct AppState {
     pub config: Arc<Config>,
     pub vars: Arc<dyn VarSource + Send + Sync>,
     pub token: Option<String>,
+    /// Set with `--allow-actions`.
+    pub actions: Option<(String, Trigger)>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -30,6 +42,12 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/", get(overview))
+        .route("/backups", get(backups))
+        .route("/runs", get(runs))
+        .route("/runs/{id}", get(run))
+        .route("/audit", get(audit))
+        .route("/schedules", get(schedules))
+        .route("/actions", post(action))
         .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
         .with_state(state)
@@ -105,6 +123,23 @@ async fn healthz(
     axum::Json(serde_json::json!({ "ok": true, "heartbeat": beat })).into_response()
 }
 
+fn nav(state: &AppState, q: &TokenQuery) -> Nav {
+    Nav {
+        token: q.token.clone().filter(|_| state.token.is_some()),
+        csrf: state.actions.as_ref().map(|(c, _)| c.clone()),
+    }
+}
+
+fn html(state: &AppState, title: &str, nav: &Nav, body: &str) -> Response {
+    Html(pages::layout(
+        &state.config.project_name(),
+        title,
+        nav,
+        body,
+    ))
+    .into_response()
+}
+
 async fn overview(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -114,126 +149,164 @@ async fn overview(
         return denied();
     }
     let facts = metrics::gather(&state.config, state.vars.as_ref()).await;
-    Html(page(&facts)).into_response()
+    let nav = nav(&state, &q);
+    html(&state, "Overview", &nav, &pages::overview(&facts, &nav))
 }
 
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+async fn backups(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return denied();
     }
-    out
+    let nav = nav(&state, &q);
+    let body = match crate::commands::backup::list(&state.config, state.vars.as_ref(), None).await {
+        Ok(all) => pages::backups(&all),
+        Err(e) => format!(
+            "<p class=\"bad\">backup storage unreadable: {}</p>",
+            pages::esc(&shipsafe_config::mask_secrets(&e.to_string()))
+        ),
+    };
+    html(&state, "Backups", &nav, &body)
 }
 
-fn age(unix: i64) -> String {
-    let now = jiff::Timestamp::now().as_second();
-    crate::readiness::human_age((now - unix).max(0) as f64)
+fn store(state: &AppState) -> Option<shipsafe_state::StateStore> {
+    shipsafe_state::StateStore::open_existing(state.config.state_dir())
+        .ok()
+        .flatten()
 }
 
-/// The overview: one line per environment, then the schedules.
-pub fn page(f: &Facts) -> String {
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>shipsafe: {p}</title>\
-         <style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.bad{{color:#b00020;font-weight:bold}}\
-         .ok{{color:#176f2c}}</style></head><body><h1>shipsafe: {p}</h1>",
-        p = esc(&f.project)
-    );
-    h.push_str(
-        "<h2>Environments</h2><table id=\"environments\"><tr><th>environment</th><th>database</th><th>TLS</th>\
-         <th>last backup</th><th>last restore drill</th><th>pending migrations</th><th>last deploy</th>\
-         <th>checks</th><th>readiness</th></tr>",
-    );
-    for e in &f.environments {
-        let db = if e.up {
-            "<span class=\"ok\">up</span>".to_string()
-        } else {
-            format!(
-                "<span class=\"bad\">down</span> {}",
-                esc(e.error.as_deref().unwrap_or(""))
-            )
-        };
-        let backup = e
-            .last_backup
-            .as_ref()
-            .map_or("<span class=\"bad\">none</span>".to_string(), |b| {
-                format!("{} ago ({})", age(b.unix), esc(&b.id))
-            });
-        let drill =
-            e.last_drill
-                .as_ref()
-                .map_or("<span class=\"bad\">never</span>".to_string(), |d| {
-                    format!(
-                        "<span class=\"{}\">{}</span> {} ago, restore {:.1} s ({})",
-                        if d.ok { "ok" } else { "bad" },
-                        if d.ok { "passed" } else { "FAILED" },
-                        age(d.unix),
-                        d.restore_seconds,
-                        esc(&d.backup_id)
-                    )
-                });
-        let deploy = e.last_deploy.as_ref().map_or("none".to_string(), |r| {
-            let good = matches!(r.outcome.as_str(), "deployed" | "nothing_to_do");
-            format!(
-                "<span class=\"{}\">{}</span> {}",
-                if good { "ok" } else { "bad" },
-                esc(&r.outcome),
-                esc(&r.run_id)
-            )
-        });
-        let checks = match e.checks_failing {
-            None => "not run yet".to_string(),
-            Some(0) => "<span class=\"ok\">passing</span>".to_string(),
-            Some(n) => format!("<span class=\"bad\">{n} failing</span>"),
-        };
-        let _ = write!(
-            h,
-            "<tr data-env=\"{n}\"><td>{n} ({prot})</td><td class=\"database\">{db}</td><td>{tls}</td>\
-             <td class=\"backup\">{backup}</td><td class=\"drill\">{drill}</td><td class=\"pending\">{pending}</td>\
-             <td class=\"deploy\">{deploy}</td><td class=\"checks\">{checks}</td><td class=\"readiness\">{level}</td></tr>",
-            n = esc(&e.name),
-            prot = esc(&e.protection),
-            tls = esc(e.tls.as_deref().unwrap_or("?")),
-            pending = e
-                .pending_migrations
-                .map_or("?".to_string(), |n| n.to_string()),
-            level = esc(e.readiness.as_deref().unwrap_or("not measured")),
-        );
+async fn runs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return denied();
     }
-    h.push_str("</table><h2>Schedules</h2><table id=\"schedules\"><tr><th>environment</th><th>job</th><th>last run</th><th>outcome</th><th>last skipped</th></tr>");
-    for j in &f.jobs {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&j.env),
-            esc(&j.job),
-            esc(j.last_at.as_deref().unwrap_or("never")),
-            esc(j.last_outcome.as_deref().unwrap_or("")),
-            esc(&match (&j.skipped_at, &j.skipped_why) {
-                (Some(at), Some(why)) => format!("{at}: {why}"),
-                _ => String::new(),
-            }),
-        );
+    let nav = nav(&state, &q);
+    let all = store(&state)
+        .and_then(|s| s.runs(None, 200).ok())
+        .unwrap_or_default();
+    html(&state, "Runs", &nav, &pages::runs(&all, &nav))
+}
+
+async fn run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return denied();
     }
-    h.push_str("</table>");
-    if let Some(b) = &f.heartbeat {
-        let _ = write!(
-            h,
-            "<p id=\"heartbeat\">serve {} alive at {}</p>",
-            esc(&b.instance),
-            esc(&b.beat_at)
-        );
+    let nav = nav(&state, &q);
+    match store(&state).and_then(|s| s.run(&id).ok().flatten()) {
+        Some(r) => html(&state, &format!("Run {}", r.run_id), &nav, &pages::run(&r)),
+        None => (StatusCode::NOT_FOUND, "no such run\n").into_response(),
     }
-    h.push_str("</body></html>\n");
-    h
+}
+
+async fn audit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return denied();
+    }
+    let nav = nav(&state, &q);
+    let s = store(&state);
+    let entries = s
+        .as_ref()
+        .and_then(|s| s.audit_entries(None, Some(500)).ok())
+        .unwrap_or_default();
+    let chain = s.as_ref().and_then(|s| s.verify_audit().ok());
+    html(
+        &state,
+        "Audit log",
+        &nav,
+        &pages::audit(&entries, chain.as_ref()),
+    )
+}
+
+async fn schedules(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return denied();
+    }
+    let nav = nav(&state, &q);
+    let tz = state.config.file().serve.timezone();
+    let states = store(&state)
+        .and_then(|s| s.job_states().ok())
+        .unwrap_or_default();
+    let now = chrono::Utc::now();
+    let rows: Vec<pages::ScheduleRow> = super::schedule::entries(&state.config)
+        .into_iter()
+        .map(|e| pages::ScheduleRow {
+            next: e
+                .next_after(now, tz)
+                .map(|t| t.with_timezone(&tz).to_rfc3339()),
+            state: states
+                .iter()
+                .find(|s| s.env == e.env && s.job == e.job.as_str())
+                .cloned(),
+            env: e.env,
+            job: e.job.as_str().to_string(),
+            line: e.line,
+        })
+        .collect();
+    html(
+        &state,
+        "Schedules",
+        &nav,
+        &pages::schedules(&rows, tz.name()),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ActionForm {
+    csrf: String,
+    env: String,
+    job: String,
+}
+
+async fn action(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if !authorized(&state, &headers, &q) {
+        return denied();
+    }
+    let Some((csrf, trigger)) = &state.actions else {
+        return (
+            StatusCode::FORBIDDEN,
+            "the dashboard is read-only (start serve with --allow-actions)\n",
+        )
+            .into_response();
+    };
+    if !same(&form.csrf, csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "stale or missing form value (csrf)\n",
+        )
+            .into_response();
+    }
+    let job = match form.job.as_str() {
+        "verify" => Job::Verify,
+        "checks" => Job::Checks,
+        _ => return (StatusCode::BAD_REQUEST, "unknown action\n").into_response(),
+    };
+    if state.config.environment(&form.env).is_err() {
+        return (StatusCode::BAD_REQUEST, "unknown environment\n").into_response();
+    }
+    trigger(form.env.clone(), job).await;
+    Redirect::to(&nav(&state, &q).href("/runs")).into_response()
 }

@@ -50,6 +50,7 @@ pub struct DrillFact {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunFact {
+    pub command: String,
     pub run_id: String,
     pub outcome: String,
     pub at: String,
@@ -163,6 +164,7 @@ pub async fn gather(config: &Config, vars: &dyn VarSource) -> Facts {
                 .iter()
                 .find(|r| r.command == "deploy" || r.command == "rollback")
                 .map(|r| RunFact {
+                    command: r.command.clone(),
                     run_id: r.run_id.clone(),
                     outcome: r.outcome.clone(),
                     at: r.started_at.clone(),

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod pages;
 pub mod schedule;
 
 use std::collections::HashSet;
@@ -38,6 +39,8 @@ const GRACE: Duration = Duration::from_secs(7);
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub token: Option<String>,
+    /// Dashboard buttons that run a restore drill or the checks.
+    pub allow_actions: bool,
 }
 
 /// Where to listen: the flag, else `[serve] listen`, else 127.0.0.1:7373;
@@ -45,6 +48,7 @@ pub struct ServeOptions {
 pub fn options(
     config: &Config,
     flag: Option<&str>,
+    allow_actions: bool,
     vars: &dyn VarSource,
 ) -> Result<ServeOptions, CoreError> {
     let text = flag
@@ -80,7 +84,11 @@ pub fn options(
             Some(_) => {}
         }
     }
-    Ok(ServeOptions { listen, token })
+    Ok(ServeOptions {
+        listen,
+        token,
+        allow_actions,
+    })
 }
 
 /// What a `serve` process did, for its last line.
@@ -149,11 +157,24 @@ pub async fn serve(
     let mut jobs: JoinSet<()> = JoinSet::new();
     let jobs_handle = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
 
-    // The dashboard.
+    // The dashboard; its buttons go through the scheduler's own path.
+    let actions = if opts.allow_actions {
+        let shared = shared.clone();
+        let handle = jobs_handle.clone();
+        let trigger: http::Trigger = Arc::new(move |env: String, job: Job| {
+            let shared = shared.clone();
+            let handle = handle.clone();
+            Box::pin(async move { fire(&shared, &handle, &env, job, "dashboard").await })
+        });
+        Some((csrf_value()?, trigger))
+    } else {
+        None
+    };
     let app = http::router(Arc::new(http::AppState {
         config: config.clone(),
         vars: vars.clone(),
         token: opts.token.clone(),
+        actions,
     }));
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -268,6 +289,16 @@ pub async fn serve(
 /// dropped here, not held across the caller's awaits).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// A per-process secret the dashboard's forms carry (CSRF).
+fn csrf_value() -> Result<String, CoreError> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| CoreError::io("cannot read /dev/urandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn beat(config: &Config, instance: &str, started_at: &str, listen: &str) -> Result<(), CoreError> {

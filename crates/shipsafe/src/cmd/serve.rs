@@ -10,9 +10,9 @@ use shipsafe_core::serve;
 use super::Ctx;
 use crate::output::Rendered;
 
-pub async fn run(ctx: &Ctx, listen: Option<&str>) -> anyhow::Result<Rendered> {
+pub async fn run(ctx: &Ctx, listen: Option<&str>, allow_actions: bool) -> anyhow::Result<Rendered> {
     let config = Arc::new(ctx.config()?);
-    let opts = serve::options(&config, listen, &ProcessEnv)?;
+    let opts = serve::options(&config, listen, allow_actions, &ProcessEnv)?;
     // SIGINT/SIGTERM stop the scheduler cleanly instead of killing the
     // process (a second one still does).
     serve::stop_gracefully_on_signals();
