@@ -141,15 +141,7 @@ fn the_page_parser_reads_files_commands_and_exit_codes() {
 
 #[tokio::test]
 async fn flask_migrate_page_deploys_rolls_back_a_failed_check_and_returns_to_the_exact_revision() {
-    let staging = TestDb::new().await;
-    let production = TestDb::new().await;
-    let dir = run_page(
-        "flask-migrate",
-        &[
-            ("STAGING_DATABASE_URL", staging.url()),
-            ("PRODUCTION_DATABASE_URL", production.url()),
-        ],
-    );
+    let (staging, production, dir) = run_with_two_databases("flask-migrate").await;
     // The two-revision deploy (0002 and 0003) was undone to 0001, not to
     // 0002 as `flask db downgrade` (one step) would, and by the tool: Grace,
     // written after the deploy, is still there (a restore would lose her).
@@ -161,16 +153,10 @@ async fn flask_migrate_page_deploys_rolls_back_a_failed_check_and_returns_to_the
     )
     .await;
     assert!(!plan_column);
-    let emails: Vec<String> = production
-        .client()
-        .await
-        .query("select email from accounts order by id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(emails, ["ada@example.com", "grace@example.com"]);
+    assert_eq!(
+        emails(&production).await,
+        ["ada@example.com", "grace@example.com"]
+    );
     // Staging's failed check was undone by restoring its backup: 0001, Ada.
     let version: String = one(&staging, "select version_num::text from alembic_version").await;
     assert_eq!(version, "0001");
@@ -259,15 +245,46 @@ async fn flask_migrate_page_deploys_rolls_back_a_failed_check_and_returns_to_the
     );
 }
 
-async fn emails(db: &TestDb) -> Vec<String> {
+/// The first column of every row `sql` returns, as text.
+async fn texts(db: &TestDb, sql: &str) -> Vec<String> {
     db.client()
         .await
-        .query("select email from accounts order by id", &[])
+        .query(sql, &[])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+async fn emails(db: &TestDb) -> Vec<String> {
+    texts(db, "select email from accounts order by id").await
+}
+
+/// Runs the page against two new databases: (staging, production, folder).
+async fn run_with_two_databases(name: &str) -> (TestDb, TestDb, tempfile::TempDir) {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = run_page(
+        name,
+        &[
+            ("STAGING_DATABASE_URL", staging.url()),
+            ("PRODUCTION_DATABASE_URL", production.url()),
+        ],
+    );
+    (staging, production, dir)
+}
+
+/// The rollback went back with the tool (not a restore), running `command`.
+fn went_back_with(rollback: &serde_json::Value, command: &str) {
+    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
+    assert!(
+        rollback["report"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(command),
+        "{rollback}"
+    );
 }
 
 async fn has_column(db: &TestDb, table: &str, column: &str) -> bool {
@@ -299,15 +316,7 @@ fn production_runs(dir: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
 
 #[tokio::test]
 async fn alembic_page_returns_to_the_recorded_revision_and_keeps_later_writes() {
-    let staging = TestDb::new().await;
-    let production = TestDb::new().await;
-    let dir = run_page(
-        "alembic",
-        &[
-            ("STAGING_DATABASE_URL", staging.url()),
-            ("PRODUCTION_DATABASE_URL", production.url()),
-        ],
-    );
+    let (staging, production, dir) = run_with_two_databases("alembic").await;
     let version: String = one(&production, "select version_num::text from alembic_version").await;
     assert_eq!(version, "0001");
     assert!(!has_column(&production, "invoices", "currency").await);
@@ -326,14 +335,7 @@ async fn alembic_page_returns_to_the_recorded_revision_and_keeps_later_writes() 
         "the invoice written after the deploy is kept"
     );
     let (rollback, deploys) = production_runs(dir.path());
-    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
-    assert!(
-        rollback["report"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("alembic downgrade 0001"),
-        "{rollback}"
-    );
+    went_back_with(&rollback, "alembic downgrade 0001");
     assert!(
         deploys.iter().any(|d| d["outcome"] == "blocked"),
         "{deploys:?}"
@@ -346,27 +348,12 @@ async fn alembic_page_returns_to_the_recorded_revision_and_keeps_later_writes() 
 
 #[tokio::test]
 async fn django_page_migrates_each_app_back_to_its_recorded_migration() {
-    let staging = TestDb::new().await;
-    let production = TestDb::new().await;
-    let dir = run_page(
-        "django",
-        &[
-            ("STAGING_DATABASE_URL", staging.url()),
-            ("PRODUCTION_DATABASE_URL", production.url()),
-        ],
-    );
-    let applied: Vec<String> = production
-        .client()
-        .await
-        .query(
-            "select name from django_migrations where app = 'accounts' order by id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (staging, production, dir) = run_with_two_databases("django").await;
+    let applied = texts(
+        &production,
+        "select name from django_migrations where app = 'accounts' order by id",
+    )
+    .await;
     assert_eq!(applied, ["0001_accounts"]);
     assert!(!has_column(&production, "accounts", "plan").await);
     assert_eq!(
@@ -374,14 +361,7 @@ async fn django_page_migrates_each_app_back_to_its_recorded_migration() {
         ["ada@example.com", "grace@example.com"]
     );
     let (rollback, deploys) = production_runs(dir.path());
-    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
-    assert!(
-        rollback["report"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("python manage.py migrate accounts 0001_accounts"),
-        "{rollback}"
-    );
+    went_back_with(&rollback, "python manage.py migrate accounts 0001_accounts");
     let good = deploys
         .iter()
         .find(|d| {
@@ -404,15 +384,7 @@ async fn django_page_migrates_each_app_back_to_its_recorded_migration() {
 
 #[tokio::test]
 async fn prisma_page_counts_prismas_own_history_and_keeps_it_in_step() {
-    let staging = TestDb::new().await;
-    let production = TestDb::new().await;
-    let dir = run_page(
-        "prisma",
-        &[
-            ("STAGING_DATABASE_URL", staging.url()),
-            ("PRODUCTION_DATABASE_URL", production.url()),
-        ],
-    );
+    let (staging, production, dir) = run_with_two_databases("prisma").await;
     let (rollback, deploys) = production_runs(dir.path());
     // The first production deploy found Prisma's row: nothing to do.
     assert_eq!(
@@ -423,18 +395,11 @@ async fn prisma_page_counts_prismas_own_history_and_keeps_it_in_step() {
     assert_eq!(rollback["report"]["method"], "restore", "{rollback}");
     assert!(!has_column(&production, "accounts", "plan").await);
     assert_eq!(emails(&production).await, ["ada@example.com"]);
-    let names: Vec<String> = production
-        .client()
-        .await
-        .query(
-            "select migration_name from _prisma_migrations where finished_at is not null order by 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = texts(
+        &production,
+        "select migration_name from _prisma_migrations where finished_at is not null order by 1",
+    )
+    .await;
     assert_eq!(names, ["20260101000000_accounts"], "restored with the data");
 
     // Staging got the first migration from shipsafe, with Prisma's checksum.
@@ -486,24 +451,12 @@ async fn prisma_page_counts_prismas_own_history_and_keeps_it_in_step() {
 
 #[tokio::test]
 async fn rails_page_migrates_back_to_the_recorded_version() {
-    let staging = TestDb::new().await;
-    let production = TestDb::new().await;
-    let dir = run_page(
-        "rails",
-        &[
-            ("STAGING_DATABASE_URL", staging.url()),
-            ("PRODUCTION_DATABASE_URL", production.url()),
-        ],
-    );
-    let versions: Vec<String> = production
-        .client()
-        .await
-        .query("select version from schema_migrations order by 1", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (staging, production, dir) = run_with_two_databases("rails").await;
+    let versions = texts(
+        &production,
+        "select version from schema_migrations order by 1",
+    )
+    .await;
     assert_eq!(versions, ["20260101000000"]);
     assert!(!has_column(&production, "accounts", "plan").await);
     assert_eq!(
@@ -511,14 +464,7 @@ async fn rails_page_migrates_back_to_the_recorded_version() {
         ["ada@example.com", "grace@example.com"]
     );
     let (rollback, deploys) = production_runs(dir.path());
-    assert_eq!(rollback["report"]["method"], "down", "{rollback}");
-    assert!(
-        rollback["report"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("bin/rails db:migrate VERSION=20260101000000"),
-        "{rollback}"
-    );
+    went_back_with(&rollback, "bin/rails db:migrate VERSION=20260101000000");
     // The first deploy found every file pending before schema_migrations existed.
     let first = deploys.last().unwrap();
     assert_eq!(first["outcome"], "deployed", "{first}");

@@ -130,6 +130,21 @@ fn runs_of(dir: &Path, command: &str) -> Vec<shipsafe_state::RunRecord> {
         .collect()
 }
 
+/// The state an earlier serve left: the backup last ran long ago, so the
+/// newest tick of an hourly line is a missed run.
+fn ran_long_ago(dir: &Path) {
+    store(dir)
+        .record_job(
+            "prod",
+            "backup",
+            "2026-01-01T00:00:00Z",
+            "complete",
+            true,
+            None,
+        )
+        .unwrap();
+}
+
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -355,17 +370,7 @@ async fn one_missed_run_is_caught_up_once_and_a_held_lock_skips_the_backup() {
     // Hourly: the last tick is less than an hour ago, the next one (up to
     // an hour away) does not come during the test.
     let dir = project(&db, "\n[schedule.prod]\nbackup = \"0 * * * *\"\n");
-    let mut s = store(dir.path());
-    s.record_job(
-        "prod",
-        "backup",
-        "2026-01-01T00:00:00Z",
-        "complete",
-        true,
-        None,
-    )
-    .unwrap();
-    drop(s);
+    ran_long_ago(dir.path());
     let serve = Serve::start(dir.path(), &[]);
     wait_for("the catch-up backup", 20, || {
         runs_of(dir.path(), "serve backup")
@@ -392,17 +397,7 @@ async fn one_missed_run_is_caught_up_once_and_a_held_lock_skips_the_backup() {
     // naming it, and takes no backup.
     let holder = db.client().await;
     shipsafe_migrate::history::lock(&holder).await.unwrap();
-    let mut s = store(dir.path());
-    s.record_job(
-        "prod",
-        "backup",
-        "2026-01-01T00:00:00Z",
-        "complete",
-        true,
-        None,
-    )
-    .unwrap();
-    drop(s);
+    ran_long_ago(dir.path());
     let serve = Serve::start(dir.path(), &[]);
     wait_for("the skipped backup", 20, || {
         runs_of(dir.path(), "serve backup")
@@ -440,17 +435,7 @@ async fn serve_killed_during_a_backup_leaves_no_half_backup_and_the_next_start_r
     let db = TestDb::new().await;
     common::add_noise(&db, 60).await;
     let dir = project(&db, "\n[schedule.prod]\nbackup = \"0 * * * *\"\n");
-    let mut s = store(dir.path());
-    s.record_job(
-        "prod",
-        "backup",
-        "2026-01-01T00:00:00Z",
-        "complete",
-        true,
-        None,
-    )
-    .unwrap();
-    drop(s);
+    ran_long_ago(dir.path());
     let serve = Serve::start(dir.path(), &[]);
     wait_for("the backup to be running", 20, || {
         runs_of(dir.path(), "serve backup")

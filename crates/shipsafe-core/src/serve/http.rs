@@ -50,6 +50,10 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/actions", post(action))
         .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .with_state(state)
 }
 
@@ -80,6 +84,21 @@ fn authorized(state: &AppState, headers: &HeaderMap, q: &TokenQuery) -> bool {
         .is_some_and(|got| same(got, want))
 }
 
+/// Every route: the token first, when one is set.
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if authorized(&state, &headers, &q) {
+        next.run(request).await
+    } else {
+        denied()
+    }
+}
+
 fn denied() -> Response {
     (
         StatusCode::UNAUTHORIZED,
@@ -89,14 +108,7 @@ fn denied() -> Response {
         .into_response()
 }
 
-async fn prometheus(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     let facts = metrics::gather(&state.config, state.vars.as_ref()).await;
     (
         [(
@@ -108,14 +120,7 @@ async fn prometheus(
         .into_response()
 }
 
-async fn healthz(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let beat = shipsafe_state::StateStore::open_existing(state.config.state_dir())
         .ok()
         .flatten()
@@ -140,27 +145,13 @@ fn html(state: &AppState, title: &str, nav: &Nav, body: &str) -> Response {
     .into_response()
 }
 
-async fn overview(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn overview(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
     let facts = metrics::gather(&state.config, state.vars.as_ref()).await;
     let nav = nav(&state, &q);
     html(&state, "Overview", &nav, &pages::overview(&facts, &nav))
 }
 
-async fn backups(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn backups(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
     let nav = nav(&state, &q);
     let body = match crate::commands::backup::list(&state.config, state.vars.as_ref(), None).await {
         Ok(all) => pages::backups(&all),
@@ -178,14 +169,7 @@ fn store(state: &AppState) -> Option<shipsafe_state::StateStore> {
         .flatten()
 }
 
-async fn runs(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn runs(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
     let nav = nav(&state, &q);
     let all = store(&state)
         .and_then(|s| s.runs(None, 200).ok())
@@ -195,13 +179,9 @@ async fn runs(
 
 async fn run(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
     let nav = nav(&state, &q);
     match store(&state).and_then(|s| s.run(&id).ok().flatten()) {
         Some(r) => html(&state, &format!("Run {}", r.run_id), &nav, &pages::run(&r)),
@@ -209,14 +189,7 @@ async fn run(
     }
 }
 
-async fn audit(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn audit(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
     let nav = nav(&state, &q);
     let s = store(&state);
     let entries = s
@@ -232,14 +205,7 @@ async fn audit(
     )
 }
 
-async fn schedules(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
+async fn schedules(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
     let nav = nav(&state, &q);
     let tz = state.config.file().serve.timezone();
     let states = store(&state)
@@ -278,13 +244,9 @@ struct ActionForm {
 
 async fn action(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<TokenQuery>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if !authorized(&state, &headers, &q) {
-        return denied();
-    }
     let Some((csrf, trigger)) = &state.actions else {
         return (
             StatusCode::FORBIDDEN,
