@@ -145,6 +145,22 @@ fn ran_long_ago(dir: &Path) {
         .unwrap();
 }
 
+/// The `serve-heartbeat` item of prod's scorecard.
+fn heartbeat_item(dir: &Path) -> serde_json::Value {
+    let out = common::shipsafe(dir)
+        .args(["--format", "json", "readiness", "prod"])
+        .output()
+        .unwrap();
+    let card = common::json(&out);
+    card["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "serve-heartbeat")
+        .unwrap()
+        .clone()
+}
+
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -193,18 +209,7 @@ async fn scheduled_runs_are_recorded_and_metrics_match_the_catalog() {
                 .any(|r| r.outcome == "failed")
     });
     // Readiness sees serve alive while it runs.
-    let out = common::shipsafe(dir.path())
-        .args(["--format", "json", "readiness", "prod"])
-        .output()
-        .unwrap();
-    let card = common::json(&out);
-    let item = card["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == "serve-heartbeat")
-        .unwrap()
-        .clone();
+    let item = heartbeat_item(dir.path());
     assert_eq!(item["status"], "pass", "{item}");
 
     let m = scrape(serve.port);
@@ -291,18 +296,7 @@ async fn scheduled_runs_are_recorded_and_metrics_match_the_catalog() {
         );
     }
     // Stopped: readiness now fails the item, naming when.
-    let out = common::shipsafe(dir.path())
-        .args(["--format", "json", "readiness", "prod"])
-        .output()
-        .unwrap();
-    let card = common::json(&out);
-    let item = card["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == "serve-heartbeat")
-        .unwrap()
-        .clone();
+    let item = heartbeat_item(dir.path());
     assert_eq!(item["status"], "fail", "{item}");
     assert!(
         item["evidence"]["summary"]
