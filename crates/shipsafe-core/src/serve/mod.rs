@@ -272,7 +272,9 @@ pub async fn serve(
             "serve: abandoned {a}; the next start reports its run as interrupted"
         ));
     }
-    let _ = server.await;
+    // Open requests get a moment to finish; a slow scrape does not hold
+    // the stop past its 10 seconds.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     if let Ok(mut s) = shipsafe_state::StateStore::open(config.state_dir()) {
         let _ = s.stopped(&instance, &shipsafe_state::now_rfc3339());
     }
