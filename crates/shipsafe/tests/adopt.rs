@@ -224,6 +224,34 @@ async fn flask_migrate_page_deploys_rolls_back_a_failed_check_and_returns_to_the
             .any(|f| f["table"].as_str().is_some_and(|t| t.contains("accounts"))),
         "the tool's SQL was linted: {plan}"
     );
+    // Readiness lints the same SQL for its pending-migrations item: 0002's
+    // `update accounts set plan = 'free'` has no WHERE. Offline SQL: a warning.
+    let out = common::shipsafe(dir.path())
+        .args(["--format", "json", "readiness", "production"])
+        .env("PRODUCTION_DATABASE_URL", production.url().expose())
+        .output()
+        .unwrap();
+    let card = common::json(&out);
+    let item = card["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "pending-migrations-lint")
+        .unwrap()
+        .clone();
+    assert_eq!(item["status"], "warn", "{item}");
+    assert!(
+        item["evidence"]["value"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("require-where-in-update"),
+        "{item}"
+    );
+    assert_eq!(
+        item["evidence"]["value"]["pending"],
+        serde_json::json!(["0002", "0003"]),
+        "{item}"
+    );
     let out = common::shipsafe(dir.path())
         .args(["--format", "json", "status", "production"])
         .env("PRODUCTION_DATABASE_URL", production.url().expose())
