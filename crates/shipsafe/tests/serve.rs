@@ -161,6 +161,20 @@ fn heartbeat_item(dir: &Path) -> serde_json::Value {
         .clone()
 }
 
+/// `backup list prod` as JSON objects.
+fn backups(dir: &Path) -> Vec<serde_json::Value> {
+    let out = common::shipsafe(dir)
+        .args(["--format", "json", "backup", "list", "prod"])
+        .output()
+        .unwrap();
+    let list = common::json(&out);
+    list["backups"]
+        .as_array()
+        .or_else(|| list.as_array())
+        .unwrap()
+        .clone()
+}
+
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -227,15 +241,7 @@ async fn scheduled_runs_are_recorded_and_metrics_match_the_catalog() {
         "never drilled"
     );
     // The newest backup in the catalog is the one the metric names.
-    let out = common::shipsafe(dir.path())
-        .args(["--format", "json", "backup", "list", "prod"])
-        .output()
-        .unwrap();
-    let list = common::json(&out);
-    let backups = list["backups"]
-        .as_array()
-        .or_else(|| list.as_array())
-        .unwrap();
+    let backups = backups(dir.path());
     let ts = value(&m, "shipsafe_backup_last_success_timestamp_seconds", &env).unwrap();
     let newest_at = jiff::Timestamp::from_second(ts as i64).unwrap();
     assert!(
@@ -245,7 +251,7 @@ async fn scheduled_runs_are_recorded_and_metrics_match_the_catalog() {
                 .and_then(|s| s.parse::<jiff::Timestamp>().ok())
                 .is_some_and(|t| t.as_second() == newest_at.as_second())
         }),
-        "{ts} names no backup in {list}"
+        "{ts} names no backup in {backups:?}"
     );
     let size = value(&m, "shipsafe_backup_last_size_bytes", &env).unwrap();
     assert!(
@@ -411,17 +417,8 @@ async fn one_missed_run_is_caught_up_once_and_a_held_lock_skips_the_backup() {
         "{}",
         skipped.report
     );
-    let out = common::shipsafe(dir.path())
-        .args(["--format", "json", "backup", "list", "prod"])
-        .output()
-        .unwrap();
-    let list = common::json(&out);
-    let n = list["backups"]
-        .as_array()
-        .or_else(|| list.as_array())
-        .unwrap()
-        .len();
-    assert_eq!(n, 1, "only the first catch-up's backup: {list}");
+    let list = backups(dir.path());
+    assert_eq!(list.len(), 1, "only the first catch-up's backup: {list:?}");
 }
 
 #[tokio::test]
@@ -443,19 +440,10 @@ async fn serve_killed_during_a_backup_leaves_no_half_backup_and_the_next_start_r
     assert_eq!(killed.outcome, "running");
 
     // No complete backup was published; nothing half-written is listed.
-    let out = common::shipsafe(dir.path())
-        .args(["--format", "json", "backup", "list", "prod"])
-        .output()
-        .unwrap();
-    let list = common::json(&out);
-    let backups = list["backups"]
-        .as_array()
-        .or_else(|| list.as_array())
-        .unwrap()
-        .clone();
+    let list = backups(dir.path());
     assert!(
-        backups.iter().all(|b| b["status"] != "complete"),
-        "a backup killed mid-way was published: {list}"
+        list.iter().all(|b| b["status"] != "complete"),
+        "a backup killed mid-way was published: {list:?}"
     );
     // The next start reports the run as interrupted, once.
     let audit = store(dir.path()).audit_entries(None, None).unwrap();
