@@ -77,18 +77,15 @@ const ATTEMPTS: u32 = 4;
 const FIRST_PAUSE: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn applies(n: &NotifyConfig, e: &Event) -> bool {
-    (n.envs.is_empty() || n.envs.iter().any(|x| x == &e.env))
-        && (n.jobs.is_empty() || n.jobs.iter().any(|x| x == &e.job))
+fn applies(n: &NotifyConfig, env: &str, job: &str) -> bool {
+    (n.envs.is_empty() || n.envs.iter().any(|x| x == env))
+        && (n.jobs.is_empty() || n.jobs.iter().any(|x| x == job))
 }
 
 /// healthchecks.io pings `URL/start` when a job starts.
 pub async fn started(config: &Config, vars: &dyn VarSource, env: &str, job: &str) {
     for n in &config.file().notify {
-        if n.kind != NotifyKind::Healthchecks
-            || !(n.envs.is_empty() || n.envs.iter().any(|x| x == env))
-            || !(n.jobs.is_empty() || n.jobs.iter().any(|x| x == job))
-        {
+        if n.kind != NotifyKind::Healthchecks || !applies(n, env, job) {
             continue;
         }
         if let Ok(url) = n.url.get_ref().resolve(vars) {
@@ -108,7 +105,7 @@ pub async fn send(
     let class = Class::of(event.ok, previous_ok);
     let mut out = Vec::new();
     for n in &config.file().notify {
-        if !applies(n, event) {
+        if !applies(n, &event.env, &event.job) {
             continue;
         }
         // healthchecks.io expects every run: success pings the URL, a

@@ -196,6 +196,50 @@ fn a_preset_needs_no_commands_but_prisma_with_up_needs_pending() {
 }
 
 #[test]
+fn schedule_line_that_is_not_crontab() {
+    config_error(
+        "schedule_line_that_is_not_crontab",
+        &format!("{ENV}[schedule.prod]\nbackup = \"every night\"\n"),
+    );
+}
+
+#[test]
+fn schedule_for_an_unknown_environment() {
+    config_error(
+        "schedule_for_an_unknown_environment",
+        &format!("{ENV}[schedule.staging]\nbackup = \"0 3 * * *\"\n"),
+    );
+}
+
+#[test]
+fn serve_timezone_and_listen_are_checked() {
+    config_error(
+        "serve_timezone_unknown",
+        &format!("{ENV}[serve]\ntimezone = \"Mars/Olympus\"\n"),
+    );
+    config_error(
+        "serve_listen_not_an_address",
+        &format!("{ENV}[serve]\nlisten = \"localhost\"\n"),
+    );
+}
+
+#[test]
+fn notify_url_written_in_the_file() {
+    config_error(
+        "notify_url_written_in_the_file",
+        &format!(
+            "{ENV}[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/secret\"\n"
+        ),
+    );
+    config_error(
+        "notify_unknown_job",
+        &format!(
+            "{ENV}[[notify]]\nkind = \"webhook\"\nurl = \"${{HOOK}}\"\njobs = [\"backups\"]\n"
+        ),
+    );
+}
+
+#[test]
 fn compression_level_out_of_range() {
     config_error(
         "compression_level_out_of_range",

@@ -349,16 +349,27 @@ mod tests {
     }
 
     #[test]
-    fn every_starter_config_parses_strictly() {
-        for (tool, dir) in [
-            (Detected::Native, Some("migrations")),
-            (Detected::Prisma, Some("prisma/migrations")),
-            (Detected::Flyway, Some("db/migration")),
-            (Detected::Alembic, None),
-            (Detected::FlaskMigrate, Some("migrations")),
-            (Detected::Django, None),
-            (Detected::Rails, None),
-            (Detected::None, None),
+    fn every_starter_config_parses_strictly_with_its_preset() {
+        use shipsafe_config::MigrationTool as T;
+        for (tool, dir, preset, external) in [
+            (Detected::Native, Some("migrations"), None, false),
+            (
+                Detected::Prisma,
+                Some("prisma/migrations"),
+                Some(T::Prisma),
+                false,
+            ),
+            (Detected::Flyway, Some("db/migration"), None, false),
+            (Detected::Alembic, None, Some(T::Alembic), true),
+            (
+                Detected::FlaskMigrate,
+                Some("migrations"),
+                Some(T::FlaskMigrate),
+                true,
+            ),
+            (Detected::Django, None, Some(T::Django), true),
+            (Detected::Rails, None, Some(T::Rails), true),
+            (Detected::None, None, None, false),
         ] {
             let d = Detection {
                 tool: tool.clone(),
@@ -366,7 +377,10 @@ mod tests {
             };
             let text = starter_config("demo \"quoted\"", &d);
             let parsed = shipsafe_config::Config::parse(Path::new("shipsafe.toml"), &text);
-            assert!(parsed.is_ok(), "{tool:?}: {:?}\n{text}", parsed.err());
+            let config = parsed.unwrap_or_else(|e| panic!("{tool:?}: {e}\n{text}"));
+            let m = &config.file().migrations;
+            assert_eq!(m.tool, preset, "{tool:?}\n{text}");
+            assert_eq!(m.is_external(), external, "{tool:?}");
         }
     }
 

@@ -101,17 +101,9 @@ pub fn markdown(card: &Scorecard) -> String {
     out
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// A self-contained page (no scripts, no external resources).
 pub fn html(card: &Scorecard) -> String {
-    let e = |s: &str| html_escape(s);
+    let e = |s: &str| crate::serve::pages::esc(s);
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Readiness: {} / {}</title>\n\
          <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:80em}}table{{border-collapse:collapse;width:100%}}\

@@ -29,6 +29,7 @@ pub struct AppState {
     pub token: Option<String>,
     /// Set with `--allow-actions`.
     pub actions: Option<(String, Trigger)>,
+    pub pending: metrics::PendingCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -109,7 +110,7 @@ fn denied() -> Response {
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
-    let facts = metrics::gather(&state.config, state.vars.as_ref()).await;
+    let facts = metrics::gather(&state.config, state.vars.as_ref(), &state.pending).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -146,7 +147,7 @@ fn html(state: &AppState, title: &str, nav: &Nav, body: &str) -> Response {
 }
 
 async fn overview(State(state): State<Arc<AppState>>, Query(q): Query<TokenQuery>) -> Response {
-    let facts = metrics::gather(&state.config, state.vars.as_ref()).await;
+    let facts = metrics::gather(&state.config, state.vars.as_ref(), &state.pending).await;
     let nav = nav(&state, &q);
     html(&state, "Overview", &nav, &pages::overview(&facts, &nav))
 }

@@ -3,7 +3,7 @@
 //! Prometheus text rendering of it.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use shipsafe_config::{Config, VarSource};
@@ -83,9 +83,37 @@ fn unix(rfc3339: &str) -> i64 {
         .map_or(0, |t| t.as_second())
 }
 
+/// Pending-migration counts per environment, reused for a minute: with a
+/// preset each count starts the team's tool (a Python or Ruby process),
+/// which a scrape every 15 seconds should not do each time.
+#[derive(Debug, Default)]
+pub struct PendingCache(
+    std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<u64>)>>,
+);
+
+const PENDING_FOR: Duration = Duration::from_secs(60);
+
+impl PendingCache {
+    async fn get(&self, config: &Config, vars: &dyn VarSource, env: &str) -> Option<u64> {
+        let fresh = self.0.lock().ok().and_then(|m| {
+            m.get(env)
+                .filter(|(at, _)| at.elapsed() < PENDING_FOR)
+                .map(|(_, n)| *n)
+        });
+        if let Some(n) = fresh {
+            return n;
+        }
+        let n = pending(config, vars, env).await;
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(env.to_string(), (Instant::now(), n));
+        }
+        n
+    }
+}
+
 /// Gathers the facts. Each environment is probed with a short timeout, so
 /// one unreachable server does not hold the page.
-pub async fn gather(config: &Config, vars: &dyn VarSource) -> Facts {
+pub async fn gather(config: &Config, vars: &dyn VarSource, cache: &PendingCache) -> Facts {
     let mut facts = Facts {
         project: config.project_name(),
         ..Facts::default()
@@ -122,7 +150,7 @@ pub async fn gather(config: &Config, vars: &dyn VarSource) -> Facts {
                             Some(v) => format!("on ({v})"),
                             None => "OFF".into(),
                         });
-                        f.pending_migrations = pending(config, vars, env.name).await;
+                        f.pending_migrations = cache.get(config, vars, env.name).await;
                     }
                     Ok(Err(e)) => f.error = Some(e.to_string()),
                     Err(_) => f.error = Some("no answer within 5 s".into()),

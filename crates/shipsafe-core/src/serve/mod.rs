@@ -175,6 +175,7 @@ pub async fn serve(
         vars: vars.clone(),
         token: opts.token.clone(),
         actions,
+        pending: metrics::PendingCache::default(),
     }));
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
