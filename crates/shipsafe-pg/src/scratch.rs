@@ -28,7 +28,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, Once, OnceLock, mpsc};
+use std::sync::{Mutex, Once, OnceLock, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -239,6 +239,32 @@ static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
 /// Private temporary folders alive in this process, for signal-time cleanup.
 static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// Held shared while a folder of ours is created and registered (and, for
+/// a cluster, its server started), exclusively by the signal thread from
+/// the moment it starts cleaning up: a signal that arrives mid-creation
+/// waits until the folder is registered, so the cleanup never misses it,
+/// and nothing new is created once the cleanup has begun.
+static CREATING: RwLock<()> = RwLock::new(());
+
+fn creating() -> std::sync::RwLockReadGuard<'static, ()> {
+    CREATING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes a folder another thread may still be writing into: a file
+/// created while `remove_dir_all` runs makes its last `rmdir` fail, so it
+/// is tried again (the writer fails once the folder itself is gone).
+fn remove_tree(dir: &Path) {
+    for _ in 0..200 {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 fn temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     TEMPS
         .lock()
@@ -263,6 +289,7 @@ impl PrivateTemp {
             sweep_leftovers(&d);
         }
         let path = parent.join(format!("{TMP_PREFIX}{}", unique_suffix()));
+        let _creating = creating();
         new_private_dir(&path)?;
         temps().push(path.clone());
         Ok(Self { path })
@@ -286,10 +313,11 @@ fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
 }
 
 /// Stops every scratch cluster this process started and deletes their
-/// directories. Called from the signal handler; safe to call any time.
-pub fn cleanup_all() {
+/// folders and its private temporary folders. The caller holds `CREATING`
+/// exclusively.
+fn cleanup_all() {
     for t in std::mem::take(&mut *temps()) {
-        let _ = fs::remove_dir_all(t);
+        remove_tree(&t);
     }
     let all: Vec<Live> = std::mem::take(&mut *live());
     for l in &all {
@@ -297,7 +325,7 @@ pub fn cleanup_all() {
     }
     for l in all {
         wait_gone(l.pid, STOP_TIMEOUT);
-        let _ = fs::remove_dir_all(&l.dir);
+        remove_tree(&l.dir);
     }
 }
 
@@ -369,6 +397,10 @@ fn install_signal_cleanup() {
                                 left_to_caller = true;
                                 continue;
                             }
+                            // Held until the process ends.
+                            let _no_more = CREATING
+                                .write()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             cleanup_all();
                             // Die of the signal as if no handler were installed,
                             // so the caller sees the usual exit status.
@@ -545,7 +577,12 @@ fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> 
     // folder: it builds in a fresh 0700 folder of its own (swept like a
     // cluster's if we die), and the result is copied into the cache.
     let staging = temp_dir_for(0).join(format!("{DIR_PREFIX}{}", unique_suffix()));
-    new_private_dir(&staging)?;
+    {
+        let _creating = creating();
+        new_private_dir(&staging)?;
+        temps().push(staging.clone());
+    }
+    let building = root.join(format!(".build-{}", unique_suffix()));
     let result = (|| {
         give_to(&staging, who)?;
         let data = staging.join("data");
@@ -585,7 +622,10 @@ fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> 
         if let Some(e) = last_err {
             return Err(e);
         }
-        let building = root.join(format!(".build-{}", unique_suffix()));
+        {
+            let _creating = creating();
+            temps().push(building.clone());
+        }
         copy_tree(&data, &building, None)?;
         match fs::rename(&building, &tpl) {
             Ok(()) => Ok(()),
@@ -600,6 +640,7 @@ fn template(bins: &PgBinaries, who: Option<&RunAs>) -> Result<PathBuf, PgError> 
         }
     })();
     let _ = fs::remove_dir_all(&staging);
+    temps().retain(|p| p != &staging && p != &building);
     result.map(|()| tpl)
 }
 
@@ -680,8 +721,11 @@ impl ScratchCluster {
 
         let tpl = template(&binaries, who.as_ref())?;
         let dir = base.join(format!("{DIR_PREFIX}{}", unique_suffix()));
+        // From the folder's creation until its server is registered, a
+        // signal's cleanup waits (see `CREATING`).
+        let creating = creating();
         new_private_dir(&dir)?;
-        let mut started = Self::start_in(&dir, &tpl, &binaries, who.as_ref(), opts);
+        let mut started = Self::start_in(&dir, &tpl, &binaries, who.as_ref(), opts, creating);
         if started.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -697,6 +741,7 @@ impl ScratchCluster {
         binaries: &PgBinaries,
         who: Option<&RunAs>,
         opts: &ScratchOptions,
+        creating: std::sync::RwLockReadGuard<'static, ()>,
     ) -> Result<Self, PgError> {
         give_to(dir, who)?;
         let data = dir.join("data");
@@ -742,6 +787,7 @@ impl ScratchCluster {
             pid,
             dir: dir.to_path_buf(),
         });
+        drop(creating);
         let mut cluster = Self {
             child,
             dir: dir.to_path_buf(),

@@ -85,6 +85,24 @@ fn interrupted_verify(
     scratch: &Path,
     signal: nix::sys::signal::Signal,
 ) -> std::process::ExitStatus {
+    interrupted_verify_when(p, id, scratch, signal, |scratch| {
+        ours(scratch).into_iter().any(|n| {
+            n.starts_with("shipsafe-tmp-")
+                && std::fs::read_dir(scratch.join(&n))
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+        })
+    })
+}
+
+/// Starts `backup verify` and sends `signal` as soon as `now` holds.
+fn interrupted_verify_when(
+    p: &Project,
+    id: &str,
+    scratch: &Path,
+    signal: nix::sys::signal::Signal,
+    now: impl Fn(&Path) -> bool,
+) -> std::process::ExitStatus {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
     cmd.current_dir(p.dir.path())
         .args(["backup", "verify", id])
@@ -97,21 +115,15 @@ fn interrupted_verify(
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let copy = ours(scratch).into_iter().any(|n| {
-            n.starts_with("shipsafe-tmp-")
-                && std::fs::read_dir(scratch.join(&n))
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(false)
-        });
-        if copy {
+        if now(scratch) {
             break;
         }
         assert!(
             child.try_wait().unwrap().is_none(),
-            "verify ended before its copy was seen"
+            "verify ended before the moment to interrupt it"
         );
-        assert!(Instant::now() < deadline, "no private copy appeared");
-        std::thread::sleep(Duration::from_millis(1));
+        assert!(Instant::now() < deadline, "the moment never came");
+        std::thread::sleep(Duration::from_micros(200));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     child.wait().unwrap()
@@ -126,6 +138,31 @@ async fn ctrl_c_and_sigterm_leave_no_copy_of_the_data() {
     ] {
         let scratch = tempfile::tempdir().unwrap();
         let status = interrupted_verify(&p, &id, scratch.path(), signal);
+        assert!(!status.success(), "{signal}: {status:?}");
+        assert_eq!(
+            ours(scratch.path()),
+            Vec::<String>::new(),
+            "{signal} left data behind"
+        );
+    }
+}
+
+/// The signal lands while the throwaway server's folder is being filled
+/// (before its server exists): that folder goes too.
+#[tokio::test]
+async fn a_signal_while_the_restore_server_is_created_leaves_nothing() {
+    let (_db, p, id) = big_backup().await;
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let status = interrupted_verify_when(&p, &id, scratch.path(), signal, |scratch| {
+            ours(scratch)
+                .iter()
+                .any(|n| n.starts_with("shipsafe-scratch-"))
+        });
         assert!(!status.success(), "{signal}: {status:?}");
         assert_eq!(
             ours(scratch.path()),
