@@ -301,6 +301,253 @@ async fn unresolved_references_stop_the_import_unless_skipped() {
     });
 }
 
+/// Runs `shipsafe -v --format json ARGS`: (exit code, JSON, the sets a
+/// rerun recognised as unchanged without comparing).
+fn verbose(p: &Project, args: &[&str]) -> (i32, serde_json::Value, Vec<String>) {
+    let out = p
+        .cmd()
+        .args(["-v", "--format", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    let shortcut = err
+        .lines()
+        .filter(|l| l.contains("as the last import left them"))
+        .filter_map(|l| l.split("data set ").nth(1)?.split(':').next())
+        .map(str::to_string)
+        .collect();
+    (common::code(&out), common::json(&out), shortcut)
+}
+
+/// A rerun of the file last imported is known to change nothing without
+/// loading a row (the last clean import's fingerprint); every change since
+/// (in the target, in a referenced table, in the file, or rows left out)
+/// takes the full comparison and is found.
+#[tokio::test]
+async fn an_unchanged_rerun_is_recognised_and_every_change_since_is_still_found() {
+    let local = local().await;
+    let staging = remote(3).await;
+    let p = Project::new(
+        &[
+            ("local", "open", local.url()),
+            ("staging", "open", staging.url()),
+        ],
+        SETS,
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, run, shortcut) = verbose(&p, &["data", "import", "--all", "--env", "staging"]);
+    assert_eq!((code, run["outcome"].as_str()), (0, Some("imported")));
+    assert!(shortcut.is_empty(), "{shortcut:?}");
+
+    let (code, run, shortcut) = verbose(&p, &["data", "import", "--all", "--env", "staging"]);
+    assert_eq!((code, run["outcome"].as_str()), (0, Some("nothing_to_do")));
+    assert_eq!(shortcut, ["tools", "tool_access"]);
+    assert_eq!(set(&run, "tool_access")["unchanged"], 6);
+    assert_eq!(set(&run, "tool_access")["rows_in_file"], 6);
+    assert_eq!(set(&run, "tools")["unchanged"], 3);
+    let (code, diff, shortcut) = verbose(&p, &["data", "diff", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{diff}");
+    assert_eq!(shortcut, ["tools", "tool_access"]);
+    assert_eq!(diff["sets"][1]["set"], "tool_access");
+    assert_eq!(diff["sets"][1]["unchanged"], 6);
+
+    let db = staging.client().await;
+    let hr_payroll = "user_id = (select id from users where username = 'hr_lead') \
+                      and tool_id = (select id from tools where name = 'Payroll')";
+    // An edit in the target is a conflict; undone, the shortcut is back.
+    db.batch_execute(&format!(
+        "update tool_access set granted_at = '2026-01-01' where {hr_payroll}"
+    ))
+    .await
+    .unwrap();
+    let (code, diff, shortcut) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 1, "{diff}");
+    assert_eq!(diff["sets"][0]["conflicts"][0]["kind"], "changed_in_target");
+    assert!(shortcut.is_empty());
+    db.batch_execute(&format!(
+        "update tool_access set granted_at = '2025-08-11 09:00:00+00' where {hr_payroll}"
+    ))
+    .await
+    .unwrap();
+    let (code, _, shortcut) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
+    assert_eq!(
+        (code, shortcut.as_slice()),
+        (0, ["tool_access".to_string()].as_slice())
+    );
+
+    // A row deleted in the target.
+    db.batch_execute(&format!("delete from tool_access where {hr_payroll}"))
+        .await
+        .unwrap();
+    let (code, diff, _) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 1, "{diff}");
+    assert_eq!(diff["sets"][0]["conflicts"][0]["kind"], "deleted_in_target");
+    db.batch_execute(&grant("hr_lead", "Payroll"))
+        .await
+        .unwrap();
+
+    // A referenced row's natural key changed: bob's grant no longer resolves.
+    db.batch_execute("update users set email = 'bob@elsewhere.example' where username = 'bob'")
+        .await
+        .unwrap();
+    let (code, diff, shortcut) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 1, "{diff}");
+    // (bob's grant no longer matches by key: as if deleted in the target)
+    assert_eq!(diff["sets"][0]["conflicts"][0]["key"][0]["username"], "bob", "{diff}");
+    assert!(shortcut.is_empty());
+    db.batch_execute("update users set email = 'bob@sme.example' where username = 'bob'")
+        .await
+        .unwrap();
+
+    // Another file: one value changed in it is an update.
+    let path = p.dir.path().join("data/tool_access.json");
+    let file = std::fs::read_to_string(&path).unwrap();
+    let changed = file.replacen("2025-08-11T09:00:00+00:00", "2025-09-01T09:00:00+00:00", 1);
+    assert_ne!(changed, file, "{file}");
+    std::fs::write(&path, &changed).unwrap();
+    let (code, diff, shortcut) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 0, "{diff}");
+    assert_eq!(diff["sets"][0]["updates"], 1, "{diff}");
+    assert!(shortcut.is_empty());
+    std::fs::write(&path, &file).unwrap();
+    // ... and so is the same file in another mode: mirror deletes what merge keeps.
+    db.batch_execute(&grant("user_a", "Payroll")).await.unwrap();
+    let (code, diff, _) = verbose(
+        &p,
+        &[
+            "data",
+            "diff",
+            "tool_access",
+            "--env",
+            "staging",
+            "--mode",
+            "mirror",
+        ],
+    );
+    assert_eq!(code, 0, "{diff}");
+    assert_eq!(diff["sets"][0]["deletes"], 1, "{diff}");
+
+    let (code, _, _) = verbose(
+        &p,
+        &[
+            "data",
+            "import",
+            "tool_access",
+            "--env",
+            "staging",
+            "--mode",
+            "mirror",
+        ],
+    );
+    assert_eq!(code, 0);
+
+    // Rows left out (--skip-unresolved) leave no fingerprint behind: the
+    // rerun compares, and names them again.
+    local
+        .client()
+        .await
+        .batch_execute(&format!(
+            "insert into users (username, email) values ('carol', 'carol@sme.example'); {}",
+            grant("carol", "Payroll")
+        ))
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["data", "export", "tool_access", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let args = ["data", "import", "tool_access", "--env", "staging"];
+    let (code, run, _) = verbose(&p, &[&args[..], &["--skip-unresolved"]].concat());
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(
+        set(&run, "tool_access")["unresolved"][0]["value"]["username"],
+        "carol"
+    );
+    let (code, run, shortcut) = verbose(&p, &args);
+    assert_eq!(code, 1, "{run}");
+    assert_eq!(
+        set(&run, "tool_access")["unresolved"][0]["value"]["username"],
+        "carol"
+    );
+    assert!(shortcut.is_empty());
+    db.batch_execute("insert into users (username, email) values ('carol', 'carol@sme.example')")
+        .await
+        .unwrap();
+    let (code, run, shortcut) = verbose(&p, &args);
+    assert_eq!(
+        (code, set(&run, "tool_access")["inserts"].as_i64()),
+        (0, Some(1)),
+        "{run}"
+    );
+    assert!(shortcut.is_empty());
+    let (code, run, shortcut) = verbose(&p, &args);
+    assert_eq!((code, run["outcome"].as_str()), (0, Some("nothing_to_do")));
+    assert_eq!(shortcut, ["tool_access"]);
+    assert_eq!(set(&run, "tool_access")["unchanged"], 7);
+    assert_eq!(grants(&staging).await, grants(&local).await);
+}
+
+/// Thousands of inserted rows are checked against their references once
+/// for all (as a superuser; row by row otherwise): a referenced row that
+/// disappears during the import is still caught, nothing is changed, and
+/// the table's foreign-key triggers are all in place afterwards.
+#[tokio::test]
+async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
+    let fill = "insert into users (username, email) select 'u' || g, 'u' || g || '@x' from generate_series(1, 100) g; \
+                insert into tools (name) select 'Tool ' || g from generate_series(1, 25) g;";
+    let local = TestDb::new().await;
+    local
+        .client()
+        .await
+        .batch_execute(&format!(
+            "{SCHEMA} {fill} insert into tool_access (user_id, tool_id) select u.id, t.id from users u, tools t;"
+        ))
+        .await
+        .unwrap();
+    let staging = TestDb::new().await;
+    let db = staging.client().await;
+    db.batch_execute(&format!(
+        "{SCHEMA} insert into users (username, email) values ('old', 'old@x'); {fill}
+         create function vanish() returns trigger language plpgsql as
+           $$ begin delete from users where username = 'u42'; return null; end $$;
+         create trigger vanish before insert on tool_access for each statement execute function vanish();"
+    ))
+    .await
+    .unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", local.url()),
+            ("staging", "open", staging.url()),
+        ],
+        SETS,
+    );
+    let (code, _, err) = p.json(&["data", "export", "tool_access", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let disabled = "select count(*) from pg_trigger where tgrelid = 'tool_access'::regclass and tgenabled <> 'O'";
+    let before = snapshot(staging.url()).await;
+    let (code, run, err) = p.json(&["data", "import", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 1, "{run}");
+    assert!(err.contains("no longer exist"), "{err}");
+    assert_eq!(snapshot(staging.url()).await, before, "nothing changed");
+    let n: i64 = db.query_one(disabled, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+
+    db.batch_execute("drop trigger vanish on tool_access")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["data", "import", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(set(&run, "tool_access")["inserts"], 2500);
+    assert_eq!(grants(&staging).await, grants(&local).await);
+    let n: i64 = db.query_one(disabled, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "every trigger enabled again");
+    let e = db
+        .batch_execute("insert into tool_access (user_id, tool_id) values (-1, -1)")
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("foreign key"), "{e:?}");
+}
+
 #[tokio::test]
 async fn dry_run_and_mirror() {
     let local = local().await;
