@@ -560,7 +560,7 @@ pub async fn import_set(
                select u.kh, u.rh from shipsafe.data_imported d, unnest(d.kh, d.rh) as u(kh, rh) where d.set_name = {set}; \
              analyze ss_b; \
              create temp table ss_plan on commit drop as \
-             select s._ss_kh as kh, s._ss_rh as rh, b.rh as brh, t.ctid as tid, \
+             select s._ss_kh as kh, s._ss_rh as rh, b.rh as brh, t.ctid as tid, s._ss_fid as fid, \
                case \
                  when {deleted_s} then case when t.ctid is null then 'absent' else 'delete' end \
                  when t.ctid is null and b.kh is null then 'insert' \
@@ -573,7 +573,7 @@ pub async fn import_set(
                {force} and b.kh is not null and (t.ctid is null or (not ({same}) and b.rh <> {thash})) as forced \
              from ss_s s left join {table} t on {key} left join ss_b b on b.kh = s._ss_kh; \
              insert into ss_plan \
-             select jsonb_hash_extended({tkey}, 0), null, b.rh, t.ctid, \
+             select jsonb_hash_extended({tkey}, 0), null, b.rh, t.ctid, null, \
                case \
                  when {deleted_t} then 'delete' \
                  when b.kh is not null and b.rh <> {thash} and not {force} then 'conflict_changed' \
@@ -582,7 +582,7 @@ pub async fn import_set(
                {force} and b.kh is not null and b.rh <> {thash} \
              from {from} left join ss_b b on b.kh = jsonb_hash_extended({tkey}, 0) \
              where ({mirror} or {deleted_t}) and not exists (select 1 from ss_s s where {key}); \
-             analyze ss_plan; \
+             analyze ss_plan (kh, action); \
              create temp table ss_th on commit drop as \
              select t.ctid as tid, {tkey} as k, {trow} as r from {from} \
               where t.ctid = any(array(select tid from ss_plan where tid is not null \
@@ -710,42 +710,63 @@ async fn typed_file_rows(client: &Client, def: &SetDef) -> Result<(), DataError>
             }
         }
     }
+    // Statistics only for what later joins match on: a full ANALYZE of
+    // every column costs twice as much.
+    let mut stats = vec!["_ss_kh".to_string()];
+    stats.extend(def.key.iter().map(|p| match p {
+        KeyPart::Column(c) => quote_ident(c),
+        KeyPart::Reference(i) => format!("_ss_fk{i}"),
+    }));
+    let typed = match def.typed_columns("f.r") {
+        Some(cols) => format!("lateral (select {}) x", cols.join(", ")),
+        None => format!("lateral jsonb_populate_record(null::{}, f.r) x", def.table),
+    };
     exec(
         client,
         &format!("reading the file's rows for {}", def.display),
         &format!(
             "create temp table ss_s on commit drop as select {select} \
              from (select ctid as fid, r, {key} as k from ss_file) f \
-               cross join lateral jsonb_populate_record(null::{table}, f.r) x{joins}; \
-             analyze ss_s; \
+               cross join {typed}{joins}; \
+             analyze ss_s ({stats}); \
              create temp view ss_sx as select {view} from ss_s s join ss_file f on f.ctid = s._ss_fid",
             select = select.join(", "),
-            table = def.table,
             view = view.join(", "),
+            stats = stats.join(", "),
         ),
     )
     .await
 }
 
 async fn duplicate_keys(client: &Client, def: &SetDef) -> Result<(), DataError> {
-    let in_file = count(client, "checking keys", "select count(*) from ss_file").await?;
-    let typed = count(client, "checking keys", "select count(*) from ss_s").await?;
+    let counts = client
+        .query_one(
+            "select (select count(*) from ss_file), count(*), count(distinct _ss_kh) from ss_s",
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db("checking keys", &e))?;
+    let (in_file, typed, keys): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
     if typed > in_file {
         return Err(DataError::Invalid(format!(
             "data set {}: a reference's natural key matches more than one row in the target; make the referenced key unique",
             def.name
         )));
     }
-    // An aggregate always returns a row: NULL means no duplicate.
-    let dup: Option<String> = client
-        .query_one(
-            "select min(s._ss_k::text) from ss_sx s where s._ss_kh = \
-               (select _ss_kh from ss_s group by _ss_kh having count(*) > 1 limit 1)",
-            &[],
-        )
-        .await
-        .map_err(|e| DataError::db("checking keys", &e))?
-        .get(0);
+    // Named only when there is one: finding it costs a grouping.
+    let dup: Option<String> = if keys == typed {
+        None
+    } else {
+        client
+            .query_one(
+                "select min(s._ss_k::text) from ss_sx s where s._ss_kh = \
+                   (select _ss_kh from ss_s group by _ss_kh having count(*) > 1 limit 1)",
+                &[],
+            )
+            .await
+            .map_err(|e| DataError::db("checking keys", &e))?
+            .get(0)
+    };
     if let Some(k) = dup {
         return Err(DataError::Invalid(format!(
             "data set {}: the file has two rows with the natural key {k}; a natural key must name one row",
@@ -827,10 +848,10 @@ async fn summarize(client: &Client, plan: &mut SetPlan) -> Result<(), DataError>
     for r in client
         .query(
             // The file is sorted by key, so its order is the key order.
-            "with ins as (select 'insert'::text as action, s._ss_fid from ss_plan p join ss_s s on s._ss_kh = p.kh \
-                           where p.action = 'insert' order by s._ss_fid limit 20), \
-                  upd as (select 'update'::text as action, s._ss_fid from ss_plan p join ss_s s on s._ss_kh = p.kh \
-                           where p.action = 'update' order by s._ss_fid limit 20), \
+            "with ins as (select 'insert'::text as action, p.fid as _ss_fid, p.tid from ss_plan p \
+                           where p.action = 'insert' order by p.fid limit 20), \
+                  upd as (select 'update'::text as action, p.fid as _ss_fid, p.tid from ss_plan p \
+                           where p.action = 'update' order by p.fid limit 20), \
                   del as (select 'delete'::text as action, th.k from ss_plan p join ss_th th on th.tid = p.tid \
                            where p.action = 'delete' order by th.k::text collate \"C\" limit 20) \
              select action, k, fields from ( \
@@ -838,7 +859,7 @@ async fn summarize(client: &Client, plan: &mut SetPlan) -> Result<(), DataError>
                    (select coalesce(array_agg(e.key order by e.key), '{}') from jsonb_each(s._ss_r) e where th.r->e.key is distinct from e.value) \
                    else '{}'::text[] end as fields, s._ss_k::text collate \"C\" as o \
                  from (select * from ins union all select * from upd) c join ss_sx s on s._ss_fid = c._ss_fid \
-                 left join ss_plan p on p.kh = s._ss_kh left join ss_th th on th.tid = p.tid \
+                 left join ss_th th on th.tid = c.tid \
                union all select action, k::text, '{}'::text[], k::text collate \"C\" from del) z \
              order by action, o",
             &[],
@@ -1002,9 +1023,11 @@ async fn apply(client: &Client, def: &SetDef, plan: &SetPlan) -> Result<(), Data
         .map_err(|e| DataError::db("checking what was imported", &e))?
         .get(0);
     if refresh {
+        // Both arrays from one pass over the same rows are in the same
+        // order, which is all `unnest(kh, rh)` needs: no sort.
         sql.push_str(&format!(
         "insert into shipsafe.data_imported (set_name, kh, rh) \
-           select {set_name}, coalesce(array_agg(kh order by kh), '{{}}'), coalesce(array_agg(rh order by kh), '{{}}') from ( \
+           select {set_name}, coalesce(array_agg(kh), '{{}}'), coalesce(array_agg(rh), '{{}}') from ( \
              select kh, rh from ss_plan where action in ('insert', 'update', 'unchanged') \
              union all \
              select b.kh, b.rh from ss_b b where not exists (select 1 from ss_plan p where p.kh = b.kh \
@@ -1083,39 +1106,54 @@ async fn check_keys_at_once(
     def: &SetDef,
     checked: &[(String, usize)],
 ) -> Result<(), DataError> {
-    for (trigger, i) in checked {
+    if checked.is_empty() {
+        return Ok(());
+    }
+    let what = format!("checking the references of {}", def.display);
+    let fks: Vec<String> = checked.iter().map(|(_, i)| format!("s._ss_fk{i}")).collect();
+    let mut ctes = vec![format!(
+        "ins as materialized (select {} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'insert')",
+        fks.join(", ")
+    )];
+    let mut missing = Vec::new();
+    for (n, (_, i)) in checked.iter().enumerate() {
         let r = &def.references[*i];
-        let missing: i64 = client
-            .query_one(
-                &format!(
-                    "with need as (select distinct s._ss_fk{i} as id from ss_s s join ss_plan p on p.kh = s._ss_kh \
-                                    where p.action = 'insert' and s._ss_fk{i} is not null), \
-                          held as (select r.{id} from {t} r where r.{id} in (select id from need) for key share of r) \
-                     select (select count(*) from need) - (select count(*) from held)",
-                    id = quote_ident(&r.target),
-                    t = r.table
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| DataError::db(format!("checking references to {}", r.table), &e))?
-            .get(0);
+        ctes.push(format!(
+            "need{n} as (select distinct _ss_fk{i} as id from ins where _ss_fk{i} is not null), \
+             held{n} as (select r.{id} from {t} r where r.{id} in (select id from need{n}) for key share of r)",
+            id = quote_ident(&r.target),
+            t = r.table
+        ));
+        missing.push(format!(
+            "(select count(*) from need{n}) - (select count(*) from held{n})"
+        ));
+    }
+    let row = client
+        .query_one(
+            &format!("with {} select {}", ctes.join(", "), missing.join(", ")),
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db(what.clone(), &e))?;
+    for (n, (_, i)) in checked.iter().enumerate() {
+        let missing: i64 = row.get(n);
         if missing > 0 {
+            let r = &def.references[*i];
             return Err(DataError::Invalid(format!(
                 "data set {}: {missing} row(s) of {} that the import was to insert point (through {}) at rows of {} that no longer exist (deleted while importing?); nothing was changed",
                 def.name, def.display, r.column, r.table
             )));
         }
-        exec(
-            client,
-            &format!("checking references to {}", r.table),
-            &format!(
+    }
+    let on: Vec<String> = checked
+        .iter()
+        .map(|(trigger, _)| {
+            format!(
                 "alter table {} enable trigger {}",
                 def.table,
                 quote_ident(trigger)
-            ),
-        )
-        .await?;
-    }
-    Ok(())
+            )
+        })
+        .collect();
+    exec(client, &what, &on.join("; ")).await
 }

@@ -46,8 +46,12 @@ pub struct SetDef {
     pub references: Vec<Reference>,
     pub renames: Vec<(String, String)>,
     pub deletes: Vec<String>,
-    /// Column name → type, for the set's columns and foreign keys.
+    /// Column name → type, for every column of the table.
     pub types: std::collections::HashMap<String, String>,
+    /// Columns of a base or enum type that is not an array: a JSON scalar
+    /// becomes their value through the type's text input, as
+    /// `jsonb_populate_record` does it.
+    pub scalar: std::collections::HashSet<String>,
 }
 
 struct TableInfo {
@@ -57,6 +61,7 @@ struct TableInfo {
     columns: Vec<(String, bool)>,
     /// Column name → type name (`format_type`).
     types: std::collections::HashMap<String, String>,
+    scalar: std::collections::HashSet<String>,
     primary_key: Vec<String>,
 }
 
@@ -78,8 +83,10 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
     let oid: i64 = row.get(0);
     let columns = client
         .query(
-            "select a.attname::text, (a.atthasdef or a.attidentity <> '' or a.attgenerated <> ''), format_type(a.atttypid, a.atttypmod) \
-               from pg_attribute a where a.attrelid = $1::int8::oid and a.attnum > 0 and not a.attisdropped \
+            "select a.attname::text, (a.atthasdef or a.attidentity <> '' or a.attgenerated <> ''), format_type(a.atttypid, a.atttypmod), \
+                    t.typtype in ('b', 'e') and t.typcategory <> 'A' \
+               from pg_attribute a join pg_type t on t.oid = a.atttypid \
+              where a.attrelid = $1::int8::oid and a.attnum > 0 and not a.attisdropped \
               order by a.attnum",
             &[&oid],
         )
@@ -88,6 +95,11 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
     let types = columns
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, String>(2)))
+        .collect();
+    let scalar = columns
+        .iter()
+        .filter(|r| r.get::<_, bool>(3))
+        .map(|r| r.get::<_, String>(0))
         .collect();
     let columns = columns.iter().map(|r| (r.get(0), r.get(1))).collect();
     let primary_key = client
@@ -108,6 +120,7 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
         display: row.get(2),
         columns,
         types,
+        scalar,
         primary_key,
     })
 }
@@ -230,6 +243,7 @@ impl SetDef {
                 .collect(),
             deletes: cfg.deletes.clone(),
             types: info.types,
+            scalar: info.scalar,
         })
     }
 
@@ -340,6 +354,37 @@ impl SetDef {
             }
             _ => expr.to_string(),
         }
+    }
+
+    /// The table's columns read from the file row `json` (an SQL jsonb
+    /// expression) as `jsonb_populate_record(null::table, json)` reads them,
+    /// one cast per column, which costs a tenth of it; `None` when a column's
+    /// type needs it (arrays, composites, domains, fixed-length strings).
+    pub fn typed_columns(&self, json: &str) -> Option<Vec<String>> {
+        let mut names: Vec<&String> = self.types.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|c| {
+                let ty = self.types[c].as_str();
+                let field = format!("{json}->{}", quote_literal(c));
+                let value = match ty {
+                    // JSON null is SQL NULL for every column, as there.
+                    "jsonb" => format!("nullif({field}, 'null'::jsonb)"),
+                    "json" => format!("nullif({field}, 'null'::jsonb)::json"),
+                    _ if !self.scalar.contains(c) => return None,
+                    "text" => format!("{json}->>{}", quote_literal(c)),
+                    // Without the length: an explicit cast would cut a long
+                    // value short; the write rejects it instead.
+                    _ if ty.starts_with("character varying") => {
+                        format!("({json}->>{})::character varying", quote_literal(c))
+                    }
+                    _ if ty.starts_with("character") || ty.starts_with("bit") => return None,
+                    _ => format!("({json}->>{})::{ty}", quote_literal(c)),
+                };
+                Some(format!("{value} as {}", quote_ident(c)))
+            })
+            .collect()
     }
 
     /// Tables this set's references point at.
