@@ -366,10 +366,7 @@ async fn unchanged_since_last_import(
     // private copies and pending rows the real tables do not have.
     if !apply {
         let planned: bool = client
-            .query_one(
-                "select to_regclass('pg_temp.ss_pending') is not null",
-                &[],
-            )
+            .query_one("select to_regclass('pg_temp.ss_pending') is not null", &[])
             .await
             .map_err(|e| DataError::db(what, &e))?
             .get(0);
@@ -1110,7 +1107,10 @@ async fn check_keys_at_once(
         return Ok(());
     }
     let what = format!("checking the references of {}", def.display);
-    let fks: Vec<String> = checked.iter().map(|(_, i)| format!("s._ss_fk{i}")).collect();
+    let fks: Vec<String> = checked
+        .iter()
+        .map(|(_, i)| format!("s._ss_fk{i}"))
+        .collect();
     let mut ctes = vec![format!(
         "ins as materialized (select {} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'insert')",
         fks.join(", ")

@@ -64,10 +64,17 @@ async fn casts_read_a_row_as_jsonb_populate_record_does() {
             typed(&client, &by_cast, bad).await,
             typed(&client, &by_populate, bad).await,
         );
-        assert!(a.starts_with("error") && b.starts_with("error"), "{bad}: {a} / {b}");
+        assert!(
+            a.starts_with("error") && b.starts_with("error"),
+            "{bad}: {a} / {b}"
+        );
     }
     let long = r#"{"v": "abcdefgh"}"#;
-    assert!(typed(&client, &by_populate, long).await.starts_with("error"));
+    assert!(
+        typed(&client, &by_populate, long)
+            .await
+            .starts_with("error")
+    );
     let e = client
         .batch_execute(&format!(
             "insert into t (v) select x.v from (select '{long}'::jsonb as r) f, lateral (select {}) x",
@@ -84,13 +91,21 @@ async fn arrays_composites_domains_and_fixed_length_text_keep_jsonb_populate_rec
     let client = db.client().await;
     for (ddl, col) in [
         ("create table t (id int, a int[])", "a"),
-        ("create type pair as (x int, y int); create table t (id int, a pair)", "a"),
-        ("create domain pos as int check (value > 0); create table t (id int, a pos)", "a"),
+        (
+            "create type pair as (x int, y int); create table t (id int, a pair)",
+            "a",
+        ),
+        (
+            "create domain pos as int check (value > 0); create table t (id int, a pos)",
+            "a",
+        ),
         ("create table t (id int, a char(3))", "a"),
         ("create table t (id int, a bit(3))", "a"),
     ] {
         client
-            .batch_execute(&format!("drop schema public cascade; create schema public; {ddl}"))
+            .batch_execute(&format!(
+                "drop schema public cascade; create schema public; {ddl}"
+            ))
             .await
             .unwrap();
         let cfg: DataSetConfig = toml::from_str("table = \"t\"\nkey = [\"id\"]").unwrap();

@@ -395,7 +395,10 @@ async fn an_unchanged_rerun_is_recognised_and_every_change_since_is_still_found(
     let (code, diff, shortcut) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
     assert_eq!(code, 1, "{diff}");
     // (bob's grant no longer matches by key: as if deleted in the target)
-    assert_eq!(diff["sets"][0]["conflicts"][0]["key"][0]["username"], "bob", "{diff}");
+    assert_eq!(
+        diff["sets"][0]["conflicts"][0]["key"][0]["username"], "bob",
+        "{diff}"
+    );
     assert!(shortcut.is_empty());
     db.batch_execute("update users set email = 'bob@sme.example' where username = 'bob'")
         .await
