@@ -114,6 +114,35 @@ async fn tool_id(db: &TestDb, name: &str) -> Option<i32> {
         .map(|r| r.get(0))
 }
 
+/// Carol, with a grant to Payroll: a user other environments do not have.
+async fn add_carol(db: &TestDb) {
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "insert into users (username, email) values ('carol', 'carol@sme.example'); {}",
+            grant("carol", "Payroll")
+        ))
+        .await
+        .unwrap();
+}
+
+/// Local's sets exported to data/, and one more environment `env` (before
+/// the change, `padding` rows of other ids) to import them into.
+async fn exported(env: &str, protection: &str, padding: i32) -> (TestDb, TestDb, Project) {
+    let local = local().await;
+    let target = remote(padding).await;
+    let p = Project::new(
+        &[
+            ("local", "open", local.url()),
+            (env, protection, target.url()),
+        ],
+        SETS,
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    (local, target, p)
+}
+
 fn set<'a>(run: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     run["report"]["sets"]
         .as_array()
@@ -258,15 +287,7 @@ async fn seed_001_tools_and_grants_promote_by_natural_key() {
 #[tokio::test]
 async fn unresolved_references_stop_the_import_unless_skipped() {
     let local = local().await;
-    local
-        .client()
-        .await
-        .batch_execute(&format!(
-            "insert into users (username, email) values ('carol', 'carol@sme.example'); {}",
-            grant("carol", "Payroll")
-        ))
-        .await
-        .unwrap();
+    add_carol(&local).await;
     let staging = remote(2).await;
     let p = Project::new(
         &[
@@ -326,17 +347,7 @@ fn verbose(p: &Project, args: &[&str]) -> (i32, serde_json::Value, Vec<String>) 
 /// takes the full comparison and is found.
 #[tokio::test]
 async fn an_unchanged_rerun_is_recognised_and_every_change_since_is_still_found() {
-    let local = local().await;
-    let staging = remote(3).await;
-    let p = Project::new(
-        &[
-            ("local", "open", local.url()),
-            ("staging", "open", staging.url()),
-        ],
-        SETS,
-    );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
+    let (local, staging, p) = exported("staging", "open", 3).await;
     let (code, run, shortcut) = verbose(&p, &["data", "import", "--all", "--env", "staging"]);
     assert_eq!((code, run["outcome"].as_str()), (0, Some("imported")));
     assert!(shortcut.is_empty(), "{shortcut:?}");
@@ -432,34 +443,15 @@ async fn an_unchanged_rerun_is_recognised_and_every_change_since_is_still_found(
     assert_eq!(code, 0, "{diff}");
     assert_eq!(diff["sets"][0]["deletes"], 1, "{diff}");
 
-    let (code, _, _) = verbose(
-        &p,
-        &[
-            "data",
-            "import",
-            "tool_access",
-            "--env",
-            "staging",
-            "--mode",
-            "mirror",
-        ],
-    );
+    let args = ["data", "import", "tool_access", "--env", "staging"];
+    let (code, _, _) = verbose(&p, &[&args[..], &["--mode", "mirror"]].concat());
     assert_eq!(code, 0);
 
     // Rows left out (--skip-unresolved) leave no fingerprint behind: the
     // rerun compares, and names them again.
-    local
-        .client()
-        .await
-        .batch_execute(&format!(
-            "insert into users (username, email) values ('carol', 'carol@sme.example'); {}",
-            grant("carol", "Payroll")
-        ))
-        .await
-        .unwrap();
+    add_carol(&local).await;
     let (code, _, err) = p.json(&["data", "export", "tool_access", "--env", "local"]);
     assert_eq!(code, 0, "{err}");
-    let args = ["data", "import", "tool_access", "--env", "staging"];
     let (code, run, _) = verbose(&p, &[&args[..], &["--skip-unresolved"]].concat());
     assert_eq!(code, 0, "{run}");
     assert_eq!(
@@ -553,16 +545,7 @@ async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
 
 #[tokio::test]
 async fn dry_run_and_mirror() {
-    let local = local().await;
-    let staging = remote(1).await;
-    let p = Project::new(
-        &[
-            ("local", "open", local.url()),
-            ("staging", "open", staging.url()),
-        ],
-        SETS,
-    );
-    p.json(&["data", "export", "--all", "--env", "local"]);
+    let (local, staging, p) = exported("staging", "open", 1).await;
     staging
         .client()
         .await
@@ -937,17 +920,7 @@ async fn a_masked_clone_has_no_personal_data_and_its_joins_still_match() {
 /// data step rolls the whole deploy back.
 #[tokio::test]
 async fn deploy_imports_the_reference_data_and_rolls_back_with_it() {
-    let local = local().await;
-    let production = remote(5).await;
-    let p = Project::new(
-        &[
-            ("local", "open", local.url()),
-            ("production", "protected", production.url()),
-        ],
-        SETS,
-    );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
+    let (local, production, p) = exported("production", "protected", 5).await;
     common::write(
         p.dir.path(),
         "migrations/1_tool_category/up.sql",
