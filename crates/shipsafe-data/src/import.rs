@@ -333,8 +333,9 @@ fn state_query(def: &SetDef) -> String {
         t = def.table
     )];
     for r in &def.references {
-        let mut cols = vec![format!("r.{}", quote_ident(&r.target))];
-        cols.extend(r.key.iter().map(|k| format!("r.{}", quote_ident(k))));
+        // As text: a key column's type may have no hash function.
+        let mut cols = vec![format!("r.{}::text", quote_ident(&r.target))];
+        cols.extend(r.key.iter().map(|k| format!("r.{}::text", quote_ident(k))));
         parts.push(format!(
             "(select count(*) || ':' || coalesce(sum(hash_record_extended(row({c}), 0)), 0) from {t} r)",
             c = cols.join(", "),
@@ -1064,8 +1065,10 @@ const SET_CHECK_FROM: u64 = 2_000;
 /// only be disabled by a superuser, for this transaction, and only while
 /// nothing else writes the table (the import holds a lock that blocks
 /// writers). Plain tables, immediate single-column keys to the referenced
-/// table's id; anything else keeps its per-row check. Returns (trigger,
-/// reference index).
+/// table's id; anything else keeps its per-row check, and so does every
+/// key while an event trigger is enabled (it would see the `ALTER TABLE`s
+/// and act on them: a data import must not look like a schema change).
+/// Returns (trigger, reference index).
 async fn set_checkable_keys(
     client: &Client,
     def: &SetDef,
@@ -1081,6 +1084,7 @@ async fn set_checkable_keys(
                     and c.conkey = array[(select attnum from pg_attribute where attrelid = to_regclass($1) and attname = $3)] \
                     and c.confkey = array[(select attnum from pg_attribute where attrelid = to_regclass($2) and attname = $4)] \
                     and exists (select 1 from pg_roles where rolname = current_user and rolsuper) \
+                    and not exists (select 1 from pg_event_trigger where evtenabled <> 'D') \
                     and exists (select 1 from pg_class where oid = to_regclass($1) and relkind = 'r')",
                 &[&def.table, &r.table, &r.column, &r.target],
             )

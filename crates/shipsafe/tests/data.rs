@@ -541,6 +541,32 @@ async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
         .await
         .unwrap_err();
     assert!(format!("{e:?}").contains("foreign key"), "{e:?}");
+
+    // With an event trigger listening, the import makes no DDL for it to
+    // see: the keys are checked row by row instead.
+    db.batch_execute(
+        "truncate tool_access; drop schema shipsafe cascade;
+         create table ddl_seen (tag text);
+         create function ddl_seen() returns event_trigger language plpgsql as
+           $$ begin insert into ddl_seen values (tg_tag); end $$;
+         create event trigger ddl_seen on ddl_command_end execute function ddl_seen();",
+    )
+    .await
+    .unwrap();
+    let (code, run, err) = p.json(&["data", "import", "tool_access", "--env", "staging"]);
+    db.batch_execute("drop event trigger ddl_seen")
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(set(&run, "tool_access")["inserts"], 2500);
+    let seen: Vec<String> = db
+        .query("select tag from ddl_seen", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!seen.iter().any(|t| t == "ALTER TABLE"), "{seen:?}");
 }
 
 #[tokio::test]
