@@ -150,6 +150,13 @@ fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
     format!("hash_record_extended(row({}), 0)", parts.join(", "))
 }
 
+/// [`row_hash`] of the target's row aliased `t` (foreign keys as stored).
+fn target_row_hash(def: &SetDef) -> String {
+    row_hash(def, "t", &|i| {
+        format!("t.{}", quote_ident(&def.references[i].column))
+    })
+}
+
 /// The SQL pieces that depend on the set.
 struct Sql {
     /// `t` (target) and `s` (typed file row) have the same key.
@@ -326,10 +333,7 @@ fn file_fingerprint(def: &SetDef, rows: &[&str], mode: ImportMode) -> String {
 fn state_query(def: &SetDef) -> String {
     let mut parts = vec![format!(
         "(select count(*) || ':' || coalesce(sum(h), 0) from (select {h} as h from {t} t) x)",
-        h = row_hash(def, "t", &|i| format!(
-            "t.{}",
-            quote_ident(&def.references[i].column)
-        )),
+        h = target_row_hash(def),
         t = def.table
     )];
     for r in &def.references {
@@ -589,7 +593,7 @@ pub async fn import_set(
             deleted_s = (sql.deleted)("s"),
             deleted_t = (sql.deleted)("t"),
             same = sql.same_row,
-            thash = row_hash(def, "t", &|i| format!("t.{}", quote_ident(&def.references[i].column))),
+            thash = target_row_hash(def),
             table = def.table,
             key = sql.same_key,
             tkey = def.key_expr("t"),
