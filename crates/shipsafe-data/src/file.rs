@@ -16,6 +16,9 @@ pub struct DataFile {
     pub table: String,
     pub key: Vec<String>,
     pub rows: Vec<Box<RawValue>>,
+    /// BLAKE3 of the whole file as read (hex).
+    #[serde(skip)]
+    pub digest: String,
 }
 
 impl DataFile {
@@ -29,8 +32,10 @@ impl DataFile {
                 "cannot read it ({e}); write it with `shipsafe data export`"
             ))
         })?;
-        let file: DataFile = serde_json::from_str(&text)
+        let mut file: DataFile = serde_json::from_str(&text)
             .map_err(|e| err(format!("not a shipsafe data file: {e}")))?;
+        // One update over the whole text lets BLAKE3 hash many chunks at once.
+        file.digest = blake3::hash(text.as_bytes()).to_hex().to_string();
         if let Some((i, _)) = file
             .rows
             .iter()
@@ -87,16 +92,27 @@ impl DataFile {
 
 /// A line for `COPY ... FROM STDIN` (text format) holding `json`.
 pub(crate) fn copy_line(json: &str, out: &mut Vec<u8>) {
-    for b in json.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.push(b),
-        }
-    }
+    copy_escaped(json, out);
     out.push(b'\n');
+}
+
+/// `s` escaped for a field of a `COPY` text line.
+pub(crate) fn copy_escaped(s: &str, out: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        out.extend_from_slice(escape);
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
 }
 
 #[cfg(test)]

@@ -26,9 +26,10 @@ use serde::Serialize;
 use shipsafe_pg::{quote_ident, quote_literal};
 use tokio_postgres::Client;
 
+use crate::columns::Layout;
 use crate::error::DataError;
-use crate::file::copy_line;
-use crate::set::{KeyPart, SetDef};
+use crate::file::{DataFile, copy_line};
+use crate::set::{KeyPart, Reference, SetDef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,10 +109,17 @@ impl SetPlan {
     }
 }
 
+/// The base's hashes do not compress: stored as they are, writing them
+/// costs half.
 const BASE_TABLE: &str = "create schema if not exists shipsafe; \
-     create table if not exists shipsafe.data_imported (\
+     create table if not exists shipsafe.data_base (\
        set_name text primary key, kh bigint[] not null, rh bigint[] not null, \
        imported_at timestamptz not null default now()); \
+     do $$ begin \
+       if exists (select 1 from pg_attribute where attrelid = 'shipsafe.data_base'::regclass \
+                   and attname in ('kh', 'rh') and attstorage <> 'e') then \
+         alter table shipsafe.data_base alter kh set storage external, alter rh set storage external; \
+       end if; end $$; \
      create table if not exists shipsafe.data_fingerprint (\
        set_name text primary key, file text not null, state text not null, \
        unchanged bigint not null)";
@@ -146,6 +154,60 @@ fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
     parts.extend((0..def.references.len()).map(fk));
     if parts.is_empty() {
         return "0::int8".into();
+    }
+    format!("hash_record_extended(row({}), 0)", parts.join(", "))
+}
+
+/// Where earlier versions kept the base, with the natural key hashed as
+/// JSON (`jsonb_hash_extended`); read once and converted (see
+/// [`load_base`]).
+const LEGACY_BASE: &str = "shipsafe.data_imported";
+
+/// A reference key's value `expr` of type `ty` as the key hash takes it:
+/// text-like types as text (citext's own hash ignores case), json as jsonb,
+/// types without a hash function as text.
+fn hashable(ty: &str, expr: &str) -> String {
+    let base = ty.trim_end_matches("[]");
+    let array = &ty[base.len()..];
+    match base {
+        "json" => format!("({expr})::jsonb{array}"),
+        "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
+            format!("({expr})::text")
+        }
+        _ if crate::columns::text_like(base) => format!("({expr})::text{array}"),
+        _ => expr.to_string(),
+    }
+}
+
+/// The natural key's 64-bit hash, of the typed file row (`x` its columns,
+/// `f.h<i>` whether reference `i` is given, `f.k<i>_<n>` its key's typed
+/// values) or, with `target`, of the target's row aliased `t` joined as in
+/// [`SetDef::from_clause`]. Both give the same hash for the same key.
+fn key_hash(def: &SetDef, target: bool) -> String {
+    let mut parts = Vec::new();
+    for p in &def.key {
+        match p {
+            KeyPart::Column(c) => {
+                let alias = if target { "t" } else { "x" };
+                parts.push(def.comparable(c, &format!("{alias}.{}", quote_ident(c))));
+            }
+            KeyPart::Reference(i) => {
+                let r = &def.references[*i];
+                parts.push(if target {
+                    format!("t.{} is not null", quote_ident(&r.column))
+                } else {
+                    format!("f.h{i}")
+                });
+                for (n, (k, ty)) in r.key.iter().zip(&r.key_types).enumerate() {
+                    let value = if target {
+                        format!("r{i}.{}", quote_ident(k))
+                    } else {
+                        format!("f.k{i}_{n}")
+                    };
+                    parts.push(hashable(ty, &value));
+                }
+            }
+        }
     }
     format!("hash_record_extended(row({}), 0)", parts.join(", "))
 }
@@ -285,10 +347,10 @@ async fn planning_def(client: &Client, def: &SetDef) -> Result<SetDef, DataError
     Ok(out)
 }
 
-/// A hash of the file's rows and of everything about the set that decides
-/// how they are read: table, columns and their types, key, references,
+/// A hash of the file and of everything about the set that decides how its
+/// rows are read: table, columns and their types, key, references,
 /// renames, deletes, and the mode.
-fn file_fingerprint(def: &SetDef, rows: &[&str], mode: ImportMode) -> String {
+fn file_fingerprint(def: &SetDef, file: &DataFile, mode: ImportMode) -> String {
     let mut h = blake3::Hasher::new();
     let types: std::collections::BTreeMap<&String, &String> = def.types.iter().collect();
     let refs: Vec<_> = def
@@ -305,8 +367,10 @@ fn file_fingerprint(def: &SetDef, rows: &[&str], mode: ImportMode) -> String {
             )
         })
         .collect();
+    // The version names how keys are hashed: a fingerprint of another
+    // version's state must not be taken for this one's.
     let described = format!(
-        "{:?}",
+        "v2 {:?}",
         (
             &def.table,
             &def.columns,
@@ -320,10 +384,7 @@ fn file_fingerprint(def: &SetDef, rows: &[&str], mode: ImportMode) -> String {
     );
     h.update(&(described.len() as u64).to_le_bytes());
     h.update(described.as_bytes());
-    for r in rows {
-        h.update(&(r.len() as u64).to_le_bytes());
-        h.update(r.as_bytes());
-    }
+    h.update(file.digest.as_bytes());
     h.finalize().to_hex().to_string()
 }
 
@@ -348,7 +409,7 @@ fn state_query(def: &SetDef) -> String {
     }
     parts.push(format!(
         "(select cardinality(kh) || ':' || hash_array_extended(kh, 0) || ':' || hash_array_extended(rh, 0) \
-            from shipsafe.data_imported where set_name = {})",
+            from shipsafe.data_base where set_name = {})",
         quote_literal(&def.name)
     ));
     let parts: Vec<String> = parts
@@ -451,9 +512,11 @@ async fn record_fingerprint(
 pub async fn import_set(
     client: &Client,
     def: &SetDef,
-    rows: &[&str],
+    file: &DataFile,
     opts: ImportOptions,
 ) -> Result<SetPlan, DataError> {
+    let rows: Vec<&str> = file.rows.iter().map(|r| r.get()).collect();
+    let rows = rows.as_slice();
     let mut plan = SetPlan {
         set: def.name.clone(),
         table: def.display.clone(),
@@ -479,7 +542,7 @@ pub async fn import_set(
         .await?;
     }
     exec(client, "creating shipsafe.data_imported", BASE_TABLE).await?;
-    let fingerprint = file_fingerprint(def, rows, opts.mode);
+    let fingerprint = file_fingerprint(def, file, opts.mode);
     if let Some(unchanged) =
         unchanged_since_last_import(client, def, &fingerprint, opts.apply).await?
     {
@@ -493,12 +556,15 @@ pub async fn import_set(
     exec(
         client,
         "preparing the import",
-        "drop view if exists pg_temp.ss_sx; \
-         drop table if exists pg_temp.ss_file, pg_temp.ss_s, pg_temp.ss_th, pg_temp.ss_b, pg_temp.ss_plan; \
-         create temp table ss_file (r jsonb) on commit drop",
+        "drop view if exists pg_temp.ss_sx, pg_temp.ss_fx; \
+         drop table if exists pg_temp.ss_file, pg_temp.ss_json, pg_temp.ss_s, pg_temp.ss_th, pg_temp.ss_b, pg_temp.ss_plan",
     )
     .await?;
-    copy_rows(client, rows).await?;
+    let layout = load_rows(client, def, rows).await?;
+    let loaded = Loaded {
+        rows,
+        split: layout.is_some(),
+    };
 
     // Renames first, so the renamed rows keep their ids (and whatever
     // points at them) and then match the file's new keys. A plan that is not
@@ -547,22 +613,20 @@ pub async fn import_set(
         }
     }
 
-    typed_file_rows(client, def).await?;
-    duplicate_keys(client, def).await?;
+    typed_file_rows(client, def, layout.as_ref()).await?;
+    duplicate_keys(client, def, &loaded).await?;
     let sql = pieces(def);
     let (mirror, force) = (opts.mode == ImportMode::Mirror, opts.force);
     // One join of the typed file rows with the target classifies them; the
     // target's rows are rendered as JSON only where they differ (for the
     // report) and only hashed where a base must be compared.
+    let legacy = load_base(client, def, &loaded).await?;
     exec(
         client,
         &format!("matching {} by natural key", def.display),
         &format!(
-            "create temp table ss_b on commit drop as \
-               select u.kh, u.rh from shipsafe.data_imported d, unnest(d.kh, d.rh) as u(kh, rh) where d.set_name = {set}; \
-             analyze ss_b; \
-             create temp table ss_plan on commit drop as \
-             select s._ss_kh as kh, s._ss_rh as rh, b.rh as brh, t.ctid as tid, s._ss_fid as fid, \
+            "create temp table ss_plan on commit drop as \
+             select s._ss_kh as kh, {shash} as rh, b.rh as brh, t.ctid as tid, s._ss_fid as fid, \
                case \
                  when {deleted_s} then case when t.ctid is null then 'absent' else 'delete' end \
                  when t.ctid is null and b.kh is null then 'insert' \
@@ -572,24 +636,30 @@ pub async fn import_set(
                  when {force} then 'update' \
                  else 'conflict_changed' \
                end as action, \
-               {force} and b.kh is not null and (t.ctid is null or (not ({same}) and b.rh <> {thash})) as forced \
+               {force} and b.kh is not null and (t.ctid is null or (not ({same}) and b.rh <> {thash})) as forced{values} \
              from ss_s s left join {table} t on {key} left join ss_b b on b.kh = s._ss_kh; \
-             insert into ss_plan \
-             select jsonb_hash_extended({tkey}, 0), null, b.rh, t.ctid, null, \
+             insert into ss_plan (kh, rh, brh, tid, fid, action, forced) \
+             select {tkh}, null, b.rh, t.ctid, null, \
                case \
                  when {deleted_t} then 'delete' \
                  when b.kh is not null and b.rh <> {thash} and not {force} then 'conflict_changed' \
                  else 'delete' \
                end, \
                {force} and b.kh is not null and b.rh <> {thash} \
-             from {from} left join ss_b b on b.kh = jsonb_hash_extended({tkey}, 0) \
+             from {from} left join ss_b b on b.kh = {tkh} \
              where ({mirror} or {deleted_t}) and not exists (select 1 from ss_s s where {key}); \
-             analyze ss_plan (kh, action); \
+             {analyze_plan}; \
              create temp table ss_th on commit drop as \
              select t.ctid as tid, {tkey} as k, {trow} as r from {from} \
               where t.ctid = any(array(select tid from ss_plan where tid is not null \
                                        and action not in ('insert', 'unchanged', 'absent')))",
-            set = quote_literal(&def.name),
+            analyze_plan = analyze("ss_plan (kh, action)"),
+            tkh = key_hash(def, true),
+            shash = row_hash(def, "s", &|i| format!("s._ss_fk{i}")),
+            values = written_values(def, "s")
+                .iter()
+                .map(|v| format!(", {v}"))
+                .collect::<String>(),
             deleted_s = (sql.deleted)("s"),
             deleted_t = (sql.deleted)("t"),
             same = sql.same_row,
@@ -602,11 +672,12 @@ pub async fn import_set(
         ),
     )
     .await?;
-    summarize(client, &mut plan).await?;
+    summarize(client, &mut plan, &loaded).await?;
     unresolved(
         client,
         def,
         &mut plan,
+        &loaded,
         (!opts.apply).then_some(original_refs.as_slice()),
     )
     .await?;
@@ -626,129 +697,345 @@ pub async fn import_set(
         return Ok(plan);
     }
     if opts.apply {
-        apply(client, def, &plan).await?;
+        apply(client, def, &plan, legacy).await?;
         record_fingerprint(client, def, &plan, &fingerprint).await?;
     }
     Ok(plan)
 }
 
-/// How a file row's reference value `json` (an SQL expression) for key
-/// column `column` of type `ty` compares with the referenced table's
-/// column `col`, without building a row per file row; `None` when the type
-/// needs `jsonb_populate_record` (arrays, composites).
-fn reference_match(col: &str, column: &str, ty: &str, json: &str) -> Option<String> {
-    let field = quote_literal(column);
-    let text_like = ty == "text"
-        || ty == "citext"
-        || ty == "name"
-        || ty.starts_with("character varying")
-        || ty.starts_with("character(")
-        || ty == "character";
-    if ty.ends_with("[]") {
-        None
-    } else if text_like {
-        Some(format!("{col} = {json}->>{field}"))
-    } else if ty == "jsonb" {
-        Some(format!("{col} = {json}->{field}"))
-    } else if ty == "json" {
-        Some(format!("{col}::jsonb = {json}->{field}"))
+/// `ANALYZE what` from a sample of 3,000 rows: enough for the join plans
+/// that follow, where the default 30,000 cost as much as typing the rows.
+fn analyze(what: &str) -> String {
+    format!(
+        "set local default_statistics_target = 10; analyze {what}; reset default_statistics_target"
+    )
+}
+
+/// Loads the file's rows into `ss_file`: as plain-text fields when the
+/// set's types allow it and every row can be split ([`Layout`]), else each
+/// row as `jsonb`. Returns the layout used, if any.
+async fn load_rows(
+    client: &Client,
+    def: &SetDef,
+    rows: &[&str],
+) -> Result<Option<Layout>, DataError> {
+    let what = "loading the file's rows";
+    if let Some(layout) = Layout::of(def) {
+        exec(
+            client,
+            what,
+            &format!(
+                "create temp table ss_file ({}) on commit drop",
+                layout.table_columns()
+            ),
+        )
+        .await?;
+        let sink = client
+            .copy_in("copy ss_file from stdin")
+            .await
+            .map_err(|e| DataError::db(what, &e))?;
+        futures::pin_mut!(sink);
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut split = true;
+        for (n, r) in rows.iter().enumerate() {
+            if !layout.line(n, r, &mut buf) {
+                split = false;
+                break;
+            }
+            if buf.len() >= 1 << 20 {
+                sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
+                    .await
+                    .map_err(|e| DataError::db(what, &e))?;
+            }
+        }
+        // Ending the copy cleanly keeps the transaction usable either way.
+        if split && !buf.is_empty() {
+            sink.send(bytes::Bytes::from(buf))
+                .await
+                .map_err(|e| DataError::db(what, &e))?;
+        }
+        sink.finish().await.map_err(|e| DataError::db(what, &e))?;
+        if split {
+            exec(
+                client,
+                what,
+                "create temp table ss_json (n int primary key, r jsonb) on commit drop",
+            )
+            .await?;
+            return Ok(Some(layout));
+        }
+        tracing::info!(
+            "data set {}: a value needs the server's JSON reading; rows go as jsonb",
+            def.name
+        );
+        exec(client, what, "drop table pg_temp.ss_file").await?;
+    }
+    exec(
+        client,
+        what,
+        "create temp table ss_file (r jsonb) on commit drop",
+    )
+    .await?;
+    copy_rows(client, rows).await?;
+    Ok(None)
+}
+
+/// The file's rows as loaded: split into text fields, their JSON sent only
+/// for the rows a report shows (`ss_json`), or whole as jsonb.
+struct Loaded<'a> {
+    rows: &'a [&'a str],
+    split: bool,
+}
+
+impl Loaded<'_> {
+    /// Makes `ss_sx` and `ss_fx` show the JSON of the rows whose
+    /// `_ss_fid` the query `fids` returns (sends what is not there yet;
+    /// nothing to send when the rows were loaded whole). Returns how many
+    /// rows the query named.
+    async fn show(&self, client: &Client, fids: &str) -> Result<usize, DataError> {
+        let what = "loading rows for the report";
+        if !self.split {
+            let n: i64 = client
+                .query_one(&format!("select count(*) from ({fids}) x"), &[])
+                .await
+                .map_err(|e| DataError::db(what, &e))?
+                .get(0);
+            return Ok(n as usize);
+        }
+        let named = client
+            .query(
+                &format!(
+                    "select x.n, exists (select 1 from ss_json j where j.n = x.n) \
+                       from (select distinct n from ({fids}) y(n) where n is not null) x"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| DataError::db(what, &e))?;
+        let wanted: Vec<i32> = named
+            .iter()
+            .filter(|r| !r.get::<_, bool>(1))
+            .map(|r| r.get(0))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(named.len());
+        }
+        let mut buf = Vec::new();
+        for n in wanted {
+            let Some(row) = usize::try_from(n).ok().and_then(|i| self.rows.get(i)) else {
+                continue;
+            };
+            buf.extend_from_slice(format!("{n}\t").as_bytes());
+            copy_line(row, &mut buf);
+        }
+        let sink = client
+            .copy_in("copy ss_json (n, r) from stdin")
+            .await
+            .map_err(|e| DataError::db(what, &e))?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(buf))
+            .await
+            .map_err(|e| DataError::db(what, &e))?;
+        sink.finish().await.map_err(|e| DataError::db(what, &e))?;
+        Ok(named.len())
+    }
+}
+
+/// Reads the set's base into `ss_b` (key hash, row hash). A base an
+/// earlier version kept (keys hashed as JSON) is converted through the
+/// keys of the file's rows and of the target's rows; an entry that names
+/// neither is dropped. Returns whether the base was such a one (it then
+/// moves to the new table when the import is applied).
+async fn load_base(client: &Client, def: &SetDef, loaded: &Loaded<'_>) -> Result<bool, DataError> {
+    let what = "reading what was last imported";
+    let set = quote_literal(&def.name);
+    let legacy = client
+        .query_one(
+            &format!(
+                "select not exists (select 1 from shipsafe.data_base where set_name = {set}) \
+                   and to_regclass('{LEGACY_BASE}') is not null"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db(what, &e))?
+        .get::<_, bool>(0)
+        && client
+            .query_one(
+                &format!("select exists (select 1 from {LEGACY_BASE} where set_name = {set})"),
+                &[],
+            )
+            .await
+            .map_err(|e| DataError::db(what, &e))?
+            .get::<_, bool>(0);
+    let sql = if legacy {
+        loaded.show(client, "select _ss_fid from ss_s").await?;
+        format!(
+            "create temp table ss_b on commit drop as \
+             select distinct on (m.kh) m.kh, o.rh \
+               from (select u.kh, u.rh from {LEGACY_BASE} d, unnest(d.kh, d.rh) as u(kh, rh) where d.set_name = {set}) o \
+               join (select jsonb_hash_extended(s._ss_k, 0) as lkh, s._ss_kh as kh from ss_sx s \
+                     union all select jsonb_hash_extended({tkey}, 0), {tkh} from {from}) m on m.lkh = o.kh \
+              order by m.kh; \
+             {}",
+            analyze("ss_b"),
+            tkey = def.key_expr("t"),
+            tkh = key_hash(def, true),
+            from = def.from_clause("t"),
+        )
     } else {
-        Some(format!("{col} = ({json}->>{field})::{ty}"))
+        format!(
+            "create temp table ss_b on commit drop as \
+               select u.kh, u.rh from shipsafe.data_base d, unnest(d.kh, d.rh) as u(kh, rh) where d.set_name = {set}; \
+             {}",
+            analyze("ss_b")
+        )
+    };
+    exec(client, what, &sql).await?;
+    Ok(legacy)
+}
+
+/// Reference `i`'s key column `k` (of type `ty`) typed from the file row's
+/// reference value `json` (an SQL jsonb expression), as its table holds it.
+fn reference_part_from_json(r: &Reference, k: &str, ty: &str, json: &str) -> String {
+    let field = quote_literal(k);
+    if ty.ends_with("[]") {
+        format!(
+            "(jsonb_populate_record(null::{}, nullif({json}, 'null'::jsonb))).{}",
+            r.table,
+            quote_ident(k)
+        )
+    } else if crate::columns::text_like(ty) {
+        format!("{json}->>{field}")
+    } else if ty == "jsonb" || ty == "json" {
+        format!("{json}->{field}")
+    } else {
+        format!("({json}->>{field})::{ty}")
     }
 }
 
 /// `ss_s`: every file row typed as the table's columns, with its key
 /// hashed, its typed hash, and each reference resolved by natural key. The
 /// row's JSON stays in `ss_file` (`_ss_fid`); `ss_sx` shows both.
-async fn typed_file_rows(client: &Client, def: &SetDef) -> Result<(), DataError> {
-    let key = def.key_of_json("r");
+async fn typed_file_rows(
+    client: &Client,
+    def: &SetDef,
+    layout: Option<&Layout>,
+) -> Result<(), DataError> {
+    // `f`: the file row with each reference's given flag (`h<i>`) and key
+    // values typed (`k<i>_<n>`); `row`: the row as jsonb.
+    let mut fields = vec![
+        if layout.is_some() {
+            "n as fid"
+        } else {
+            "ctid as fid"
+        }
+        .to_string(),
+    ];
+    for (i, r) in def.references.iter().enumerate() {
+        let json = format!("r->{}", quote_literal(&r.name));
+        if layout.is_none() {
+            fields.push(format!("nullif({json}, 'null'::jsonb) is not null as h{i}"));
+        }
+        for (n, (k, ty)) in r.key.iter().zip(&r.key_types).enumerate() {
+            let value = match layout {
+                Some(_) if crate::columns::text_like(ty) => format!("p{i}_{n}"),
+                Some(_) => format!("(p{i}_{n})::{ty}"),
+                None => reference_part_from_json(r, k, ty, &json),
+            };
+            fields.push(format!("{value} as k{i}_{n}"));
+        }
+    }
+    fields.push("*".into());
+    let (typed, row) = match layout {
+        Some(l) => {
+            let col = |c: &str| format!("f.{}", l.column(c).unwrap_or_default());
+            let cols = def
+                .typed_columns_with(&|c| format!("{}::jsonb", col(c)), &col)
+                .unwrap_or_default();
+            (format!("lateral (select {}) x", cols.join(", ")), "j.r")
+        }
+        None => (
+            match def.typed_columns("f.r") {
+                Some(cols) => format!("lateral (select {}) x", cols.join(", ")),
+                None => format!("lateral jsonb_populate_record(null::{}, f.r) x", def.table),
+            },
+            "f.r",
+        ),
+    };
     let mut select = vec![
         "f.fid as _ss_fid".to_string(),
-        format!(
-            "{} as _ss_rh",
-            row_hash(def, "x", &|i| format!(
-                "r{i}.{}",
-                quote_ident(&def.references[i].target)
-            ))
-        ),
-        "jsonb_hash_extended(f.k, 0) as _ss_kh".into(),
+        format!("{} as _ss_kh", key_hash(def, false)),
         "x.*".into(),
     ];
-    let mut view = vec![
-        "s.*".to_string(),
-        "f.r as _ss_r".into(),
-        format!("{} as _ss_k", def.key_of_json("f.r")),
-    ];
+    let mut view = vec!["s.*".to_string(), "x._ss_r".into(), "x._ss_k".into()];
     let mut joins = String::new();
     for (i, r) in def.references.iter().enumerate() {
         let name = quote_literal(&r.name);
-        let json = format!("f.r->{name}");
         select.push(format!("r{i}.{} as _ss_fk{i}", quote_ident(&r.target)));
-        view.push(format!("nullif(f.r->{name}, 'null'::jsonb) as _ss_ref{i}"));
-        let direct: Option<Vec<String>> = r
+        select.push(format!("f.h{i} as _ss_has{i}"));
+        view.push(format!(
+            "nullif(x._ss_r->{name}, 'null'::jsonb) as _ss_ref{i}"
+        ));
+        let on: Vec<String> = r
             .key
             .iter()
             .zip(&r.key_types)
-            .map(|(k, ty)| reference_match(&format!("r{i}.{}", quote_ident(k)), k, ty, &json))
+            .enumerate()
+            .map(|(n, (k, ty))| {
+                let col = format!("r{i}.{}", quote_ident(k));
+                if ty == "json" {
+                    format!("{col}::jsonb = f.k{i}_{n}")
+                } else {
+                    format!("{col} = f.k{i}_{n}")
+                }
+            })
             .collect();
-        match direct {
-            Some(on) => joins.push_str(&format!(
-                " left join {} r{i} on {}",
-                r.table,
-                on.join(" and ")
-            )),
-            None => {
-                let on: Vec<String> = r
-                    .key
-                    .iter()
-                    .map(|k| format!("r{i}.{c} = y{i}.{c}", c = quote_ident(k)))
-                    .collect();
-                joins.push_str(&format!(
-                    " left join lateral jsonb_populate_record(null::{t}, nullif({json}, 'null'::jsonb)) y{i} on true \
-                      left join {t} r{i} on {on}",
-                    t = r.table,
-                    on = on.join(" and ")
-                ));
-            }
-        }
+        joins.push_str(&format!(
+            " left join {} r{i} on {}",
+            r.table,
+            on.join(" and ")
+        ));
     }
-    // Statistics only for what later joins match on: a full ANALYZE of
-    // every column costs twice as much.
+    // Statistics only for what later joins match on.
     let mut stats = vec!["_ss_kh".to_string()];
     stats.extend(def.key.iter().map(|p| match p {
         KeyPart::Column(c) => quote_ident(c),
         KeyPart::Reference(i) => format!("_ss_fk{i}"),
     }));
-    let typed = match def.typed_columns("f.r") {
-        Some(cols) => format!("lateral (select {}) x", cols.join(", ")),
-        None => format!("lateral jsonb_populate_record(null::{}, f.r) x", def.table),
-    };
     exec(
         client,
         &format!("reading the file's rows for {}", def.display),
         &format!(
             "create temp table ss_s on commit drop as select {select} \
-             from (select ctid as fid, r, {key} as k from ss_file) f \
+             from (select {fields} from ss_file) f \
                cross join {typed}{joins}; \
-             analyze ss_s ({stats}); \
-             create temp view ss_sx as select {view} from ss_s s join ss_file f on f.ctid = s._ss_fid",
+             {analyze}; \
+             create temp view ss_fx as select {fid} as _ss_fid, {row} as _ss_r, {key} as _ss_k from {json}; \
+             create temp view ss_sx as select {view} from ss_s s left join ss_fx x on x._ss_fid = s._ss_fid",
             select = select.join(", "),
+            fields = fields.join(", "),
             view = view.join(", "),
-            stats = stats.join(", "),
+            analyze = analyze(&format!("ss_s ({})", stats.join(", "))),
+            key = def.key_of_json(row),
+            json = if layout.is_some() { "ss_json j" } else { "ss_file f" },
+            fid = if layout.is_some() { "j.n" } else { "f.ctid" },
         ),
     )
     .await
 }
 
-async fn duplicate_keys(client: &Client, def: &SetDef) -> Result<(), DataError> {
+async fn duplicate_keys(
+    client: &Client,
+    def: &SetDef,
+    loaded: &Loaded<'_>,
+) -> Result<(), DataError> {
     let counts = client
-        .query_one(
-            "select (select count(*) from ss_file), count(*), count(distinct _ss_kh) from ss_s",
-            &[],
-        )
+        .query_one("select count(*), count(distinct _ss_kh) from ss_s", &[])
         .await
         .map_err(|e| DataError::db("checking keys", &e))?;
-    let (in_file, typed, keys): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
+    let (typed, keys): (i64, i64) = (counts.get(0), counts.get(1));
+    let in_file = loaded.rows.len() as i64;
     if typed > in_file {
         return Err(DataError::Invalid(format!(
             "data set {}: a reference's natural key matches more than one row in the target; make the referenced key unique",
@@ -756,10 +1043,15 @@ async fn duplicate_keys(client: &Client, def: &SetDef) -> Result<(), DataError> 
         )));
     }
     // Named only when there is one: finding it costs a grouping.
-    let dup: Option<String> = if keys == typed {
-        None
-    } else {
-        client
+    if keys != typed {
+        loaded
+            .show(
+                client,
+                "select _ss_fid from ss_s where _ss_kh = \
+                   (select _ss_kh from ss_s group by _ss_kh having count(*) > 1 limit 1)",
+            )
+            .await?;
+        let k: Option<String> = client
             .query_one(
                 "select min(s._ss_k::text) from ss_sx s where s._ss_kh = \
                    (select _ss_kh from ss_s group by _ss_kh having count(*) > 1 limit 1)",
@@ -767,9 +1059,8 @@ async fn duplicate_keys(client: &Client, def: &SetDef) -> Result<(), DataError> 
             )
             .await
             .map_err(|e| DataError::db("checking keys", &e))?
-            .get(0)
-    };
-    if let Some(k) = dup {
+            .get(0);
+        let k = k.unwrap_or_else(|| "?".into());
         return Err(DataError::Invalid(format!(
             "data set {}: the file has two rows with the natural key {k}; a natural key must name one row",
             def.name
@@ -805,7 +1096,12 @@ async fn duplicate_keys(client: &Client, def: &SetDef) -> Result<(), DataError> 
     Ok(())
 }
 
-async fn summarize(client: &Client, plan: &mut SetPlan) -> Result<(), DataError> {
+async fn summarize(
+    client: &Client,
+    plan: &mut SetPlan,
+    loaded: &Loaded<'_>,
+) -> Result<(), DataError> {
+    let mut conflicts = 0;
     for r in client
         .query(
             "select action, count(*), count(*) filter (where forced) from ss_plan group by action",
@@ -822,9 +1118,27 @@ async fn summarize(client: &Client, plan: &mut SetPlan) -> Result<(), DataError>
             "update" => plan.updates = n,
             "delete" => plan.deletes = n,
             "unchanged" => plan.unchanged = n,
+            a if a.starts_with("conflict") => conflicts += n,
             _ => {}
         }
     }
+    if conflicts > 0 {
+        list_conflicts(client, plan, loaded).await?;
+    }
+    list_changes(client, plan, loaded).await
+}
+
+async fn list_conflicts(
+    client: &Client,
+    plan: &mut SetPlan,
+    loaded: &Loaded<'_>,
+) -> Result<(), DataError> {
+    loaded
+        .show(
+            client,
+            "select fid from ss_plan where action like 'conflict%'",
+        )
+        .await?;
     for r in client
         .query(
             "select coalesce(s._ss_k, th.k)::text as key, p.action, th.r::text, s._ss_r::text \
@@ -847,23 +1161,42 @@ async fn summarize(client: &Client, plan: &mut SetPlan) -> Result<(), DataError>
             file: json(r.get(3)),
         });
     }
+    Ok(())
+}
+
+/// The first changes of each kind, for the report.
+async fn list_changes(
+    client: &Client,
+    plan: &mut SetPlan,
+    loaded: &Loaded<'_>,
+) -> Result<(), DataError> {
+    // A kind with no rows is not looked for (a constant false skips the scan).
+    let (ins, upd, del) = (plan.inserts > 0, plan.updates > 0, plan.deletes > 0);
+    // The file is sorted by key, so its order is the key order.
+    exec(
+        client,
+        "listing changes",
+        &format!(
+            "drop table if exists pg_temp.ss_pick; \
+             create temp table ss_pick on commit drop as \
+               (select 'insert'::text as action, fid, tid from ss_plan where {ins} and action = 'insert' order by fid limit 20) \
+               union all (select 'update', fid, tid from ss_plan where {upd} and action = 'update' order by fid limit 20)"
+        ),
+    )
+    .await?;
+    loaded.show(client, "select fid from ss_pick").await?;
     for r in client
         .query(
-            // The file is sorted by key, so its order is the key order.
-            "with ins as (select 'insert'::text as action, p.fid as _ss_fid, p.tid from ss_plan p \
-                           where p.action = 'insert' order by p.fid limit 20), \
-                  upd as (select 'update'::text as action, p.fid as _ss_fid, p.tid from ss_plan p \
-                           where p.action = 'update' order by p.fid limit 20), \
-                  del as (select 'delete'::text as action, th.k from ss_plan p join ss_th th on th.tid = p.tid \
-                           where p.action = 'delete' order by th.k::text collate \"C\" limit 20) \
+            &format!("with del as (select 'delete'::text as action, th.k from ss_plan p join ss_th th on th.tid = p.tid \
+                           where {del} and p.action = 'delete' order by th.k::text collate \"C\" limit 20) \
              select action, k, fields from ( \
-               select c.action, s._ss_k::text as k, case when c.action = 'update' then \
-                   (select coalesce(array_agg(e.key order by e.key), '{}') from jsonb_each(s._ss_r) e where th.r->e.key is distinct from e.value) \
-                   else '{}'::text[] end as fields, s._ss_k::text collate \"C\" as o \
-                 from (select * from ins union all select * from upd) c join ss_sx s on s._ss_fid = c._ss_fid \
+               select c.action, x._ss_k::text as k, case when c.action = 'update' then \
+                   (select coalesce(array_agg(e.key order by e.key), '{{}}') from jsonb_each(x._ss_r) e where th.r->e.key is distinct from e.value) \
+                   else '{{}}'::text[] end as fields, x._ss_k::text collate \"C\" as o \
+                 from ss_pick c join ss_fx x on x._ss_fid = c.fid \
                  left join ss_th th on th.tid = c.tid \
-               union all select action, k::text, '{}'::text[], k::text collate \"C\" from del) z \
-             order by action, o",
+               union all select action, k::text, '{{}}'::text[], k::text collate \"C\" from del) z \
+             order by action, o"),
             &[],
         )
         .await
@@ -914,13 +1247,32 @@ async fn unresolved(
     client: &Client,
     def: &SetDef,
     plan: &mut SetPlan,
+    loaded: &Loaded<'_>,
     planned: Option<&[String]>,
 ) -> Result<(), DataError> {
     if def.references.is_empty() {
         return Ok(());
     }
+    // Rows with a reference given but not found: usually none, and then
+    // nothing more to look at.
+    let candidates: Vec<String> = (0..def.references.len())
+        .map(|i| format!("(s._ss_has{i} and s._ss_fk{i} is null)"))
+        .collect();
+    let named = loaded
+        .show(
+            client,
+            &format!(
+                "select s._ss_fid from ss_s s join ss_plan p on p.kh = s._ss_kh \
+                  where p.action in ('insert', 'update') and ({})",
+                candidates.join(" or ")
+            ),
+        )
+        .await?;
+    if named == 0 {
+        return Ok(());
+    }
     let missing = |i: usize| {
-        let mut c = format!("(s._ss_ref{i} is not null and s._ss_fk{i} is null");
+        let mut c = format!("(s._ss_has{i} and s._ss_fk{i} is null");
         if let Some(tables) = planned {
             c.push_str(&format!(
                 " and not exists (select 1 from pg_temp.ss_pending q where q.tbl = {} and q.r @> s._ss_ref{i})",
@@ -979,17 +1331,33 @@ async fn unresolved(
     Ok(())
 }
 
-async fn apply(client: &Client, def: &SetDef, plan: &SetPlan) -> Result<(), DataError> {
-    let mut cols: Vec<String> = def.columns.iter().map(|c| quote_ident(c)).collect();
+/// What a file row (`alias` of `ss_s`) writes to the table, in
+/// [`SetDef::columns`] then reference order, as `_ss_v<j>`: the plan
+/// carries it so that writing needs no second join.
+fn written_values(def: &SetDef, alias: &str) -> Vec<String> {
     let mut vals: Vec<String> = def
         .columns
         .iter()
-        .map(|c| format!("s.{}", quote_ident(c)))
+        .map(|c| format!("{alias}.{}", quote_ident(c)))
         .collect();
-    for (i, r) in def.references.iter().enumerate() {
-        cols.push(quote_ident(&r.column));
-        vals.push(format!("s._ss_fk{i}"));
-    }
+    vals.extend((0..def.references.len()).map(|i| format!("{alias}._ss_fk{i}")));
+    vals.iter()
+        .enumerate()
+        .map(|(j, v)| format!("{v} as _ss_v{j}"))
+        .collect()
+}
+
+/// Writes the plan and the new base (moved out of the legacy table when it
+/// was there).
+async fn apply(
+    client: &Client,
+    def: &SetDef,
+    plan: &SetPlan,
+    legacy: bool,
+) -> Result<(), DataError> {
+    let mut cols: Vec<String> = def.columns.iter().map(|c| quote_ident(c)).collect();
+    cols.extend(def.references.iter().map(|r| quote_ident(&r.column)));
+    let vals: Vec<String> = (0..cols.len()).map(|j| format!("p._ss_v{j}")).collect();
     let sets: Vec<String> = cols
         .iter()
         .zip(&vals)
@@ -997,14 +1365,19 @@ async fn apply(client: &Client, def: &SetDef, plan: &SetPlan) -> Result<(), Data
         .collect();
     let set_name = quote_literal(&def.name);
     let mut sql = String::new();
-    if !cols.is_empty() && plan.inserts + plan.updates > 0 {
+    if !cols.is_empty() && plan.inserts > 0 {
         sql.push_str(&format!(
-            "insert into {t} ({cols}) select {vals} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'insert'; \
-             update {t} t set {sets} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'update' and t.ctid = p.tid; ",
-            t = def.table,
-            cols = cols.join(", "),
-            vals = vals.join(", "),
-            sets = sets.join(", ")
+            "insert into {} ({}) select {} from ss_plan p where p.action = 'insert'; ",
+            def.table,
+            cols.join(", "),
+            vals.join(", "),
+        ));
+    }
+    if !cols.is_empty() && plan.updates > 0 {
+        sql.push_str(&format!(
+            "update {} t set {} from ss_plan p where p.action = 'update' and t.ctid = p.tid; ",
+            def.table,
+            sets.join(", ")
         ));
     }
     if plan.deletes > 0 {
@@ -1015,7 +1388,8 @@ async fn apply(client: &Client, def: &SetDef, plan: &SetPlan) -> Result<(), Data
     }
     // The base changes when rows were written or removed, or when an
     // unchanged row's base is missing or stale; a no-op writes nothing.
-    let refresh: bool = client
+    let refresh: bool = legacy
+        || client
         .query_one(
             "select exists (select 1 from ss_plan where action in ('insert', 'update', 'delete', 'absent') \
                      or (action = 'unchanged' and brh is distinct from rh))",
@@ -1023,18 +1397,23 @@ async fn apply(client: &Client, def: &SetDef, plan: &SetPlan) -> Result<(), Data
         )
         .await
         .map_err(|e| DataError::db("checking what was imported", &e))?
-        .get(0);
+        .get::<_, bool>(0);
     if refresh {
         // Both arrays from one pass over the same rows are in the same
         // order, which is all `unnest(kh, rh)` needs: no sort.
         sql.push_str(&format!(
-        "insert into shipsafe.data_imported (set_name, kh, rh) \
+        "insert into shipsafe.data_base (set_name, kh, rh) \
            select {set_name}, coalesce(array_agg(kh), '{{}}'), coalesce(array_agg(rh), '{{}}') from ( \
              select kh, rh from ss_plan where action in ('insert', 'update', 'unchanged') \
              union all \
              select b.kh, b.rh from ss_b b where not exists (select 1 from ss_plan p where p.kh = b.kh \
                and p.action in ('insert', 'update', 'unchanged', 'delete', 'absent'))) n \
-           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, imported_at = now()"
+           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, imported_at = now(); "
+        ));
+    }
+    if legacy {
+        sql.push_str(&format!(
+            "delete from {LEGACY_BASE} where set_name = {set_name}; "
         ));
     }
     let checked = if plan.inserts >= SET_CHECK_FROM {
@@ -1115,19 +1494,15 @@ async fn check_keys_at_once(
         return Ok(());
     }
     let what = format!("checking the references of {}", def.display);
-    let fks: Vec<String> = checked
-        .iter()
-        .map(|(_, i)| format!("s._ss_fk{i}"))
-        .collect();
-    let mut ctes = vec![format!(
-        "ins as materialized (select {} from ss_s s join ss_plan p on p.kh = s._ss_kh where p.action = 'insert')",
-        fks.join(", ")
-    )];
+    // Every id the file's rows resolved to: the inserted rows' and a few
+    // more (those of unchanged or left-out rows), which costs less than
+    // singling out the inserted ones and locks nothing it should not.
+    let mut ctes = Vec::new();
     let mut missing = Vec::new();
     for (n, (_, i)) in checked.iter().enumerate() {
         let r = &def.references[*i];
         ctes.push(format!(
-            "need{n} as (select distinct _ss_fk{i} as id from ins where _ss_fk{i} is not null), \
+            "need{n} as (select distinct _ss_fk{i} as id from ss_s where _ss_fk{i} is not null), \
              held{n} as (select r.{id} from {t} r where r.{id} in (select id from need{n}) for key share of r)",
             id = quote_ident(&r.target),
             t = r.table
@@ -1148,8 +1523,8 @@ async fn check_keys_at_once(
         if missing > 0 {
             let r = &def.references[*i];
             return Err(DataError::Invalid(format!(
-                "data set {}: {missing} row(s) of {} that the import was to insert point (through {}) at rows of {} that no longer exist (deleted while importing?); nothing was changed",
-                def.name, def.display, r.column, r.table
+                "data set {}: {missing} row(s) of {} that rows of {} point at (through {}) no longer exist (deleted while importing?); nothing was changed",
+                def.name, r.table, def.display, r.column
             )));
         }
     }

@@ -5,6 +5,7 @@
 //! `COPY` into temporary tables and are matched with joins, never one round
 //! trip per row. Callers own the transaction.
 
+pub mod columns;
 pub mod error;
 pub mod export;
 pub mod file;

@@ -31,6 +31,9 @@ pub struct Reference {
     pub target: String,
     /// Types of the `key` columns in the referenced table.
     pub key_types: Vec<String>,
+    /// Whether each `key` column's type is a base or enum type, not an
+    /// array (its value is read through the type's text input).
+    pub key_scalar: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,8 +169,10 @@ impl SetDef {
                 .iter()
                 .map(|k| target.types.get(k).cloned().unwrap_or_default())
                 .collect();
+            let key_scalar = r.key.iter().map(|k| target.scalar.contains(k)).collect();
             references.push(Reference {
                 key_types,
+                key_scalar,
                 name: rname.clone(),
                 table: target.quoted,
                 key: r.key.clone(),
@@ -361,30 +366,46 @@ impl SetDef {
     /// one cast per column, which costs a tenth of it; `None` when a column's
     /// type needs it (arrays, composites, domains, fixed-length strings).
     pub fn typed_columns(&self, json: &str) -> Option<Vec<String>> {
-        let mut names: Vec<&String> = self.types.keys().collect();
-        names.sort();
-        names
+        self.typed_columns_with(&|c| format!("{json}->{}", quote_literal(c)), &|c| {
+            format!("{json}->>{}", quote_literal(c))
+        })
+    }
+
+    /// [`SetDef::typed_columns`] from other sources: `json_of(column)` is
+    /// the field as jsonb, `text_of(column)` as `->>` gives it.
+    pub fn typed_columns_with(
+        &self,
+        json_of: &dyn Fn(&str) -> String,
+        text_of: &dyn Fn(&str) -> String,
+    ) -> Option<Vec<String>> {
+        self.file_columns()
             .into_iter()
             .map(|c| {
                 let ty = self.types[c].as_str();
-                let field = format!("{json}->{}", quote_literal(c));
                 let value = match ty {
                     // JSON null is SQL NULL for every column, as there.
-                    "jsonb" => format!("nullif({field}, 'null'::jsonb)"),
-                    "json" => format!("nullif({field}, 'null'::jsonb)::json"),
+                    "jsonb" => format!("nullif({}, 'null'::jsonb)", json_of(c)),
+                    "json" => format!("nullif({}, 'null'::jsonb)::json", json_of(c)),
                     _ if !self.scalar.contains(c) => return None,
-                    "text" => format!("{json}->>{}", quote_literal(c)),
+                    "text" => text_of(c),
                     // Without the length: an explicit cast would cut a long
                     // value short; the write rejects it instead.
                     _ if ty.starts_with("character varying") => {
-                        format!("({json}->>{})::character varying", quote_literal(c))
+                        format!("({})::character varying", text_of(c))
                     }
                     _ if ty.starts_with("character") || ty.starts_with("bit") => return None,
-                    _ => format!("({json}->>{})::{ty}", quote_literal(c)),
+                    _ => format!("({})::{ty}", text_of(c)),
                 };
                 Some(format!("{value} as {}", quote_ident(c)))
             })
             .collect()
+    }
+
+    /// Every column of the table in name order: the typed row's columns.
+    pub fn file_columns(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     /// Tables this set's references point at.

@@ -2,8 +2,10 @@
 //! `jsonb_populate_record`; both must give the same values, or fail alike.
 #![allow(clippy::unwrap_used)]
 
+use futures::SinkExt;
 use shipsafe_config::DataSetConfig;
 use shipsafe_data::SetDef;
+use shipsafe_data::columns::Layout;
 use shipsafe_testkit::TestDb;
 
 const TABLE: &str = "create type mood as enum ('ok', 'sad');
@@ -112,4 +114,69 @@ async fn arrays_composites_domains_and_fixed_length_text_keep_jsonb_populate_rec
         let def = SetDef::resolve(&client, "t", &cfg).await.unwrap();
         assert!(def.typed_columns("r").is_none(), "{ddl}: {col}");
     }
+}
+
+/// Rows split into text fields on the client ([`Layout`]) type as
+/// `jsonb_populate_record` types the row; a row only the server's JSON
+/// reading renders exactly is refused, so the file goes the `jsonb` way.
+#[tokio::test]
+async fn rows_split_into_text_read_as_jsonb_populate_record_does() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client.batch_execute(TABLE).await.unwrap();
+    let cfg: DataSetConfig = toml::from_str("table = \"t\"\nkey = [\"s\"]").unwrap();
+    let def = SetDef::resolve(&client, "t", &cfg).await.unwrap();
+    let layout = Layout::of(&def).expect("every type here can be split");
+    let col = |c: &str| format!("f.{}", layout.column(c).unwrap());
+    let cols = def
+        .typed_columns_with(&|c| format!("{}::jsonb", col(c)), &col)
+        .unwrap();
+    let names = def.file_columns();
+    let list: Vec<String> = names.iter().map(|c| format!("x.{c}")).collect();
+    let by_split = format!(
+        "select row({})::text from ss_file f, lateral (select {}) x",
+        list.join(", "),
+        cols.join(", ")
+    );
+    let by_populate = format!(
+        "select row({})::text from jsonb_populate_record(null::t, $1::text::jsonb) x",
+        list.join(", ")
+    );
+    let more = [
+        r#"{"s": "tab\there\nnew \\ line \u00e9 \ud83d\ude00", "v": "a\\b", "n": -0, "f": -0.0, "i": -0}"#,
+        r#"{"n": -0.000, "f": 0.000001, "b": 12, "j": [1, {"b": 2, "a": 1}], "js": {"z": 1, "a": [true]}, "ok": false}"#,
+        r#"{"s": "dup", "s": "last wins", "j": "str", "js": null, "iv": null}"#,
+        r#"{"s": true, "v": 12.50, "u": null}"#,
+    ];
+    let mut split = 0;
+    for row in ROWS.iter().chain(&more) {
+        let mut line = Vec::new();
+        if !layout.line(1, row, &mut line) {
+            assert!(
+                row.contains("1e300") || row.contains("{\"nested\""),
+                "refused a row the split can read: {row}"
+            );
+            assert!(line.is_empty());
+            continue;
+        }
+        split += 1;
+        client
+            .batch_execute(&format!(
+                "drop table if exists ss_file; create temp table ss_file ({})",
+                layout.table_columns()
+            ))
+            .await
+            .unwrap();
+        let sink = client.copy_in("copy ss_file from stdin").await.unwrap();
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(line)).await.unwrap();
+        sink.finish().await.unwrap();
+        let got = client
+            .query_one(&by_split, &[])
+            .await
+            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+            .unwrap_or_else(|e| format!("error {:?}", e.code()));
+        assert_eq!(got, typed(&client, &by_populate, row).await, "{row}");
+    }
+    assert_eq!(split, ROWS.len() + more.len() - 2);
 }

@@ -395,6 +395,10 @@ async fn an_unchanged_rerun_is_recognised_and_every_change_since_is_still_found(
     let (code, diff, _) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
     assert_eq!(code, 1, "{diff}");
     assert_eq!(diff["sets"][0]["conflicts"][0]["kind"], "deleted_in_target");
+    // Named by the file's row, which the report shows.
+    let c = &diff["sets"][0]["conflicts"][0];
+    assert_eq!(c["key"][0]["username"], "hr_lead", "{c}");
+    assert_eq!(c["file"]["tool"]["name"], "Payroll", "{c}");
     db.batch_execute(&grant("hr_lead", "Payroll"))
         .await
         .unwrap();
@@ -424,6 +428,14 @@ async fn an_unchanged_rerun_is_recognised_and_every_change_since_is_still_found(
     let (code, diff, shortcut) = verbose(&p, &["data", "diff", "tool_access", "--env", "staging"]);
     assert_eq!(code, 0, "{diff}");
     assert_eq!(diff["sets"][0]["updates"], 1, "{diff}");
+    let change = &diff["sets"][0]["changes"][0];
+    assert_eq!(change["action"], "update", "{diff}");
+    assert_eq!(
+        change["fields"],
+        serde_json::json!(["granted_at"]),
+        "{diff}"
+    );
+    assert!(change["key"][0]["username"].is_string(), "{diff}");
     assert!(shortcut.is_empty());
     std::fs::write(&path, &file).unwrap();
     // ... and so is the same file in another mode: mirror deletes what merge keeps.
@@ -533,6 +545,17 @@ async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
     let (code, run, err) = p.json(&["data", "import", "tool_access", "--env", "staging"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(set(&run, "tool_access")["inserts"], 2500);
+    // The report lists the first inserts by key, in the file's order.
+    let changes = set(&run, "tool_access")["changes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(changes.len(), 20, "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["action"] == "insert" && c["key"][1]["name"].is_string())
+    );
     assert_eq!(grants(&staging).await, grants(&local).await);
     let n: i64 = db.query_one(disabled, &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "every trigger enabled again");
@@ -542,13 +565,15 @@ async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
         .unwrap_err();
     assert!(format!("{e:?}").contains("foreign key"), "{e:?}");
 
-    // With an event trigger listening, the import makes no DDL for it to
-    // see: the keys are checked row by row instead.
+    // With an event trigger listening, the import makes no DDL on the
+    // user's tables for it to see: the keys are checked row by row instead.
+    // (Its own tables, created on the first import, and temporary ones are.)
     db.batch_execute(
         "truncate tool_access; drop schema shipsafe cascade;
-         create table ddl_seen (tag text);
+         create table ddl_seen (tag text, object text);
          create function ddl_seen() returns event_trigger language plpgsql as
-           $$ begin insert into ddl_seen values (tg_tag); end $$;
+           $$ begin insert into ddl_seen select command_tag, object_identity
+                      from pg_event_trigger_ddl_commands(); end $$;
          create event trigger ddl_seen on ddl_command_end execute function ddl_seen();",
     )
     .await
@@ -559,14 +584,230 @@ async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
         .unwrap();
     assert_eq!(code, 0, "{err}");
     assert_eq!(set(&run, "tool_access")["inserts"], 2500);
-    let seen: Vec<String> = db
-        .query("select tag from ddl_seen", &[])
+    let seen: Vec<(String, String)> = db
+        .query("select tag, coalesce(object, '') from ddl_seen", &[])
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert!(!seen.iter().any(|t| t == "ALTER TABLE"), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, o)| o.starts_with("shipsafe.")
+            || o == "shipsafe"
+            || o.starts_with("pg_temp.")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|(t, _)| t == "CREATE TABLE"), "{seen:?}");
+}
+
+const JSONB_WAY: &str = "rows go as jsonb";
+const HR_PAYROLL: &str = "user_id = (select id from users where username = 'hr_lead') \
+                          and tool_id = (select id from tools where name = 'Payroll')";
+
+/// Rewrites the exported file of `set` through `edit` (each row a JSON object).
+fn edit_rows(p: &Project, set: &str, edit: impl Fn(&mut Vec<serde_json::Value>)) {
+    let path = p.dir.path().join(format!("data/{set}.json"));
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(file["rows"].as_array_mut().unwrap());
+    std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+}
+
+fn row_of<'a>(
+    rows: &'a mut [serde_json::Value],
+    user: &str,
+    tool: &str,
+) -> &'a mut serde_json::Value {
+    rows.iter_mut()
+        .find(|r| r["user"]["username"] == user && r["tool"]["name"] == tool)
+        .unwrap()
+}
+
+/// A row the file no longer has but the target edited since the last
+/// import is a conflict in mirror mode, not a silent delete: the target's
+/// key, hashed from its own columns and referenced rows, finds the base
+/// the file's rows wrote.
+#[tokio::test]
+async fn a_row_dropped_from_the_file_but_edited_in_the_target_is_a_conflict() {
+    let (_local, staging, p) = exported("staging", "open", 2).await;
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    edit_rows(&p, "tool_access", |rows| {
+        rows.retain(|r| r["user"]["username"] != "hr_lead" && r["user"]["username"] != "bob")
+    });
+    staging
+        .client()
+        .await
+        .batch_execute(&format!(
+            "update tool_access set granted_at = '2026-02-02' where {HR_PAYROLL}"
+        ))
+        .await
+        .unwrap();
+    let before = grants(&staging).await;
+    let args = [
+        "-v",
+        "data",
+        "import",
+        "tool_access",
+        "--env",
+        "staging",
+        "--mode",
+        "mirror",
+    ];
+    let (code, run, err) = p.json(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains(JSONB_WAY), "{err}");
+    let plan = set(&run, "tool_access");
+    assert_eq!(plan["conflicts"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["conflicts"][0]["kind"], "changed_in_target");
+    assert_eq!(plan["conflicts"][0]["key"][0]["username"], "hr_lead");
+    // hr_lead's Invoice Generator and bob's grant were not edited: deletes.
+    assert_eq!(plan["deletes"], 2, "{plan}");
+    assert_eq!(grants(&staging).await, before, "a conflict changes nothing");
+}
+
+/// A file that must be read the `jsonb` way (a value with an exponent)
+/// hashes its keys as the split way did: an edit in the target since the
+/// last import is still found.
+#[tokio::test]
+async fn a_file_read_the_jsonb_way_finds_the_same_keys() {
+    let (_local, staging, p) = exported("staging", "open", 2).await;
+    let (code, _, err) = p.json(&["-v", "data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains(JSONB_WAY), "{err}");
+    let db = staging.client().await;
+    db.batch_execute(&format!(
+        "update tool_access set granted_at = '2026-02-02' where {HR_PAYROLL}"
+    ))
+    .await
+    .unwrap();
+    edit_rows(&p, "tool_access", |rows| {
+        row_of(rows, "hr_lead", "Payroll")["granted_at"] = "2025-09-09T00:00:00+00:00".into();
+        // Not written (the reference is), but typed: 1e0 needs the server.
+        rows[0]["user_id"] = "EXPONENT".into();
+    });
+    let path = p.dir.path().join("data/tool_access.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"EXPONENT\"", "1e0")).unwrap();
+    let (code, run, err) = p.json(&["-v", "data", "import", "tool_access", "--env", "staging"]);
+    assert!(err.contains(JSONB_WAY), "{err}");
+    assert_eq!(code, 1, "{err}");
+    let plan = set(&run, "tool_access");
+    assert_eq!(plan["conflicts"][0]["kind"], "changed_in_target", "{plan}");
+    assert_eq!(plan["conflicts"][0]["key"][0]["username"], "hr_lead");
+    assert_eq!(
+        (plan["inserts"].as_i64(), plan["updates"].as_i64()),
+        (Some(0), Some(0))
+    );
+    // Forced, the file's value is written; the rerun (split way again once
+    // the exponent is gone) finds nothing to do.
+    let (code, _, err) = p.json(&[
+        "data",
+        "import",
+        "tool_access",
+        "--env",
+        "staging",
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    edit_rows(&p, "tool_access", |rows| {
+        rows[0].as_object_mut().unwrap().remove("user_id");
+    });
+    let (code, run, err) = p.json(&["-v", "data", "import", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains(JSONB_WAY), "{err}");
+    assert_eq!(set(&run, "tool_access")["unchanged"], 6, "{run}");
+    assert_eq!(run["outcome"], "nothing_to_do");
+}
+
+/// A base an earlier version kept (`shipsafe.data_imported`, keys hashed
+/// as JSON) still tells an edit in the target from a change in the file,
+/// and moves to the new table on the next import.
+#[tokio::test]
+async fn a_base_from_an_earlier_version_is_converted_and_still_finds_conflicts() {
+    let (_local, staging, p) = exported("staging", "open", 2).await;
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let db = staging.client().await;
+    // The base as the earlier version wrote it, one entry naming a grant
+    // neither the file nor the target has, and no fingerprint.
+    db.batch_execute(
+        "create table shipsafe.data_imported (set_name text primary key, kh bigint[] not null, \
+           rh bigint[] not null, imported_at timestamptz not null default now());
+         insert into shipsafe.data_imported (set_name, kh, rh)
+         select 'tool_access', array_agg(k) || 4242::int8, array_agg(r) || 4242::int8 from (
+           select jsonb_hash_extended(jsonb_build_array(
+                    jsonb_build_object('username', u.username, 'email', u.email),
+                    jsonb_build_object('name', t.name)), 0) as k,
+                  hash_record_extended(row(a.granted_at, a.user_id, a.tool_id), 0) as r
+             from tool_access a join users u on u.id = a.user_id join tools t on t.id = a.tool_id) x;
+         delete from shipsafe.data_base where set_name = 'tool_access';
+         delete from shipsafe.data_fingerprint;",
+    )
+    .await
+    .unwrap();
+    db.batch_execute(&format!(
+        "update tool_access set granted_at = '2026-02-02' where {HR_PAYROLL}"
+    ))
+    .await
+    .unwrap();
+    let (code, run, err) = p.json(&["data", "import", "tool_access", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}");
+    let plan = set(&run, "tool_access");
+    assert_eq!(plan["conflicts"][0]["kind"], "changed_in_target", "{plan}");
+    assert_eq!(plan["conflicts"][0]["key"][0]["username"], "hr_lead");
+    assert_eq!(
+        plan["conflicts"][0]["file"]["granted_at"],
+        "2025-08-11T09:00:00+00:00"
+    );
+    assert_eq!(
+        plan["conflicts"][0]["target"]["granted_at"],
+        "2026-02-02T00:00:00+00:00"
+    );
+    let (code, _, err) = p.json(&[
+        "data",
+        "import",
+        "tool_access",
+        "--env",
+        "staging",
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let moved = db
+        .query_one(
+            "select (select count(*) from shipsafe.data_imported), \
+                    (select cardinality(kh) from shipsafe.data_base where set_name = 'tool_access')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.get::<_, i64>(0), moved.get::<_, Option<i32>>(1)),
+        (0, Some(6))
+    );
+    let (code, run, err) = p.json(&["data", "import", "tool_access", "--env", "staging"]);
+    assert_eq!(
+        (code, run["outcome"].as_str()),
+        (0, Some("nothing_to_do")),
+        "{err}"
+    );
+}
+
+/// Two rows of a file with one natural key stop the import, naming the key;
+/// nothing is changed.
+#[tokio::test]
+async fn a_natural_key_twice_in_the_file_is_refused_by_name() {
+    let (_local, staging, p) = exported("staging", "open", 2).await;
+    edit_rows(&p, "tool_access", |rows| {
+        let twice = row_of(rows, "hr_lead", "Payroll").clone();
+        rows.push(twice);
+    });
+    let before = snapshot(staging.url()).await;
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("two rows with the natural key"), "{err}");
+    assert!(err.contains("hr_lead") && err.contains("Payroll"), "{err}");
+    assert_eq!(snapshot(staging.url()).await, before, "nothing changed");
 }
 
 #[tokio::test]

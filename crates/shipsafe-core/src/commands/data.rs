@@ -200,11 +200,10 @@ async fn plan_all(
     let mut plans = Vec::new();
     for ((name, cfg), file) in chosen.iter().zip(files) {
         let def = SetDef::resolve(client, name, cfg).await?;
-        let rows: Vec<&str> = file.rows.iter().map(|r| r.get()).collect();
         let plan = shipsafe_data::import::import_set(
             client,
             &def,
-            &rows,
+            file,
             ImportOptions {
                 mode: opts.mode,
                 force: opts.force,
