@@ -9,16 +9,27 @@ use serde_json::value::RawValue;
 use crate::error::DataError;
 
 /// A data file. Rows stay as the exact JSON text that was written, so
-/// numbers keep every digit on their way back into the database.
-#[derive(Debug, Deserialize)]
+/// numbers keep every digit on their way back into the database; they are
+/// kept as places in the file's text, not copied one by one.
+#[derive(Debug)]
 pub struct DataFile {
     pub set: String,
     pub table: String,
     pub key: Vec<String>,
-    pub rows: Vec<Box<RawValue>>,
     /// BLAKE3 of the whole file as read (hex).
-    #[serde(skip)]
     pub digest: String,
+    text: String,
+    rows: Vec<std::ops::Range<usize>>,
+}
+
+/// The file as JSON, its rows borrowed from the text.
+#[derive(Deserialize)]
+struct Parsed<'a> {
+    set: String,
+    table: String,
+    key: Vec<String>,
+    #[serde(borrow)]
+    rows: Vec<&'a RawValue>,
 }
 
 impl DataFile {
@@ -32,19 +43,35 @@ impl DataFile {
                 "cannot read it ({e}); write it with `shipsafe data export`"
             ))
         })?;
-        let mut file: DataFile = serde_json::from_str(&text)
+        let parsed: Parsed = serde_json::from_str(&text)
             .map_err(|e| err(format!("not a shipsafe data file: {e}")))?;
-        // One update over the whole text lets BLAKE3 hash many chunks at once.
-        file.digest = blake3::hash(text.as_bytes()).to_hex().to_string();
-        if let Some((i, _)) = file
-            .rows
-            .iter()
-            .enumerate()
-            .find(|(_, r)| !r.get().trim_start().starts_with('{'))
-        {
+        if let Some(i) = parsed.rows.iter().position(|r| !r.get().starts_with('{')) {
             return Err(err(format!("row {} is not a JSON object", i + 1)));
         }
-        Ok(file)
+        let base = text.as_ptr() as usize;
+        let rows = parsed
+            .rows
+            .iter()
+            .map(|r| {
+                let start = r.get().as_ptr() as usize - base;
+                start..start + r.get().len()
+            })
+            .collect();
+        let (set, table, key) = (parsed.set, parsed.table, parsed.key);
+        Ok(Self {
+            set,
+            table,
+            key,
+            // One update over the whole text lets BLAKE3 hash many chunks at once.
+            digest: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            text,
+            rows,
+        })
+    }
+
+    /// The rows' JSON texts, in file order.
+    pub fn rows(&self) -> Vec<&str> {
+        self.rows.iter().map(|r| &self.text[r.clone()]).collect()
     }
 
     /// Writes the file atomically (a temporary file renamed into place).
@@ -131,7 +158,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let f = DataFile::read(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.set, "tools");
-        let back: Vec<&str> = f.rows.iter().map(|r| r.get()).collect();
+        let back = f.rows();
         assert_eq!(back, rows);
         let mut line = Vec::new();
         copy_line(back[1], &mut line);

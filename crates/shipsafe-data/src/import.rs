@@ -515,7 +515,7 @@ pub async fn import_set(
     file: &DataFile,
     opts: ImportOptions,
 ) -> Result<SetPlan, DataError> {
-    let rows: Vec<&str> = file.rows.iter().map(|r| r.get()).collect();
+    let rows = file.rows();
     let rows = rows.as_slice();
     let mut plan = SetPlan {
         set: def.name.clone(),

@@ -79,12 +79,24 @@ fn nix_user_name() -> Option<String> {
 }
 
 fn git_author(cwd: &Path) -> Option<String> {
-    let name = std::env::var("GIT_AUTHOR_NAME")
-        .ok()
-        .or_else(|| git_config(cwd, "user.name"));
-    let email = std::env::var("GIT_AUTHOR_EMAIL")
-        .ok()
-        .or_else(|| git_config(cwd, "user.email"));
+    let (mut name, mut email) = (
+        std::env::var("GIT_AUTHOR_NAME").ok(),
+        std::env::var("GIT_AUTHOR_EMAIL").ok(),
+    );
+    if name.is_none() || email.is_none() {
+        // One git process for both (each costs ~10 ms); the last value of a
+        // key wins, as `git config --get` has it.
+        let (mut n, mut e) = (None, None);
+        for line in git_user_config(cwd).lines() {
+            match line.split_once(' ') {
+                Some(("user.name", v)) if !v.trim().is_empty() => n = Some(v.trim().to_string()),
+                Some(("user.email", v)) if !v.trim().is_empty() => e = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        name = name.or(n);
+        email = email.or(e);
+    }
     match (name, email) {
         (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
         (Some(n), None) => Some(n),
@@ -93,14 +105,44 @@ fn git_author(cwd: &Path) -> Option<String> {
     }
 }
 
-fn git_config(cwd: &Path, key: &str) -> Option<String> {
-    let out = Command::new("git")
-        .args(["config", "--get", key])
+fn git_user_config(cwd: &Path) -> String {
+    Command::new("git")
+        .args(["config", "--get-regexp", "^user\\.(name|email)$"])
         .current_dir(cwd)
         .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_s_author_wins_over_the_global_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["config", "user.name", "Ann Lee"]);
+        git(&["config", "user.email", "ann@example.com"]);
+        let expected = match (
+            std::env::var("GIT_AUTHOR_NAME").ok(),
+            std::env::var("GIT_AUTHOR_EMAIL").ok(),
+        ) {
+            (Some(n), Some(e)) => format!("{n} <{e}>"),
+            (Some(n), None) => format!("{n} <ann@example.com>"),
+            (None, Some(e)) => format!("Ann Lee <{e}>"),
+            (None, None) => "Ann Lee <ann@example.com>".into(),
+        };
+        assert_eq!(git_author(dir.path()).as_deref(), Some(expected.as_str()));
+    }
 }
