@@ -179,8 +179,11 @@ impl<'de> Visitor<'de> for Picker<'_> {
         let mut found = vec![None; self.0.len()];
         while let Some(Name(name)) = map.next_key()? {
             let value: &'de RawValue = map.next_value()?;
-            if let Some(i) = self.0.iter().position(|n| *n == name) {
-                found[i] = Some(value);
+            // A reference may share its name with a column: both get it.
+            for (slot, n) in found.iter_mut().zip(self.0) {
+                if *n == name {
+                    *slot = Some(value);
+                }
             }
         }
         Ok(found)

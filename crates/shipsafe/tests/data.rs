@@ -601,6 +601,14 @@ async fn a_bulk_insert_checks_its_references_at_once_and_misses_none() {
 }
 
 const JSONB_WAY: &str = "rows go as jsonb";
+const FORCED: [&str; 6] = [
+    "data",
+    "import",
+    "tool_access",
+    "--env",
+    "staging",
+    "--force",
+];
 const HR_PAYROLL: &str = "user_id = (select id from users where username = 'hr_lead') \
                           and tool_id = (select id from tools where name = 'Payroll')";
 
@@ -701,14 +709,7 @@ async fn a_file_read_the_jsonb_way_finds_the_same_keys() {
     );
     // Forced, the file's value is written; the rerun (split way again once
     // the exponent is gone) finds nothing to do.
-    let (code, _, err) = p.json(&[
-        "data",
-        "import",
-        "tool_access",
-        "--env",
-        "staging",
-        "--force",
-    ]);
+    let (code, _, err) = p.json(&FORCED);
     assert_eq!(code, 0, "{err}");
     edit_rows(&p, "tool_access", |rows| {
         rows[0].as_object_mut().unwrap().remove("user_id");
@@ -764,14 +765,7 @@ async fn a_base_from_an_earlier_version_is_converted_and_still_finds_conflicts()
         plan["conflicts"][0]["target"]["granted_at"],
         "2026-02-02T00:00:00+00:00"
     );
-    let (code, _, err) = p.json(&[
-        "data",
-        "import",
-        "tool_access",
-        "--env",
-        "staging",
-        "--force",
-    ]);
+    let (code, _, err) = p.json(&FORCED);
     assert_eq!(code, 0, "{err}");
     let moved = db
         .query_one(
