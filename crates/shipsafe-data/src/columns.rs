@@ -46,6 +46,7 @@ impl Layout {
     /// key has a type only `jsonb_populate_record` reads (arrays,
     /// composites, domains), or is a reference key of JSON type.
     pub fn of(def: &SetDef) -> Option<Self> {
+        // Every column read by a cast (the expressions themselves are not needed here).
         def.typed_columns_with(&|c| c.to_string(), &|c| c.to_string())?;
         let columns = def
             .file_columns()

@@ -164,18 +164,14 @@ fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
 const LEGACY_BASE: &str = "shipsafe.data_imported";
 
 /// A reference key's value `expr` of type `ty` as the key hash takes it:
-/// text-like types as text (citext's own hash ignores case), json as jsonb,
-/// types without a hash function as text.
+/// text-like types as text (citext's own hash ignores case), the rest as
+/// [`SetDef::comparable`] has them (a hash needs what equality needs).
 fn hashable(ty: &str, expr: &str) -> String {
     let base = ty.trim_end_matches("[]");
-    let array = &ty[base.len()..];
-    match base {
-        "json" => format!("({expr})::jsonb{array}"),
-        "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
-            format!("({expr})::text")
-        }
-        _ if crate::columns::text_like(base) => format!("({expr})::text{array}"),
-        _ => expr.to_string(),
+    if crate::columns::text_like(base) {
+        format!("({expr})::text{}", &ty[base.len()..])
+    } else {
+        crate::set::comparable_as(ty, expr)
     }
 }
 
@@ -730,31 +726,14 @@ async fn load_rows(
             ),
         )
         .await?;
-        let sink = client
-            .copy_in("copy ss_file from stdin")
-            .await
-            .map_err(|e| DataError::db(what, &e))?;
-        futures::pin_mut!(sink);
-        let mut buf = Vec::with_capacity(1 << 20);
-        let mut split = true;
-        for (n, r) in rows.iter().enumerate() {
-            if !layout.line(n, r, &mut buf) {
-                split = false;
-                break;
-            }
-            if buf.len() >= 1 << 20 {
-                sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
-                    .await
-                    .map_err(|e| DataError::db(what, &e))?;
-            }
-        }
-        // Ending the copy cleanly keeps the transaction usable either way.
-        if split && !buf.is_empty() {
-            sink.send(bytes::Bytes::from(buf))
-                .await
-                .map_err(|e| DataError::db(what, &e))?;
-        }
-        sink.finish().await.map_err(|e| DataError::db(what, &e))?;
+        let split = copy_lines(
+            client,
+            what,
+            "copy ss_file from stdin",
+            rows.iter().enumerate(),
+            |(n, r), buf| layout.line(n, r, buf),
+        )
+        .await?;
         if split {
             exec(
                 client,
@@ -776,7 +755,17 @@ async fn load_rows(
         "create temp table ss_file (r jsonb) on commit drop",
     )
     .await?;
-    copy_rows(client, rows).await?;
+    copy_lines(
+        client,
+        "loading the file's rows (is every row valid JSON?)",
+        "copy ss_file (r) from stdin",
+        rows,
+        |r, buf| {
+            copy_line(r, buf);
+            true
+        },
+    )
+    .await?;
     Ok(None)
 }
 
@@ -789,18 +778,13 @@ struct Loaded<'a> {
 
 impl Loaded<'_> {
     /// Makes `ss_sx` and `ss_fx` show the JSON of the rows whose
-    /// `_ss_fid` the query `fids` returns (sends what is not there yet;
-    /// nothing to send when the rows were loaded whole). Returns how many
-    /// rows the query named.
-    async fn show(&self, client: &Client, fids: &str) -> Result<usize, DataError> {
+    /// `_ss_fid` the query `fids` returns (sends what is not there yet).
+    /// Returns how many rows the query named; `None` when the rows were
+    /// loaded whole (nothing to send, and the query is not run).
+    async fn show(&self, client: &Client, fids: &str) -> Result<Option<usize>, DataError> {
         let what = "loading rows for the report";
         if !self.split {
-            let n: i64 = client
-                .query_one(&format!("select count(*) from ({fids}) x"), &[])
-                .await
-                .map_err(|e| DataError::db(what, &e))?
-                .get(0);
-            return Ok(n as usize);
+            return Ok(None);
         }
         let named = client
             .query(
@@ -818,26 +802,23 @@ impl Loaded<'_> {
             .map(|r| r.get(0))
             .collect();
         if wanted.is_empty() {
-            return Ok(named.len());
+            return Ok(Some(named.len()));
         }
-        let mut buf = Vec::new();
-        for n in wanted {
-            let Some(row) = usize::try_from(n).ok().and_then(|i| self.rows.get(i)) else {
-                continue;
-            };
-            buf.extend_from_slice(format!("{n}\t").as_bytes());
-            copy_line(row, &mut buf);
-        }
-        let sink = client
-            .copy_in("copy ss_json (n, r) from stdin")
-            .await
-            .map_err(|e| DataError::db(what, &e))?;
-        futures::pin_mut!(sink);
-        sink.send(bytes::Bytes::from(buf))
-            .await
-            .map_err(|e| DataError::db(what, &e))?;
-        sink.finish().await.map_err(|e| DataError::db(what, &e))?;
-        Ok(named.len())
+        copy_lines(
+            client,
+            what,
+            "copy ss_json (n, r) from stdin",
+            wanted,
+            |n, buf| {
+                if let Some(row) = usize::try_from(n).ok().and_then(|i| self.rows.get(i)) {
+                    buf.extend_from_slice(format!("{n}\t").as_bytes());
+                    copy_line(row, buf);
+                }
+                true
+            },
+        )
+        .await?;
+        Ok(Some(named.len()))
     }
 }
 
@@ -1211,30 +1192,41 @@ async fn list_changes(
     Ok(())
 }
 
-async fn copy_rows(client: &Client, rows: &[&str]) -> Result<(), DataError> {
+/// `COPY` (`sql`, from stdin) of one line per item, written by `line` and
+/// sent in 1 MB pieces. A `false` from `line` ends the copy after the lines
+/// before it (cleanly: the transaction stays usable) and is returned.
+async fn copy_lines<T>(
+    client: &Client,
+    what: &str,
+    sql: &str,
+    items: impl IntoIterator<Item = T>,
+    mut line: impl FnMut(T, &mut Vec<u8>) -> bool,
+) -> Result<bool, DataError> {
     let sink = client
-        .copy_in("copy ss_file (r) from stdin")
+        .copy_in(sql)
         .await
-        .map_err(|e| DataError::db("loading the file's rows", &e))?;
+        .map_err(|e| DataError::db(what, &e))?;
     futures::pin_mut!(sink);
     let mut buf = Vec::with_capacity(1 << 20);
-    for r in rows {
-        copy_line(r, &mut buf);
+    let mut all = true;
+    for item in items {
+        if !line(item, &mut buf) {
+            all = false;
+            break;
+        }
         if buf.len() >= 1 << 20 {
             sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
                 .await
-                .map_err(|e| DataError::db("loading the file's rows", &e))?;
+                .map_err(|e| DataError::db(what, &e))?;
         }
     }
     if !buf.is_empty() {
         sink.send(bytes::Bytes::from(buf))
             .await
-            .map_err(|e| DataError::db("loading the file's rows", &e))?;
+            .map_err(|e| DataError::db(what, &e))?;
     }
-    sink.finish()
-        .await
-        .map_err(|e| DataError::db("loading the file's rows (is every row valid JSON?)", &e))?;
-    Ok(())
+    sink.finish().await.map_err(|e| DataError::db(what, &e))?;
+    Ok(all)
 }
 
 /// Rows to insert or update whose references the target cannot resolve.
@@ -1268,7 +1260,7 @@ async fn unresolved(
             ),
         )
         .await?;
-    if named == 0 {
+    if named == Some(0) {
         return Ok(());
     }
     let missing = |i: usize| {

@@ -351,14 +351,10 @@ impl SetDef {
     /// `expr` (a value of column `column`) in a form `IS DISTINCT FROM`
     /// can compare: json, xml and the geometric types have no equality.
     pub fn comparable(&self, column: &str, expr: &str) -> String {
-        let ty = self.types.get(column).map(String::as_str).unwrap_or("");
-        match ty.trim_end_matches("[]") {
-            "json" => format!("({expr})::jsonb"),
-            "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
-                format!("({expr})::text")
-            }
-            _ => expr.to_string(),
-        }
+        comparable_as(
+            self.types.get(column).map(String::as_str).unwrap_or(""),
+            expr,
+        )
     }
 
     /// The table's columns read from the file row `json` (an SQL jsonb
@@ -411,5 +407,18 @@ impl SetDef {
     /// Tables this set's references point at.
     pub fn referenced_tables(&self) -> Vec<&str> {
         self.references.iter().map(|r| r.table.as_str()).collect()
+    }
+}
+
+/// `expr` (a value of type `ty`) in a form that has equality and a hash:
+/// json (and json arrays) as jsonb, xml and the geometric types as text.
+pub(crate) fn comparable_as(ty: &str, expr: &str) -> String {
+    let base = ty.trim_end_matches("[]");
+    match base {
+        "json" => format!("({expr})::jsonb{}", &ty[base.len()..]),
+        "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" => {
+            format!("({expr})::text")
+        }
+        _ => expr.to_string(),
     }
 }
