@@ -39,6 +39,8 @@ pub struct DumpRequest<'a> {
     pub roles: Vec<String>,
     pub writes_at_backup: Option<i64>,
     pub audit_head: Option<crate::manifest::AuditHead>,
+    /// Recorded in the manifest (see [`Manifest::database_level`]).
+    pub database_level: Vec<crate::dblevel::DatabaseProperty>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -107,6 +109,7 @@ struct Compressed {
     raw_bytes: u64,
     size_bytes: u64,
     checksum: String,
+    contents: Result<crate::archive::ArchiveContents, String>,
 }
 
 /// Takes a backup and publishes it. On failure nothing is published; a
@@ -134,6 +137,8 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
         writes_at_backup: req.writes_at_backup,
         audit_head: req.audit_head.clone(),
         excluded_schemas: req.exclude_schemas.to_vec(),
+        contents: None,
+        database_level: req.database_level.clone(),
         verifications: Vec::new(),
         error: None,
     };
@@ -143,6 +148,12 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
             manifest.raw_bytes = c.raw_bytes;
             manifest.size_bytes = c.size_bytes;
             manifest.checksum = format!("blake3:{}", c.checksum);
+            match c.contents {
+                Ok(contents) => manifest.contents = Some(contents),
+                // The archive is what pg_restore reads; not understanding its
+                // layout only costs the row counts.
+                Err(why) => tracing::warn!("backup {id}: its contents were not read: {why}"),
+            }
             manifest.finished_at = rfc3339(jiff::Timestamp::now());
             if let Err(e) = store.put_manifest(&manifest).await {
                 // Without its manifest the archive is not a backup; remove it.
@@ -233,12 +244,14 @@ async fn run(
         enc.multithread(threads)?;
         let mut buf = vec![0u8; 1 << 20];
         let mut raw = 0u64;
+        let mut scanner = crate::archive::ArchiveScanner::new();
         loop {
             let n = stdout.read(&mut buf)?;
             if n == 0 {
                 break;
             }
             raw += n as u64;
+            scanner.feed(&buf[..n]);
             enc.write_all(&buf[..n])?;
             if let Some(t) = &mut tee {
                 t.write_all(&buf[..n])?;
@@ -256,6 +269,7 @@ async fn run(
             raw_bytes: raw,
             size_bytes: sink.bytes,
             checksum: sink.hasher.finalize().to_hex().to_string(),
+            contents: scanner.finish(),
         })
     });
 

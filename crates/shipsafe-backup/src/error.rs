@@ -42,9 +42,23 @@ pub enum BackupError {
     Restore { status: String, stderr: String },
 
     #[error(
-        "restore into {target} failed and was rolled back (the database is as it was before): {message}"
+        "restore into {target} failed and was rolled back (the database is as it was before this restore): {message}"
     )]
     RestoreRolledBack { target: String, message: String },
+
+    #[error(
+        "restore into {target} refused before anything was changed: {}",
+        reasons.join("; ")
+    )]
+    RestoreRefused {
+        target: String,
+        reasons: Vec<String>,
+    },
+
+    #[error(
+        "restore into {target} stopped after its transaction had ended ({message}): part of the restore may have been committed, so the database's state is unknown. Restore a backup again (the newest safety backup holds the state before this restore)"
+    )]
+    RestoreNotAtomic { target: String, message: String },
 
     #[error("{what} in {}: {source}", path.display())]
     Io {

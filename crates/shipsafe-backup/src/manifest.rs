@@ -20,6 +20,14 @@ pub struct Verification {
     pub checks_failed: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How the copy was restored: `environment path` (the replay an
+    /// environment restore uses, owners and grants included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// What the restore compared with the archive (rows, sequences, large
+    /// objects) and what it did not prove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<crate::restore::RestoreProof>,
 }
 
 /// An audit entry (sequence number and hash).
@@ -69,6 +77,14 @@ pub struct Manifest {
     /// Schemas left out of the dump (`[backups] exclude_schemas`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_schemas: Vec<String>,
+    /// What the archive holds: rows per table, sequence values, large
+    /// objects (read from pg_dump's output as it streamed by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<crate::archive::ArchiveContents>,
+    /// The database's own properties a dump does not carry (settings,
+    /// comment, privileges), with hashes instead of values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub database_level: Vec<crate::dblevel::DatabaseProperty>,
     #[serde(default)]
     pub verifications: Vec<Verification>,
     /// Why a failed backup failed.

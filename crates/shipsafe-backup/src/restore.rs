@@ -1,41 +1,65 @@
 //! Getting a backup back.
 //!
 //! [`fetch_verified`] downloads and decompresses an archive into a local
-//! file while hashing it, and refuses it on a checksum mismatch before
-//! anything is restored. Two ways of restoring follow:
-//! - [`restore_parallel`]: `pg_restore -j` into a fresh database (scratch
-//!   verification: fast, ownership and grants not recreated);
-//! - [`restore_atomic`]: replaces an existing database's contents in ONE
-//!   transaction on shipsafe's own connection (drop old objects, replay
-//!   `pg_restore`'s script, run the checks, commit). Any failure, including a
-//!   failing check or a killed process, rolls back: the target is either the
-//!   backup's state or exactly what it was.
+//! file while hashing it (and reading its contents), and refuses it on a
+//! checksum mismatch before anything is restored. [`restore_atomic`] then
+//! replaces a database's contents in ONE transaction on shipsafe's own
+//! connection: every restore takes this path (an environment, a clone, a
+//! rollback, `backup verify` and rehearsal clones in scratch clusters), so
+//! what a verification proves is what a restore does. Any failure, a
+//! failing check or a killed process included, rolls back: the target is
+//! either the backup's state or exactly what it was.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use shipsafe_config::{CheckConfig, DbUrl};
 use shipsafe_pg::{CheckOutcome, PgBinaries, connect, describe, quote_ident, run_checks};
-use tokio::io::AsyncBufReadExt;
 
-use crate::dump::{OnBytes, describe_status, libpq_command, tail};
+use crate::archive::{ArchiveContents, ArchiveScanner};
+use crate::dump::OnBytes;
 use crate::error::BackupError;
 use crate::manifest::Manifest;
+use crate::replay::Part;
 use crate::store::BackupStore;
 
 /// A checksum-verified, decompressed archive on local disk; deleted on drop.
 #[derive(Debug)]
 pub struct VerifiedArchive {
     path: PathBuf,
+    contents: Result<ArchiveContents, String>,
     _dir: shipsafe_pg::PrivateTemp,
 }
 
 impl VerifiedArchive {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the archive holds, read while it was decompressed (or why it
+    /// could not be read).
+    pub fn contents(&self) -> Option<&ArchiveContents> {
+        self.contents.as_ref().ok()
+    }
+}
+
+/// Passes bytes on and reads the archive's layout from them.
+struct Scanning<W> {
+    inner: W,
+    scanner: ArchiveScanner,
+}
+
+impl<W: Write> Write for Scanning<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.scanner.feed(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -75,70 +99,71 @@ pub async fn fetch_verified(
         std::fs::File::create(&path).map_err(|e| BackupError::io("cannot create", &path, e))?;
 
     let location = manifest.location.clone();
-    let (got, stored_size, actual, decoded) = match store.local_archive_path(&manifest.id) {
-        // A local archive is read directly with large buffers.
-        Some(local) => {
-            let input = std::fs::File::open(&local).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => BackupError::Corrupt {
-                    id: manifest.id.clone(),
-                    message: format!("its archive {location} is missing"),
-                },
-                _ => BackupError::io("cannot read the archive", &local, e),
-            })?;
-            let (got, actual, decoded) =
-                tokio::task::spawn_blocking(move || decode_stream(input, file, on_bytes))
-                    .await
-                    .map_err(|e| {
-                        BackupError::io(
-                            "reading stopped",
-                            &local,
-                            std::io::Error::other(e.to_string()),
-                        )
-                    })?
-                    .map_err(|e| BackupError::io("cannot read the archive", &local, e))?;
-            (got, got, actual, decoded)
-        }
-        // Remote: the download feeds the decoding thread through a channel.
-        None => {
-            let (size, mut stream) = store.archive(&manifest.id).await?;
-            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-            let reader = ChannelReader {
-                rx,
-                current: bytes::Bytes::new(),
-            };
-            let decoding =
-                tokio::task::spawn_blocking(move || decode_stream(reader, file, on_bytes));
-            let mut read_err = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        if tx.send(c).await.is_err() {
+    let (got, stored_size, actual, (decoded, contents)) =
+        match store.local_archive_path(&manifest.id) {
+            // A local archive is read directly with large buffers.
+            Some(local) => {
+                let input = std::fs::File::open(&local).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => BackupError::Corrupt {
+                        id: manifest.id.clone(),
+                        message: format!("its archive {location} is missing"),
+                    },
+                    _ => BackupError::io("cannot read the archive", &local, e),
+                })?;
+                let (got, actual, decoded) =
+                    tokio::task::spawn_blocking(move || decode_stream(input, file, on_bytes))
+                        .await
+                        .map_err(|e| {
+                            BackupError::io(
+                                "reading stopped",
+                                &local,
+                                std::io::Error::other(e.to_string()),
+                            )
+                        })?
+                        .map_err(|e| BackupError::io("cannot read the archive", &local, e))?;
+                (got, got, actual, decoded)
+            }
+            // Remote: the download feeds the decoding thread through a channel.
+            None => {
+                let (size, mut stream) = store.archive(&manifest.id).await?;
+                let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+                let reader = ChannelReader {
+                    rx,
+                    current: bytes::Bytes::new(),
+                };
+                let decoding =
+                    tokio::task::spawn_blocking(move || decode_stream(reader, file, on_bytes));
+                let mut read_err = None;
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(c) => {
+                            if tx.send(c).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            read_err = Some(e);
                             break;
                         }
                     }
-                    Err(e) => {
-                        read_err = Some(e);
-                        break;
-                    }
                 }
+                drop(tx);
+                let decoded = decoding.await;
+                if let Some(e) = read_err {
+                    return Err(e);
+                }
+                let (got, actual, decoded) = decoded
+                    .map_err(|e| {
+                        BackupError::io(
+                            "decoding stopped",
+                            parent,
+                            std::io::Error::other(e.to_string()),
+                        )
+                    })?
+                    .map_err(|e| BackupError::io("cannot write the restore file", parent, e))?;
+                (got, size, actual, decoded)
             }
-            drop(tx);
-            let decoded = decoding.await;
-            if let Some(e) = read_err {
-                return Err(e);
-            }
-            let (got, actual, decoded) = decoded
-                .map_err(|e| {
-                    BackupError::io(
-                        "decoding stopped",
-                        parent,
-                        std::io::Error::other(e.to_string()),
-                    )
-                })?
-                .map_err(|e| BackupError::io("cannot write the restore file", parent, e))?;
-            (got, size, actual, decoded)
-        }
-    };
+        };
     judge_fetch(
         manifest,
         got,
@@ -149,7 +174,11 @@ pub async fn fetch_verified(
         parent,
         needed,
     )?;
-    Ok(VerifiedArchive { path, _dir: dir })
+    Ok(VerifiedArchive {
+        path,
+        contents,
+        _dir: dir,
+    })
 }
 
 /// Reads the chunks a download sends, as a `Read`.
@@ -172,15 +201,21 @@ impl std::io::Read for ChannelReader {
     }
 }
 
-/// Hashes and decompresses `input` into `out` as the bytes go by. Returns
-/// (bytes read, checksum, decode result); a decode error stops the writing
-/// but not the hashing, so a flipped byte is reported as what it is.
+type Decoded = (Result<(), String>, Result<ArchiveContents, String>);
+
+/// Hashes and decompresses `input` into `out` as the bytes go by, reading
+/// the archive's contents on the way. Returns (bytes read, checksum, decode
+/// result and contents); a decode error stops the writing but not the
+/// hashing, so a flipped byte is reported as what it is.
 fn decode_stream(
     mut input: impl std::io::Read,
     out: std::fs::File,
     on_bytes: Option<OnBytes>,
-) -> std::io::Result<(u64, String, Result<(), String>)> {
-    let mut dec = zstd::stream::write::Decoder::new(BufWriter::with_capacity(4 << 20, out))?;
+) -> std::io::Result<(u64, String, Decoded)> {
+    let mut dec = zstd::stream::write::Decoder::new(Scanning {
+        inner: BufWriter::with_capacity(4 << 20, out),
+        scanner: ArchiveScanner::new(),
+    })?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 4 << 20];
     let mut got = 0u64;
@@ -202,11 +237,17 @@ fn decode_stream(
         }
     }
     let decoded = match failed {
-        Some(e) => Err(e),
-        None => dec
-            .flush()
-            .and_then(|()| dec.into_inner().flush())
-            .map_err(|e| e.to_string()),
+        Some(e) => (Err(e), Err("not decompressed".to_string())),
+        None => match dec.flush() {
+            Err(e) => (Err(e.to_string()), Err("not decompressed".to_string())),
+            Ok(()) => {
+                let mut sink = dec.into_inner();
+                match sink.inner.flush() {
+                    Ok(()) => (Ok(()), sink.scanner.finish()),
+                    Err(e) => (Err(e.to_string()), Err("not written".to_string())),
+                }
+            }
+        },
     };
     Ok((
         got,
@@ -264,56 +305,6 @@ fn judge_fetch(
     Ok(())
 }
 
-/// `pg_restore -j` into an existing empty database, without owners and
-/// grants (roles are cluster-wide and not part of a database dump).
-pub async fn restore_parallel(
-    binaries: &PgBinaries,
-    archive: &Path,
-    target: &DbUrl,
-    jobs: usize,
-) -> Result<(), BackupError> {
-    restore_parallel_with(binaries, archive, target, jobs, false, None).await
-}
-
-/// [`restore_parallel`]; with `keep_owners`, owners and grants are restored
-/// too (the roles must exist in the target cluster), so a migration that
-/// grants to or changes the owner to an application role works on a clone.
-pub async fn restore_parallel_with(
-    binaries: &PgBinaries,
-    archive: &Path,
-    target: &DbUrl,
-    jobs: usize,
-    keep_owners: bool,
-    list: Option<&Path>,
-) -> Result<(), BackupError> {
-    let mut cmd = libpq_command(binaries.path("pg_restore"), target)?;
-    if let Some(l) = list {
-        cmd.arg("--use-list").arg(l);
-    }
-    cmd.arg(format!("--jobs={}", jobs.max(1)));
-    if !keep_owners {
-        cmd.args(["--no-owner", "--no-privileges"]);
-    }
-    cmd.arg("--exit-on-error")
-        .arg(archive)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .map_err(|e| BackupError::Restore {
-            status: format!("interrupted: {e}"),
-            stderr: String::new(),
-        })?
-        .map_err(|e| BackupError::io("cannot run pg_restore", binaries.path("pg_restore"), e))?;
-    if !out.status.success() {
-        return Err(BackupError::Restore {
-            status: describe_status(out.status),
-            stderr: tail(&String::from_utf8_lossy(&out.stderr)),
-        });
-    }
-    Ok(())
-}
-
 /// Options of [`restore_atomic`].
 #[derive(Clone)]
 pub struct AtomicRestore<'a> {
@@ -324,6 +315,14 @@ pub struct AtomicRestore<'a> {
     /// How long to wait for each lock (the old objects must be dropped).
     pub lock_timeout: Duration,
     pub on_bytes: Option<OnBytes>,
+    /// What the archive holds, when already read (a fetch reads it on the
+    /// way); otherwise the archive file is read for it.
+    pub contents: Option<&'a ArchiveContents>,
+    /// The backup's manifest: schemas it left out (kept in the target) and
+    /// its database-level properties.
+    pub manifest: Option<&'a Manifest>,
+    /// Restore only these entries (`pg_restore -L` list).
+    pub list: Option<&'a Path>,
 }
 
 impl std::fmt::Debug for AtomicRestore<'_> {
@@ -340,10 +339,16 @@ impl std::fmt::Debug for AtomicRestore<'_> {
 pub struct RestoreReport {
     pub checks: Vec<CheckOutcome>,
     pub script_bytes: u64,
+    pub proof: RestoreProof,
 }
 
-/// Replaces `target`'s contents with the archive in one transaction, runs
-/// the checks inside it, and commits only if all of them pass.
+/// Replaces `target`'s contents with the archive in one transaction: the
+/// target is checked first (anything the restore could not replace is
+/// refused before the first change), emptied, the archive replayed, what
+/// was loaded compared with what the archive holds, the checks run; it
+/// commits only if all of that held and the transaction is still the one it
+/// began. Any failure, a killed process included, leaves the target as it
+/// was.
 pub async fn restore_atomic(
     binaries: &PgBinaries,
     archive: &Path,
@@ -354,7 +359,29 @@ pub async fn restore_atomic(
         target: target.masked(),
         message,
     };
-    let public_in_archive = archive_has_public_schema(binaries, archive).await?;
+    let scanned;
+    let (contents, unread) = match opts.contents {
+        Some(c) => (c.clone(), None),
+        None => {
+            let path = archive.to_path_buf();
+            scanned = tokio::task::spawn_blocking(move || ArchiveContents::read_file(&path))
+                .await
+                .map_err(|e| rolled_back(format!("reading the archive stopped: {e}")))?
+                .map_err(|e| BackupError::io("cannot read the archive", archive, e))?;
+            match scanned {
+                Ok(c) => (c, None),
+                Err(why) => (
+                    crate::toc::Toc::read(binaries, archive).await?.contents(),
+                    Some(why),
+                ),
+            }
+        }
+    };
+    let excluded = opts
+        .manifest
+        .map(|m| m.excluded_schemas.as_slice())
+        .unwrap_or_default();
+
     let client = connect(target).await?;
     let sql_err =
         |what: &str, e: tokio_postgres::Error| rolled_back(format!("{what}: {}", describe(&e)));
@@ -365,48 +392,117 @@ pub async fn restore_atomic(
         ))
         .await
         .map_err(|e| sql_err("starting the restore transaction", e))?;
-
-    let prelude = clean_slate_sql(&client, public_in_archive)
+    // The transaction's id, taken now: before the checks and before the
+    // commit it must still be this one (nothing ended it on the way).
+    let mut proof = RestoreProof::default();
+    let xid: String = client
+        .query_one("select txid_current()::text", &[])
         .await
-        .map_err(|e| sql_err("reading the target's schemas", e))?;
-    client.batch_execute(&prelude).await.map_err(|e| {
-        sql_err(
-            "removing the current contents (inside the restore transaction)",
-            e,
-        )
-    })?;
-
-    let replayed = replay_archive(&client, binaries, archive, opts.on_bytes.clone()).await;
-    let script_bytes = match replayed {
-        Ok(n) => n,
-        Err(msg) => {
+        .map_err(|e| sql_err("starting the restore transaction", e))?
+        .get(0);
+    let abort = |msg: String| {
+        let client = &client;
+        async move {
             let _ = client.batch_execute("rollback").await;
-            return Err(rolled_back(msg));
+            Err::<RestoreReport, _>(rolled_back(msg))
         }
     };
-    // The script cleared search_path for its own safety; checks are written
-    // for the application's normal one.
-    client
-        .batch_execute("set local search_path to default")
+
+    let slate = match crate::slate::prepare(&client, &contents, excluded).await {
+        Ok(sql) => sql,
+        Err(refusal) => {
+            let _ = client.batch_execute("rollback").await;
+            return Err(match refusal {
+                crate::slate::Refusal::Sql(e) => sql_err("reading the target", e),
+                crate::slate::Refusal::MissingExtensions(missing) => {
+                    BackupError::MissingExtensions {
+                        missing,
+                        major: binaries.major(),
+                    }
+                }
+                crate::slate::Refusal::Refused(reasons) => BackupError::RestoreRefused {
+                    target: target.masked(),
+                    reasons,
+                },
+            });
+        }
+    };
+    if let Err(e) = client.batch_execute(&slate).await {
+        return abort(format!(
+            "removing the current contents (inside the restore transaction): {}",
+            describe(&e)
+        ))
+        .await;
+    }
+
+    // Schema and data first; what was loaded is compared with the archive
+    // before post-data (event triggers, refreshes) may act on it, as it
+    // does in any restore.
+    let mut replayed = crate::replay::Replayed::default();
+    for part in [Part::Load, Part::Finish] {
+        if let Err(msg) = crate::replay::replay(
+            &client,
+            binaries,
+            archive,
+            part,
+            opts.list,
+            opts.on_bytes.clone(),
+            &mut replayed,
+        )
         .await
-        .map_err(|e| sql_err("resetting search_path", e))?;
+        {
+            return abort(msg).await;
+        }
+        match same_transaction(&client, &xid).await {
+            Ok(()) => {}
+            Err(Ended::Failed(msg)) => return abort(msg).await,
+            Err(Ended::Elsewhere(msg)) => return Err(lost(target, msg)),
+        }
+        if part == Part::Load {
+            match prove(
+                &client,
+                &contents,
+                unread.clone(),
+                &replayed,
+                opts.list.is_some(),
+            )
+            .await
+            {
+                Ok(p) => proof = p,
+                Err(msg) => return abort(msg).await,
+            }
+        }
+    }
+    for (stmt, err) in &replayed.refresh_failures {
+        let view = stmt
+            .trim_end_matches(';')
+            .trim_start_matches("REFRESH MATERIALIZED VIEW ");
+        proof.warnings.push(format!(
+            "materialized view {view} was left unpopulated (as pg_restore leaves it): refreshing it failed: {err}"
+        ));
+    }
+
+    // The script changed session settings for its own use (an empty
+    // search_path, row_security off); checks run as the application would.
+    if let Err(e) = client.batch_execute("reset all").await {
+        return abort(format!("resetting the session: {}", describe(&e))).await;
+    }
     for stmt in opts.before_checks {
         if let Err(e) = client.batch_execute(stmt).await {
-            let _ = client.batch_execute("rollback").await;
-            return Err(rolled_back(format!(
+            return abort(format!(
                 "{} failed: {}",
                 stmt.split_whitespace()
                     .take(3)
                     .collect::<Vec<_>>()
                     .join(" "),
                 describe(&e)
-            )));
+            ))
+            .await;
         }
     }
     let checks = run_checks(&client, opts.checks, true).await;
     let failed: Vec<&CheckOutcome> = checks.iter().filter(|c| !c.ok).collect();
     if !failed.is_empty() {
-        let _ = client.batch_execute("rollback").await;
         let names: Vec<String> = failed
             .iter()
             .map(|c| {
@@ -422,307 +518,182 @@ pub async fn restore_atomic(
                 )
             })
             .collect();
-        return Err(rolled_back(format!(
+        return abort(format!(
             "checks failed on the restored data: {}",
             names.join("; ")
-        )));
+        ))
+        .await;
+    }
+    match same_transaction(&client, &xid).await {
+        Ok(()) => {}
+        Err(Ended::Failed(msg)) => return abort(msg).await,
+        Err(Ended::Elsewhere(msg)) => return Err(lost(target, msg)),
     }
     client
         .batch_execute("commit")
         .await
         .map_err(|e| sql_err("committing the restore", e))?;
+    if let Some(m) = opts.manifest {
+        proof
+            .warnings
+            .extend(crate::dblevel::compare(&client, &m.database_level).await);
+    }
     Ok(RestoreReport {
         checks,
-        script_bytes,
+        script_bytes: replayed.bytes,
+        proof,
     })
 }
 
-/// Whether the archive recreates the `public` schema itself (it does when
-/// the source's public schema was dropped and created again).
-async fn archive_has_public_schema(
-    binaries: &PgBinaries,
-    archive: &Path,
-) -> Result<bool, BackupError> {
-    Ok(crate::toc::Toc::read(binaries, archive)
-        .await?
-        .has_entry("SCHEMA - public "))
+/// Why the restore's transaction is not the one it began.
+enum Ended {
+    /// It failed (a statement erred): rolling back undoes everything.
+    Failed(String),
+    /// Something ended it and another runs: what came before may be
+    /// committed.
+    Elsewhere(String),
 }
 
-/// SQL that empties the database: every non-system schema dropped (so
-/// objects created after the backup go too), large objects unlinked, and
-/// `public` recreated with its owner, grants and comment unless the archive
-/// does it.
-async fn clean_slate_sql(
-    client: &tokio_postgres::Client,
-    public_in_archive: bool,
-) -> Result<String, tokio_postgres::Error> {
-    let schemas = client
-        .query(
-            "select n.nspname::text, pg_get_userbyid(n.nspowner)::text \
-             from pg_namespace n \
-             where n.nspname not in ('pg_catalog', 'information_schema') \
-               and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%' \
-               and not exists (select 1 from pg_depend d where d.classid = 'pg_namespace'::regclass \
-                               and d.objid = n.oid and d.deptype = 'e') \
-             order by 1",
-            &[],
-        )
-        .await?;
-    let public_grants = client
-        .query(
-            "select case when a.grantee = 0 then 'public' else quote_ident(pg_get_userbyid(a.grantee)) end, \
-                    a.privilege_type \
-             from pg_namespace n, aclexplode(n.nspacl) a \
-             where n.nspname = 'public' and a.grantee <> n.nspowner",
-            &[],
-        )
-        .await?;
-    let public_comment: Option<String> = client
-        .query_opt(
-            "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = 'public'",
-            &[],
-        )
-        .await?
-        .and_then(|r| r.get(0));
-    let mut sql =
-        String::from("select pg_catalog.lo_unlink(oid) from pg_catalog.pg_largeobject_metadata;\n");
-    let mut public_owner = None;
-    for row in &schemas {
-        let name: String = row.get(0);
-        if name == "public" {
-            public_owner = Some(row.get::<_, String>(1));
-        }
-        sql.push_str(&format!("drop schema {} cascade;\n", quote_ident(&name)));
+/// The restore's transaction is still open and still the one it began: a
+/// statement that ended it would leave a new transaction (or none) with
+/// another id, and an aborted one fails this query.
+async fn same_transaction(client: &tokio_postgres::Client, xid: &str) -> Result<(), Ended> {
+    let now: Option<String> = client
+        .query_one("select txid_current_if_assigned()::text", &[])
+        .await
+        .map_err(|e| Ended::Failed(describe(&e)))?
+        .get(0);
+    if now.as_deref() == Some(xid) {
+        Ok(())
+    } else {
+        Err(Ended::Elsewhere(format!(
+            "the restore's transaction {xid} is no longer open (now {})",
+            now.as_deref().unwrap_or("none")
+        )))
     }
-    if let Some(owner) = public_owner
-        && !public_in_archive
-    {
-        sql.push_str(&format!(
-            "create schema public authorization {};\n",
-            quote_ident(&owner)
+}
+
+fn lost(target: &DbUrl, message: String) -> BackupError {
+    BackupError::RestoreNotAtomic {
+        target: target.masked(),
+        message,
+    }
+}
+
+/// What a committed restore proved about its own result, beyond `[[checks]]`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreProof {
+    /// Tables whose restored rows were counted against the archive.
+    pub tables: u64,
+    pub rows: u64,
+    /// Sequences whose restored values equal the archive's.
+    pub sequences: u64,
+    pub large_objects: u64,
+    /// What this restore did not establish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_proven: Vec<String>,
+    /// What it did differently from the backup's source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Compares what the replay loaded with what the archive holds: every
+/// table's rows (as the server counted them while loading), every
+/// sequence's value, the number of large objects.
+async fn prove(
+    client: &tokio_postgres::Client,
+    contents: &ArchiveContents,
+    unread: Option<String>,
+    replayed: &crate::replay::Replayed,
+    listed: bool,
+) -> Result<RestoreProof, String> {
+    let mut proof = RestoreProof::default();
+    let mut wrong = Vec::new();
+    let mut uncounted = 0;
+    if let Some(why) = unread {
+        proof.not_proven.push(format!(
+            "row counts, sequences and large objects: the archive could not be read ({why})"
         ));
-        if let Some(c) = &public_comment {
-            sql.push_str(&format!(
-                "comment on schema public is {};\n",
-                shipsafe_pg::quote_literal(c)
-            ));
-        }
-        for g in &public_grants {
-            let grantee: String = g.get(0);
-            let privilege: String = g.get(1);
-            sql.push_str(&format!(
-                "grant {privilege} on schema public to {grantee};\n"
-            ));
+    }
+    for t in &contents.tables {
+        let name = format!("{}.{}", t.schema, t.table);
+        let key = (t.schema.clone(), t.table.clone());
+        match (replayed.copied.get(&key), t.rows) {
+            (Some(got), Some(want)) if *got == want => {
+                proof.tables += 1;
+                proof.rows += got;
+            }
+            (Some(got), Some(want)) => {
+                wrong.push(format!("{name}: {want} rows in the backup, {got} restored"))
+            }
+            (Some(got), None) => {
+                proof.rows += got;
+                uncounted += 1;
+            }
+            (None, _) if listed => {}
+            (None, _) => wrong.push(format!("{name}: its rows were not restored")),
         }
     }
-    Ok(sql)
-}
-
-/// Replays the archive on `client` without interpreting its SQL: the
-/// schema sections (pre-data, post-data) hold no COPY data and go to the
-/// server whole, which parses them exactly as psql would send them; only
-/// the data section is split, at COPY blocks, and it holds no user-written
-/// SQL (function bodies, comments and view texts are all schema). The psql
-/// `\restrict` lines newer pg_dump versions add are recognised by a key
-/// chosen here, never by their look.
-async fn replay_archive(
-    client: &tokio_postgres::Client,
-    binaries: &PgBinaries,
-    archive: &Path,
-    on_bytes: Option<OnBytes>,
-) -> Result<u64, String> {
-    let key = restrict_key(binaries).await;
-    let mut total = 0u64;
-    for section in ["pre-data", "data", "post-data"] {
-        // Script mode ("-f -"): pg_restore only reads the archive and writes
-        // SQL; it needs no connection.
-        let mut cmd = tokio::process::Command::new(binaries.path("pg_restore"));
-        cmd.args(["--file=-", "--exit-on-error"])
-            .arg(format!("--section={section}"));
-        if let Some(k) = &key {
-            cmd.arg(format!("--restrict-key={k}"));
-        }
-        cmd.arg(archive)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run pg_restore: {e}"))?;
-        let stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let stderr_task = tokio::spawn(async move {
-            let mut s = String::new();
-            if let Some(e) = stderr.as_mut() {
-                let _ = tokio::io::AsyncReadExt::read_to_string(e, &mut s).await;
-            }
-            s
-        });
-        let stdout = stdout.ok_or("pg_restore gave no output")?;
-        let replayed = if section == "data" {
-            replay_data(client, stdout, key.as_deref(), total, on_bytes.clone()).await
-        } else {
-            replay_whole(client, stdout, key.as_deref()).await
-        };
-        let status = child.wait().await;
-        let stderr_text = stderr_task.await.unwrap_or_default();
-        total += replayed?;
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                return Err(format!(
-                    "pg_restore {}: {}",
-                    describe_status(s),
-                    tail(&stderr_text)
+    if uncounted > 0 {
+        proof.not_proven.push(format!(
+            "the rows of {uncounted} table(s): the archive's data is compressed, so its rows were not counted"
+        ));
+    }
+    if !contents.sequences.is_empty() {
+        let sql = contents
+            .sequences
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "select {i}, last_value, is_called from {}.{}",
+                    quote_ident(&s.schema),
+                    quote_ident(&s.sequence)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all ");
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(|e| format!("reading the restored sequences: {}", describe(&e)))?;
+        for r in rows {
+            let i: i32 = r.get(0);
+            let s = &contents.sequences[i as usize];
+            let (value, called): (i64, bool) = (r.get(1), r.get(2));
+            if value == s.value && called == s.is_called {
+                proof.sequences += 1;
+            } else {
+                wrong.push(format!(
+                    "sequence {}.{}: {} in the backup, {value} restored",
+                    s.schema, s.sequence, s.value
                 ));
             }
-            Err(e) => return Err(format!("pg_restore: {e}")),
-        }
-        if let Some(f) = &on_bytes {
-            f(total);
         }
     }
-    Ok(total)
-}
-
-/// A fresh key for pg_restore's `\restrict` lines, when this pg_restore
-/// writes them (15.14, 16.10, 17.6 and later).
-async fn restrict_key(binaries: &PgBinaries) -> Option<String> {
-    let help = tokio::process::Command::new(binaries.path("pg_restore"))
-        .arg("--help")
-        .output()
+    let los: i64 = client
+        .query_one(
+            "select count(*) from pg_catalog.pg_largeobject_metadata",
+            &[],
+        )
         .await
-        .ok()?;
-    if !String::from_utf8_lossy(&help.stdout).contains("--restrict-key") {
-        return None;
+        .map_err(|e| format!("counting the restored large objects: {}", describe(&e)))?
+        .get(0);
+    if los as u64 == contents.large_objects {
+        proof.large_objects = contents.large_objects;
+    } else {
+        wrong.push(format!(
+            "{} large object(s) in the backup, {los} restored",
+            contents.large_objects
+        ));
     }
-    let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-    Some(blake3::hash(seed.as_bytes()).to_hex()[..32].to_string())
-}
-
-/// True for the exact `\restrict KEY` / `\unrestrict KEY` lines.
-fn is_restrict_line(line: &[u8], key: Option<&str>) -> bool {
-    let Some(k) = key else { return false };
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line == format!("\\restrict {k}").as_bytes() || line == format!("\\unrestrict {k}").as_bytes()
-}
-
-/// Reads the next line of pg_restore's output into `line` (cleared first);
-/// 0 at the end.
-async fn next_line(
-    reader: &mut tokio::io::BufReader<tokio::process::ChildStdout>,
-    line: &mut Vec<u8>,
-) -> Result<usize, String> {
-    line.clear();
-    reader
-        .read_until(b'\n', line)
-        .await
-        .map_err(|e| format!("reading pg_restore output: {e}"))
-}
-
-/// Sends a schema section to the server as one batch.
-async fn replay_whole(
-    client: &tokio_postgres::Client,
-    stdout: tokio::process::ChildStdout,
-    key: Option<&str>,
-) -> Result<u64, String> {
-    let mut reader = tokio::io::BufReader::with_capacity(1 << 20, stdout);
-    let mut line = Vec::with_capacity(4096);
-    let mut script = Vec::new();
-    let mut total = 0u64;
-    loop {
-        let n = next_line(&mut reader, &mut line).await?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if !is_restrict_line(&line, key) {
-            script.extend_from_slice(&line);
-        }
+    if !wrong.is_empty() {
+        let n = wrong.len();
+        wrong.truncate(10);
+        return Err(format!(
+            "what was restored differs from the backup ({n} difference(s)): {}",
+            wrong.join("; ")
+        ));
     }
-    let sql = String::from_utf8(script)
-        .map_err(|_| "the restore script is not valid UTF-8".to_string())?;
-    if !sql.trim().is_empty() {
-        client.batch_execute(&sql).await.map_err(|e| describe(&e))?;
-    }
-    Ok(total)
-}
-
-/// Executes the data section on `client`: `COPY ... FROM stdin` blocks
-/// streamed with COPY, the few statements between them (sequence values,
-/// large objects) in batches. Returns the bytes read.
-async fn replay_data(
-    client: &tokio_postgres::Client,
-    stdout: tokio::process::ChildStdout,
-    key: Option<&str>,
-    before: u64,
-    on_bytes: Option<OnBytes>,
-) -> Result<u64, String> {
-    let mut reader = tokio::io::BufReader::with_capacity(1 << 20, stdout);
-    let mut line = Vec::with_capacity(4096);
-    let mut sql = String::new();
-    let mut total = 0u64;
-    let exec = |sql: String| async move {
-        if sql.trim().is_empty() {
-            return Ok(());
-        }
-        client.batch_execute(&sql).await.map_err(|e| describe(&e))
-    };
-    loop {
-        let n = next_line(&mut reader, &mut line).await?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if line.starts_with(b"COPY ") && line.ends_with(b"FROM stdin;\n") {
-            exec(std::mem::take(&mut sql)).await?;
-            let stmt = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            let sink = client
-                .copy_in::<_, bytes::Bytes>(&stmt)
-                .await
-                .map_err(|e| format!("{}: {}", stmt.trim_end_matches(';'), describe(&e)))?;
-            futures::pin_mut!(sink);
-            let mut buf = bytes::BytesMut::with_capacity(1 << 20);
-            loop {
-                let n = next_line(&mut reader, &mut line).await?;
-                total += n as u64;
-                if n == 0 || line == b"\\.\n" {
-                    break;
-                }
-                buf.extend_from_slice(&line);
-                if buf.len() >= 1 << 20 {
-                    sink.send(buf.split().freeze())
-                        .await
-                        .map_err(|e| format!("{stmt}: {}", describe(&e)))?;
-                    if let Some(f) = &on_bytes {
-                        f(before + total);
-                    }
-                }
-            }
-            if !buf.is_empty() {
-                sink.send(buf.freeze())
-                    .await
-                    .map_err(|e| format!("{stmt}: {}", describe(&e)))?;
-            }
-            sink.finish()
-                .await
-                .map_err(|e| format!("{stmt}: {}", describe(&e)))?;
-        } else if is_restrict_line(&line, key) {
-            // psql meta-commands newer pg_dump versions add around scripts.
-        } else {
-            let text = std::str::from_utf8(&line).map_err(|_| {
-                "the restore script is not valid UTF-8 outside COPY data".to_string()
-            })?;
-            // Flush at a TOC entry boundary to keep batches bounded.
-            if sql.len() > (4 << 20) && text.starts_with("-- Name: ") {
-                exec(std::mem::take(&mut sql)).await?;
-            }
-            sql.push_str(text);
-        }
-        if let Some(f) = &on_bytes {
-            f(before + total);
-        }
-    }
-    exec(sql).await?;
-    Ok(total)
+    Ok(proof)
 }

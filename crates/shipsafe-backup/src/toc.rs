@@ -83,12 +83,6 @@ impl Toc {
         })
     }
 
-    /// Whether an entry's description starts with `prefix` (e.g.
-    /// `"SCHEMA - public "`).
-    pub fn has_entry(&self, prefix: &str) -> bool {
-        self.lines.iter().any(|l| Self::body(l).starts_with(prefix))
-    }
-
     /// Extensions the archive creates.
     pub fn extensions(&self) -> Vec<String> {
         self.lines
@@ -113,6 +107,31 @@ impl Toc {
             .filter(|o| !o.is_empty() && *o != "-" && !o.starts_with("pg_"))
             .map(str::to_string)
             .collect()
+    }
+
+    /// What the listing tells of the archive when its bytes could not be
+    /// read: owners, extensions and objects outside schemas; no rows.
+    pub fn contents(&self) -> crate::archive::ArchiveContents {
+        let mut database_objects = Vec::new();
+        for l in &self.lines {
+            let body = Self::body(l);
+            for kind in ["EVENT TRIGGER", "PUBLICATION", "SUBSCRIPTION"] {
+                if let Some(rest) = body.strip_prefix(kind).and_then(|r| r.strip_prefix(" - ")) {
+                    let name = rest.rsplit_once(' ').map_or(rest, |(n, _)| n);
+                    database_objects.push(crate::archive::DatabaseObject {
+                        kind: kind.to_string(),
+                        name: name.to_string(),
+                    });
+                }
+            }
+        }
+        crate::archive::ArchiveContents {
+            format: "unknown".into(),
+            owners: self.owners(),
+            extensions: self.extensions(),
+            database_objects,
+            ..Default::default()
+        }
     }
 
     /// The list for `pg_restore -L` without the provider-only entries, and

@@ -25,6 +25,8 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
         extensions: vec![],
         roles: vec![],
         excluded_schemas: vec![],
+        contents: None,
+        database_level: vec![],
         writes_at_backup: None,
         audit_head: None,
         verifications: if verified {
@@ -35,6 +37,8 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
                 checks_passed: 1,
                 checks_failed: 0,
                 error: None,
+                method: None,
+                proof: None,
             }]
         } else {
             vec![]

@@ -84,6 +84,10 @@ impl CoreError {
             Self::Backup(BackupError::NotFound { .. }) => ExitKind::Usage,
             Self::Backup(BackupError::Pg(e)) if e.is_installation() => ExitKind::Config,
             Self::Backup(e) if e.is_bad_backup() => ExitKind::Problems,
+            // Refused before the first change: nothing was changed.
+            Self::Backup(BackupError::RestoreRefused { .. }) => ExitKind::Problems,
+            // A person must look: the restore's transaction ended early.
+            Self::Backup(BackupError::RestoreNotAtomic { .. }) => ExitKind::RollbackFailed,
             // Nothing was changed: the database is as it was before.
             Self::Pg(_) | Self::State(_) | Self::Io { .. } | Self::Failed(_) | Self::Backup(_) => {
                 ExitKind::RolledBack

@@ -134,3 +134,22 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// What a restore compared with its backup, what it did differently and
+/// what it did not prove, one line each (JSON of a `RestoreProof`).
+pub fn proof_text(proof: &serde_json::Value) -> String {
+    let Ok(p) = serde_json::from_value::<shipsafe_backup::RestoreProof>(proof.clone()) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "Compared with the backup before commit: {} table(s) with {} row(s), {} sequence(s), {} large object(s).\n",
+        p.tables, p.rows, p.sequences, p.large_objects
+    );
+    for w in &p.warnings {
+        out.push_str(&format!("  warning: {w}\n"));
+    }
+    for n in &p.not_proven {
+        out.push_str(&format!("  not proven: {n}\n"));
+    }
+    out
+}

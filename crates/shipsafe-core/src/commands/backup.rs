@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 use shipsafe_backup::{
-    AtomicRestore, BackupError, BackupStore, Decision, DumpRequest, Manifest, OnBytes, StorageSpec,
-    Verification, fetch_verified, restore_atomic, restore_parallel_with,
+    AtomicRestore, BackupError, BackupStore, Decision, DumpRequest, Manifest, OnBytes,
+    RestoreProof, StorageSpec, Verification, fetch_verified, restore_atomic,
 };
 use shipsafe_config::{Config, DbUrl, Protection, VarSource};
 use shipsafe_pg::{
@@ -105,6 +105,9 @@ pub async fn take_backup_teed(
         .await
         .ok()
         .and_then(|rows| rows.first().map(|r| r.get(0)));
+    let database_level = shipsafe_backup::dblevel::read(&client)
+        .await
+        .unwrap_or_default();
     drop(client);
     let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;
     progress.stage(&format!(
@@ -131,6 +134,7 @@ pub async fn take_backup_teed(
             extensions,
             roles,
             writes_at_backup,
+            database_level,
             audit_head: crate::anchor::current(config).map(|h| {
                 shipsafe_backup::manifest::AuditHead {
                     seq: h.seq,
@@ -153,7 +157,7 @@ pub(crate) async fn restore_into(
     url: &shipsafe_config::DbUrl,
     checks: &[shipsafe_config::CheckConfig],
     before_checks: &[String],
-) -> Result<Vec<CheckOutcome>, CoreError> {
+) -> Result<shipsafe_backup::RestoreReport, CoreError> {
     let archive = fetch_verified(
         store,
         manifest,
@@ -164,8 +168,12 @@ pub(crate) async fn restore_into(
     let client = connect(url).await?;
     let info = server_info(&client, url).await?;
     drop(client);
-    let binaries = PgBinaries::for_server(info.major, &["pg_restore"])?;
-    let r = restore_atomic(
+    let binaries = PgBinaries::for_server(
+        info.major
+            .max(manifest.server_major().unwrap_or(info.major)),
+        &["pg_restore"],
+    )?;
+    Ok(restore_atomic(
         &binaries,
         archive.path(),
         url,
@@ -174,10 +182,12 @@ pub(crate) async fn restore_into(
             before_checks,
             lock_timeout: config.file().migrations.lock_timeout.as_std(),
             on_bytes: None,
+            contents: archive.contents(),
+            manifest: Some(manifest),
+            list: None,
         },
     )
-    .await?;
-    Ok(r.checks)
+    .await?)
 }
 
 /// A backup taken as the `backup` step of `run` (recorded as the run's
@@ -257,7 +267,9 @@ pub async fn list(
 }
 
 /// `backup verify ID`: restore into a scratch cluster of the backup's major
-/// version, run the checks, and record the result in the manifest.
+/// version by the path an environment restore takes (owners, grants, every
+/// entry, rows compared with the archive), run the checks, and record the
+/// result in the manifest with what it proved and what it did not.
 pub async fn verify(
     config: &Config,
     vars: &dyn VarSource,
@@ -272,7 +284,7 @@ pub async fn verify(
     let result = restore_and_check(config, &store, &manifest, progress).await;
     let restore_seconds = started.elapsed().as_secs_f64();
     let (verification, checks, err) = match result {
-        Ok(checks) => {
+        Ok((checks, proof)) => {
             let failed = checks.iter().filter(|c| !c.ok).count() as u32;
             let v = Verification {
                 at,
@@ -282,6 +294,8 @@ pub async fn verify(
                 checks_failed: failed,
                 error: (failed > 0)
                     .then(|| format!("{failed} check(s) failed on the restored copy")),
+                method: Some(VERIFY_METHOD.into()),
+                proof: Some(with_limits(config, &manifest, proof)),
             };
             (v, checks, None)
         }
@@ -293,6 +307,8 @@ pub async fn verify(
                 checks_passed: 0,
                 checks_failed: 0,
                 error: Some(e.to_string()),
+                method: Some(VERIFY_METHOD.into()),
+                proof: None,
             };
             (v, Vec::new(), Some(e))
         }
@@ -303,6 +319,7 @@ pub async fn verify(
         "restore_seconds": verification.restore_seconds,
         "checks_passed": verification.checks_passed,
         "checks_failed": verification.checks_failed,
+        "proof": verification.proof,
         "error": verification.error,
     });
     // A backup that is not complete never had an archive to verify; its
@@ -327,6 +344,9 @@ pub async fn verify(
     if let Some(e) = err {
         return Err(match e {
             CoreError::Backup(b) if b.is_bad_backup() => CoreError::Backup(b),
+            CoreError::Backup(b @ BackupError::RestoreRolledBack { .. }) => {
+                CoreError::Problems(format!("backup {} could not be restored: {b}", manifest.id))
+            }
             other => other,
         });
     }
@@ -345,12 +365,50 @@ pub async fn verify(
     Ok((manifest, checks))
 }
 
+/// How `backup verify` restores, recorded with each verification.
+const VERIFY_METHOD: &str = "backup verify: the environment restore path into a scratch cluster";
+
+/// What a restore into a scratch cluster cannot establish, added to what
+/// the restore itself reported.
+fn with_limits(config: &Config, manifest: &Manifest, mut proof: RestoreProof) -> RestoreProof {
+    if config.file().checks.is_empty() {
+        proof
+            .not_proven
+            .push("business invariants: no [[checks]] are configured".into());
+    }
+    if !manifest.database_level.is_empty() {
+        let names: Vec<String> = manifest
+            .database_level
+            .iter()
+            .map(|p| format!("{} {}", p.kind, p.name))
+            .collect();
+        proof.not_proven.push(format!(
+            "the database's own properties ({}): a dump does not carry them, so no restore into another database brings them back",
+            names.join(", ")
+        ));
+    }
+    if !manifest.excluded_schemas.is_empty() {
+        proof.not_proven.push(format!(
+            "schemas left out of the backup ([backups] exclude_schemas: {})",
+            manifest.excluded_schemas.join(", ")
+        ));
+    }
+    proof.not_proven.push(
+        "roles: they belong to the server, not the backup; the scratch cluster created them without passwords or attributes, so ownership and privileges were restored but logins were not tried".into(),
+    );
+    // Database-level differences are expected in a new scratch database.
+    proof
+        .warnings
+        .retain(|w| !w.starts_with(shipsafe_backup::dblevel::NOT_CARRIED));
+    proof
+}
+
 async fn restore_and_check(
     config: &Config,
     store: &BackupStore,
     manifest: &Manifest,
     progress: &Arc<dyn Progress>,
-) -> Result<Vec<CheckOutcome>, CoreError> {
+) -> Result<(Vec<CheckOutcome>, RestoreProof), CoreError> {
     // The cluster starts while the archive is fetched and checked; if the
     // fetch fails, the cluster is dropped (and torn down) unused.
     let opts = ScratchOptions {
@@ -375,30 +433,56 @@ async fn restore_and_check(
         "restoring {} into the scratch cluster",
         manifest.id
     ));
-    let url = restore_into_scratch(&cluster, manifest, archive.path(), false, &[]).await?;
+    let restored = restore_into_scratch(
+        &cluster,
+        manifest,
+        archive.path(),
+        archive.contents(),
+        ScratchUse::Proof,
+        &[],
+    )
+    .await?;
     progress.stage("running checks on the restored copy");
-    let client = connect(&url).await?;
+    let client = connect(&restored.url).await?;
     let checks = run_checks(&client, &config.file().checks, false).await;
     drop(client);
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster stop was interrupted: {e}")))??;
-    Ok(checks)
+    Ok((checks, restored.proof))
+}
+
+/// What a scratch restore is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScratchUse {
+    /// `backup verify`: every entry, as an environment restore.
+    Proof,
+    /// A rehearsal clone: entries that act on the server around the
+    /// database (event triggers, publications, subscriptions) left out.
+    Rehearsal,
+}
+
+/// A database restored into a scratch cluster.
+#[derive(Debug)]
+pub(crate) struct ScratchRestore {
+    pub url: DbUrl,
+    pub proof: RestoreProof,
 }
 
 /// Restores an archive into a new database of a scratch cluster, named as
-/// the source: the archive's table of contents decides which roles to create
-/// (its owners, plus the manifest's and `extra_roles`) and which extensions
-/// must be installable (checked before anything is restored); provider-only
-/// entries (event triggers, publications, subscriptions) are left out. Any
-/// other restore error fails. With `keep_owners`, owners and grants restore.
+/// the source, by the environment restore path (one transaction, owners and
+/// grants, rows compared with the archive). The archive's table of contents
+/// decides which roles to create (its owners, plus the manifest's and
+/// `extra_roles`) and which extensions must be installable (checked before
+/// anything is restored).
 pub(crate) async fn restore_into_scratch(
     cluster: &ScratchCluster,
     manifest: &Manifest,
     archive: &Path,
-    keep_owners: bool,
+    contents: Option<&shipsafe_backup::ArchiveContents>,
+    purpose: ScratchUse,
     extra_roles: &[String],
-) -> Result<DbUrl, CoreError> {
+) -> Result<ScratchRestore, CoreError> {
     let toc = shipsafe_backup::Toc::read(cluster.binaries(), archive).await?;
     // template1: the backed-up database may be called `postgres` (Supabase's
     // is), which every new cluster already has, empty: it is made anew.
@@ -421,23 +505,40 @@ pub(crate) async fn restore_into_scratch(
         })?;
     }
     drop(admin);
-    let (list, _left_out) = toc.restore_list();
     let list_dir = shipsafe_pg::PrivateTemp::new_in(&std::env::temp_dir())?;
     let list_path = list_dir.path().join("restore.list");
-    std::fs::write(&list_path, list)
-        .map_err(|e| CoreError::io("cannot write the restore list", e))?;
+    let left_out = match purpose {
+        ScratchUse::Proof => 0,
+        ScratchUse::Rehearsal => {
+            let (list, left_out) = toc.restore_list();
+            std::fs::write(&list_path, list)
+                .map_err(|e| CoreError::io("cannot write the restore list", e))?;
+            left_out
+        }
+    };
     let url = cluster.url(&manifest.database);
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    restore_parallel_with(
+    let report = restore_atomic(
         cluster.binaries(),
         archive,
         &url,
-        jobs,
-        keep_owners,
-        Some(&list_path),
+        AtomicRestore {
+            checks: &[],
+            before_checks: &[],
+            lock_timeout: std::time::Duration::from_secs(60),
+            on_bytes: None,
+            contents,
+            manifest: Some(manifest),
+            list: (left_out > 0).then_some(list_path.as_path()),
+        },
     )
     .await?;
-    Ok(url)
+    let mut proof = report.proof;
+    if left_out > 0 {
+        proof.not_proven.push(format!(
+            "{left_out} entries that act on the server around the database (event triggers, publications, subscriptions) were left out of the rehearsal clone"
+        ));
+    }
+    Ok(ScratchRestore { url, proof })
 }
 
 /// The run report of `backup restore`.
@@ -447,6 +548,8 @@ pub struct RestoreReport {
     pub target: String,
     pub safety_backup: Option<String>,
     pub checks: Vec<CheckOutcome>,
+    /// What the restore compared with the backup, and what it did not do.
+    pub proof: Option<RestoreProof>,
 }
 
 /// Stops a change to a protected environment unless a person confirmed it.
@@ -500,6 +603,7 @@ pub async fn restore(
         target: target.masked(),
         safety_backup: None,
         checks: Vec::new(),
+        proof: None,
     };
 
     run.begin("checksum");
@@ -578,12 +682,19 @@ pub async fn restore(
             before_checks: &[],
             lock_timeout: config.file().migrations.lock_timeout.as_std(),
             on_bytes: Some(bytes_callback(progress, None)),
+            contents: archive.contents(),
+            manifest: Some(&manifest),
+            list: None,
         },
     )
     .await;
     match result {
         Ok(r) => {
-            run.end("ok", serde_json::json!({ "script_bytes": r.script_bytes }));
+            run.end(
+                "ok",
+                serde_json::json!({ "script_bytes": r.script_bytes, "proof": r.proof }),
+            );
+            report.proof = Some(r.proof);
             run.record.steps.push(shipsafe_state::StepRecord {
                 name: "checks".into(),
                 status: "ok".into(),
@@ -602,10 +713,10 @@ pub async fn restore(
         }
         Err(e) => {
             run.end("failed", serde_json::json!({ "error": e.to_string() }));
-            let outcome = if matches!(e, BackupError::RestoreRolledBack { .. }) {
-                "rolled_back"
-            } else {
-                "failed_nothing_changed"
+            let outcome = match e {
+                BackupError::RestoreRolledBack { .. } => "rolled_back",
+                BackupError::RestoreNotAtomic { .. } => "rollback_failed",
+                _ => "failed_nothing_changed",
             };
             run.finish(
                 outcome,

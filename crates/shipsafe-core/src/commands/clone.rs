@@ -27,6 +27,8 @@ pub struct CloneReport {
     pub safety_backup: Option<String>,
     pub masked: Vec<String>,
     pub checks: Vec<CheckOutcome>,
+    /// What the restore compared with the backup, and what it did not do.
+    pub proof: Option<shipsafe_backup::RestoreProof>,
 }
 
 /// The masking key, `SHIPSAFE_MASK_KEY`: required, since with a known key
@@ -96,6 +98,7 @@ pub async fn clone(
             Vec::new()
         },
         checks: Vec::new(),
+        proof: None,
     };
     let mut run = Run::start("clone", Some(to));
     let audit = serde_json::json!({ "from": from, "to": to, "mask": mask });
@@ -187,8 +190,9 @@ pub async fn clone(
     }
     .await;
     match result {
-        Ok(checks) => {
-            report.checks = checks;
+        Ok(restored) => {
+            report.checks = restored.checks;
+            report.proof = Some(restored.proof);
             run.end(
                 "ok",
                 serde_json::json!({ "masked_columns": report.masked.len() }),

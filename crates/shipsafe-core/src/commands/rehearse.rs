@@ -280,7 +280,7 @@ pub async fn make_clone(
 ) -> Result<(CloneDb, Vec<CheckOutcome>), CoreError> {
     let started = Instant::now();
     let label = clone_label(&pending.source);
-    let (clone, restored) = match pending.source.clone() {
+    let (clone, restored, proof) = match pending.source.clone() {
         CloneSource::Scratch => {
             progress.stage("restoring the backup into a scratch clone");
             let starting = pending
@@ -295,22 +295,24 @@ pub async fn make_clone(
                 .ok_or_else(|| CoreError::Failed("no copy of the dump for the clone".into()))?;
             // Roles are cluster-wide: the source's roles are created too, so
             // owners and grants restore and migrations that grant to them work.
-            let url = crate::commands::backup::restore_into_scratch(
+            let restored = crate::commands::backup::restore_into_scratch(
                 &cluster,
                 manifest,
                 &dump,
-                true,
+                manifest.contents.as_ref(),
+                crate::commands::backup::ScratchUse::Rehearsal,
                 &pending.roles,
             )
             .await?;
             drop(pending.dump_dir.take());
             (
                 CloneDb {
-                    url,
+                    url: restored.url,
                     label: label.clone(),
                     cluster: Some(cluster),
                 },
                 true,
+                Some(restored.proof),
             )
         }
         CloneSource::Env(other) => {
@@ -323,7 +325,7 @@ pub async fn make_clone(
                     .await?;
             }
             progress.stage(&format!("restoring the backup into {other}"));
-            restore_into(config, vars, manifest, &url).await?;
+            let proof = restore_into(config, vars, manifest, &url).await?;
             (
                 CloneDb {
                     url,
@@ -331,6 +333,7 @@ pub async fn make_clone(
                     cluster: None,
                 },
                 true,
+                Some(proof),
             )
         }
         CloneSource::Command(script) => {
@@ -353,10 +356,12 @@ pub async fn make_clone(
                     ))
                 })?;
             drop(client);
-            if empty {
+            let proof = if empty {
                 progress.stage("restoring the backup into the clone");
-                restore_into(config, vars, manifest, &url).await?;
-            }
+                Some(restore_into(config, vars, manifest, &url).await?)
+            } else {
+                None
+            };
             (
                 CloneDb {
                     url,
@@ -364,6 +369,7 @@ pub async fn make_clone(
                     cluster: None,
                 },
                 empty,
+                proof,
             )
         }
     };
@@ -381,6 +387,8 @@ pub async fn make_clone(
             checks_failed: failed,
             error: (failed > 0)
                 .then(|| format!("{failed} check(s) failed on the rehearsal clone ({label})")),
+            method: Some(format!("rehearsal clone ({label})")),
+            proof,
         });
         let store = crate::commands::backup::open_store(config, vars)?;
         store.put_manifest(manifest).await?;
@@ -393,10 +401,11 @@ async fn restore_into(
     vars: &dyn VarSource,
     manifest: &Manifest,
     url: &DbUrl,
-) -> Result<(), CoreError> {
+) -> Result<shipsafe_backup::RestoreProof, CoreError> {
     let store = crate::commands::backup::open_store(config, vars)?;
-    crate::commands::backup::restore_into(config, &store, manifest, url, &[], &[]).await?;
-    Ok(())
+    let report =
+        crate::commands::backup::restore_into(config, &store, manifest, url, &[], &[]).await?;
+    Ok(report.proof)
 }
 
 /// Runs the clone command; its last non-empty output line is the URL.

@@ -43,8 +43,13 @@ pub async fn run(ctx: &Ctx, action: BackupAction) -> anyhow::Result<Rendered> {
                 .with_context(|| format!("verification of backup {id}"))?;
             drop(progress);
             let v = m.verifications.last();
+            let proof = v
+                .and_then(|v| v.proof.as_ref())
+                .and_then(|p| serde_json::to_value(p).ok())
+                .map(|p| crate::output::proof_text(&p))
+                .unwrap_or_default();
             let text = format!(
-                "Backup {} restored into a scratch PostgreSQL {} cluster in {:.1}s; checks: {} passed, {} failed.\nIt now counts as verified.\n",
+                "Backup {} restored into a scratch PostgreSQL {} cluster in {:.1}s, the way a restore into an environment runs; checks: {} passed, {} failed.\n{proof}It now counts as verified.\n",
                 m.id,
                 m.server_major()
                     .map_or_else(|| "?".into(), |n| n.to_string()),
@@ -92,6 +97,7 @@ pub async fn run(ctx: &Ctx, action: BackupAction) -> anyhow::Result<Rendered> {
             if let Some(checks) = run.report["checks"].as_array() {
                 text.push_str(&format!("Checks passed before commit: {}\n", checks.len()));
             }
+            text.push_str(&crate::output::proof_text(&run.report["proof"]));
             Ok(crate::output::Rendered {
                 json: serde_json::to_value(&run)?,
                 text,

@@ -280,7 +280,7 @@ pub async fn clone(
     drop(progress);
     let r = &run.report;
     let extra = format!(
-        "  copied backup {} ({}) of {from}; {to}'s previous state is in backup {}\n{}",
+        "  copied backup {} ({}) of {from}; {to}'s previous state is in backup {}\n{}{}",
         r["source_backup"].as_str().unwrap_or("-"),
         r["source"].as_str().unwrap_or("-"),
         r["safety_backup"].as_str().unwrap_or("-"),
@@ -293,7 +293,8 @@ pub async fn clone(
                     .join(", ")
             ),
             _ => String::new(),
-        }
+        },
+        crate::output::proof_text(&r["proof"])
     );
     run_rendered_with("clone", to, run, error, &extra)
 }

@@ -1,6 +1,8 @@
 //! Helpers for driving the built `shipsafe` binary.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fidelity;
+
 use std::path::Path;
 use std::process::Output;
 

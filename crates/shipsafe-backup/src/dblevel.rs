@@ -1,0 +1,168 @@
+//! Properties of the database itself, which a database's dump does not
+//! carry: `ALTER DATABASE … SET`, per-role settings in the database
+//! (`ALTER ROLE … IN DATABASE … SET`), the database's comment and its
+//! privileges (`GRANT CONNECT`). `pg_dump` without `--create` leaves them
+//! out, so no restore into an existing database brings them back.
+//!
+//! Each backup records which ones its database had, with a hash of each
+//! value (values themselves may be secrets, e.g. a JWT secret set as a
+//! database setting, and manifests are printed). A restore compares them
+//! with the target's and says which differ: they are left as they are.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+/// One database-level property.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DatabaseProperty {
+    /// `setting`, `comment`, `grant` (beyond the defaults) or `revoke` (of
+    /// a default privilege).
+    pub kind: String,
+    /// The role a setting applies to, or a grant is for; empty for all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
+    /// The setting's name, or the privilege granted.
+    pub name: String,
+    /// md5 of the value (settings, comment).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+impl DatabaseProperty {
+    fn describe(&self) -> String {
+        match self.kind.as_str() {
+            "setting" if self.role.is_empty() => format!("setting {}", self.name),
+            "setting" => format!("setting {} for role {}", self.name, self.role),
+            "grant" => format!("{} granted to {}", self.name, self.role),
+            "revoke" => format!("{} revoked from {}", self.name, self.role),
+            _ => self.kind.clone(),
+        }
+    }
+
+    /// Same property, whatever its value.
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.kind, &self.role, &self.name)
+    }
+}
+
+/// How every sentence of [`compare`] starts.
+pub const NOT_CARRIED: &str =
+    "a dump does not carry database-level properties, so they were left as they are";
+
+/// The current database's properties, sorted.
+pub const DATABASE_PROPERTIES_SQL: &str = "\
+with db as (select oid, datdba, datacl from pg_database where datname = current_database()) \
+select 'setting', coalesce(pg_get_userbyid(nullif(s.setrole, 0))::text, ''), split_part(c, '=', 1), md5(c) \
+  from pg_db_role_setting s, db, unnest(s.setconfig) c where s.setdatabase = db.oid \
+union all \
+select 'comment', '', 'comment', md5(shobj_description(db.oid, 'pg_database')) \
+  from db where shobj_description(db.oid, 'pg_database') is not null \
+union all \
+select 'grant', case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end, a.privilege_type, '' \
+  from db, aclexplode(db.datacl) a where a.grantee <> db.datdba \
+   and not exists (select 1 from aclexplode(acldefault('d', db.datdba)) d \
+                   where d.grantee = a.grantee and d.privilege_type = a.privilege_type) \
+union all \
+select 'revoke', case when d.grantee = 0 then 'PUBLIC' else pg_get_userbyid(d.grantee)::text end, d.privilege_type, '' \
+  from db, aclexplode(acldefault('d', db.datdba)) d where db.datacl is not null and d.grantee <> db.datdba \
+   and not exists (select 1 from aclexplode(db.datacl) a \
+                   where a.grantee = d.grantee and a.privilege_type = d.privilege_type) \
+order by 1, 2, 3, 4";
+
+/// Reads the current database's properties.
+pub async fn read(client: &Client) -> Result<Vec<DatabaseProperty>, tokio_postgres::Error> {
+    Ok(client
+        .query(DATABASE_PROPERTIES_SQL, &[])
+        .await?
+        .iter()
+        .map(|r| DatabaseProperty {
+            kind: r.get(0),
+            role: r.get(1),
+            name: r.get(2),
+            hash: r.get(3),
+        })
+        .collect())
+}
+
+/// What differs between the backup's database and the target's, as one
+/// sentence each (none when they agree or the target cannot be read).
+pub(crate) async fn compare(client: &Client, backup: &[DatabaseProperty]) -> Vec<String> {
+    match read(client).await {
+        Ok(target) => differences(backup, &target),
+        Err(e) => vec![format!(
+            "the target's database-level properties could not be read: {}",
+            shipsafe_pg::describe(&e)
+        )],
+    }
+}
+
+fn differences(backup: &[DatabaseProperty], target: &[DatabaseProperty]) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut only_backup = Vec::new();
+    for b in backup {
+        match target.iter().find(|t| t.key() == b.key()) {
+            Some(t) if t.hash != b.hash => changed.push(b.describe()),
+            Some(_) => {}
+            None => only_backup.push(b.describe()),
+        }
+    }
+    let only_target: Vec<String> = target
+        .iter()
+        .filter(|t| !backup.iter().any(|b| b.key() == t.key()))
+        .map(DatabaseProperty::describe)
+        .collect();
+    let mut out = Vec::new();
+    let tell = NOT_CARRIED;
+    if !changed.is_empty() {
+        out.push(format!(
+            "{tell}: different in the backup's database: {}",
+            changed.join(", ")
+        ));
+    }
+    if !only_backup.is_empty() {
+        out.push(format!(
+            "{tell}: only the backup's database had: {}",
+            only_backup.join(", ")
+        ));
+    }
+    if !only_target.is_empty() {
+        out.push(format!(
+            "{tell}: only the target has: {}",
+            only_target.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(kind: &str, role: &str, name: &str, hash: &str) -> DatabaseProperty {
+        DatabaseProperty {
+            kind: kind.into(),
+            role: role.into(),
+            name: name.into(),
+            hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn differences_name_each_property_never_its_value() {
+        let backup = vec![
+            p("setting", "", "search_path", "aa"),
+            p("setting", "app", "statement_timeout", "bb"),
+            p("comment", "", "comment", "cc"),
+        ];
+        let target = vec![
+            p("setting", "", "search_path", "zz"),
+            p("grant", "reporting", "CONNECT", ""),
+        ];
+        let d = differences(&backup, &target);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].ends_with("different in the backup's database: setting search_path"));
+        assert!(d[1].contains("setting statement_timeout for role app, comment"));
+        assert!(d[2].ends_with("only the target has: CONNECT granted to reporting"));
+        assert!(differences(&backup, &backup).is_empty());
+    }
+}

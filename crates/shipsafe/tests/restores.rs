@@ -1,0 +1,917 @@
+//! Restores compared with the stock tools. A source database holds about
+//! every kind of object (extensions, partitions with sub-partitions and a
+//! default, inheritance, unlogged tables, exclusion and deferrable and NOT
+//! VALID constraints, every index method, materialized views, rules,
+//! triggers in every state, event triggers, functions whose bodies look like
+//! restore commands, BEGIN ATOMIC bodies, forced row-level security, a
+//! publication, a foreign server, names with newlines, comments with `;`,
+//! roles with grants and default privileges, large objects with owners,
+//! privileges and comments). Every way shipsafe restores it (into an
+//! environment, twice; `clone`; `deploy` + `rollback`; `backup verify`) must
+//! give what `pg_dump -Fc | pg_restore` into a new database gives, and every
+//! failure (an error in post-data, a failing check, kill -9) must leave the
+//! target exactly as it was.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::Project;
+use common::fidelity::{Fidelity, assert_same, fidelity};
+use shipsafe_config::DbUrl;
+use shipsafe_testkit::TestDb;
+
+/// Roles for one test. Declared before its databases, so they are dropped
+/// after them.
+struct Roles {
+    server: DbUrl,
+    owner: String,
+    reader: String,
+    app: String,
+    mv_owner: String,
+}
+
+impl Roles {
+    async fn new(db: &TestDb) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "fid{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let r = Self {
+            server: shipsafe_testkit::with_database(db.url(), "postgres"),
+            owner: format!("{tag}_owner"),
+            reader: format!("{tag}_reader"),
+            app: format!("{tag}_app"),
+            mv_owner: format!("{tag}_mv"),
+        };
+        let c = db.client().await;
+        for role in r.all() {
+            c.batch_execute(&format!("create role {role} nologin"))
+                .await
+                .unwrap();
+        }
+        r
+    }
+
+    fn all(&self) -> Vec<String> {
+        vec![
+            self.owner.clone(),
+            self.reader.clone(),
+            self.app.clone(),
+            self.mv_owner.clone(),
+        ]
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let (url, roles) = (self.server.clone(), self.all());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(c) = shipsafe_pg::connect(&url).await {
+                    for r in roles {
+                        let _ = c.batch_execute(&format!("drop role if exists {r}")).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The source: every kind of object a restore must carry.
+fn source_sql(r: &Roles) -> String {
+    let (owner, reader, app, mvo) = (&r.owner, &r.reader, &r.app, &r.mv_owner);
+    format!(
+        r#"
+create schema app;
+create schema "Audit Log";
+create schema ext;
+create extension pgcrypto;
+create extension hstore;
+create extension citext schema ext;
+create extension pg_trgm;
+create extension btree_gist;
+create extension "uuid-ossp";
+create extension ltree;
+create extension cube;
+create extension postgres_fdw;
+
+create type app.mood as enum ('sad', 'ok', 'happy');
+create type app.pair as (a int, b text);
+create domain app.posint as int check (value > 0);
+create text search configuration app.english2 (copy = english);
+
+create table app.all_types (
+  id int primary key, c_int2 int2, c_int8 int8, c_num numeric(12,3), c_real real, c_float float8,
+  c_money money, c_text text, c_varchar varchar(20), c_char char(3), c_bytea bytea, c_bool bool,
+  c_date date, c_time time, c_timetz timetz, c_ts timestamp, c_tstz timestamptz, c_interval interval,
+  c_uuid uuid, c_json json, c_jsonb jsonb, c_xml xml, c_inet inet, c_cidr cidr, c_mac macaddr,
+  c_mac8 macaddr8, c_bit bit(3), c_varbit varbit, c_tsv tsvector, c_tsq tsquery, c_point point,
+  c_line line, c_lseg lseg, c_box box, c_path path, c_polygon polygon, c_circle circle,
+  c_int4range int4range, c_numrange numrange, c_tsrange tsrange, c_tstzrange tstzrange,
+  c_daterange daterange, c_int8range int8range, c_multirange int4multirange, c_intarr int[],
+  c_textarr text[], c_mood app.mood, c_pair app.pair, c_posint app.posint, c_hstore hstore,
+  c_citext ext.citext, c_ltree ltree, c_cube cube, c_oid oid, c_lsn pg_lsn, c_name name,
+  c_snapshot pg_snapshot, c_2d int[][], c_gen numeric generated always as (c_num * 2) stored
+);
+insert into app.all_types (id, c_int2, c_int8, c_num, c_real, c_float, c_money, c_text, c_varchar,
+  c_char, c_bytea, c_bool, c_date, c_time, c_timetz, c_ts, c_tstz, c_interval, c_uuid, c_json, c_jsonb,
+  c_xml, c_inet, c_cidr, c_mac, c_mac8, c_bit, c_varbit, c_tsv, c_tsq, c_point, c_line, c_lseg, c_box,
+  c_path, c_polygon, c_circle, c_int4range, c_numrange, c_tsrange, c_tstzrange, c_daterange, c_int8range,
+  c_multirange, c_intarr, c_textarr, c_mood, c_pair, c_posint, c_hstore, c_citext, c_ltree, c_cube,
+  c_oid, c_lsn, c_name, c_snapshot, c_2d)
+select g, (g % 30000)::int2, g::int8 * 1000000007, g / 7.0, g / 3.0, -g / 9.0, g * 1.25,
+  case g % 5 when 0 then E'tab\there\nnewline\\backslash' when 1 then null when 2 then E'\\.' else 'plain ' || g end,
+  'v' || g, 'c' || (g % 10), decode(md5(g::text), 'hex'), g % 2 = 0,
+  date '2020-01-01' + g, time '01:02:03' + g * interval '1 second', timetz '10:00+02', timestamp '2021-06-01' + g * interval '1 minute',
+  timestamptz '2021-06-01 00:00+00' + g * interval '1 hour', g * interval '1 day 2 hours',
+  md5(g::text)::uuid, json_build_object('g', g, 's', 'x;y'), jsonb_build_object('k', g, 'arr', jsonb_build_array(g, 'COPY t FROM stdin;')),
+  xmlelement(name item, g), ('10.0.' || (g % 250) || '.1')::inet, '10.1.0.0/16', '08:00:2b:01:02:03',
+  '08:00:2b:01:02:03:04:05', B'101', B'10', to_tsvector('english', 'row number ' || g), to_tsquery('row & ' || g),
+  point(g, -g), line '{{1,2,3}}', lseg '[(0,0),(1,1)]', box '((0,0),(2,2))', path '[(0,0),(1,1),(2,0)]',
+  polygon '((0,0),(1,1),(1,0))', circle '<(1,1),5>', int4range(g, g + 10), numrange(g, g + 0.5), tsrange('2021-01-01', '2021-02-01'),
+  tstzrange('2021-01-01', '2021-02-01'), daterange('2021-01-01', '2021-02-01'), int8range(g, g * 2 + 1),
+  int4multirange(int4range(1, 3), int4range(g + 5, g + 9)), array[g, g + 1], array['a;b', E'c\nd'], 'ok', row(g, 'p')::app.pair, g,
+  hstore('k', g::text), 'CaseText' || g, ('top.mid' || g)::ltree, cube(g, g + 1), g, ('0/' || to_hex(g))::pg_lsn, ('name' || g)::name,
+  '10:20:10,14,15'::pg_snapshot, array[[g, 1], [2, 3]]
+from generate_series(1, 1500) g;
+
+create table app.accounts (id bigint generated always as identity primary key, tenant text not null, name text, balance numeric default 0);
+insert into app.accounts (tenant, name, balance) select 't' || (g % 7), 'account ' || g, g * 3 from generate_series(1, 4000) g;
+
+create table app.items (
+  id serial primary key, sku text not null, qty int, price numeric, account_id bigint,
+  attrs jsonb, tags text[], span tstzrange, total numeric generated always as (qty * price) stored
+);
+insert into app.items (sku, qty, price, account_id, attrs, tags, span)
+select 'sku-' || g, g % 50 - 1, g / 4.0, (g % 4000) + 1, jsonb_build_object('color', case g % 3 when 0 then 'red' else 'blue' end),
+       array['t' || (g % 9)], tstzrange(timestamptz '2024-01-01' + g * interval '1 hour', timestamptz '2024-01-01' + (g + 1) * interval '1 hour')
+from generate_series(1, 12000) g;
+alter table app.items add constraint items_account_fk foreign key (account_id) references app.accounts (id) not valid;
+alter table app.items add constraint items_qty_positive check (qty > -5) not valid;
+alter table app.items add constraint items_sku_unique unique (sku) deferrable initially deferred;
+create index items_attrs_gin on app.items using gin (attrs);
+create index items_sku_trgm on app.items using gin (sku gin_trgm_ops);
+create index items_span_gist on app.items using gist (span);
+create index items_id_brin on app.items using brin (id);
+create index items_sku_hash on app.items using hash (sku);
+create index items_sku_spgist on app.items using spgist (sku);
+create index items_cheap on app.items (price) where price < 10;
+create index items_lower_sku on app.items (lower(sku)) include (qty);
+
+create table app.bookings (room int, during tstzrange, exclude using gist (room with =, during with &&));
+insert into app.bookings select g % 20, tstzrange(timestamptz '2025-01-01' + g * interval '1 day', timestamptz '2025-01-01' + (g + 1) * interval '1 day') from generate_series(1, 400) g;
+
+create table app.events (id bigint, at date not null, kind text, payload jsonb) partition by range (at);
+create table app.events_2025 partition of app.events for values from ('2025-01-01') to ('2026-01-01') partition by list (kind);
+create table app.events_2025_a partition of app.events_2025 for values in ('a');
+create table app.events_2025_rest partition of app.events_2025 default;
+create table app.events_2026 partition of app.events for values from ('2026-01-01') to ('2027-01-01');
+create table app.events_default partition of app.events default;
+insert into app.events select g, date '2024-12-01' + (g % 800), case g % 3 when 0 then 'a' else 'b' end, jsonb_build_object('n', g) from generate_series(1, 6000) g;
+create index on app.events (at);
+
+create table app.base_item (id int, name text);
+create table app.special_item (extra text) inherits (app.base_item);
+insert into app.base_item values (1, 'base');
+insert into app.special_item values (2, 'special', 'extra;');
+
+create unlogged table app.cache (k text primary key, v text);
+insert into app.cache select 'k' || g, 'v' || g from generate_series(1, 300) g;
+
+create table app."line
+break" ("col
+umn" int, "semi;colon" text, "quote""d" text);
+insert into app."line
+break" values (1, 'a', 'b'), (2, E'x\ny', 'COPY app.items FROM stdin;');
+
+create table "Audit Log"."Entries" (id bigserial primary key, note text);
+insert into "Audit Log"."Entries" (note) values ('first'), (E'second\nline'), ('\.');
+create rule no_delete as on delete to "Audit Log"."Entries" do instead nothing;
+
+create sequence app.counter start 100;
+select setval('app.counter', 4242);
+create sequence app.never_called;
+
+create function app.touch() returns trigger language plpgsql as $$ begin new.qty := new.qty; return new; end $$;
+create trigger t_enabled before update on app.items for each row execute function app.touch();
+create trigger t_disabled before update on app.items for each row execute function app.touch();
+alter table app.items disable trigger t_disabled;
+create trigger t_replica before update on app.items for each row execute function app.touch();
+alter table app.items enable replica trigger t_replica;
+create trigger t_always before update on app.items for each row execute function app.touch();
+alter table app.items enable always trigger t_always;
+
+create function app.tricky() returns text language plpgsql as $body$
+begin
+  -- COPY app.items (id) FROM stdin;
+  return E'COPY x FROM stdin;\n\\.\n\\restrict abc\n';
+end $body$;
+create function app.atomic_sum(a int, b int) returns int language sql
+begin atomic
+  select a + b;
+end;
+create procedure app.atomic_proc() language sql
+begin atomic
+  insert into app.cache values ('p', 'q') on conflict do nothing;
+  select case when true then 1 else 2 end;
+end;
+create function app."semi;colon"(x text) returns text language sql immutable as $f$ select x || ';' $f$;
+
+create view app.v_items as select id, sku, qty from app.items;
+create rule v_items_ins as on insert to app.v_items do instead insert into app.items (sku, qty) values (new.sku, new.qty);
+create materialized view app.mv_counts as select kind, count(*) as n from app.events group by kind;
+create unique index on app.mv_counts (kind);
+create materialized view app.mv_empty as select 1 as x with no data;
+create table app.secret_base (v int);
+insert into app.secret_base values (1);
+create materialized view app.mv_unreadable as select v from app.secret_base;
+alter materialized view app.mv_unreadable owner to {mvo};
+
+alter table app.accounts enable row level security;
+alter table app.accounts force row level security;
+create policy tenant_rows on app.accounts to {app} using (tenant = current_setting('app.tenant', true));
+
+create publication pub_items for table app.items, app.accounts;
+
+create server remote foreign data wrapper postgres_fdw options (host 'localhost', dbname 'nowhere');
+create user mapping for {app} server remote options (user 'remote_user');
+create foreign table app.remote_items (id int) server remote;
+
+comment on table app.items is E'items; with a\nnewline -- and $$ quotes';
+comment on column app.items.sku is 'stock; keeping unit';
+comment on schema "Audit Log" is 'audit;';
+
+alter table app.items owner to {owner};
+alter sequence app.counter owner to {owner};
+alter schema public owner to {owner};
+grant usage on schema app to {reader}, {app};
+grant select on all tables in schema app to {reader};
+grant select (id, tenant) on app.accounts to {app};
+grant insert, update on app.items to {app};
+grant usage on sequence app.counter to {app};
+grant execute on function app.atomic_sum(int, int) to {reader};
+revoke execute on function app.tricky() from public;
+alter default privileges in schema app grant select on tables to {reader};
+alter default privileges for role {owner} grant select on sequences to {reader};
+alter default privileges for role {owner} revoke execute on functions from public;
+
+do $$
+declare o oid;
+begin
+  o := lo_from_bytea(0, 'first large object');
+  execute format('alter large object %s owner to {owner}', o);
+  execute format('comment on large object %s is %L', o, E'a large; object\ncomment');
+  o := lo_from_bytea(0, decode(repeat('ab', 5000), 'hex'));
+  execute format('grant select on large object %s to {reader}', o);
+  o := lo_from_bytea(0, '');
+end $$;
+
+create table app.ddl_log (id serial, tag text);
+create function app.log_ddl() returns event_trigger language plpgsql as $$
+begin
+  insert into app.ddl_log (tag) select command_tag from pg_event_trigger_ddl_commands() where schema_name = 'app';
+end $$;
+create function app.noop_drop() returns event_trigger language plpgsql as $$ begin end $$;
+create event trigger log_ddl on ddl_command_end execute function app.log_ddl();
+create event trigger noop_drop on sql_drop execute function app.noop_drop();
+alter event trigger noop_drop disable;
+"#
+    )
+}
+
+/// What the target holds before a restore: objects of the same names as the
+/// source's database-level ones, and others a restore must remove.
+fn target_sql(r: &Roles) -> String {
+    format!(
+        r#"
+create extension postgres_fdw;
+create table leftover (x int); insert into leftover values (1), (2);
+create publication pub_items for table leftover;
+create server remote foreign data wrapper postgres_fdw options (host 'elsewhere');
+alter default privileges for role {owner} grant insert on tables to {reader};
+select lo_from_bytea(0, 'an old large object');
+create schema app;
+create table app.items (id int primary key, old text);
+create function et_fn() returns event_trigger language plpgsql as $$ begin raise exception 'the old event trigger fired'; end $$;
+create event trigger log_ddl on ddl_command_start execute function et_fn();
+"#,
+        owner = r.owner,
+        reader = r.reader
+    )
+}
+
+/// `pg_dump -Fc` of `src` restored by `pg_restore` into a new database: what
+/// a restore must give.
+async fn oracle(src: &TestDb) -> TestDb {
+    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("src.dump");
+    let out = std::process::Command::new(bins.path("pg_dump"))
+        .args(["-Fc", "-f"])
+        .arg(&file)
+        .arg(format!("--dbname={}", src.url().expose()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = TestDb::new().await;
+    let out = std::process::Command::new(bins.path("pg_restore"))
+        .arg(format!("--dbname={}", db.url().expose()))
+        .arg(&file)
+        .output()
+        .unwrap();
+    // pg_restore reports the view whose owner cannot read its table, and
+    // goes on; anything else is a broken test source.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("error:") && !l.contains("errors ignored"))
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("mv_unreadable")
+            || errors
+                .iter()
+                .all(|e| e.contains("permission denied for table secret_base")),
+        "pg_restore: {stderr}"
+    );
+    db
+}
+
+async fn loaded(r: &Roles, db: &TestDb, sql: &str) {
+    let _ = r;
+    db.client().await.batch_execute(sql).await.unwrap();
+}
+
+fn backup(p: &Project, env: &str) -> String {
+    let (code, m, err) = p.json(&["backup", "create", env]);
+    assert_eq!(code, 0, "{err}");
+    m["id"].as_str().unwrap().to_string()
+}
+
+const SKIP: &[&str] = &["shipsafe"];
+
+async fn measure(db: &TestDb, roles: &Roles) -> Fidelity {
+    fidelity(db.url(), &roles.all(), SKIP).await
+}
+
+#[tokio::test]
+async fn every_restore_path_gives_what_pg_restore_gives() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(&roles, &src, &source_sql(&roles)).await;
+    let source = measure(&src, &roles).await;
+    let want_db = oracle(&src).await;
+    let want = measure(&want_db, &roles).await;
+    assert_eq!(want.large_objects.len(), 3, "{:?}", want.large_objects);
+    assert_eq!(want.tables.len(), 15, "{:?}", want.tables);
+
+    let copy = TestDb::new().await;
+    loaded(&roles, &copy, &target_sql(&roles)).await;
+    let other = TestDb::new().await;
+    loaded(&roles, &other, &target_sql(&roles)).await;
+    let p = Project::new(
+        &[
+            ("prod", "guarded", src.url()),
+            ("copy", "open", copy.url()),
+            ("other", "open", other.url()),
+        ],
+        "",
+    );
+    let id = backup(&p, "prod");
+
+    // Into an environment, twice: the second restore replaces what the
+    // first brought, publications, event triggers and servers included.
+    for round in 1..=2 {
+        let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        assert_eq!(run["outcome"], "restored");
+        let proof = &run["report"]["proof"];
+        assert_eq!(proof["large_objects"], 3, "{proof}");
+        assert_eq!(proof["sequences"], want.sequences.len(), "{proof}");
+        assert!(
+            proof["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("app.mv_unreadable was left unpopulated"),
+            "{proof}"
+        );
+        assert_same(
+            &measure(&copy, &roles).await,
+            &want,
+            &format!("restore, round {round}"),
+        );
+    }
+
+    // clone: TO backed up, then FROM's newest verified (here: fresh) backup.
+    let (code, run, err) = p.json(&["clone", "prod", "other"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "cloned");
+    assert_same(&measure(&other, &roles).await, &want, "clone");
+
+    // backup verify: the same path into a scratch cluster; what it compared
+    // adds up to the stock restore's contents.
+    let (code, m, err) = p.json(&["backup", "verify", &id]);
+    assert_eq!(code, 0, "{err}");
+    let v = &m["verifications"][0];
+    assert_eq!(v["ok"], true);
+    let proof = &v["proof"];
+    // Every row of the source (the restores' event trigger adds one to
+    // app.ddl_log afterwards, in pg_restore's restore too).
+    let source_rows: i64 = source
+        .tables
+        .iter()
+        .map(|t| t.rsplit(' ').nth(1).unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(proof["rows"], source_rows, "{proof}");
+    assert_eq!(proof["large_objects"], 3);
+    assert_eq!(proof["sequences"], want.sequences.len());
+    let not_proven = proof["not_proven"].to_string();
+    assert!(not_proven.contains("no [[checks]]"), "{not_proven}");
+    assert!(
+        proof["warnings"].to_string().contains("mv_unreadable"),
+        "{proof}"
+    );
+
+    // deploy + rollback by restore: the state before the deploy comes back.
+    common::write(
+        p.dir.path(),
+        "migrations/20260101000000_reshape/up.sql",
+        "-- shipsafe:irreversible\nalter table app.items add column note text;\nupdate app.cache set v = 'changed' where k = 'k1';\ndrop publication pub_items;\n",
+    );
+    let (code, _, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    let before_rollback = measure(&src, &roles).await;
+    assert_ne!(
+        before_rollback.tables, want.tables,
+        "the deploy changed prod"
+    );
+    let (code, run, err) = p.json(&["rollback", "prod", "--confirm", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "rolled_back", "{run}");
+    assert_same(&measure(&src, &roles).await, &want, "deploy + rollback");
+}
+
+/// A source with large objects whose restore fails where it is asked to:
+/// a foreign key its rows break (loaded with triggers off, as replication
+/// does) fails in post-data, after the large objects.
+async fn breakable_source(src: &TestDb, roles: &Roles, broken: bool) {
+    loaded(
+        roles,
+        src,
+        &format!(
+            "create table parent (id int primary key);
+             create table child (id int primary key, parent_id int references parent);
+             insert into parent select generate_series(1, 500);
+             insert into child select g, g from generate_series(1, 500) g;
+             create sequence s; select setval('s', 77);
+             select lo_from_bytea(0, 'one'), lo_from_bytea(0, 'two');
+             create publication pub for table parent;
+             create table big as select g as id, md5(g::text) as h from generate_series(1, 200000) g;
+             alter table big add primary key (id);
+             grant select on parent to {};
+             {}",
+            roles.reader,
+            if broken {
+                "set session_replication_role = replica; insert into child values (9999, 424242); reset session_replication_role;"
+            } else {
+                ""
+            }
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_restore_leaves_the_target_exactly_as_it_was() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    breakable_source(&src, &roles, true).await;
+    let dst = TestDb::new().await;
+    loaded(&roles, &dst, &target_sql(&roles)).await;
+    let failing_check = r#"
+[[checks]]
+name = "no child without parent"
+sql = "select count(*) from child c where not exists (select 1 from parent p where p.id = c.parent_id)"
+expect = "= 0"
+"#;
+    let p = Project::new(
+        &[
+            ("prod", "guarded", src.url()),
+            ("staging", "open", dst.url()),
+        ],
+        failing_check,
+    );
+    let id = backup(&p, "prod");
+    let before = measure(&dst, &roles).await;
+    assert_eq!(before.large_objects.len(), 1);
+
+    // An error in post-data (the foreign key cannot be validated), after the
+    // large objects were written.
+    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["error"]["kind"], "rolled_back", "{run}");
+    assert!(err.contains("child_parent_id_fkey"), "{err}");
+    assert_same(
+        &measure(&dst, &roles).await,
+        &before,
+        "after a post-data error",
+    );
+
+    // A failing check on otherwise restorable data.
+    let good = TestDb::new().await;
+    breakable_source(&good, &roles, false).await;
+    let p = Project::new(
+        &[
+            ("prod", "guarded", good.url()),
+            ("staging", "open", dst.url()),
+        ],
+        &failing_check.replace("= 0", "= 1"),
+    );
+    let id = backup(&p, "prod");
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no child without parent"), "{err}");
+    assert_same(
+        &measure(&dst, &roles).await,
+        &before,
+        "after a failing check",
+    );
+    let (code, _, err) = p.json(&["clone", "prod", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert_same(
+        &measure(&dst, &roles).await,
+        &before,
+        "after a clone's failing check",
+    );
+
+    // kill -9 in the middle: once the restore holds the target's old table
+    // (it has dropped it inside its transaction), the process dies.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
+    cmd.current_dir(p.dir.path())
+        .args(["backup", "restore", &id, "--to", "staging"]);
+    for (k, v) in &p.vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = dst.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pid = loop {
+        let holder: Option<i32> = c
+            .query_opt(
+                "select l.pid from pg_locks l where l.relation = 'leftover'::regclass \
+                 and l.mode = 'AccessExclusiveLock' and l.granted and l.pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        if let Some(pid) = holder {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The server notices the dead client and rolls its transaction back.
+    loop {
+        let alive: bool = c
+            .query_one(
+                "select exists (select 1 from pg_stat_activity where pid = $1)",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed restore's session stayed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(c);
+    assert_same(&measure(&dst, &roles).await, &before, "after kill -9");
+}
+
+/// `url` with another user (the test server trusts local connections).
+fn as_user(url: &DbUrl, user: &str) -> DbUrl {
+    let s = url.expose();
+    let (scheme, rest) = s.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    DbUrl::new(format!("{scheme}://{user}@{host}"))
+}
+
+/// What the target holds outside its schemas and the restoring role may not
+/// replace, and what the backup holds that only a superuser may create, are
+/// refused before the first change, each with its reason.
+#[tokio::test]
+async fn a_restore_refuses_what_it_cannot_replace_before_changing_anything() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(
+        &roles,
+        &src,
+        "create table t (id int primary key); insert into t values (1);
+         create function noop() returns event_trigger language plpgsql as $$ begin end $$;
+         create event trigger audit_ddl on ddl_command_end execute function noop();",
+    )
+    .await;
+    let dst = TestDb::new().await;
+    let c = dst.client().await;
+    c.batch_execute(&format!(
+        "alter role {o} login;
+         alter database {db} owner to {o};
+         create table mine (x int); alter table mine owner to {o}; insert into mine values (7);
+         create publication theirs for table mine;",
+        o = roles.owner,
+        db = dst.name()
+    ))
+    .await
+    .unwrap();
+    let owner_url = as_user(dst.url(), &roles.owner);
+    let p = Project::new(
+        &[
+            ("prod", "guarded", src.url()),
+            ("staging", "open", &owner_url),
+        ],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let before = measure(&dst, &roles).await;
+    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["error"]["kind"], "problems", "{run}");
+    assert!(err.contains("refused before anything was changed"), "{err}");
+    assert!(
+        err.contains("event trigger audit_ddl, which only a superuser can create"),
+        "{err}"
+    );
+    assert!(err.contains("publication theirs must be replaced"), "{err}");
+    assert_same(
+        &measure(&dst, &roles).await,
+        &before,
+        "after a refused restore",
+    );
+    let (_, log, _) = p.json(&["log", "--limit", "1"]);
+    assert_eq!(
+        log["entries"][0]["outcome"], "failed_nothing_changed",
+        "{log}"
+    );
+}
+
+/// A dump does not carry the database's own settings, comment and
+/// privileges. A restore names the ones that differ, and never their
+/// values: a setting may hold a secret.
+#[tokio::test]
+async fn database_level_properties_are_named_never_copied() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    let secret = "sup3r-s3cret-value-4711";
+    src.client()
+        .await
+        .batch_execute(&format!(
+            "create table t (id int); insert into t values (1);
+             alter database {db} set search_path = public, pg_catalog;
+             alter database {db} set app.jwt_secret = '{secret}';
+             comment on database {db} is 'the production database';
+             grant connect on database {db} to {r};
+             alter role {r} in database {db} set work_mem = '8MB';",
+            db = src.name(),
+            r = roles.reader,
+        ))
+        .await
+        .unwrap();
+    let dst = TestDb::new().await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "",
+    );
+    let (code, m, err) = p.json(&["backup", "create", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = m["database_level"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} {} {}", p["kind"], p["role"], p["name"]))
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    let warnings = run["report"]["proof"]["warnings"].to_string();
+    for said in [
+        "setting search_path",
+        "setting app.jwt_secret",
+        &format!("setting work_mem for role {}", roles.reader),
+        "comment",
+        &format!("CONNECT granted to {}", roles.reader),
+    ] {
+        assert!(warnings.contains(said), "{said}: {warnings}");
+    }
+    let (code, v, err) = p.json(&["backup", "verify", &id]);
+    assert_eq!(code, 0, "{err}");
+    let not_proven = v["verifications"][0]["proof"]["not_proven"].to_string();
+    assert!(
+        not_proven.contains("the database's own properties"),
+        "{not_proven}"
+    );
+    // The value is nowhere: not in output, manifests, the audit log or runs.
+    let out = format!("{m}{run}{v}{err}");
+    assert!(!out.contains(secret), "{out}");
+    for entry in walk(p.dir.path()) {
+        if let Ok(text) = std::fs::read(&entry)
+            && !entry.to_string_lossy().ends_with(".zst")
+        {
+            let text = String::from_utf8_lossy(&text);
+            assert!(
+                !text.contains(secret),
+                "{} holds the value",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Schemas left out of backups (`[backups] exclude_schemas`, e.g. a
+/// provider's) are not in the archive: a restore keeps the target's.
+#[tokio::test]
+async fn schemas_left_out_of_the_backup_are_kept_by_a_restore() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(
+        &roles,
+        &src,
+        "create schema provider_a; create table provider_a.x (v int);
+         create table t (id int); insert into t values (1), (2);",
+    )
+    .await;
+    let dst = TestDb::new().await;
+    loaded(
+        &roles,
+        &dst,
+        "create schema provider_b; create table provider_b.state (v text); insert into provider_b.state values ('kept');
+         create table t (id int); insert into t values (9);",
+    )
+    .await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "[backups]\nexclude_schemas = [\"Provider_*\"]\n",
+    );
+    let id = backup(&p, "prod");
+    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "restored");
+    let c = dst.client().await;
+    let kept: String = c
+        .query_one("select v from provider_b.state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "kept");
+    let rows: i64 = c
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "the backup's own table was restored");
+}
+
+/// Managed providers give no superuser: a database owner restores a backup
+/// of objects it owns, publications and large objects included, twice.
+#[tokio::test]
+async fn a_database_owner_without_superuser_restores_its_own_backup() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    let o = &roles.owner;
+    src.client()
+        .await
+        .batch_execute(&format!(
+            "alter role {o} login;
+             alter database {db} owner to {o};
+             set role {o};
+             create schema app;
+             create table app.t (id int primary key, v text);
+             insert into app.t select g, 'v' || g from generate_series(1, 300) g;
+             create materialized view app.mv as select count(*) from app.t;
+             create publication pub for table app.t;
+             select lo_from_bytea(0, 'owned');
+             grant select on app.t to {r};
+             alter default privileges grant select on tables to {r};
+             reset role;",
+            db = src.name(),
+            r = roles.reader
+        ))
+        .await
+        .unwrap();
+    let want_db = oracle_quiet(&src, o).await;
+    let want = measure(&want_db, &roles).await;
+    let dst = TestDb::new().await;
+    dst.client()
+        .await
+        .batch_execute(&format!(
+            "alter database {db} owner to {o};
+             set role {o};
+             create table stale (x int);
+             create publication pub for table stale;
+             select lo_from_bytea(0, 'stale');
+             reset role;",
+            db = dst.name()
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("prod", "guarded", &as_user(src.url(), o)),
+            ("staging", "open", &as_user(dst.url(), o)),
+        ],
+        "",
+    );
+    let id = backup(&p, "prod");
+    for round in 1..=2 {
+        let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        assert_eq!(run["report"]["proof"]["rows"], 300, "{run}");
+        assert_same(
+            &measure(&dst, &roles).await,
+            &want,
+            &format!("round {round}"),
+        );
+    }
+}
+
+/// [`oracle`] for a source whose restore has no expected errors, into a
+/// database owned by `owner` (as the target is: `public`'s privileges follow
+/// the database's owner).
+async fn oracle_quiet(src: &TestDb, owner: &str) -> TestDb {
+    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("src.dump");
+    let out = std::process::Command::new(bins.path("pg_dump"))
+        .args(["-Fc", "-f"])
+        .arg(&file)
+        .arg(format!("--dbname={}", src.url().expose()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(&format!("alter database {} owner to {owner}", db.name()))
+        .await
+        .unwrap();
+    let out = std::process::Command::new(bins.path("pg_restore"))
+        .args(["--exit-on-error", "--single-transaction"])
+        .arg(format!("--dbname={}", db.url().expose()))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db
+}
