@@ -78,9 +78,48 @@ pub struct ArchiveContents {
     /// Whether the archive creates the `public` schema itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub creates_public: bool,
+    /// The encoding of the archive's text (`SET client_encoding`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encoding: String,
+    /// The archive's schemas and their owners (`public` included).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub schemas: std::collections::BTreeMap<String, String>,
+    /// Which roles own objects in which schema, as (schema, owner): a
+    /// restoring role that is not a superuser can only give an object to a
+    /// role that may create in its schema.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub owned_in: BTreeSet<(String, String)>,
 }
 
+/// Entries whose owner pg_dump sets with `ALTER … OWNER TO`.
+const OWNED: &[&str] = &[
+    "TABLE",
+    "VIEW",
+    "MATERIALIZED VIEW",
+    "SEQUENCE",
+    "FOREIGN TABLE",
+    "FUNCTION",
+    "PROCEDURE",
+    "AGGREGATE",
+    "TYPE",
+    "DOMAIN",
+    "COLLATION",
+    "CONVERSION",
+    "OPERATOR",
+    "OPERATOR CLASS",
+    "OPERATOR FAMILY",
+    "TEXT SEARCH CONFIGURATION",
+    "TEXT SEARCH DICTIONARY",
+    "STATISTICS",
+];
+
 impl ArchiveContents {
+    /// Read from the archive's bytes (not pieced together from its listing
+    /// when they could not be read).
+    pub fn was_read(&self) -> bool {
+        self.format.starts_with("1.")
+    }
+
     /// Total rows of all tables, when every table's rows were counted.
     pub fn total_rows(&self) -> Option<u64> {
         self.tables.iter().map(|t| t.rows).sum()
@@ -413,6 +452,17 @@ impl ArchiveScanner {
             self.contents.owners.insert(o.clone());
         }
         let schema = e.namespace.clone().unwrap_or_default();
+        if let (Some(ns), Some(owner)) = (&e.namespace, &e.owner)
+            && !owner.is_empty()
+            && OWNED.contains(&e.desc.as_str())
+        {
+            self.contents.owned_in.insert((ns.clone(), owner.clone()));
+        }
+        if e.desc == "SCHEMA" {
+            self.contents
+                .schemas
+                .insert(e.tag.clone(), e.owner.clone().unwrap_or_default());
+        }
         match e.desc.as_str() {
             "TABLE DATA" if e.had_dumper => {
                 self.data_ids.insert(e.dump_id, self.contents.tables.len());
@@ -438,6 +488,15 @@ impl ArchiveScanner {
                 name: e.tag,
             }),
             "EXTENSION" => self.contents.extensions.push(e.tag),
+            // SET client_encoding = 'UTF8';
+            "ENCODING" => {
+                self.contents.encoding = e
+                    .defn
+                    .as_deref()
+                    .and_then(|d| d.split('\'').nth(1))
+                    .unwrap_or_default()
+                    .to_string()
+            }
             // pg_dump writes `public` as already there (owner, comment and
             // privileges adjusted); only a dump that creates it says so.
             "SCHEMA" if e.tag == "public" => {
@@ -633,7 +692,7 @@ fn read_entry(r: &mut Reader<'_>, version: (u8, u8), offset_size: usize) -> Resu
     let desc = r.string()?.unwrap_or_default();
     r.int()?; // section
     // Only the definitions that are read are copied.
-    let defn = if desc == "SEQUENCE SET" || desc == "SCHEMA" {
+    let defn = if matches!(desc.as_str(), "SEQUENCE SET" | "SCHEMA" | "ENCODING") {
         r.string()?
     } else {
         r.skip_string()?;

@@ -4,10 +4,10 @@
 //! privileges (`GRANT CONNECT`). `pg_dump` without `--create` leaves them
 //! out, so no restore into an existing database brings them back.
 //!
-//! Each backup records which ones its database had, with a hash of each
-//! value (values themselves may be secrets, e.g. a JWT secret set as a
-//! database setting, and manifests are printed). A restore compares them
-//! with the target's and says which differ: they are left as they are.
+//! Each backup records which ones its database had, by name only: values
+//! may be secrets (a JWT secret set as a database setting), manifests are
+//! printed, and even a hash of a short value gives it away. A restore
+//! compares the names with the target's and says what it left as it was.
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -23,9 +23,6 @@ pub struct DatabaseProperty {
     pub role: String,
     /// The setting's name, or the privilege granted.
     pub name: String,
-    /// md5 of the value (settings, comment).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub hash: String,
 }
 
 impl DatabaseProperty {
@@ -39,7 +36,6 @@ impl DatabaseProperty {
         }
     }
 
-    /// Same property, whatever its value.
     fn key(&self) -> (&str, &str, &str) {
         (&self.kind, &self.role, &self.name)
     }
@@ -52,22 +48,22 @@ pub const NOT_CARRIED: &str =
 /// The current database's properties, sorted.
 pub const DATABASE_PROPERTIES_SQL: &str = "\
 with db as (select oid, datdba, datacl from pg_database where datname = current_database()) \
-select 'setting', coalesce(pg_get_userbyid(nullif(s.setrole, 0))::text, ''), split_part(c, '=', 1), md5(c) \
+select 'setting', coalesce(pg_get_userbyid(nullif(s.setrole, 0))::text, ''), split_part(c, '=', 1) \
   from pg_db_role_setting s, db, unnest(s.setconfig) c where s.setdatabase = db.oid \
 union all \
-select 'comment', '', 'comment', md5(shobj_description(db.oid, 'pg_database')) \
+select 'comment', '', 'comment' \
   from db where shobj_description(db.oid, 'pg_database') is not null \
 union all \
-select 'grant', case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end, a.privilege_type, '' \
+select 'grant', case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end, a.privilege_type \
   from db, aclexplode(db.datacl) a where a.grantee <> db.datdba \
    and not exists (select 1 from aclexplode(acldefault('d', db.datdba)) d \
                    where d.grantee = a.grantee and d.privilege_type = a.privilege_type) \
 union all \
-select 'revoke', case when d.grantee = 0 then 'PUBLIC' else pg_get_userbyid(d.grantee)::text end, d.privilege_type, '' \
+select 'revoke', case when d.grantee = 0 then 'PUBLIC' else pg_get_userbyid(d.grantee)::text end, d.privilege_type \
   from db, aclexplode(acldefault('d', db.datdba)) d where db.datacl is not null and d.grantee <> db.datdba \
    and not exists (select 1 from aclexplode(db.datacl) a \
                    where a.grantee = d.grantee and a.privilege_type = d.privilege_type) \
-order by 1, 2, 3, 4";
+order by 1, 2, 3";
 
 /// Reads the current database's properties.
 pub async fn read(client: &Client) -> Result<Vec<DatabaseProperty>, tokio_postgres::Error> {
@@ -79,7 +75,6 @@ pub async fn read(client: &Client) -> Result<Vec<DatabaseProperty>, tokio_postgr
             kind: r.get(0),
             role: r.get(1),
             name: r.get(2),
-            hash: r.get(3),
         })
         .collect())
 }
@@ -97,39 +92,28 @@ pub(crate) async fn compare(client: &Client, backup: &[DatabaseProperty]) -> Vec
 }
 
 fn differences(backup: &[DatabaseProperty], target: &[DatabaseProperty]) -> Vec<String> {
-    let mut changed = Vec::new();
-    let mut only_backup = Vec::new();
-    for b in backup {
-        match target.iter().find(|t| t.key() == b.key()) {
-            Some(t) if t.hash != b.hash => changed.push(b.describe()),
-            Some(_) => {}
-            None => only_backup.push(b.describe()),
-        }
-    }
-    let only_target: Vec<String> = target
-        .iter()
-        .filter(|t| !backup.iter().any(|b| b.key() == t.key()))
-        .map(DatabaseProperty::describe)
-        .collect();
-    let mut out = Vec::new();
+    let names = |from: &[DatabaseProperty], without: &[DatabaseProperty], with: bool| {
+        from.iter()
+            .filter(|p| without.iter().any(|q| q.key() == p.key()) == with)
+            .map(DatabaseProperty::describe)
+            .collect::<Vec<_>>()
+    };
     let tell = NOT_CARRIED;
-    if !changed.is_empty() {
-        out.push(format!(
-            "{tell}: different in the backup's database: {}",
-            changed.join(", ")
-        ));
-    }
-    if !only_backup.is_empty() {
-        out.push(format!(
-            "{tell}: only the backup's database had: {}",
-            only_backup.join(", ")
-        ));
-    }
-    if !only_target.is_empty() {
-        out.push(format!(
-            "{tell}: only the target has: {}",
-            only_target.join(", ")
-        ));
+    let mut out = Vec::new();
+    for (list, said) in [
+        (
+            names(backup, target, false),
+            "only the backup's database had",
+        ),
+        (names(target, backup, false), "only the target has"),
+        (
+            names(backup, target, true),
+            "both have (a backup records no values, so the target's stay)",
+        ),
+    ] {
+        if !list.is_empty() {
+            out.push(format!("{tell}: {said}: {}", list.join(", ")));
+        }
     }
     out
 }
@@ -138,31 +122,32 @@ fn differences(backup: &[DatabaseProperty], target: &[DatabaseProperty]) -> Vec<
 mod tests {
     use super::*;
 
-    fn p(kind: &str, role: &str, name: &str, hash: &str) -> DatabaseProperty {
+    fn p(kind: &str, role: &str, name: &str) -> DatabaseProperty {
         DatabaseProperty {
             kind: kind.into(),
             role: role.into(),
             name: name.into(),
-            hash: hash.into(),
         }
     }
 
     #[test]
-    fn differences_name_each_property_never_its_value() {
+    fn differences_name_each_property() {
         let backup = vec![
-            p("setting", "", "search_path", "aa"),
-            p("setting", "app", "statement_timeout", "bb"),
-            p("comment", "", "comment", "cc"),
+            p("setting", "", "search_path"),
+            p("setting", "app", "statement_timeout"),
+            p("comment", "", "comment"),
         ];
         let target = vec![
-            p("setting", "", "search_path", "zz"),
-            p("grant", "reporting", "CONNECT", ""),
+            p("setting", "", "search_path"),
+            p("grant", "reporting", "CONNECT"),
         ];
         let d = differences(&backup, &target);
         assert_eq!(d.len(), 3, "{d:?}");
-        assert!(d[0].ends_with("different in the backup's database: setting search_path"));
-        assert!(d[1].contains("setting statement_timeout for role app, comment"));
-        assert!(d[2].ends_with("only the target has: CONNECT granted to reporting"));
-        assert!(differences(&backup, &backup).is_empty());
+        assert!(d[0].ends_with(
+            "only the backup's database had: setting statement_timeout for role app, comment"
+        ));
+        assert!(d[1].ends_with("only the target has: CONNECT granted to reporting"));
+        assert!(d[2].contains("both have") && d[2].ends_with("setting search_path"));
+        assert!(differences(&[], &[]).is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! `pg_dump -Fc -Z0` → zstd (multithreaded) → BLAKE3 → storage, in one pass.
+//! `pg_dump -Fc -Z0 -E UTF8` → zstd (multithreaded) → BLAKE3 → storage, in
+//! one pass.
 //!
 //! The upload is committed only after `pg_dump` exited successfully and the
 //! compressor finished; any failure aborts it, so a partial archive is never
@@ -186,7 +187,10 @@ async fn run(
 ) -> Result<Compressed, BackupError> {
     let mut upload = store.start_archive(id).await?;
     let mut cmd = libpq_command(req.binaries.path("pg_dump"), req.url)?;
-    cmd.args(["--format=custom", "-Z0"]);
+    // UTF-8 whatever the database's encoding: a restore sends the text on
+    // shipsafe's connection, which speaks UTF-8, and the server converts it
+    // into the target's encoding.
+    cmd.args(["--format=custom", "-Z0", "--encoding=UTF8"]);
     for s in req.exclude_schemas {
         cmd.arg(format!("--exclude-schema={s}"));
     }

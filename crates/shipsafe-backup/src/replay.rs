@@ -215,6 +215,20 @@ impl Run<'_> {
                 }
                 Ok(())
             }
+            // The restore keeps its own lock timeout: waiting forever for a
+            // lock would hold every restored table's lock as long.
+            Kind::Setting(name) if name == "lock_timeout" => Ok(()),
+            // The server reads a whole batch before running any of it: a
+            // setting that changes how it reads text (standard strings,
+            // encoding) must end its batch to apply to the next statements.
+            Kind::Setting(_) => {
+                if self.batch.is_empty() {
+                    self.batch_from = stmt.line;
+                }
+                self.batch.push_str(&stmt.text);
+                self.batch.push('\n');
+                self.flush().await
+            }
             Kind::Transaction => {
                 self.done.transaction_lines += 1;
                 Ok(())

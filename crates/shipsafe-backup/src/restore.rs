@@ -385,9 +385,14 @@ pub async fn restore_atomic(
     let client = connect(target).await?;
     let sql_err =
         |what: &str, e: tokio_postgres::Error| rolled_back(format!("{what}: {}", describe(&e)));
+    // The target's own settings must not change how shipsafe's statements
+    // read: functions resolve in pg_catalog only (a search_path the
+    // database's owner set could put a look-alike first), and strings are
+    // read the standard way, as the splitter reads the script.
     client
         .batch_execute(&format!(
-            "begin; set local lock_timeout = '{}ms'",
+            "begin; set local lock_timeout = '{}ms'; set local search_path = pg_catalog, pg_temp; \
+             set local standard_conforming_strings = on",
             opts.lock_timeout.as_millis()
         ))
         .await
@@ -396,7 +401,7 @@ pub async fn restore_atomic(
     // commit it must still be this one (nothing ended it on the way).
     let mut proof = RestoreProof::default();
     let xid: String = client
-        .query_one("select txid_current()::text", &[])
+        .query_one("select pg_catalog.txid_current()::text", &[])
         .await
         .map_err(|e| sql_err("starting the restore transaction", e))?
         .get(0);
@@ -409,7 +414,7 @@ pub async fn restore_atomic(
     };
 
     let slate = match crate::slate::prepare(&client, &contents, excluded).await {
-        Ok(sql) => sql,
+        Ok(slate) => slate,
         Err(refusal) => {
             let _ = client.batch_execute("rollback").await;
             return Err(match refusal {
@@ -427,7 +432,7 @@ pub async fn restore_atomic(
             });
         }
     };
-    if let Err(e) = client.batch_execute(&slate).await {
+    if let Err(e) = client.batch_execute(&slate.sql).await {
         return abort(format!(
             "removing the current contents (inside the restore transaction): {}",
             describe(&e)
@@ -473,6 +478,7 @@ pub async fn restore_atomic(
             }
         }
     }
+    proof.warnings.extend(slate.removed);
     for (stmt, err) in &replayed.refresh_failures {
         let view = stmt
             .trim_end_matches(';')
@@ -484,7 +490,13 @@ pub async fn restore_atomic(
 
     // The script changed session settings for its own use (an empty
     // search_path, row_security off); checks run as the application would.
-    if let Err(e) = client.batch_execute("reset all").await {
+    if let Err(e) = client
+        .batch_execute(&format!(
+            "reset all; set local lock_timeout = '{}ms'",
+            opts.lock_timeout.as_millis()
+        ))
+        .await
+    {
         return abort(format!("resetting the session: {}", describe(&e))).await;
     }
     for stmt in opts.before_checks {
@@ -534,6 +546,9 @@ pub async fn restore_atomic(
         .await
         .map_err(|e| sql_err("committing the restore", e))?;
     if let Some(m) = opts.manifest {
+        let _ = client
+            .batch_execute("set search_path = pg_catalog, pg_temp")
+            .await;
         proof
             .warnings
             .extend(crate::dblevel::compare(&client, &m.database_level).await);
@@ -559,7 +574,7 @@ enum Ended {
 /// another id, and an aborted one fails this query.
 async fn same_transaction(client: &tokio_postgres::Client, xid: &str) -> Result<(), Ended> {
     let now: Option<String> = client
-        .query_one("select txid_current_if_assigned()::text", &[])
+        .query_one("select pg_catalog.txid_current_if_assigned()::text", &[])
         .await
         .map_err(|e| Ended::Failed(describe(&e)))?
         .get(0);

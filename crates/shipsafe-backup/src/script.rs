@@ -9,8 +9,10 @@
 //! and function bodies hold anything. So this is a lexer with psql's rules
 //! (`psqlscan.l`): strings (standard, `E''` with backslashes, `U&''`),
 //! quoted identifiers, dollar quotes, nested comments, parentheses, and
-//! psql's way of finding the end of a `CREATE FUNCTION … BEGIN ATOMIC … END`
-//! body (count BEGIN/CASE/END after `CREATE [OR REPLACE] FUNCTION|PROCEDURE`).
+//! the end of a `CREATE FUNCTION … BEGIN ATOMIC … END` body (psql counts
+//! BEGIN/CASE/END after `CREATE [OR REPLACE] FUNCTION|PROCEDURE`; here a
+//! BEGIN counts only when ATOMIC follows, since pg_dump writes a function
+//! named `begin` unquoted and psql's count then runs past its end).
 //! A backslash outside a literal at the start of a statement is a psql
 //! meta-command line (`\restrict`); anywhere else it is an error.
 
@@ -28,6 +30,9 @@ pub(crate) enum Kind {
     ForeignTransaction,
     /// `REFRESH MATERIALIZED VIEW`: may fail where pg_restore would carry on.
     Refresh,
+    /// `SET name …` / `RESET name` (lower case): some change how the server
+    /// reads what follows, which it does only for later queries.
+    Setting(String),
     Other,
 }
 
@@ -82,6 +87,8 @@ pub(crate) struct Splitter {
     /// comments came after the last one.
     last_words: [String; 2],
     after_last_word: bool,
+    /// A routine's BEGIN was just read: ATOMIC next opens its body.
+    begin_pending: bool,
 }
 
 impl Default for Splitter {
@@ -128,6 +135,7 @@ impl Splitter {
             word_count: 0,
             last_words: [String::new(), String::new()],
             after_last_word: false,
+            begin_pending: false,
         }
     }
 
@@ -234,6 +242,9 @@ impl Splitter {
                         continue;
                     }
                     self.after_last_word = true;
+                    if !ident_start(b) {
+                        self.begin_pending = false;
+                    }
                     match b {
                         b'\'' => {
                             self.state = State::Quote {
@@ -330,9 +341,11 @@ impl Splitter {
                 || (w.get(1).is_some_and(|s| s == "or")
                     && w.get(2).is_some_and(|s| s == "replace")
                     && w.get(3).is_some_and(|s| routine(s))));
+        let pending = std::mem::take(&mut self.begin_pending);
         if creating_routine && self.paren == 0 {
             match lower.as_str() {
-                "begin" => self.begin_depth += 1,
+                "begin" if self.begin_depth == 0 => self.begin_pending = true,
+                "atomic" if pending => self.begin_depth += 1,
                 "case" if self.begin_depth >= 1 => self.begin_depth += 1,
                 "end" if self.begin_depth > 0 => self.begin_depth -= 1,
                 _ => {}
@@ -346,8 +359,9 @@ impl Splitter {
     fn complete(&mut self) -> Result<Statement, String> {
         let text = String::from_utf8(std::mem::take(&mut self.stmt))
             .map_err(|_| format!("line {}: the statement is not valid UTF-8", self.stmt_line))?;
-        let first = self.words.first().map(String::as_str).unwrap_or("");
-        let second = self.words.get(1).map(String::as_str).unwrap_or("");
+        let words = std::mem::take(&mut self.words);
+        let first = words.first().map(String::as_str).unwrap_or("");
+        let second = words.get(1).map(String::as_str).unwrap_or("");
         let kind = match first {
             "copy"
                 if self.last_words[0] == "from"
@@ -366,7 +380,11 @@ impl Splitter {
             "refresh" if second == "materialized" => Kind::Refresh,
             "set" | "reset" => {
                 self.track_setting(&text);
-                Kind::Other
+                let name = match second {
+                    "session" | "local" => words.get(2).cloned().unwrap_or_default(),
+                    other => other.to_string(),
+                };
+                Kind::Setting(name)
             }
             _ => Kind::Other,
         };
@@ -382,6 +400,7 @@ impl Splitter {
         self.word_count = 0;
         self.last_words = [String::new(), String::new()];
         self.after_last_word = false;
+        self.begin_pending = false;
         Ok(stmt)
     }
 
@@ -536,7 +555,8 @@ mod tests {
                 "SELECT $$;$$, $1, a$b$c /* ; /* nested ; */ ; */ FROM t;",
             ]
         );
-        assert!(got.iter().all(|(_, k)| *k == Kind::Other));
+        assert_eq!(got[0].1, Kind::Setting("a".into()));
+        assert!(got[2..].iter().all(|(_, k)| *k == Kind::Other));
     }
 
     #[test]
@@ -550,6 +570,18 @@ mod tests {
         assert!(got[0].0.ends_with("2 END;\nEND;"));
         assert!(got[1].0.starts_with("CREATE OR REPLACE PROCEDURE"));
         assert_eq!(got[2], ("BEGIN;".into(), Kind::Transaction));
+    }
+
+    #[test]
+    fn a_routine_named_begin_is_not_a_body() {
+        let got = statements(
+            "CREATE FUNCTION public.begin() RETURNS integer\n    LANGUAGE sql\n    AS $$select 1$$;\n\
+             CREATE FUNCTION atomic(begin int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT begin; END;\n\
+             SELECT 1;\n",
+        );
+        let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(texts[1].ends_with("SELECT begin; END;"));
     }
 
     #[test]
@@ -755,7 +787,7 @@ mod tests {
     fn statement(rng: &mut Lcg) -> String {
         let (a, b, l) = (ident(rng), ident(rng), literal(rng));
         let sep = if rng.below(2) == 0 { "\n" } else { " " };
-        match rng.below(9) {
+        match rng.below(10) {
             0 => format!("SELECT {l} AS {a};{sep}"),
             1 => format!("CREATE TABLE {a}.{b} ({a} int, c text DEFAULT {l});{sep}"),
             2 => format!("COMMENT ON TABLE {a} IS {l};{sep}"),
@@ -773,6 +805,9 @@ mod tests {
             ),
             7 => format!(
                 "CREATE RULE r AS ON INSERT TO {a} DO ALSO (INSERT INTO {b} VALUES ({l}); NOTIFY c);{sep}"
+            ),
+            8 => format!(
+                "CREATE FUNCTION {a}.begin(atomic int) RETURNS int LANGUAGE sql AS {l};{sep}CREATE PROCEDURE {b}.atomic() LANGUAGE sql BEGIN ATOMIC SELECT 1 AS begin; END;{sep}"
             ),
             _ => format!("SELECT ({l}, (1))::text, $1;{sep}"),
         }

@@ -275,6 +275,12 @@ begin
   o := lo_from_bytea(0, '');
 end $$;
 
+create access method fid_am type table handler heap_tableam_handler;
+create table app.on_am (id int) using fid_am;
+insert into app.on_am values (1);
+create cast (bool as money) with inout;
+create function public.begin() returns int language sql as $$ select 1 $$;
+
 create table app.ddl_log (id serial, tag text);
 create function app.log_ddl() returns event_trigger language plpgsql as $$
 begin
@@ -301,6 +307,11 @@ alter default privileges for role {owner} grant insert on tables to {reader};
 select lo_from_bytea(0, 'an old large object');
 create schema app;
 create table app.items (id int primary key, old text);
+create cast (bool as money) with inout;
+create access method fid_am type table handler heap_tableam_handler;
+create extension adminpack;
+grant execute on function pg_catalog.pg_read_file(text) to {reader};
+revoke usage on language plpgsql from public;
 create function et_fn() returns event_trigger language plpgsql as $$ begin raise exception 'the old event trigger fired'; end $$;
 create event trigger log_ddl on ddl_command_start execute function et_fn();
 "#,
@@ -375,7 +386,7 @@ async fn every_restore_path_gives_what_pg_restore_gives() {
     let want_db = oracle(&src).await;
     let want = measure(&want_db, &roles).await;
     assert_eq!(want.large_objects.len(), 3, "{:?}", want.large_objects);
-    assert_eq!(want.tables.len(), 15, "{:?}", want.tables);
+    assert_eq!(want.tables.len(), 16, "{:?}", want.tables);
 
     let copy = TestDb::new().await;
     loaded(&roles, &copy, &target_sql(&roles)).await;
@@ -401,9 +412,8 @@ async fn every_restore_path_gives_what_pg_restore_gives() {
         assert_eq!(proof["large_objects"], 3, "{proof}");
         assert_eq!(proof["sequences"], want.sequences.len(), "{proof}");
         assert!(
-            proof["warnings"][0]
-                .as_str()
-                .unwrap()
+            proof["warnings"]
+                .to_string()
                 .contains("app.mv_unreadable was left unpopulated"),
             "{proof}"
         );
@@ -813,6 +823,201 @@ async fn schemas_left_out_of_the_backup_are_kept_by_a_restore() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 2, "the backup's own table was restored");
+    // A schema the target had that is neither excluded nor in the backup
+    // goes, and the report names it.
+    c.batch_execute("create schema reporting; create table reporting.daily (d date);")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    let warnings = run["report"]["proof"]["warnings"].to_string();
+    assert!(
+        warnings
+            .contains("schema reporting (1 table(s)) was in the target but is not in the backup"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("provider_b"), "{warnings}");
+}
+
+/// A restore takes the environment's lock as a deploy does: while another
+/// operation holds it, a restore or clone is blocked (exit 3) and changes
+/// nothing.
+#[tokio::test]
+async fn a_restore_or_clone_is_blocked_while_the_environment_is_locked() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(
+        &roles,
+        &src,
+        "create table t (id int); insert into t values (1);",
+    )
+    .await;
+    let dst = TestDb::new().await;
+    loaded(
+        &roles,
+        &dst,
+        "create table old (x int); insert into old values (1);",
+    )
+    .await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let holder = dst.client().await;
+    holder
+        .execute(
+            "select pg_advisory_lock($1)",
+            &[&shipsafe_migrate::history::LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let before = measure(&dst, &roles).await;
+    for args in [
+        vec!["backup", "restore", id.as_str(), "--to", "copy"],
+        vec!["clone", "prod", "copy"],
+    ] {
+        let (code, v, err) = p.json(&args);
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert!(
+            v["error"]["kind"] == "blocked" || v["outcome"] == "blocked",
+            "{v}"
+        );
+        assert!(err.contains("pid"), "names the holder: {err}");
+    }
+    assert_same(&measure(&dst, &roles).await, &before, "while locked");
+    holder
+        .execute(
+            "select pg_advisory_unlock($1)",
+            &[&shipsafe_migrate::history::LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A role that is not a superuser can give objects only to roles it is a
+/// member of, and only when they may create in the object's schema at that
+/// moment; what it could not do is refused before the first change.
+#[tokio::test]
+async fn ownership_a_non_superuser_cannot_give_is_refused_up_front() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    let (o, app) = (&roles.owner, &roles.app);
+    src.client()
+        .await
+        .batch_execute(&format!(
+            "alter database {db} owner to {o};
+             create table mine (id int); alter table mine owner to {o};
+             create table theirs (id int); alter table theirs owner to {app};",
+            db = src.name()
+        ))
+        .await
+        .unwrap();
+    let dst = TestDb::new().await;
+    dst.client()
+        .await
+        .batch_execute(&format!(
+            "alter role {o} login; alter database {db} owner to {o};
+             set role {o}; create table keep (x int); insert into keep values (1); reset role;",
+            db = dst.name()
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("prod", "guarded", src.url()),
+            ("copy", "open", &as_user(dst.url(), o)),
+        ],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let before = measure(&dst, &roles).await;
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("the backup's objects belong to {app}"))
+            && err.contains(&format!("GRANT \"{app}\" TO \"{o}\"")),
+        "{err}"
+    );
+    assert_same(&measure(&dst, &roles).await, &before, "after the refusal");
+    // A member now, but app may not create in public (the database's owner's).
+    dst.client()
+        .await
+        .batch_execute(&format!("grant {app} to {o}"))
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "role {app} owns objects in schema public, which belongs to {o} here"
+        )),
+        "{err}"
+    );
+    assert_same(
+        &measure(&dst, &roles).await,
+        &before,
+        "after the second refusal",
+    );
+}
+
+/// The safety backup failing is said as what it is, not as a broken backup.
+#[tokio::test]
+async fn a_failed_safety_backup_says_so_and_restores_nothing() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(&roles, &src, "create table t (id int);").await;
+    let dst = TestDb::new().await;
+    let o = &roles.owner;
+    dst.client()
+        .await
+        .batch_execute(&format!(
+            "alter role {o} login; alter database {db} owner to {o};
+             select lo_from_bytea(0, 'the superuser''s');",
+            db = dst.name()
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("prod", "guarded", src.url()),
+            ("staging", "guarded", &as_user(dst.url(), o)),
+        ],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(
+            "the safety backup of staging, taken before restoring, failed, so nothing was restored"
+        ),
+        "{err}"
+    );
+}
+
+/// A restore drill's time is the restore's: checks run after it is taken.
+#[tokio::test]
+async fn verify_times_the_restore_not_the_checks() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(
+        &roles,
+        &src,
+        "create table t (id int); insert into t values (1);",
+    )
+    .await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url())],
+        "[[checks]]\nname = \"slow\"\nsql = \"select count(*) from t, pg_sleep(4)\"\nexpect = \"= 1\"\n",
+    );
+    let id = backup(&p, "prod");
+    let (code, m, err) = p.json(&["backup", "verify", &id]);
+    assert_eq!(code, 0, "{err}");
+    let secs = m["verifications"][0]["restore_seconds"].as_f64().unwrap();
+    assert!(secs < 4.0, "restore_seconds {secs} includes the 4 s check");
 }
 
 /// Managed providers give no superuser: a database owner restores a backup
@@ -876,6 +1081,23 @@ async fn a_database_owner_without_superuser_restores_its_own_backup() {
             &format!("round {round}"),
         );
     }
+    // What only a superuser may put back is left, and said.
+    dst.client()
+        .await
+        .batch_execute(&format!(
+            "grant execute on function pg_catalog.pg_read_file(text) to {}",
+            roles.reader
+        ))
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let warnings = run["report"]["proof"]["warnings"].to_string();
+    assert!(
+        warnings.contains("only a superuser may change them")
+            && warnings.contains("pg_read_file(text) granted to"),
+        "{warnings}"
+    );
 }
 
 /// [`oracle`] for a source whose restore has no expected errors, into a
@@ -914,4 +1136,346 @@ async fn oracle_quiet(src: &TestDb, owner: &str) -> TestDb {
         String::from_utf8_lossy(&out.stderr)
     );
     db
+}
+
+/// A rollback by restore that fails (here in post-data) changes nothing:
+/// the database stays as the failed deploy left it, and the message says
+/// exactly that; `backup verify` finds the same backup unrestorable.
+#[tokio::test]
+async fn a_rollback_whose_restore_fails_leaves_the_deployed_state_and_says_so() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    breakable_source(&src, &roles, true).await;
+    let p = Project::new(&[("prod", "guarded", src.url())], "");
+    common::write(
+        p.dir.path(),
+        "migrations/20260101000000_note/up.sql",
+        "-- shipsafe:irreversible\nalter table parent add column note text;\n",
+    );
+    let (code, deploy, err) = p.json(&["deploy", "prod"]);
+    assert_eq!(code, 0, "{err}");
+    let pre_deploy = deploy["backup_id"].as_str().unwrap().to_string();
+    let deployed = measure(&src, &roles).await;
+    let (code, run, err) = p.json(&["rollback", "prod", "--confirm", "prod"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(run["error"]["kind"], "rollback_failed", "{run}");
+    assert!(
+        err.contains("child_parent_id_fkey") && err.contains("as it was before this restore"),
+        "{err}"
+    );
+    assert_same(
+        &measure(&src, &roles).await,
+        &deployed,
+        "after a failed rollback",
+    );
+    let (code, v, err) = p.json(&["backup", "verify", &pre_deploy]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(v["error"]["kind"], "problems", "{v}");
+    let (_, list, _) = p.json(&["backup", "list"]);
+    let m = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == pre_deploy.as_str())
+        .unwrap();
+    assert_eq!(m["verifications"][0]["ok"], false, "{m}");
+}
+
+/// A subscription is replaced by a restore when nothing outside the
+/// transaction depends on it, and refused (with how to detach it) while it
+/// names a replication slot: dropping it would drop the slot on the
+/// publisher, which no rollback brings back.
+#[tokio::test]
+async fn subscriptions_are_replaced_or_refused_before_any_change() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(
+        &roles,
+        &src,
+        "create table t (id int); insert into t values (1);
+         create subscription from_src connection 'host=127.0.0.1 dbname=nowhere' publication p
+           with (connect = false, slot_name = none);",
+    )
+    .await;
+    let dst = TestDb::new().await;
+    loaded(
+        &roles,
+        &dst,
+        "create table old (x int);
+         create subscription slotted connection 'host=127.0.0.1 dbname=nowhere' publication p
+           with (connect = false);",
+    )
+    .await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let before = measure(&dst, &roles).await;
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("subscription slotted names the replication slot slotted")
+            && err.contains("SET (slot_name = NONE)"),
+        "{err}"
+    );
+    assert_same(&measure(&dst, &roles).await, &before, "after the refusal");
+    dst.client()
+        .await
+        .batch_execute("alter subscription slotted set (slot_name = none)")
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    let subs: Vec<String> = dst
+        .client()
+        .await
+        .query(
+            "select subname::text from pg_subscription where subdbid = (select oid from pg_database where datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(subs, vec!["from_src"]);
+}
+
+/// The target's own settings never change how the backup is read or what
+/// shipsafe's statements call: a target reading strings the old way
+/// (`standard_conforming_strings = off`) and whose owner put `public` before
+/// `pg_catalog` in its `search_path`, with a look-alike function there
+/// waiting for a superuser to call it.
+#[tokio::test]
+async fn the_target_s_settings_change_neither_the_backup_nor_shipsafe() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    loaded(
+        &roles,
+        &src,
+        r#"create table t (id int primary key, v text default 'C:\temp');
+           insert into t values (1, '42'), (2, 'x');
+           comment on table t is $c$x\'; COMMIT; SELECT 1/0; --$c$;
+           create view digits as select id from t where v ~ '^\d+$';"#,
+    )
+    .await;
+    let evil = &roles.app;
+    let want_db = oracle_quiet(&src, evil).await;
+    let want = measure(&want_db, &roles).await;
+    let dst = TestDb::new().await;
+    dst.client()
+        .await
+        .batch_execute(&format!(
+            "create table precious (id int); insert into precious values (1);
+             alter role {evil} login; alter database {db} owner to {evil};
+             alter database {db} set standard_conforming_strings = off;
+             alter database {db} set search_path = public, pg_catalog;
+             set role {evil};
+             create function public.pg_has_role(oid, text) returns boolean language plpgsql as $$
+             begin
+               if current_setting('is_superuser') = 'on' then execute 'alter role {evil} superuser'; end if;
+               return pg_catalog.pg_has_role($1, $2);
+             end $$;
+             create function public.txid_current_if_assigned() returns bigint language sql as 'select 0::bigint';
+             reset role;",
+            db = dst.name()
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    assert_same(&measure(&dst, &roles).await, &want, "into a hostile target");
+    let superuser: bool = dst
+        .client()
+        .await
+        .query_one("select rolsuper from pg_roles where rolname = $1", &[evil])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!superuser, "the look-alike function ran as the superuser");
+    let matched: i64 = dst
+        .client()
+        .await
+        .query_one("select count(*) from public.digits", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        matched, 1,
+        "the view's regular expression came back as written"
+    );
+}
+
+/// A database in LATIN1 whose own setting reads strings the old way
+/// (`standard_conforming_strings = off`): its backup restores exactly, names
+/// with non-ASCII letters and backslashes in definitions included.
+#[tokio::test]
+async fn a_latin1_source_reading_strings_the_old_way_restores_exactly() {
+    let roles_db = TestDb::new().await;
+    let roles = Roles::new(&roles_db).await;
+    let (src, dst, want_db) = (
+        TestDb::new().await,
+        TestDb::new().await,
+        TestDb::new().await,
+    );
+    let admin = shipsafe_pg::connect(&shipsafe_testkit::with_database(src.url(), "postgres"))
+        .await
+        .unwrap();
+    for db in [&src, &dst, &want_db] {
+        admin
+            .batch_execute(&format!("drop database {}", db.name()))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!(
+                "create database {} encoding 'LATIN1' lc_collate 'C' lc_ctype 'C' template template0",
+                db.name()
+            ))
+            .await
+            .unwrap();
+    }
+    admin
+        .batch_execute(&format!(
+            "alter database {} set standard_conforming_strings = off",
+            src.name()
+        ))
+        .await
+        .unwrap();
+    loaded(
+        &roles,
+        &src,
+        r#"create table "café" (id int, v text default 'C:\\dir\\file');
+           insert into "café" values (1, 'Ã©tÃ©'), (2, 'naïve');
+           comment on table "café" is 'back\\slash';
+           create view v as select 'x\\y'::text as lit, 'é'::text as e;"#,
+    )
+    .await;
+    // What stock tools give, into a LATIN1 database like the source's.
+    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("src.dump");
+    assert!(
+        std::process::Command::new(bins.path("pg_dump"))
+            .args(["-Fc", "-f"])
+            .arg(&file)
+            .arg(format!("--dbname={}", src.url().expose()))
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        std::process::Command::new(bins.path("pg_restore"))
+            .args(["--exit-on-error", "--single-transaction"])
+            .arg(format!("--dbname={}", want_db.url().expose()))
+            .arg(&file)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let want = measure(&want_db, &roles).await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    assert_same(&measure(&dst, &roles).await, &want, "a LATIN1 database");
+    let (code, _, err) = p.json(&["backup", "verify", &id]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Kept schemas: what in them depends on what a restore drops is refused
+/// by name; patterns are read as pg_dump reads them (ASCII letters fold,
+/// `public` itself may be kept); and the restore's lock timeout holds while
+/// the archive waits for a lock on a kept table.
+#[tokio::test]
+async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    let shared = "create schema keep; create table keep.ref (x int primary key); insert into keep.ref values (1);
+                  create schema \"Ärger\"; create table \"Ärger\".notes (n text); insert into \"Ärger\".notes values ('kept');";
+    loaded(
+        &roles,
+        &src,
+        &format!(
+            "{shared}
+             create type mood as enum ('ok', 'sad');
+             create table t (id int primary key references keep.ref (x)); insert into t values (1);"
+        ),
+    )
+    .await;
+    let dst = TestDb::new().await;
+    loaded(
+        &roles,
+        &dst,
+        &format!(
+            "{shared}
+             create type mood as enum ('ok', 'sad');
+             create table t (id int primary key);
+             create table keep.people (id int, m public.mood);
+             create view keep.v as select id from public.t;"
+        ),
+    )
+    .await;
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "[backups]\nexclude_schemas = [\"keep\", \"Ärger\"]\n[migrations]\nlock_timeout = \"1s\"\n",
+    );
+    let id = backup(&p, "prod");
+    let before = measure(&dst, &roles).await;
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("column m of table keep.people needs type public.mood")
+            && err.contains("view keep.v"),
+        "{err}"
+    );
+    assert_same(&measure(&dst, &roles).await, &before, "after the refusal");
+    dst.client()
+        .await
+        .batch_execute("drop table keep.people; drop view keep.v;")
+        .await
+        .unwrap();
+
+    // A session holding the kept table the backup's foreign key needs: the
+    // restore gives up after its lock timeout instead of waiting, with
+    // every restored table locked, for as long as that session lasts.
+    let mut holder = dst.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("lock table keep.ref in access exclusive mode")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("lock timeout"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    tx.rollback().await.unwrap();
+
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
+    let kept: String = dst
+        .client()
+        .await
+        .query_one("select n from \"Ärger\".notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "kept");
+
+    // `public` itself excluded: kept, not made anew.
+    let p = Project::new(
+        &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
+        "[backups]\nexclude_schemas = [\"public\", \"keep\"]\n",
+    );
+    let id = backup(&p, "prod");
+    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
+    assert_eq!(code, 0, "{err}");
 }

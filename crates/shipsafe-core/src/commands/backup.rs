@@ -282,9 +282,10 @@ pub async fn verify(
     let started = Instant::now();
     let at = shipsafe_state::now_rfc3339();
     let result = restore_and_check(config, &store, &manifest, progress).await;
-    let restore_seconds = started.elapsed().as_secs_f64();
     let (verification, checks, err) = match result {
-        Ok((checks, proof)) => {
+        Ok((checks, proof, restored)) => {
+            // The recovery time: fetch, cluster and restore, not the checks.
+            let restore_seconds = restored.as_secs_f64();
             let failed = checks.iter().filter(|c| !c.ok).count() as u32;
             let v = Verification {
                 at,
@@ -300,6 +301,7 @@ pub async fn verify(
             (v, checks, None)
         }
         Err(e) => {
+            let restore_seconds = started.elapsed().as_secs_f64();
             let v = Verification {
                 at,
                 ok: false,
@@ -376,17 +378,6 @@ fn with_limits(config: &Config, manifest: &Manifest, mut proof: RestoreProof) ->
             .not_proven
             .push("business invariants: no [[checks]] are configured".into());
     }
-    if !manifest.database_level.is_empty() {
-        let names: Vec<String> = manifest
-            .database_level
-            .iter()
-            .map(|p| format!("{} {}", p.kind, p.name))
-            .collect();
-        proof.not_proven.push(format!(
-            "the database's own properties ({}): a dump does not carry them, so no restore into another database brings them back",
-            names.join(", ")
-        ));
-    }
     if !manifest.excluded_schemas.is_empty() {
         proof.not_proven.push(format!(
             "schemas left out of the backup ([backups] exclude_schemas: {})",
@@ -396,10 +387,6 @@ fn with_limits(config: &Config, manifest: &Manifest, mut proof: RestoreProof) ->
     proof.not_proven.push(
         "roles: they belong to the server, not the backup; the scratch cluster created them without passwords or attributes, so ownership and privileges were restored but logins were not tried".into(),
     );
-    // Database-level differences are expected in a new scratch database.
-    proof
-        .warnings
-        .retain(|w| !w.starts_with(shipsafe_backup::dblevel::NOT_CARRIED));
     proof
 }
 
@@ -408,7 +395,8 @@ async fn restore_and_check(
     store: &BackupStore,
     manifest: &Manifest,
     progress: &Arc<dyn Progress>,
-) -> Result<(Vec<CheckOutcome>, RestoreProof), CoreError> {
+) -> Result<(Vec<CheckOutcome>, RestoreProof, std::time::Duration), CoreError> {
+    let started = Instant::now();
     // The cluster starts while the archive is fetched and checked; if the
     // fetch fails, the cluster is dropped (and torn down) unused.
     let opts = ScratchOptions {
@@ -442,6 +430,7 @@ async fn restore_and_check(
         &[],
     )
     .await?;
+    let restore_time = started.elapsed();
     progress.stage("running checks on the restored copy");
     let client = connect(&restored.url).await?;
     let checks = run_checks(&client, &config.file().checks, false).await;
@@ -449,7 +438,7 @@ async fn restore_and_check(
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster stop was interrupted: {e}")))??;
-    Ok((checks, restored.proof))
+    Ok((checks, restored.proof, restore_time))
 }
 
 /// What a scratch restore is for.
@@ -533,6 +522,22 @@ pub(crate) async fn restore_into_scratch(
     )
     .await?;
     let mut proof = report.proof;
+    // A new database has none of the backup's database-level properties;
+    // the verification lists them as not proven instead.
+    proof
+        .warnings
+        .retain(|w| !w.starts_with(shipsafe_backup::dblevel::NOT_CARRIED));
+    if !manifest.database_level.is_empty() {
+        let names: Vec<String> = manifest
+            .database_level
+            .iter()
+            .map(|p| format!("{} {}", p.kind, p.name))
+            .collect();
+        proof.not_proven.push(format!(
+            "the database's own properties ({}): a dump does not carry them, so no restore into another database brings them back",
+            names.join(", ")
+        ));
+    }
     if left_out > 0 {
         proof.not_proven.push(format!(
             "{left_out} entries that act on the server around the database (event triggers, publications, subscriptions) were left out of the rehearsal clone"
@@ -550,6 +555,21 @@ pub struct RestoreReport {
     pub checks: Vec<CheckOutcome>,
     /// What the restore compared with the backup, and what it did not do.
     pub proof: Option<RestoreProof>,
+}
+
+/// Takes `env`'s migration lock on a connection kept open for the whole
+/// operation (a session lock: closing the connection releases it), and
+/// reads the server's version on the way.
+pub(crate) async fn lock_environment(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+) -> Result<(tokio_postgres::Client, shipsafe_pg::ServerInfo), CoreError> {
+    let client =
+        crate::connection::open(config, env, url, crate::connection::Access::Change).await?;
+    let info = server_info(&client, url).await?;
+    shipsafe_migrate::history::lock(&client).await?;
+    Ok((client, info))
 }
 
 /// Stops a change to a protected environment unless a person confirmed it.
@@ -606,6 +626,31 @@ pub async fn restore(
         proof: None,
     };
 
+    // The environment's lock, as deploys and rollbacks take it: two
+    // restores (or a restore and a deploy) never run into each other. A
+    // step of the run only when it stops it.
+    let (lock, info) = match lock_environment(config, to, &target).await {
+        Ok(held) => held,
+        Err(e) => {
+            run.begin("lock");
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            let outcome = if matches!(e, CoreError::Blocked(_)) {
+                "blocked"
+            } else {
+                "failed_nothing_changed"
+            };
+            run.finish(
+                outcome,
+                &report,
+                config.state_dir(),
+                cwd,
+                vec![manifest.id.clone()],
+                serde_json::json!({ "error": e.to_string() }),
+            )?;
+            return Err(e);
+        }
+    };
+
     run.begin("checksum");
     progress.stage(&format!("downloading and checking {id}"));
     let archive = match fetch_verified(
@@ -648,6 +693,9 @@ pub async fn restore(
                 backup_ids.push(safety.id);
             }
             Err(e) => {
+                let e = CoreError::Failed(format!(
+                    "the safety backup of {to}, taken before restoring, failed, so nothing was restored: {e}"
+                ));
                 run.end("failed", serde_json::json!({ "error": e.to_string() }));
                 run.finish(
                     "failed_nothing_changed",
@@ -664,10 +712,6 @@ pub async fn restore(
 
     run.begin("restore");
     progress.stage(&format!("restoring {id} into {to} (one transaction)"));
-    let client =
-        crate::connection::open(config, to, &target, crate::connection::Access::Change).await?;
-    let info = server_info(&client, &target).await?;
-    drop(client);
     let binaries = PgBinaries::for_server(
         info.major
             .max(manifest.server_major().unwrap_or(info.major)),
@@ -702,6 +746,9 @@ pub async fn restore(
                 detail: serde_json::json!({ "passed": r.checks.len() }),
             });
             report.checks = r.checks;
+            // The restore brought the backup's copy of the audit head back.
+            crate::anchor::write(config, &lock).await;
+            drop(lock);
             Ok(run.finish(
                 "restored",
                 &report,
@@ -712,6 +759,17 @@ pub async fn restore(
             )?)
         }
         Err(e) => {
+            let e = match (e, &report.safety_backup) {
+                (BackupError::RestoreNotAtomic { target, message }, Some(safety)) => {
+                    BackupError::RestoreNotAtomic {
+                        target,
+                        message: format!(
+                            "{message}; safety backup {safety} holds {to} as it was: `shipsafe backup restore {safety} --to {to}`"
+                        ),
+                    }
+                }
+                (e, _) => e,
+            };
             run.end("failed", serde_json::json!({ "error": e.to_string() }));
             let outcome = match e {
                 BackupError::RestoreRolledBack { .. } => "rolled_back",

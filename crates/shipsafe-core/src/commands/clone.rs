@@ -119,6 +119,27 @@ pub async fn clone(
     }
     let mut ids = Vec::new();
 
+    // TO's lock, as a deploy or restore of TO takes it (a step of the run
+    // only when it stops it).
+    let lock = match async {
+        let url = config.database_url(to, vars)?;
+        crate::commands::backup::lock_environment(config, to, &url).await
+    }
+    .await
+    {
+        Ok((client, _)) => client,
+        Err(e) => {
+            run.begin("lock");
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            let outcome = if matches!(e, CoreError::Blocked(_)) {
+                "blocked"
+            } else {
+                "failed_nothing_changed"
+            };
+            return Ok((finish(run, outcome, &report, ids)?, Some(e)));
+        }
+    };
+
     // The source: FROM's newest verified backup, or a fresh one.
     run.begin("source");
     let store = crate::commands::backup::open_store(config, vars)?;
@@ -191,6 +212,9 @@ pub async fn clone(
     .await;
     match result {
         Ok(restored) => {
+            // The restore brought FROM's copy of the audit head along.
+            crate::anchor::write(config, &lock).await;
+            drop(lock);
             report.checks = restored.checks;
             report.proof = Some(restored.proof);
             run.end(

@@ -281,6 +281,8 @@ pub async fn rollback(
             run.begin("restore");
             report.method = Some("restore".into());
             crate::commands::migrate::restore_pre_deploy(config, vars, env, backup, progress).await?;
+            // The restore brought the backup's copy of the audit head back.
+            crate::anchor::write(config, &client).await;
             run.end("ok", serde_json::json!({ "backup_id": backup }));
             Ok(format!("restored the pre-deploy backup {backup} of run {}", deploy.run_id))
         } else {

@@ -25,7 +25,9 @@ const USER: &str = "n.nspname not in ('pg_catalog', 'information_schema') \
 pub async fn fidelity(url: &DbUrl, roles: &[String], skip: &[&str]) -> Fidelity {
     let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump"]).unwrap();
     let mut cmd = std::process::Command::new(bins.path("pg_dump"));
-    cmd.arg("--schema-only");
+    // The same text whatever the database's own default.
+    cmd.env("PGOPTIONS", "-c standard_conforming_strings=on")
+        .arg("--schema-only");
     for s in skip {
         cmd.arg(format!("--exclude-schema={s}"));
     }
