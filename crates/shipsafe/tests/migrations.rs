@@ -874,16 +874,7 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
         Some("alter table tools drop column legacy;"),
         Some("select pg_sleep(3) is not null;"),
     );
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
-    cmd.current_dir(p.dir.path()).args(["deploy", "staging"]);
-    for (k, v) in &p.vars {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = p.spawn(&["deploy", "staging"]);
     let c = db.client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

@@ -320,9 +320,9 @@ create event trigger log_ddl on ddl_command_start execute function et_fn();
     )
 }
 
-/// `pg_dump -Fc` of `src` restored by `pg_restore` into a new database: what
-/// a restore must give.
-async fn oracle(src: &TestDb) -> TestDb {
+/// `pg_dump -Fc` of `src` restored by `pg_restore ARGS` into `into`: what a
+/// restore must give. Whether pg_restore succeeded, and what it said.
+fn stock_restore(src: &TestDb, into: &TestDb, args: &[&str]) -> (bool, String) {
     let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("src.dump");
@@ -337,15 +337,24 @@ async fn oracle(src: &TestDb) -> TestDb {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let db = TestDb::new().await;
     let out = std::process::Command::new(bins.path("pg_restore"))
-        .arg(format!("--dbname={}", db.url().expose()))
+        .args(args)
+        .arg(format!("--dbname={}", into.url().expose()))
         .arg(&file)
         .output()
         .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`stock_restore`] of the fidelity source into a new database.
+async fn oracle(src: &TestDb) -> TestDb {
+    let db = TestDb::new().await;
+    let (_, stderr) = stock_restore(src, &db, &[]);
     // pg_restore reports the view whose owner cannot read its table, and
     // goes on; anything else is a broken test source.
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("error:") && !l.contains("errors ignored"))
@@ -360,8 +369,7 @@ async fn oracle(src: &TestDb) -> TestDb {
     db
 }
 
-async fn loaded(r: &Roles, db: &TestDb, sql: &str) {
-    let _ = r;
+async fn loaded(db: &TestDb, sql: &str) {
     db.client().await.batch_execute(sql).await.unwrap();
 }
 
@@ -373,6 +381,27 @@ fn backup(p: &Project, env: &str) -> String {
 
 const SKIP: &[&str] = &["shipsafe"];
 
+/// `backup restore ID --to ENV` is refused before any change (exit 1) with
+/// each of `says` in its message, and `db` is exactly as `before`.
+async fn assert_refused(
+    p: &Project,
+    id: &str,
+    env: &str,
+    says: &[&str],
+    db: &TestDb,
+    roles: &Roles,
+    before: &Fidelity,
+) {
+    let (code, run, err) = p.json(&["backup", "restore", id, "--to", env]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["error"]["kind"], "problems", "{run}");
+    assert!(err.contains("refused before anything was changed"), "{err}");
+    for said in says {
+        assert!(err.contains(said), "{said}: {err}");
+    }
+    assert_same(&measure(db, roles).await, before, "after a refused restore");
+}
+
 async fn measure(db: &TestDb, roles: &Roles) -> Fidelity {
     fidelity(db.url(), &roles.all(), SKIP).await
 }
@@ -381,7 +410,7 @@ async fn measure(db: &TestDb, roles: &Roles) -> Fidelity {
 async fn every_restore_path_gives_what_pg_restore_gives() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
-    loaded(&roles, &src, &source_sql(&roles)).await;
+    loaded(&src, &source_sql(&roles)).await;
     let source = measure(&src, &roles).await;
     let want_db = oracle(&src).await;
     let want = measure(&want_db, &roles).await;
@@ -389,9 +418,9 @@ async fn every_restore_path_gives_what_pg_restore_gives() {
     assert_eq!(want.tables.len(), 16, "{:?}", want.tables);
 
     let copy = TestDb::new().await;
-    loaded(&roles, &copy, &target_sql(&roles)).await;
+    loaded(&copy, &target_sql(&roles)).await;
     let other = TestDb::new().await;
-    loaded(&roles, &other, &target_sql(&roles)).await;
+    loaded(&other, &target_sql(&roles)).await;
     let p = Project::new(
         &[
             ("prod", "guarded", src.url()),
@@ -477,9 +506,7 @@ async fn every_restore_path_gives_what_pg_restore_gives() {
 /// a foreign key its rows break (loaded with triggers off, as replication
 /// does) fails in post-data, after the large objects.
 async fn breakable_source(src: &TestDb, roles: &Roles, broken: bool) {
-    loaded(
-        roles,
-        src,
+    loaded(src,
         &format!(
             "create table parent (id int primary key);
              create table child (id int primary key, parent_id int references parent);
@@ -509,7 +536,7 @@ async fn a_failed_restore_leaves_the_target_exactly_as_it_was() {
     let roles = Roles::new(&src).await;
     breakable_source(&src, &roles, true).await;
     let dst = TestDb::new().await;
-    loaded(&roles, &dst, &target_sql(&roles)).await;
+    loaded(&dst, &target_sql(&roles)).await;
     let failing_check = r#"
 [[checks]]
 name = "no child without parent"
@@ -568,17 +595,7 @@ expect = "= 0"
 
     // kill -9 in the middle: once the restore holds the target's old table
     // (it has dropped it inside its transaction), the process dies.
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
-    cmd.current_dir(p.dir.path())
-        .args(["backup", "restore", &id, "--to", "staging"]);
-    for (k, v) in &p.vars {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = p.spawn(&["backup", "restore", &id, "--to", "staging"]);
     let c = dst.client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let pid = loop {
@@ -645,7 +662,6 @@ async fn a_restore_refuses_what_it_cannot_replace_before_changing_anything() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
     loaded(
-        &roles,
         &src,
         "create table t (id int primary key); insert into t values (1);
          create function noop() returns event_trigger language plpgsql as $$ begin end $$;
@@ -674,20 +690,19 @@ async fn a_restore_refuses_what_it_cannot_replace_before_changing_anything() {
     );
     let id = backup(&p, "prod");
     let before = measure(&dst, &roles).await;
-    let (code, run, err) = p.json(&["backup", "restore", &id, "--to", "staging"]);
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(run["error"]["kind"], "problems", "{run}");
-    assert!(err.contains("refused before anything was changed"), "{err}");
-    assert!(
-        err.contains("event trigger audit_ddl, which only a superuser can create"),
-        "{err}"
-    );
-    assert!(err.contains("publication theirs must be replaced"), "{err}");
-    assert_same(
-        &measure(&dst, &roles).await,
+    assert_refused(
+        &p,
+        &id,
+        "staging",
+        &[
+            "event trigger audit_ddl, which only a superuser can create",
+            "publication theirs must be replaced",
+        ],
+        &dst,
+        &roles,
         &before,
-        "after a refused restore",
-    );
+    )
+    .await;
     let (_, log, _) = p.json(&["log", "--limit", "1"]);
     assert_eq!(
         log["entries"][0]["outcome"], "failed_nothing_changed",
@@ -786,18 +801,14 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn schemas_left_out_of_the_backup_are_kept_by_a_restore() {
     let src = TestDb::new().await;
-    let roles = Roles::new(&src).await;
     loaded(
-        &roles,
         &src,
         "create schema provider_a; create table provider_a.x (v int);
          create table t (id int); insert into t values (1), (2);",
     )
     .await;
     let dst = TestDb::new().await;
-    loaded(
-        &roles,
-        &dst,
+    loaded(&dst,
         "create schema provider_b; create table provider_b.state (v text); insert into provider_b.state values ('kept');
          create table t (id int); insert into t values (9);",
     )
@@ -846,15 +857,9 @@ async fn schemas_left_out_of_the_backup_are_kept_by_a_restore() {
 async fn a_restore_or_clone_is_blocked_while_the_environment_is_locked() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
-    loaded(
-        &roles,
-        &src,
-        "create table t (id int); insert into t values (1);",
-    )
-    .await;
+    loaded(&src, "create table t (id int); insert into t values (1);").await;
     let dst = TestDb::new().await;
     loaded(
-        &roles,
         &dst,
         "create table old (x int); insert into old values (1);",
     )
@@ -934,33 +939,37 @@ async fn ownership_a_non_superuser_cannot_give_is_refused_up_front() {
     );
     let id = backup(&p, "prod");
     let before = measure(&dst, &roles).await;
-    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains(&format!("the backup's objects belong to {app}"))
-            && err.contains(&format!("GRANT \"{app}\" TO \"{o}\"")),
-        "{err}"
-    );
-    assert_same(&measure(&dst, &roles).await, &before, "after the refusal");
+    assert_refused(
+        &p,
+        &id,
+        "copy",
+        &[
+            &format!("the backup's objects belong to {app}"),
+            &format!("GRANT \"{app}\" TO \"{o}\""),
+        ],
+        &dst,
+        &roles,
+        &before,
+    )
+    .await;
     // A member now, but app may not create in public (the database's owner's).
     dst.client()
         .await
         .batch_execute(&format!("grant {app} to {o}"))
         .await
         .unwrap();
-    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains(&format!(
+    assert_refused(
+        &p,
+        &id,
+        "copy",
+        &[&format!(
             "role {app} owns objects in schema public, which belongs to {o} here"
-        )),
-        "{err}"
-    );
-    assert_same(
-        &measure(&dst, &roles).await,
+        )],
+        &dst,
+        &roles,
         &before,
-        "after the second refusal",
-    );
+    )
+    .await;
 }
 
 /// The safety backup failing is said as what it is, not as a broken backup.
@@ -968,7 +977,7 @@ async fn ownership_a_non_superuser_cannot_give_is_refused_up_front() {
 async fn a_failed_safety_backup_says_so_and_restores_nothing() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
-    loaded(&roles, &src, "create table t (id int);").await;
+    loaded(&src, "create table t (id int);").await;
     let dst = TestDb::new().await;
     let o = &roles.owner;
     dst.client()
@@ -1002,13 +1011,7 @@ async fn a_failed_safety_backup_says_so_and_restores_nothing() {
 #[tokio::test]
 async fn verify_times_the_restore_not_the_checks() {
     let src = TestDb::new().await;
-    let roles = Roles::new(&src).await;
-    loaded(
-        &roles,
-        &src,
-        "create table t (id int); insert into t values (1);",
-    )
-    .await;
+    loaded(&src, "create table t (id int); insert into t values (1);").await;
     let p = Project::new(
         &[("prod", "guarded", src.url())],
         "[[checks]]\nname = \"slow\"\nsql = \"select count(*) from t, pg_sleep(4)\"\nexpect = \"= 1\"\n",
@@ -1104,37 +1107,14 @@ async fn a_database_owner_without_superuser_restores_its_own_backup() {
 /// database owned by `owner` (as the target is: `public`'s privileges follow
 /// the database's owner).
 async fn oracle_quiet(src: &TestDb, owner: &str) -> TestDb {
-    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("src.dump");
-    let out = std::process::Command::new(bins.path("pg_dump"))
-        .args(["-Fc", "-f"])
-        .arg(&file)
-        .arg(format!("--dbname={}", src.url().expose()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let db = TestDb::new().await;
     db.client()
         .await
         .batch_execute(&format!("alter database {} owner to {owner}", db.name()))
         .await
         .unwrap();
-    let out = std::process::Command::new(bins.path("pg_restore"))
-        .args(["--exit-on-error", "--single-transaction"])
-        .arg(format!("--dbname={}", db.url().expose()))
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stderr) = stock_restore(src, &db, &["--exit-on-error", "--single-transaction"]);
+    assert!(ok, "{stderr}");
     db
 }
 
@@ -1190,7 +1170,6 @@ async fn subscriptions_are_replaced_or_refused_before_any_change() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
     loaded(
-        &roles,
         &src,
         "create table t (id int); insert into t values (1);
          create subscription from_src connection 'host=127.0.0.1 dbname=nowhere' publication p
@@ -1199,7 +1178,6 @@ async fn subscriptions_are_replaced_or_refused_before_any_change() {
     .await;
     let dst = TestDb::new().await;
     loaded(
-        &roles,
         &dst,
         "create table old (x int);
          create subscription slotted connection 'host=127.0.0.1 dbname=nowhere' publication p
@@ -1212,14 +1190,19 @@ async fn subscriptions_are_replaced_or_refused_before_any_change() {
     );
     let id = backup(&p, "prod");
     let before = measure(&dst, &roles).await;
-    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("subscription slotted names the replication slot slotted")
-            && err.contains("SET (slot_name = NONE)"),
-        "{err}"
-    );
-    assert_same(&measure(&dst, &roles).await, &before, "after the refusal");
+    assert_refused(
+        &p,
+        &id,
+        "copy",
+        &[
+            "subscription slotted names the replication slot slotted",
+            "SET (slot_name = NONE)",
+        ],
+        &dst,
+        &roles,
+        &before,
+    )
+    .await;
     dst.client()
         .await
         .batch_execute("alter subscription slotted set (slot_name = none)")
@@ -1252,7 +1235,6 @@ async fn the_target_s_settings_change_neither_the_backup_nor_shipsafe() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
     loaded(
-        &roles,
         &src,
         r#"create table t (id int primary key, v text default 'C:\temp');
            insert into t values (1, '42'), (2, 'x');
@@ -1348,7 +1330,6 @@ async fn a_latin1_source_reading_strings_the_old_way_restores_exactly() {
         .await
         .unwrap();
     loaded(
-        &roles,
         &src,
         r#"create table "café" (id int, v text default 'C:\\dir\\file');
            insert into "café" values (1, 'Ã©tÃ©'), (2, 'naïve');
@@ -1357,27 +1338,8 @@ async fn a_latin1_source_reading_strings_the_old_way_restores_exactly() {
     )
     .await;
     // What stock tools give, into a LATIN1 database like the source's.
-    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump", "pg_restore"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("src.dump");
-    assert!(
-        std::process::Command::new(bins.path("pg_dump"))
-            .args(["-Fc", "-f"])
-            .arg(&file)
-            .arg(format!("--dbname={}", src.url().expose()))
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        std::process::Command::new(bins.path("pg_restore"))
-            .args(["--exit-on-error", "--single-transaction"])
-            .arg(format!("--dbname={}", want_db.url().expose()))
-            .arg(&file)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (ok, stderr) = stock_restore(&src, &want_db, &["--exit-on-error", "--single-transaction"]);
+    assert!(ok, "{stderr}");
     let want = measure(&want_db, &roles).await;
     let p = Project::new(
         &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
@@ -1402,7 +1364,6 @@ async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
     let shared = "create schema keep; create table keep.ref (x int primary key); insert into keep.ref values (1);
                   create schema \"Ärger\"; create table \"Ärger\".notes (n text); insert into \"Ärger\".notes values ('kept');";
     loaded(
-        &roles,
         &src,
         &format!(
             "{shared}
@@ -1413,7 +1374,6 @@ async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
     .await;
     let dst = TestDb::new().await;
     loaded(
-        &roles,
         &dst,
         &format!(
             "{shared}
@@ -1430,14 +1390,19 @@ async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
     );
     let id = backup(&p, "prod");
     let before = measure(&dst, &roles).await;
-    let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("column m of table keep.people needs type public.mood")
-            && err.contains("view keep.v"),
-        "{err}"
-    );
-    assert_same(&measure(&dst, &roles).await, &before, "after the refusal");
+    assert_refused(
+        &p,
+        &id,
+        "copy",
+        &[
+            "column m of table keep.people needs type public.mood",
+            "view keep.v",
+        ],
+        &dst,
+        &roles,
+        &before,
+    )
+    .await;
     dst.client()
         .await
         .batch_execute("drop table keep.people; drop view keep.v;")

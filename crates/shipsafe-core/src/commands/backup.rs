@@ -559,17 +559,32 @@ pub struct RestoreReport {
 
 /// Takes `env`'s migration lock on a connection kept open for the whole
 /// operation (a session lock: closing the connection releases it), and
-/// reads the server's version on the way.
-pub(crate) async fn lock_environment(
+/// reads the server's version on the way. When it cannot, `run` gets a
+/// failed `lock` step (a step only when it stops the run) and the outcome
+/// to end with.
+pub(crate) async fn lock_for_run(
     config: &Config,
     env: &str,
     url: &DbUrl,
-) -> Result<(tokio_postgres::Client, shipsafe_pg::ServerInfo), CoreError> {
-    let client =
-        crate::connection::open(config, env, url, crate::connection::Access::Change).await?;
-    let info = server_info(&client, url).await?;
-    shipsafe_migrate::history::lock(&client).await?;
-    Ok((client, info))
+    run: &mut Run,
+) -> Result<(tokio_postgres::Client, shipsafe_pg::ServerInfo), (CoreError, &'static str)> {
+    let locked = async {
+        let client =
+            crate::connection::open(config, env, url, crate::connection::Access::Change).await?;
+        let info = server_info(&client, url).await?;
+        shipsafe_migrate::history::lock(&client).await?;
+        Ok::<_, CoreError>((client, info))
+    }
+    .await;
+    locked.map_err(|e| {
+        run.begin("lock");
+        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+        let outcome = match e {
+            CoreError::Blocked(_) => "blocked",
+            _ => "failed_nothing_changed",
+        };
+        (e, outcome)
+    })
 }
 
 /// Stops a change to a protected environment unless a person confirmed it.
@@ -626,29 +641,24 @@ pub async fn restore(
         proof: None,
     };
 
+    // Ends the run before anything changed.
+    let stop = |run: Run, outcome: &str, report: &RestoreReport, e: CoreError| {
+        run.finish(
+            outcome,
+            report,
+            config.state_dir(),
+            cwd,
+            vec![manifest.id.clone()],
+            serde_json::json!({ "error": e.to_string() }),
+        )?;
+        Err::<shipsafe_state::RunRecord, _>(e)
+    };
+
     // The environment's lock, as deploys and rollbacks take it: two
-    // restores (or a restore and a deploy) never run into each other. A
-    // step of the run only when it stops it.
-    let (lock, info) = match lock_environment(config, to, &target).await {
+    // restores (or a restore and a deploy) never run into each other.
+    let (lock, info) = match lock_for_run(config, to, &target, &mut run).await {
         Ok(held) => held,
-        Err(e) => {
-            run.begin("lock");
-            run.end("failed", serde_json::json!({ "error": e.to_string() }));
-            let outcome = if matches!(e, CoreError::Blocked(_)) {
-                "blocked"
-            } else {
-                "failed_nothing_changed"
-            };
-            run.finish(
-                outcome,
-                &report,
-                config.state_dir(),
-                cwd,
-                vec![manifest.id.clone()],
-                serde_json::json!({ "error": e.to_string() }),
-            )?;
-            return Err(e);
-        }
+        Err((e, outcome)) => return stop(run, outcome, &report, e),
     };
 
     run.begin("checksum");
@@ -664,16 +674,7 @@ pub async fn restore(
         Ok(a) => a,
         Err(e) => {
             run.end("failed", serde_json::json!({ "error": e.to_string() }));
-            let outcome = "failed_nothing_changed";
-            run.finish(
-                outcome,
-                &report,
-                config.state_dir(),
-                cwd,
-                vec![manifest.id.clone()],
-                serde_json::json!({ "error": e.to_string() }),
-            )?;
-            return Err(e.into());
+            return stop(run, "failed_nothing_changed", &report, e.into());
         }
     };
     run.end("ok", serde_json::json!({ "checksum": manifest.checksum }));

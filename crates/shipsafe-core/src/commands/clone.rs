@@ -119,25 +119,11 @@ pub async fn clone(
     }
     let mut ids = Vec::new();
 
-    // TO's lock, as a deploy or restore of TO takes it (a step of the run
-    // only when it stops it).
-    let lock = match async {
-        let url = config.database_url(to, vars)?;
-        crate::commands::backup::lock_environment(config, to, &url).await
-    }
-    .await
-    {
+    // TO's lock, as a deploy or restore of TO takes it.
+    let url = config.database_url(to, vars)?;
+    let lock = match crate::commands::backup::lock_for_run(config, to, &url, &mut run).await {
         Ok((client, _)) => client,
-        Err(e) => {
-            run.begin("lock");
-            run.end("failed", serde_json::json!({ "error": e.to_string() }));
-            let outcome = if matches!(e, CoreError::Blocked(_)) {
-                "blocked"
-            } else {
-                "failed_nothing_changed"
-            };
-            return Ok((finish(run, outcome, &report, ids)?, Some(e)));
-        }
+        Err((e, outcome)) => return Ok((finish(run, outcome, &report, ids)?, Some(e))),
     };
 
     // The source: FROM's newest verified backup, or a fresh one.

@@ -23,24 +23,12 @@ const USER: &str = "n.nspname not in ('pg_catalog', 'information_schema') \
 
 /// Reads it all; schemas named in `skip` are left out (shipsafe's own).
 pub async fn fidelity(url: &DbUrl, roles: &[String], skip: &[&str]) -> Fidelity {
-    let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump"]).unwrap();
-    let mut cmd = std::process::Command::new(bins.path("pg_dump"));
-    // The same text whatever the database's own default.
-    cmd.env("PGOPTIONS", "-c standard_conforming_strings=on")
-        .arg("--schema-only");
-    for s in skip {
-        cmd.arg(format!("--exclude-schema={s}"));
-    }
-    let out = cmd
-        .arg(format!("--dbname={}", url.expose()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let schema = String::from_utf8_lossy(&out.stdout)
+    let args: Vec<String> = skip
+        .iter()
+        .map(|s| format!("--exclude-schema={s}"))
+        .collect();
+    let text = super::schema_dump(url, &args);
+    let schema = text
         .lines()
         .filter(|l| {
             !l.starts_with("--")

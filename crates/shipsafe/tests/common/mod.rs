@@ -63,15 +63,14 @@ pub struct Snapshot {
     pub rows: Vec<(String, i64)>,
 }
 
-pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
+/// `pg_dump --schema-only ARGS` of `url`, with strings always written the
+/// standard way (whatever the database's own default).
+pub fn schema_dump(url: &shipsafe_config::DbUrl, args: &[String]) -> String {
     let bins = shipsafe_pg::PgBinaries::find(None, &["pg_dump"]).unwrap();
     let out = std::process::Command::new(bins.path("pg_dump"))
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "--exclude-schema=shipsafe",
-        ])
+        .env("PGOPTIONS", "-c standard_conforming_strings=on")
+        .arg("--schema-only")
+        .args(args)
         .arg(format!("--dbname={}", url.expose()))
         .output()
         .unwrap();
@@ -80,7 +79,19 @@ pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let schema = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
+    let text = schema_dump(
+        url,
+        &[
+            "--no-owner".into(),
+            "--no-privileges".into(),
+            "--exclude-schema=shipsafe".into(),
+        ],
+    );
+    let schema = text
         .lines()
         .filter(|l| {
             !l.starts_with("--") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict")
@@ -160,6 +171,19 @@ impl Project {
             .output()
             .unwrap();
         (code(&out), json(&out), stderr(&out))
+    }
+
+    /// Starts `shipsafe ARGS` without waiting for it (to signal or kill it).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
+        cmd.current_dir(self.dir.path()).args(args);
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     pub fn backups_dir(&self) -> std::path::PathBuf {
