@@ -84,6 +84,11 @@ pub struct ArchiveContents {
     /// The archive's schemas and their owners (`public` included).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub schemas: std::collections::BTreeMap<String, String>,
+    /// Privileges granted by roles other than the owner (grant chains):
+    /// pg_dump replays them with `SET SESSION AUTHORIZATION`, which only a
+    /// superuser may use.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_authorization: bool,
     /// Which roles own objects in which schema, as (schema, owner): a
     /// restoring role that is not a superuser can only give an object to a
     /// role that may create in its schema.
@@ -488,6 +493,13 @@ impl ArchiveScanner {
                 name: e.tag,
             }),
             "EXTENSION" => self.contents.extensions.push(e.tag),
+            "ACL"
+                if e.defn
+                    .as_deref()
+                    .is_some_and(|d| d.contains("SET SESSION AUTHORIZATION")) =>
+            {
+                self.contents.session_authorization = true;
+            }
             // SET client_encoding = 'UTF8';
             "ENCODING" => {
                 self.contents.encoding = e
@@ -692,7 +704,10 @@ fn read_entry(r: &mut Reader<'_>, version: (u8, u8), offset_size: usize) -> Resu
     let desc = r.string()?.unwrap_or_default();
     r.int()?; // section
     // Only the definitions that are read are copied.
-    let defn = if matches!(desc.as_str(), "SEQUENCE SET" | "SCHEMA" | "ENCODING") {
+    let defn = if matches!(
+        desc.as_str(),
+        "SEQUENCE SET" | "SCHEMA" | "ENCODING" | "ACL"
+    ) {
         r.string()?
     } else {
         r.skip_string()?;

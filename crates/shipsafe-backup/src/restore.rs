@@ -392,7 +392,8 @@ pub async fn restore_atomic(
     client
         .batch_execute(&format!(
             "begin; set local lock_timeout = '{}ms'; set local search_path = pg_catalog, pg_temp; \
-             set local standard_conforming_strings = on",
+             set local standard_conforming_strings = on; set local array_nulls = on; \
+             set local transform_null_equals = off",
             opts.lock_timeout.as_millis()
         ))
         .await
@@ -490,13 +491,7 @@ pub async fn restore_atomic(
 
     // The script changed session settings for its own use (an empty
     // search_path, row_security off); checks run as the application would.
-    if let Err(e) = client
-        .batch_execute(&format!(
-            "reset all; set local lock_timeout = '{}ms'",
-            opts.lock_timeout.as_millis()
-        ))
-        .await
-    {
+    if let Err(e) = app_session(&client, opts.lock_timeout).await {
         return abort(format!("resetting the session: {}", describe(&e))).await;
     }
     for stmt in opts.before_checks {
@@ -558,6 +553,38 @@ pub async fn restore_atomic(
         script_bytes: replayed.bytes,
         proof,
     })
+}
+
+/// The session as the application has it, for the masking statements and
+/// the checks (the script emptied `search_path` and turned `row_security`
+/// off) — except that `pg_catalog` comes first on the path, as it does
+/// unless a path names it later: a database whose owner put it later could
+/// otherwise have the restoring role run that owner's look-alikes.
+async fn app_session(
+    client: &tokio_postgres::Client,
+    lock_timeout: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("reset all").await?;
+    let schemas: Vec<String> = client
+        .query_one("select pg_catalog.current_schemas(false)::text[]", &[])
+        .await?
+        .get(0);
+    let path: Vec<String> = std::iter::once("pg_catalog".to_string())
+        .chain(
+            schemas
+                .iter()
+                .filter(|s| *s != "pg_catalog" && !s.starts_with("pg_temp"))
+                .map(|s| quote_ident(s)),
+        )
+        .chain(std::iter::once("pg_temp".to_string()))
+        .collect();
+    client
+        .batch_execute(&format!(
+            "set local search_path = {}; set local lock_timeout = '{}ms'",
+            path.join(", "),
+            lock_timeout.as_millis()
+        ))
+        .await
 }
 
 /// Why the restore's transaction is not the one it began.

@@ -31,13 +31,53 @@ pub async fn open(
     url: &DbUrl,
     access: Access,
 ) -> Result<Client, CoreError> {
-    let client = connect(url).await?;
+    open_with(config, env, url, access, connect(url).await?).await
+}
+
+/// [`open`] for a connection that runs only shipsafe's own catalog queries
+/// (a backup's): its `search_path` is pinned to `pg_catalog, pg_temp`, so no
+/// look-alike of a catalog function that the database's owner put on the
+/// path runs as the role shipsafe connects with.
+pub async fn open_pinned(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+    access: Access,
+) -> Result<Client, CoreError> {
+    let client = shipsafe_pg::connect_pinned(url).await?;
+    open_with(config, env, url, access, client).await
+}
+
+async fn open_with(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+    access: Access,
+    client: Client,
+) -> Result<Client, CoreError> {
     guard(config, env, url, &client, access).await?;
     if access == Access::Change {
         // Before changing anything: a copy of the audit chain's head in the
         // database, out of reach of whatever happens to state.db.
         crate::anchor::write(config, &client).await;
     }
+    Ok(client)
+}
+
+/// [`open`] for an operation that replaces the database's contents (a
+/// restore): shipsafe's statements on it run with a pinned `search_path`
+/// (the database's owner may be less trusted than the role restoring), the
+/// server may not end it for idling while the restore holds its lock on it,
+/// and nothing is written before the restore itself succeeds.
+pub async fn open_for_restore(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+) -> Result<Client, CoreError> {
+    let client = shipsafe_pg::connect_pinned(url).await?;
+    guard(config, env, url, &client, Access::Change).await?;
+    // PostgreSQL 14 and later; older servers have no such limit to lift.
+    let _ = client.batch_execute("set idle_session_timeout = 0").await;
     Ok(client)
 }
 
@@ -94,7 +134,12 @@ fn first_value(rows: &[SimpleQueryMessage]) -> Option<String> {
 }
 
 async fn backend_pid(client: &Client) -> Option<String> {
-    first_value(&client.simple_query("select pg_backend_pid()").await.ok()?)
+    first_value(
+        &client
+            .simple_query("select pg_catalog.pg_backend_pid()")
+            .await
+            .ok()?,
+    )
 }
 
 /// Detects a transaction-mode pooler by behaviour: while a second client

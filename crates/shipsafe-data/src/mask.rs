@@ -20,18 +20,22 @@ use shipsafe_pg::{quote_ident, quote_literal};
 
 use crate::error::DataError;
 
+/// Functions are named with their schema: masking runs as the restoring
+/// role, and a database's `search_path` may put a look-alike first.
 fn expr(kind: MaskKind, column: &str, key: &str) -> Option<String> {
     let v = quote_ident(column);
-    let h = format!("md5({} || {v}::text)", quote_literal(key));
+    let h = format!("pg_catalog.md5({} || {v}::text)", quote_literal(key));
+    let left = |n: u32| format!("pg_catalog.left({h}, {n})");
     let masked = match kind {
         MaskKind::Keep => return None,
         MaskKind::Null => return Some("null".into()),
-        MaskKind::Email => format!("'user-' || left({h}, 16) || '@example.invalid'"),
+        MaskKind::Email => format!("'user-' || {} || '@example.invalid'", left(16)),
         MaskKind::Phone => format!(
-            "'+' || lpad(((('x' || left({h}, 15))::bit(60)::bigint) % 1000000000000000)::text, 15, '0')"
+            "'+' || pg_catalog.lpad(((('x' || {})::bit(60)::bigint) % 1000000000000000)::text, 15, '0')",
+            left(15)
         ),
-        MaskKind::Name => format!("'Person ' || upper(left({h}, 16))"),
-        MaskKind::Text => format!("'masked ' || left({h}, 16)"),
+        MaskKind::Name => format!("'Person ' || pg_catalog.upper({})", left(16)),
+        MaskKind::Text => format!("'masked ' || {}", left(16)),
     };
     Some(format!("case when {v} is null then null else {masked} end"))
 }

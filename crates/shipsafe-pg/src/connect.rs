@@ -21,6 +21,24 @@ pub async fn connect(url: &DbUrl) -> Result<Client, PgError> {
     connect_info(&info, &url.masked()).await
 }
 
+/// [`connect`] for shipsafe's own statements on a database whose settings
+/// it does not trust: `search_path` is `pg_catalog, pg_temp` from the first
+/// statement on (set in the startup packet, which outranks the database's
+/// and role's settings), so no look-alike of a catalog function that a
+/// database owner put on the path runs in shipsafe's session.
+pub async fn connect_pinned(url: &DbUrl) -> Result<Client, PgError> {
+    let mut info = url.conninfo().map_err(|e| PgError::BadConnectionString {
+        url: url.masked(),
+        message: e.to_string(),
+    })?;
+    let pin = "-c search_path=pg_catalog,pg_temp";
+    info.options = Some(match info.options.take() {
+        Some(o) if !o.trim().is_empty() => format!("{o} {pin}"),
+        _ => pin.to_string(),
+    });
+    connect_info(&info, &url.masked()).await
+}
+
 /// Connects with an already parsed connection string; `shown` names it in
 /// errors (masked).
 pub async fn connect_info(info: &ConnInfo, shown: &str) -> Result<Client, PgError> {
@@ -206,7 +224,7 @@ fn os_user() -> String {
 /// The TLS version of this connection as the server sees it; no row in
 /// clear. Simple protocol, so it works through any pooler.
 pub const TLS_VERSION_SQL: &str =
-    "select version from pg_stat_ssl where pid = pg_backend_pid() and ssl";
+    "select version from pg_catalog.pg_stat_ssl where pid = pg_catalog.pg_backend_pid() and ssl";
 
 /// The TLS version of `client`'s connection, `None` when in clear.
 pub async fn tls_version(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
@@ -234,10 +252,10 @@ pub async fn server_info(client: &Client, url: &DbUrl) -> Result<ServerInfo, PgE
     let row = client
         .query_typed(
             &format!(
-                "select current_setting('server_version'), \
-                        current_setting('server_version_num')::int, \
-                        current_database()::text, current_user::text, \
-                        pg_database_size(current_database()), ({TLS_VERSION_SQL})"
+                "select pg_catalog.current_setting('server_version'), \
+                        pg_catalog.current_setting('server_version_num')::int, \
+                        pg_catalog.current_database()::text, current_user::text, \
+                        pg_catalog.pg_database_size(pg_catalog.current_database()), ({TLS_VERSION_SQL})"
             ),
             &[],
         )

@@ -708,6 +708,12 @@ async fn a_restore_refuses_what_it_cannot_replace_before_changing_anything() {
         log["entries"][0]["outcome"], "failed_nothing_changed",
         "{log}"
     );
+    let anchored: bool = c
+        .query_one("select to_regnamespace('shipsafe') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!anchored, "a refused restore wrote into the target");
 }
 
 /// A dump does not carry the database's own settings, comment and
@@ -1227,71 +1233,127 @@ async fn subscriptions_are_replaced_or_refused_before_any_change() {
 
 /// The target's own settings never change how the backup is read or what
 /// shipsafe's statements call: a target reading strings the old way
-/// (`standard_conforming_strings = off`) and whose owner put `public` before
-/// `pg_catalog` in its `search_path`, with a look-alike function there
-/// waiting for a superuser to call it.
+/// (`standard_conforming_strings = off`) and arrays without NULLs
+/// (`array_nulls = off`), whose owner put a kept schema before `pg_catalog`
+/// in its `search_path` with look-alikes of the functions shipsafe, its
+/// masking and a check call, each waiting for a superuser to run it.
 #[tokio::test]
 async fn the_target_s_settings_change_neither_the_backup_nor_shipsafe() {
     let src = TestDb::new().await;
     let roles = Roles::new(&src).await;
+    let evil = &roles.app;
+    let keep = format!(
+        "create schema keep authorization {evil}; create table keep.kept (n int); insert into keep.kept values (1);"
+    );
     loaded(
         &src,
-        r#"create table t (id int primary key, v text default 'C:\temp');
-           insert into t values (1, '42'), (2, 'x');
-           comment on table t is $c$x\'; COMMIT; SELECT 1/0; --$c$;
-           create view digits as select id from t where v ~ '^\d+$';"#,
+        &format!(
+            r#"{keep}
+               create table t (id int primary key, v text default 'C:	emp', tags text[] default '{{x,NULL}}');
+               insert into t values (1, '42', '{{a,NULL,b}}'), (2, 'x', '{{NULL}}');
+               comment on table t is $c$x'; COMMIT; SELECT 1/0; --$c$;
+               create view digits as select id from t where v ~ '^\d+$';"#
+        ),
     )
     .await;
-    let evil = &roles.app;
     let want_db = oracle_quiet(&src, evil).await;
-    let want = measure(&want_db, &roles).await;
+    // The kept schema is the target's own, look-alikes and all.
+    let skip = ["shipsafe", "keep"];
+    let want = fidelity(want_db.url(), &roles.all(), &skip).await;
     let dst = TestDb::new().await;
+    // Each look-alike makes its owner a superuser when a superuser runs it.
+    let trap = |signature: &str, returns: &str, original: &str| {
+        format!(
+            "create function keep.{signature} returns {returns} language plpgsql as $$
+             begin
+               if current_setting('is_superuser') = 'on' then execute 'alter role {evil} superuser'; end if;
+               return {original};
+             end $$;"
+        )
+    };
     dst.client()
         .await
         .batch_execute(&format!(
             "create table precious (id int); insert into precious values (1);
              alter role {evil} login; alter database {db} owner to {evil};
              alter database {db} set standard_conforming_strings = off;
-             alter database {db} set search_path = public, pg_catalog;
+             alter database {db} set array_nulls = off;
+             alter database {db} set search_path = keep, public, pg_catalog;
+             {keep}
              set role {evil};
-             create function public.pg_has_role(oid, text) returns boolean language plpgsql as $$
-             begin
-               if current_setting('is_superuser') = 'on' then execute 'alter role {evil} superuser'; end if;
-               return pg_catalog.pg_has_role($1, $2);
-             end $$;
-             create function public.txid_current_if_assigned() returns bigint language sql as 'select 0::bigint';
+             {} {} {} {} {} {}
              reset role;",
+            trap(
+                "pg_has_role(oid, text)",
+                "boolean",
+                "pg_catalog.pg_has_role($1, $2)"
+            ),
+            trap("txid_current_if_assigned()", "bigint", "0::bigint"),
+            trap("pg_backend_pid()", "int", "pg_catalog.pg_backend_pid()"),
+            trap(
+                "pg_try_advisory_lock(bigint)",
+                "boolean",
+                "pg_catalog.pg_try_advisory_lock($1)"
+            ),
+            trap("md5(text)", "text", "pg_catalog.md5($1)"),
+            trap("lower(text)", "text", "pg_catalog.lower($1)"),
             db = dst.name()
         ))
         .await
         .unwrap();
-    let p = Project::new(
+    let mut p = Project::new(
         &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
-        "",
+        "[backups]\nexclude_schemas = [\"keep\"]\n[mask]\n\"t.v\" = \"text\"\n\
+         [[checks]]\nname = \"calls lower\"\nsql = \"select count(*) from t where lower(v) = lower(v)\"\nexpect = \">= 0\"\n",
     );
+    p.vars
+        .push(("SHIPSAFE_MASK_KEY".into(), "0123456789abcdef0123".into()));
     let id = backup(&p, "prod");
+    let superuser = || async {
+        dst.client()
+            .await
+            .query_one("select rolsuper from pg_roles where rolname = $1", &[evil])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
     let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
     assert_eq!(code, 0, "{err}");
-    assert_same(&measure(&dst, &roles).await, &want, "into a hostile target");
-    let superuser: bool = dst
-        .client()
-        .await
-        .query_one("select rolsuper from pg_roles where rolname = $1", &[evil])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!superuser, "the look-alike function ran as the superuser");
-    let matched: i64 = dst
-        .client()
-        .await
-        .query_one("select count(*) from public.digits", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        matched, 1,
-        "the view's regular expression came back as written"
+    assert_same(
+        &fidelity(dst.url(), &roles.all(), &skip).await,
+        &want,
+        "into a hostile target",
     );
+    assert!(
+        !superuser().await,
+        "a look-alike ran as the superuser (restore)"
+    );
+    let c = dst.client().await;
+    let row = c
+        .query_one(
+            "select (select count(*) from public.digits), tags[2] is null from public.t where id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1,
+        "the view's regular expression as written"
+    );
+    assert!(row.get::<_, bool>(1), "NULL in an array stays NULL");
+    let (code, _, err) = p.json(&["clone", "prod", "copy", "--mask"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !superuser().await,
+        "a look-alike ran as the superuser (clone --mask)"
+    );
+    let masked: String = c
+        .query_one("select v from public.t where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(masked.starts_with("masked "), "{masked}");
 }
 
 /// A database in LATIN1 whose own setting reads strings the old way
@@ -1386,9 +1448,41 @@ async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
     .await;
     let p = Project::new(
         &[("prod", "guarded", src.url()), ("copy", "open", dst.url())],
-        "[backups]\nexclude_schemas = [\"keep\", \"Ärger\"]\n[migrations]\nlock_timeout = \"1s\"\n",
+        "[backups]\nexclude_schemas = [\"keep\", \"Ärger\", \"[[:alpha:]]+_arch\"]\n[migrations]\nlock_timeout = \"1s\"\n",
     );
     let id = backup(&p, "prod");
+    // Through an extension the restore drops (it lives in pg_catalog): its
+    // types, and what says it depends on it.
+    dst.client()
+        .await
+        .batch_execute(
+            "create extension cube schema pg_catalog;
+             create table keep.pts (c cube);
+             create function keep.f() returns int language sql as 'select 1';
+             alter function keep.f() depends on extension cube;
+             create schema \"größe_arch\"; create table \"größe_arch\".old (x int); insert into \"größe_arch\".old values (1);",
+        )
+        .await
+        .unwrap();
+    let before = measure(&dst, &roles).await;
+    assert_refused(
+        &p,
+        &id,
+        "copy",
+        &[
+            "column c of table keep.pts needs type cube",
+            "function keep.f()",
+        ],
+        &dst,
+        &roles,
+        &before,
+    )
+    .await;
+    dst.client()
+        .await
+        .batch_execute("drop table keep.pts; drop function keep.f(); drop extension cube;")
+        .await
+        .unwrap();
     let before = measure(&dst, &roles).await;
     assert_refused(
         &p,
@@ -1426,14 +1520,17 @@ async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
 
     let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
     assert_eq!(code, 0, "{err}");
-    let kept: String = dst
+    let kept: (String, i64) = dst
         .client()
         .await
-        .query_one("select n from \"Ärger\".notes", &[])
+        .query_one(
+            "select (select n from \"Ärger\".notes), (select count(*) from \"größe_arch\".old)",
+            &[],
+        )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(kept, "kept");
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(kept, ("kept".to_string(), 1), "matched as pg_dump matches");
 
     // `public` itself excluded: kept, not made anew.
     let p = Project::new(
@@ -1443,4 +1540,57 @@ async fn kept_schemas_are_kept_whole_or_the_restore_is_refused() {
     let id = backup(&p, "prod");
     let (code, _, err) = p.json(&["backup", "restore", &id, "--to", "copy"]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// A role that is not a superuser cannot create an untrusted extension or
+/// replay privileges granted down a chain (pg_dump replays them as the
+/// granting role): refused before any change.
+#[tokio::test]
+async fn what_only_a_superuser_may_replay_is_refused_to_others_up_front() {
+    let src = TestDb::new().await;
+    let roles = Roles::new(&src).await;
+    let (o, b, c) = (&roles.owner, &roles.reader, &roles.app);
+    src.client()
+        .await
+        .batch_execute(&format!(
+            "alter database {db} owner to {o};
+             create extension dblink;
+             create table t (id int); alter table t owner to {o};
+             set role {o}; grant select on t to {b} with grant option; reset role;
+             set role {b}; grant select on t to {c}; reset role;",
+            db = src.name()
+        ))
+        .await
+        .unwrap();
+    let dst = TestDb::new().await;
+    dst.client()
+        .await
+        .batch_execute(&format!(
+            "alter role {o} login; alter database {db} owner to {o}; grant {b}, {c} to {o};",
+            db = dst.name()
+        ))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("prod", "guarded", src.url()),
+            ("copy", "open", &as_user(dst.url(), o)),
+        ],
+        "",
+    );
+    let id = backup(&p, "prod");
+    let before = measure(&dst, &roles).await;
+    assert_refused(
+        &p,
+        &id,
+        "copy",
+        &[
+            "creates the extension(s) dblink, which only a superuser can create",
+            "SET SESSION AUTHORIZATION",
+        ],
+        &dst,
+        &roles,
+        &before,
+    )
+    .await;
 }

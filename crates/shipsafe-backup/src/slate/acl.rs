@@ -2,8 +2,10 @@
 //! new database has them, so that the archive's `GRANT`s and `REVOKE`s
 //! (pg_dump writes them relative to that) give exactly the backup's state:
 //! default privileges for all schemas, and privileges on the system's own
-//! objects (a `GRANT EXECUTE ON FUNCTION pg_read_file` made in the target
-//! must not survive a restore that claims to give the backup's database).
+//! objects in `pg_catalog` (a `GRANT EXECUTE ON FUNCTION pg_read_file` made
+//! in the target must not survive a restore that claims to give the backup's
+//! database). Other changes a superuser made to `pg_catalog` (new objects,
+//! comments, owners) are beyond what a dump describes and stay.
 
 use shipsafe_pg::quote_ident;
 use tokio_postgres::Client;
@@ -59,32 +61,35 @@ pub(crate) async fn default_privileges(
     Ok((sql, forbidden))
 }
 
-/// Privileges on the system's objects (in `pg_catalog` and
-/// `information_schema`, and procedural languages) that differ from what a
-/// new database has (`pg_init_privs`, else the built-in default): one
-/// `REVOKE`/`GRANT` each to put them back.
+/// Privileges on the system's objects (in `pg_catalog`, the schema itself
+/// and procedural languages) that differ from what a new database has
+/// (`pg_init_privs`, else the built-in default), as pg_dump compares them:
+/// one `REVOKE`/`GRANT` each to put them back. `information_schema` is left
+/// alone, as pg_dump leaves it (its initial privileges are not recorded);
+/// so are objects whose owner is no longer the bootstrap superuser (the
+/// archive does not say what they were).
 const SYSTEM_ACL_SQL: &str = "\
 with objs as ( \
   select 'pg_proc'::regclass as cls, p.oid, 0 as sub, 'f' as kind, p.proowner as owner, p.proacl as acl, \
          'routine ' || p.oid::regprocedure::text as obj, '' as col \
-    from pg_proc p where p.pronamespace in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+    from pg_proc p where p.pronamespace = 'pg_catalog'::regnamespace \
   union all \
   select 'pg_class'::regclass, c.oid, 0, case c.relkind when 'S' then 's' else 'r' end, c.relowner, c.relacl, \
          case c.relkind when 'S' then 'sequence ' else 'table ' end || c.oid::regclass::text, '' \
-    from pg_class c where c.relnamespace in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
-     and c.relkind in ('r', 'v', 'm', 'S', 'f', 'p') \
+    from pg_class c where c.relnamespace = 'pg_catalog'::regnamespace and c.relkind in ('r', 'v', 'm', 'S', 'f', 'p') \
   union all \
   select 'pg_class'::regclass, a.attrelid, a.attnum, 'c', c.relowner, a.attacl, \
          'table ' || c.oid::regclass::text, quote_ident(a.attname) \
     from pg_attribute a join pg_class c on c.oid = a.attrelid \
-   where c.relnamespace in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
-     and a.attnum > 0 and not a.attisdropped and a.attacl is not null \
+   where c.relnamespace = 'pg_catalog'::regnamespace and a.attnum > 0 and not a.attisdropped \
+     and (a.attacl is not null or exists (select 1 from pg_init_privs i where i.classoid = 'pg_class'::regclass \
+                                          and i.objoid = a.attrelid and i.objsubid = a.attnum)) \
   union all \
   select 'pg_type'::regclass, t.oid, 0, 'T', t.typowner, t.typacl, 'type ' || format_type(t.oid, null), '' \
-    from pg_type t where t.typnamespace in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+    from pg_type t where t.typnamespace = 'pg_catalog'::regnamespace \
   union all \
   select 'pg_namespace'::regclass, n.oid, 0, 'n', n.nspowner, n.nspacl, 'schema ' || quote_ident(n.nspname), '' \
-    from pg_namespace n where n.nspname in ('pg_catalog', 'information_schema') \
+    from pg_namespace n where n.nspname = 'pg_catalog' \
   union all \
   select 'pg_language'::regclass, l.oid, 0, 'l', l.lanowner, l.lanacl, 'language ' || quote_ident(l.lanname), '' \
     from pg_language l \
@@ -93,7 +98,8 @@ items as ( \
   select o.*, coalesce(o.acl, acldefault(o.kind::\"char\", o.owner)) as now, \
          coalesce(i.initprivs, acldefault(o.kind::\"char\", o.owner)) as was \
     from objs o left join pg_init_privs i on i.classoid = o.cls and i.objoid = o.oid and i.objsubid = o.sub \
-   where coalesce(o.acl, acldefault(o.kind::\"char\", o.owner)) is distinct from \
+   where o.owner = 10 \
+     and coalesce(o.acl, acldefault(o.kind::\"char\", o.owner)) is distinct from \
          coalesce(i.initprivs, acldefault(o.kind::\"char\", o.owner)) \
 ), \
 diff as ( \

@@ -50,8 +50,9 @@ pub(crate) struct DroppedOutside {
 }
 
 /// Objects in `kept` schemas (rules, triggers, defaults and policies by
-/// their table's) that depend on an object the restore drops: one line
-/// each, at most `limit`.
+/// their table's, operator family members by their family's) that depend on
+/// an object the restore drops, or on a member of an extension it drops
+/// (`DEPENDS ON EXTENSION` included): one line each, at most `limit`.
 pub(crate) async fn dependents(
     client: &Client,
     kept: &[String],
@@ -65,12 +66,18 @@ pub(crate) async fn dependents(
     let (classes, oids): (Vec<String>, Vec<u32>) = outside.objects.iter().cloned().unzip();
     let rows = client
         .query(
-            "select distinct pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid), \
+            "with roots as (select x.c::regclass::oid as cls, x.o as oid \
+                            from unnest($3::text[], $4::oid[]) as x(c, o)), \
+                  gone as (select cls, oid from roots \
+                           union select e.classid, e.objid from pg_catalog.pg_depend e join roots r \
+                             on e.refclassid = r.cls and e.refobjid = r.oid \
+                            where r.cls = 'pg_catalog.pg_extension'::regclass and e.deptype = 'e') \
+             select distinct pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid), \
                     pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) \
              from pg_catalog.pg_depend d, \
                   lateral pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) o, \
                   lateral pg_catalog.pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) r \
-             where d.deptype in ('n', 'a') \
+             where d.deptype in ('n', 'a', 'x') \
                and coalesce(o.schema, \
                      (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                        where c.oid = case d.classid \
@@ -78,10 +85,13 @@ pub(crate) async fn dependents(
                          when 'pg_catalog.pg_trigger'::regclass then (select tgrelid from pg_catalog.pg_trigger where oid = d.objid) \
                          when 'pg_catalog.pg_attrdef'::regclass then (select adrelid from pg_catalog.pg_attrdef where oid = d.objid) \
                          when 'pg_catalog.pg_policy'::regclass then (select polrelid from pg_catalog.pg_policy where oid = d.objid) \
+                       end), \
+                     (select n.nspname from pg_catalog.pg_opfamily f join pg_catalog.pg_namespace n on n.oid = f.opfnamespace \
+                       where f.oid = case d.classid \
+                         when 'pg_catalog.pg_amproc'::regclass then (select amprocfamily from pg_catalog.pg_amproc where oid = d.objid) \
+                         when 'pg_catalog.pg_amop'::regclass then (select amopfamily from pg_catalog.pg_amop where oid = d.objid) \
                        end)) = any($1) \
-               and (r.schema = any($2) \
-                    or (d.refclassid, d.refobjid) in \
-                       (select x.c::regclass::oid, x.o from unnest($3::text[], $4::oid[]) as x(c, o))) \
+               and (r.schema = any($2) or (d.refclassid, d.refobjid) in (select cls, oid from gone)) \
              order by 1, 2 limit $5",
             &[&kept, &dropped_schemas, &classes, &oids, &limit],
         )

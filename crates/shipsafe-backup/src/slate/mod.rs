@@ -61,7 +61,9 @@ pub(crate) struct Slate {
 
 /// Objects outside schemas, each with whether the restoring role may drop
 /// it. Extension members are the extension's business; built-in objects
-/// (oid below 16384) are the system's.
+/// (oid below 16384) are the system's. Extensions installed in `pg_catalog`
+/// go too: the archive creates those it has again, in its schema and at
+/// this server's version, as a new database would get them.
 const OUTSIDE_SQL: &str = "\
 select * from ( \
 select 'event trigger', quote_ident(evtname), pg_has_role(evtowner, 'MEMBER'), '', 'pg_event_trigger', oid \
@@ -88,7 +90,12 @@ union all \
 select 'language', quote_ident(lanname), pg_has_role(lanowner, 'MEMBER'), '', 'pg_language', oid \
   from pg_language l where l.oid >= 16384 and not exists (select 1 from pg_depend d where d.classid = 'pg_language'::regclass and d.objid = l.oid and d.deptype = 'e') \
 union all \
-select 'extension', quote_ident(extname), pg_has_role(extowner, 'MEMBER'), extname::text, 'pg_extension', oid \
+select 'transform', format('for %s language %I', format_type(t.trftype, null), l.lanname), \
+       (select rolsuper from pg_roles where rolname = current_user), '', 'pg_transform', t.oid \
+  from pg_transform t join pg_language l on l.oid = t.trflang \
+ where t.oid >= 16384 and not exists (select 1 from pg_depend d where d.classid = 'pg_transform'::regclass and d.objid = t.oid and d.deptype = 'e') \
+union all \
+select 'extension', quote_ident(extname), pg_has_role(extowner, 'MEMBER'), '', 'pg_extension', oid \
   from pg_extension where extname <> 'plpgsql' and extnamespace in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
 ) x(kind, name, may, extra, cls, oid) \
 order by kind <> 'event trigger', kind, name";
@@ -182,6 +189,12 @@ pub(crate) async fn prepare(
             me.name
         ));
     }
+    if !me.superuser && contents.session_authorization {
+        refused.push(format!(
+            "some of the backup's privileges were granted by roles other than the objects' owners, and restoring them means acting as those roles (`SET SESSION AUTHORIZATION`), which only a superuser may; {} is not one",
+            me.name
+        ));
+    }
 
     // Objects outside schemas. Event triggers first: they would fire on
     // every drop that follows.
@@ -191,10 +204,6 @@ pub(crate) async fn prepare(
         let name: String = r.get(1);
         let may: bool = r.get::<_, Option<bool>>(2).unwrap_or(false);
         let extra: String = r.get(3);
-        // An extension the archive creates too stays (`IF NOT EXISTS`).
-        if kind == "extension" && contents.extensions.contains(&extra) {
-            continue;
-        }
         if !may {
             refused.push(format!(
                 "{kind} {name} must be replaced by the restore, and {} may not drop it (not its owner)",
@@ -254,7 +263,7 @@ pub(crate) async fn prepare(
         .query(
             "select n.nspname::text, pg_has_role(n.nspowner, 'MEMBER'), pg_get_userbyid(n.nspowner)::text, \
                     (select count(*) from pg_class c where c.relnamespace = n.oid and c.relkind in ('r', 'p')), \
-                    exists (select 1 from unnest($1::text[]) p where n.nspname ~ p) \
+                    exists (select 1 from unnest($1::text[]) p where n.nspname::text collate pg_catalog.\"default\" ~ p) \
              from pg_namespace n \
              where n.nspname not in ('pg_catalog', 'information_schema') \
                and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%' \
@@ -301,6 +310,32 @@ pub(crate) async fn prepare(
             kept_schemas.join(", "),
             reaching.join("; ")
         ));
+    }
+
+    // Extensions the archive creates that only a superuser may, unless they
+    // stay installed in a kept schema (`IF NOT EXISTS` then finds them).
+    if !me.superuser {
+        let untrusted: Vec<String> = client
+            .query(
+                "select a.name::text from pg_available_extensions a \
+                 join pg_available_extension_versions v on v.name = a.name and v.version = a.default_version \
+                 where a.name = any($1) and v.superuser and not v.trusted \
+                   and not exists (select 1 from pg_extension e join pg_namespace n on n.oid = e.extnamespace \
+                                   where e.extname = a.name and n.nspname = any($2)) \
+                 order by 1",
+                &[&contents.extensions, &kept_schemas],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !untrusted.is_empty() {
+            refused.push(format!(
+                "the backup creates the extension(s) {}, which only a superuser can create, and {} is not one",
+                untrusted.join(", "),
+                me.name
+            ));
+        }
     }
 
     // Privileges on the system's own objects, as a new database has them.

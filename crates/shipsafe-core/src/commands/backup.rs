@@ -81,7 +81,7 @@ pub async fn take_backup_teed(
     let store = open_store(config, vars)?;
     progress.stage(&format!("connecting to {env}"));
     let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
+        crate::connection::open_pinned(config, env, &url, crate::connection::Access::Read).await?;
     let info = server_info(&client, &url).await?;
     // What a restore elsewhere will need, kept with the backup.
     let strings = |sql: &'static str| {
@@ -165,7 +165,7 @@ pub(crate) async fn restore_into(
         None,
     )
     .await?;
-    let client = connect(url).await?;
+    let client = shipsafe_pg::connect_pinned(url).await?;
     let info = server_info(&client, url).await?;
     drop(client);
     let binaries = PgBinaries::for_server(
@@ -569,8 +569,7 @@ pub(crate) async fn lock_for_run(
     run: &mut Run,
 ) -> Result<(tokio_postgres::Client, shipsafe_pg::ServerInfo), (CoreError, &'static str)> {
     let locked = async {
-        let client =
-            crate::connection::open(config, env, url, crate::connection::Access::Change).await?;
+        let client = crate::connection::open_for_restore(config, env, url).await?;
         let info = server_info(&client, url).await?;
         shipsafe_migrate::history::lock(&client).await?;
         Ok::<_, CoreError>((client, info))

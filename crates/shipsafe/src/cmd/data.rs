@@ -279,11 +279,19 @@ pub async fn clone(
     .with_context(|| format!("clone {from} {to}"))?;
     drop(progress);
     let r = &run.report;
+    let copied = match (r["source_backup"].as_str(), r["safety_backup"].as_str()) {
+        (Some(b), Some(s)) => format!(
+            "  copied backup {b} ({}) of {from}; {to}'s previous state is in backup {s}\n",
+            r["source"].as_str().unwrap_or("-")
+        ),
+        (Some(b), None) => format!(
+            "  backup {b} ({}) of {from}\n",
+            r["source"].as_str().unwrap_or("-")
+        ),
+        _ => String::new(),
+    };
     let extra = format!(
-        "  copied backup {} ({}) of {from}; {to}'s previous state is in backup {}\n{}{}",
-        r["source_backup"].as_str().unwrap_or("-"),
-        r["source"].as_str().unwrap_or("-"),
-        r["safety_backup"].as_str().unwrap_or("-"),
+        "{copied}{}{}",
         match r["masked"].as_array() {
             Some(m) if !m.is_empty() => format!(
                 "  masked: {}\n",

@@ -38,7 +38,8 @@ pub async fn fidelity(url: &DbUrl, roles: &[String], skip: &[&str]) -> Fidelity 
         })
         .map(str::to_string)
         .collect();
-    let c = shipsafe_pg::connect(url).await.unwrap();
+    // Its own queries must not run a database owner's look-alikes either.
+    let c = shipsafe_pg::connect_pinned(url).await.unwrap();
     let skip: Vec<String> = skip.iter().map(|s| s.to_string()).collect();
     let strings = |sql: String| {
         let c = &c;
@@ -127,6 +128,10 @@ pub async fn fidelity(url: &DbUrl, roles: &[String], skip: &[&str]) -> Fidelity 
                      select format('%s schema %I usage=%s create=%s', $2::text, n.nspname, \
                             has_schema_privilege($2::text, n.oid, 'USAGE'), has_schema_privilege($2::text, n.oid, 'CREATE')) \
                      from pg_namespace n where {USER} and n.nspname <> all($1) \
+                     union all \
+                     select format('%s information_schema usage=%s tables=%s', $2::text, \
+                            has_schema_privilege($2::text, 'information_schema', 'USAGE'), \
+                            has_table_privilege($2::text, 'information_schema.tables', 'SELECT')) \
                      union all \
                      select format('%s function %s execute=%s', $2::text, p.oid::regprocedure, has_function_privilege($2::text, p.oid, 'EXECUTE')) \
                      from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
