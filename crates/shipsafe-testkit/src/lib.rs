@@ -69,6 +69,39 @@ async fn admin() -> Client {
         .unwrap_or_else(|e| panic!("the test server must be reachable (set {TEST_URL_ENV}): {e}"))
 }
 
+/// Drops database `name`, and first the subscriptions that would keep it
+/// (a subscription's database cannot be dropped, even forcibly).
+async fn drop_database(admin: &Client, name: &str) {
+    let dropped = admin
+        .batch_execute(&format!(
+            "drop database if exists {} with (force)",
+            quote_ident(name)
+        ))
+        .await;
+    if dropped.is_ok() {
+        return;
+    }
+    if let Ok(c) = connect(&with_database(&server_url(), name)).await {
+        let _ = c
+            .batch_execute(
+                "do $$ declare s record; begin \
+                   for s in select subname from pg_subscription \
+                            where subdbid = (select oid from pg_database where datname = current_database()) loop \
+                     execute format('alter subscription %I disable', s.subname); \
+                     execute format('alter subscription %I set (slot_name = none)', s.subname); \
+                     execute format('drop subscription %I', s.subname); \
+                   end loop; end $$",
+            )
+            .await;
+    }
+    let _ = admin
+        .batch_execute(&format!(
+            "drop database if exists {} with (force)",
+            quote_ident(name)
+        ))
+        .await;
+}
+
 async fn sweep(admin: &Client) {
     let rows = admin
         .query(
@@ -84,12 +117,7 @@ async fn sweep(admin: &Client) {
             .and_then(|rest| rest.split('_').next())
             .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| !pid_alive(p)) {
-            let _ = admin
-                .batch_execute(&format!(
-                    "drop database if exists {} with (force)",
-                    quote_ident(&name)
-                ))
-                .await;
+            drop_database(admin, &name).await;
         }
     }
 }
@@ -113,10 +141,15 @@ impl TestDb {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
+        // A database of this name can only be left by an earlier process
+        // that had this process's id.
+        drop_database(&admin, &name).await;
         admin
             .batch_execute(&format!("create database {}", quote_ident(&name)))
             .await
-            .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("create test database {name}: {}", shipsafe_pg::describe(&e))
+            });
         let url = with_database(&server_url(), &name);
         Self { name, url }
     }
@@ -147,12 +180,7 @@ impl Drop for TestDb {
             };
             rt.block_on(async {
                 if let Ok(c) = connect(&server_url()).await {
-                    let _ = c
-                        .batch_execute(&format!(
-                            "drop database if exists {} with (force)",
-                            quote_ident(&name)
-                        ))
-                        .await;
+                    drop_database(&c, &name).await;
                 }
             });
         })
@@ -194,6 +222,35 @@ mod tests {
         }
         let a = admin().await;
         let left: i64 = a
+            .query_one(
+                "select count(*) from pg_database where datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{name} was not dropped");
+    }
+
+    /// A database with a subscription cannot be dropped, even forcibly,
+    /// until the subscription is gone; a test's database is dropped anyway.
+    #[tokio::test]
+    async fn a_test_db_with_a_subscription_is_dropped_too() {
+        let name;
+        {
+            let db = TestDb::new().await;
+            name = db.name().to_string();
+            db.client()
+                .await
+                .batch_execute(
+                    "create subscription s connection 'host=127.0.0.1 dbname=nowhere' publication p \
+                     with (connect = false)",
+                )
+                .await
+                .unwrap();
+        }
+        let left: i64 = admin()
+            .await
             .query_one(
                 "select count(*) from pg_database where datname = $1",
                 &[&name],
