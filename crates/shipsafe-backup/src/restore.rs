@@ -398,9 +398,9 @@ pub async fn restore_atomic(
         ))
         .await
         .map_err(|e| sql_err("starting the restore transaction", e))?;
+    let mut proof = RestoreProof::default();
     // The transaction's id, taken now: before the checks and before the
     // commit it must still be this one (nothing ended it on the way).
-    let mut proof = RestoreProof::default();
     let xid: String = client
         .query_one("select pg_catalog.txid_current()::text", &[])
         .await
