@@ -125,11 +125,6 @@ impl ArchiveContents {
         self.format.starts_with("1.")
     }
 
-    /// Total rows of all tables, when every table's rows were counted.
-    pub fn total_rows(&self) -> Option<u64> {
-        self.tables.iter().map(|t| t.rows).sum()
-    }
-
     /// Reads a whole archive file.
     pub fn read_file(path: &std::path::Path) -> std::io::Result<Result<Self, String>> {
         use std::io::Read;

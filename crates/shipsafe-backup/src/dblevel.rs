@@ -42,7 +42,7 @@ impl DatabaseProperty {
 }
 
 /// How every sentence of [`compare`] starts.
-pub const NOT_CARRIED: &str =
+const NOT_CARRIED: &str =
     "a dump does not carry database-level properties, so they were left as they are";
 
 /// The current database's properties, sorted.

@@ -323,6 +323,10 @@ pub struct AtomicRestore<'a> {
     pub manifest: Option<&'a Manifest>,
     /// Restore only these entries (`pg_restore -L` list).
     pub list: Option<&'a Path>,
+    /// Say which of the manifest's database-level properties the target
+    /// lacks or has besides (an environment: yes; a new scratch database,
+    /// which has none of them: no).
+    pub compare_database: bool,
 }
 
 impl std::fmt::Debug for AtomicRestore<'_> {
@@ -540,7 +544,7 @@ pub async fn restore_atomic(
         .batch_execute("commit")
         .await
         .map_err(|e| sql_err("committing the restore", e))?;
-    if let Some(m) = opts.manifest {
+    if let Some(m) = opts.manifest.filter(|_| opts.compare_database) {
         let _ = client
             .batch_execute("set search_path = pg_catalog, pg_temp")
             .await;

@@ -7,11 +7,14 @@ use shipsafe_backup::{ArchiveContents, AtomicRestore, BackupError, restore_atomi
 use shipsafe_pg::PgBinaries;
 use shipsafe_testkit::TestDb;
 
-async fn archive_of(db: &TestDb, dir: &std::path::Path) -> std::path::PathBuf {
+/// `pg_dump -Fc -Z0 EXTRA` of `db` into `dir`.
+async fn archive_of(db: &TestDb, dir: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
     let bins = PgBinaries::find(None, &["pg_dump"]).unwrap();
     let file = dir.join("a.dump");
     let out = std::process::Command::new(bins.path("pg_dump"))
-        .args(["-Fc", "-Z0", "-f"])
+        .args(["-Fc", "-Z0"])
+        .args(extra)
+        .arg("-f")
         .arg(&file)
         .arg(format!("--dbname={}", db.url().expose()))
         .output()
@@ -50,6 +53,7 @@ fn opts(contents: &ArchiveContents) -> AtomicRestore<'_> {
         contents: Some(contents),
         manifest: None,
         list: None,
+        compare_database: false,
     }
 }
 
@@ -57,7 +61,7 @@ fn opts(contents: &ArchiveContents) -> AtomicRestore<'_> {
 async fn the_archive_is_read_the_same_in_any_pieces() {
     let src = source().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = archive_of(&src, dir.path()).await;
+    let file = archive_of(&src, dir.path(), &[]).await;
     let whole = ArchiveContents::read_file(&file).unwrap().unwrap();
     let rows: Vec<(String, Option<u64>)> = whole
         .tables
@@ -97,7 +101,7 @@ async fn the_archive_is_read_the_same_in_any_pieces() {
 async fn a_restore_that_loaded_other_contents_than_the_archive_changes_nothing() {
     let src = source().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = archive_of(&src, dir.path()).await;
+    let file = archive_of(&src, dir.path(), &[]).await;
     let contents = ArchiveContents::read_file(&file).unwrap().unwrap();
     let bins = PgBinaries::find(None, &["pg_restore"]).unwrap();
     let dst = TestDb::new().await;
@@ -154,4 +158,37 @@ async fn a_restore_that_loaded_other_contents_than_the_archive_changes_nothing()
             .unwrap()
             .is_none()
     );
+}
+
+/// Archives of earlier versions kept the database's encoding; a restore
+/// sends UTF-8, so it refuses them before anything changes.
+#[tokio::test]
+async fn an_archive_not_in_utf8_is_refused_before_anything_changes() {
+    let src = source().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bins = PgBinaries::find(None, &["pg_restore"]).unwrap();
+    let file = archive_of(&src, dir.path(), &["--encoding=LATIN1"]).await;
+    let contents = ArchiveContents::read_file(&file).unwrap().unwrap();
+    assert_eq!(contents.encoding, "LATIN1");
+    let dst = TestDb::new().await;
+    dst.client()
+        .await
+        .batch_execute("create table keep (x int)")
+        .await
+        .unwrap();
+    let err = restore_atomic(&bins, &file, dst.url(), opts(&contents))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackupError::RestoreRefused { .. }) && err.to_string().contains("LATIN1"),
+        "{err}"
+    );
+    let kept: bool = dst
+        .client()
+        .await
+        .query_one("select to_regclass('keep') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept);
 }

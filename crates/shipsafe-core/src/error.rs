@@ -95,3 +95,38 @@ impl CoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_errors_exit_by_what_happened_to_the_target() {
+        let backup = |e: BackupError| CoreError::Backup(e).exit_kind();
+        let target = || "postgres://h/db".to_string();
+        assert_eq!(
+            backup(BackupError::RestoreRefused {
+                target: target(),
+                reasons: vec!["why".into()],
+            }),
+            ExitKind::Problems,
+            "refused before any change: exit 1"
+        );
+        assert_eq!(
+            backup(BackupError::RestoreRolledBack {
+                target: target(),
+                message: "why".into(),
+            }),
+            ExitKind::RolledBack,
+            "as it was before: exit 4"
+        );
+        assert_eq!(
+            backup(BackupError::RestoreNotAtomic {
+                target: target(),
+                message: "why".into(),
+            }),
+            ExitKind::RollbackFailed,
+            "state unknown, a person must act: exit 5"
+        );
+    }
+}

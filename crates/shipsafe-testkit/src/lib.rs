@@ -203,6 +203,18 @@ mod tests {
         assert_eq!(with_database(&u, "x").expose(), "postgres://h/x");
     }
 
+    async fn exists(name: &str) -> bool {
+        admin()
+            .await
+            .query_one(
+                "select exists (select 1 from pg_database where datname = $1)",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     #[tokio::test]
     async fn each_test_db_is_fresh_and_dropped() {
         let name;
@@ -220,16 +232,7 @@ mod tests {
                 .get(0);
             assert_eq!(n, 0);
         }
-        let a = admin().await;
-        let left: i64 = a
-            .query_one(
-                "select count(*) from pg_database where datname = $1",
-                &[&name],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(left, 0, "{name} was not dropped");
+        assert!(!exists(&name).await, "{name} was not dropped");
     }
 
     /// A database with a subscription cannot be dropped, even forcibly,
@@ -249,15 +252,6 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let left: i64 = admin()
-            .await
-            .query_one(
-                "select count(*) from pg_database where datname = $1",
-                &[&name],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(left, 0, "{name} was not dropped");
+        assert!(!exists(&name).await, "{name} was not dropped");
     }
 }

@@ -373,6 +373,19 @@ async fn loaded(db: &TestDb, sql: &str) {
     db.client().await.batch_execute(sql).await.unwrap();
 }
 
+/// Makes `role` a login role that owns `db`, then runs `then` (as the
+/// superuser): a target whose owner is not a superuser, as on a provider.
+async fn owned_by(db: &TestDb, role: &str, then: &str) {
+    loaded(
+        db,
+        &format!(
+            "alter role {role} login; alter database {} owner to {role}; {then}",
+            db.name()
+        ),
+    )
+    .await;
+}
+
 fn backup(p: &Project, env: &str) -> String {
     let (code, m, err) = p.json(&["backup", "create", env]);
     assert_eq!(code, 0, "{err}");
@@ -927,15 +940,14 @@ async fn ownership_a_non_superuser_cannot_give_is_refused_up_front() {
         .await
         .unwrap();
     let dst = TestDb::new().await;
-    dst.client()
-        .await
-        .batch_execute(&format!(
-            "alter role {o} login; alter database {db} owner to {o};
-             set role {o}; create table keep (x int); insert into keep values (1); reset role;",
-            db = dst.name()
-        ))
-        .await
-        .unwrap();
+    owned_by(
+        &dst,
+        o,
+        &format!(
+            "set role {o}; create table keep (x int); insert into keep values (1); reset role;"
+        ),
+    )
+    .await;
     let p = Project::new(
         &[
             ("prod", "guarded", src.url()),
@@ -986,15 +998,7 @@ async fn a_failed_safety_backup_says_so_and_restores_nothing() {
     loaded(&src, "create table t (id int);").await;
     let dst = TestDb::new().await;
     let o = &roles.owner;
-    dst.client()
-        .await
-        .batch_execute(&format!(
-            "alter role {o} login; alter database {db} owner to {o};
-             select lo_from_bytea(0, 'the superuser''s');",
-            db = dst.name()
-        ))
-        .await
-        .unwrap();
+    owned_by(&dst, o, "select lo_from_bytea(0, 'the superuser''s');").await;
     let p = Project::new(
         &[
             ("prod", "guarded", src.url()),
@@ -1563,14 +1567,7 @@ async fn what_only_a_superuser_may_replay_is_refused_to_others_up_front() {
         .await
         .unwrap();
     let dst = TestDb::new().await;
-    dst.client()
-        .await
-        .batch_execute(&format!(
-            "alter role {o} login; alter database {db} owner to {o}; grant {b}, {c} to {o};",
-            db = dst.name()
-        ))
-        .await
-        .unwrap();
+    owned_by(&dst, o, &format!("grant {b}, {c} to {o};")).await;
     let p = Project::new(
         &[
             ("prod", "guarded", src.url()),

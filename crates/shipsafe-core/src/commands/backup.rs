@@ -185,6 +185,7 @@ pub(crate) async fn restore_into(
             contents: archive.contents(),
             manifest: Some(manifest),
             list: None,
+            compare_database: true,
         },
     )
     .await?)
@@ -518,15 +519,13 @@ pub(crate) async fn restore_into_scratch(
             contents,
             manifest: Some(manifest),
             list: (left_out > 0).then_some(list_path.as_path()),
+            compare_database: false,
         },
     )
     .await?;
     let mut proof = report.proof;
-    // A new database has none of the backup's database-level properties;
-    // the verification lists them as not proven instead.
-    proof
-        .warnings
-        .retain(|w| !w.starts_with(shipsafe_backup::dblevel::NOT_CARRIED));
+    // A new database has none of the backup's database-level properties:
+    // not proven rather than a difference.
     if !manifest.database_level.is_empty() {
         let names: Vec<String> = manifest
             .database_level
@@ -729,6 +728,7 @@ pub async fn restore(
             contents: archive.contents(),
             manifest: Some(&manifest),
             list: None,
+            compare_database: true,
         },
     )
     .await;

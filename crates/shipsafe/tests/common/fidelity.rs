@@ -53,40 +53,22 @@ pub async fn fidelity(url: &DbUrl, roles: &[String], skip: &[&str]) -> Fidelity 
                 .collect::<Vec<String>>()
         }
     };
-    let relations = strings(format!(
-        "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-         where {USER} and c.relkind = 'r' and n.nspname <> all($1) order by 1"
-    ))
+    let tables = each_relation(
+        &c,
+        &skip,
+        'r',
+        "count(*)::text || ' ' || coalesce(md5(string_agg(x::text, E'\\n' order by x::text)), '-')",
+        "only ",
+    )
     .await;
-    let mut tables = Vec::new();
-    for t in relations {
-        let r = c
-            .query_one(
-                &format!(
-                    "select count(*)::text || ' ' || coalesce(md5(string_agg(x::text, E'\\n' order by x::text)), '-') from only {t} x"
-                ),
-                &[],
-            )
-            .await
-            .unwrap();
-        tables.push(format!("{t} {}", r.get::<_, String>(0)));
-    }
-    let seqs = strings(format!(
-        "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-         where {USER} and c.relkind = 'S' and n.nspname <> all($1) order by 1"
-    ))
+    let sequences = each_relation(
+        &c,
+        &skip,
+        'S',
+        "last_value::text || ' ' || is_called::text",
+        "",
+    )
     .await;
-    let mut sequences = Vec::new();
-    for s in seqs {
-        let r = c
-            .query_one(
-                &format!("select last_value::text || ' ' || is_called::text from {s}"),
-                &[],
-            )
-            .await
-            .unwrap();
-        sequences.push(format!("{s} {}", r.get::<_, String>(0)));
-    }
     let large_objects = strings(
         "select oid::text || ' ' || pg_get_userbyid(lomowner) || ' ' || coalesce(lomacl::text, '-') || ' ' \
                 || coalesce(obj_description(oid, 'pg_largeobject'), '-') || ' ' || md5(lo_get(oid)) \
@@ -155,6 +137,37 @@ pub async fn fidelity(url: &DbUrl, roles: &[String], skip: &[&str]) -> Fidelity 
         flags,
         privileges,
     }
+}
+
+/// For each relation of `kind` (outside `skip`), its name and `what`
+/// computed over its rows (`select WHAT from FROM_PREFIX name x`).
+async fn each_relation(
+    c: &tokio_postgres::Client,
+    skip: &[String],
+    kind: char,
+    what: &str,
+    from_prefix: &str,
+) -> Vec<String> {
+    let names = c
+        .query(
+            &format!(
+                "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                 where {USER} and c.relkind = $2 and n.nspname <> all($1) order by 1"
+            ),
+            &[&skip, &(kind as i8)],
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for r in names {
+        let name: String = r.get(0);
+        let row = c
+            .query_one(&format!("select {what} from {from_prefix}{name} x"), &[])
+            .await
+            .unwrap();
+        out.push(format!("{name} {}", row.get::<_, String>(0)));
+    }
+    out
 }
 
 /// Fails with the first differing lines of each part that differs.
