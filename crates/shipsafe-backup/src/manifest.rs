@@ -27,7 +27,7 @@ pub struct Verification {
     /// What the restore compared with the archive (rows, sequences, large
     /// objects) and what it did not prove.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proof: Option<crate::restore::RestoreProof>,
+    pub proof: Option<RestoreProof>,
 }
 
 /// An audit entry (sequence number and hash).
@@ -124,4 +124,21 @@ pub fn new_id(env: &str, at: jiff::Timestamp) -> String {
         .unwrap_or(0);
     let salt = blake3::hash(format!("{}{nanos}", std::process::id()).as_bytes()).to_hex();
     format!("{env}-{}-{}", at.strftime("%Y%m%dT%H%M%SZ"), &salt[..4])
+}
+
+/// What a committed restore proved about its own result, beyond `[[checks]]`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreProof {
+    /// Tables whose restored rows were counted against the archive.
+    pub tables: u64,
+    pub rows: u64,
+    /// Sequences whose restored values equal the archive's.
+    pub sequences: u64,
+    pub large_objects: u64,
+    /// What this restore did not establish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_proven: Vec<String>,
+    /// What it did differently from the backup's source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -21,7 +21,7 @@ use shipsafe_pg::{CheckOutcome, PgBinaries, connect, describe, quote_ident, run_
 use crate::archive::{ArchiveContents, ArchiveScanner};
 use crate::dump::OnBytes;
 use crate::error::BackupError;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, RestoreProof};
 use crate::replay::Part;
 use crate::store::BackupStore;
 
@@ -624,23 +624,6 @@ fn lost(target: &DbUrl, message: String) -> BackupError {
         target: target.masked(),
         message,
     }
-}
-
-/// What a committed restore proved about its own result, beyond `[[checks]]`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RestoreProof {
-    /// Tables whose restored rows were counted against the archive.
-    pub tables: u64,
-    pub rows: u64,
-    /// Sequences whose restored values equal the archive's.
-    pub sequences: u64,
-    pub large_objects: u64,
-    /// What this restore did not establish.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub not_proven: Vec<String>,
-    /// What it did differently from the backup's source.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
 }
 
 /// Compares what the replay loaded with what the archive holds: every

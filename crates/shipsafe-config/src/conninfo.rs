@@ -106,7 +106,7 @@ impl fmt::Debug for ConnInfo {
             .field("user", &self.user)
             .field(
                 "password",
-                &self.password.as_ref().map(|_| crate::dburl::MASK),
+                &self.password.as_ref().map(|_| crate::mask::MASK),
             )
             .field("dbname", &self.dbname)
             .field("sslmode", &self.sslmode)
@@ -471,18 +471,7 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// Where the user-info of a URL body (after `scheme://`) ends: the index of
-/// its `@`. libpq stops at the first `/`; a password holding `/`, `?` or `#`
-/// unencoded is still recognised when an `@` follows with no `=` before it
-/// (so `?user=me@corp` stays a parameter).
-pub(crate) fn userinfo_end(body: &str) -> Option<usize> {
-    let authority_end = body.find(['/', '?', '#']).unwrap_or(body.len());
-    if let Some(at) = body[..authority_end].rfind('@') {
-        return Some(at);
-    }
-    let at = body.rfind('@')?;
-    (!body[..at].contains('=')).then_some(at)
-}
+use crate::mask::userinfo_end;
 
 fn parse_url(body: &str) -> Result<ConnInfo, ConnInfoError> {
     let mut info = ConnInfo::default();

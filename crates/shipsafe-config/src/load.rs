@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use crate::dburl::{DbUrl, literal_password};
+use crate::dburl::DbUrl;
 use crate::error::ConfigError;
+use crate::mask::literal_password;
 use crate::model::{
     CloneSource, ConfigFile, EnvironmentConfig, MigrationFormat, MigrationTool, Protection,
 };

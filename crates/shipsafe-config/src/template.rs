@@ -149,13 +149,13 @@ impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The raw text has no secret unless a user wrote one literally; mask
         // URL passwords anyway so a Debug print never leaks one.
-        write!(f, "Template({:?})", crate::dburl::mask_secrets(&self.raw))
+        write!(f, "Template({:?})", crate::mask::mask_secrets(&self.raw))
     }
 }
 
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::dburl::mask_secrets(&self.raw))
+        f.write_str(&crate::mask::mask_secrets(&self.raw))
     }
 }
 

@@ -9,32 +9,14 @@
 //! in the report, marked suppressed, with the reason.
 
 pub mod context;
+pub mod rule;
 pub mod rules;
 
 use serde::Serialize;
 
 pub use context::Context;
 pub use pg_query::NodeEnum;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Error,
-    Warning,
-    /// A finding the target's catalog showed to be harmless (a small
-    /// table): reported with its evidence, never blocking.
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Error => "error",
-            Self::Warning => "warning",
-            Self::Info => "info",
-        }
-    }
-}
+pub use rule::{Hit, Rule, RuleDoc, Severity};
 
 /// Rules whose harm grows with the table: a lock held while the table is
 /// scanned, rebuilt or indexed. On a table the catalog shows to be small
@@ -67,32 +49,6 @@ fn locked_table(node: &NodeEnum) -> Option<String> {
     } else {
         format!("{}.{}", r.schemaname, r.relname)
     })
-}
-
-/// What a rule says about one statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
-    pub message: String,
-    pub help: String,
-}
-
-/// A rule: id, severity, documentation and the check.
-pub trait Rule: Sync {
-    /// Kebab-case id that says what it catches.
-    fn id(&self) -> &'static str;
-    fn severity(&self) -> Severity;
-    /// One line for listings.
-    fn summary(&self) -> &'static str;
-    /// The doc page: problem, why it hurts in production, the safe way.
-    fn doc(&self) -> RuleDoc;
-    fn check(&self, stmt: &NodeEnum, ctx: &Context) -> Option<Hit>;
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct RuleDoc {
-    pub problem: &'static str,
-    pub why: &'static str,
-    pub safe_way: &'static str,
 }
 
 /// One finding, in the shape of SPEC §5's JSON.

@@ -159,7 +159,7 @@ impl StateStore {
         let (prev_seq, prev_hash) = head.unwrap_or((0, GENESIS.to_string()));
         let mut raw = RawEntry {
             seq: prev_seq + 1,
-            at: crate::now_rfc3339(),
+            at: crate::clock::now_rfc3339(),
             actor: serde_json::to_string(&e.actor)?,
             command: e.command.clone(),
             env: e.env.clone(),

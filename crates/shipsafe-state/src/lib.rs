@@ -6,6 +6,7 @@
 
 pub mod actor;
 pub mod audit;
+pub mod clock;
 pub mod error;
 pub mod readiness;
 pub mod runs;
@@ -14,16 +15,9 @@ pub mod store;
 
 pub use actor::Actor;
 pub use audit::{AuditEntry, ChainProblem, ChainReport, NewAuditEntry};
+pub use clock::now_rfc3339;
 pub use error::StateError;
 pub use readiness::ReadinessRecord;
 pub use runs::{RunRecord, StepRecord};
 pub use serve::{Heartbeat, JobState, RunCount};
 pub use store::StateStore;
-
-/// Now, as RFC 3339 UTC with millisecond precision.
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Millisecond)
-        .map(|t| format!("{t:.3}"))
-        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
-}

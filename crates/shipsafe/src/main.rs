@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use clap::error::ErrorKind;
-use shipsafe_core::ExitKind;
+use shipsafe_protocol::ExitKind;
 
 use crate::cli::{Cli, Command, Format, LogAction};
 use crate::cmd::Ctx;
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         )
     };
     // Backups, state and reports are for their owner only.
-    shipsafe_core::files::private_umask();
+    shipsafe_protocol::files::private_umask();
     let format = cli.format;
     let quiet = cli.quiet;
     match run(cli) {
@@ -51,7 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<Rendered> {
     if matches!(cli.format, Format::Md | Format::Html)
         && !matches!(cli.command, Command::Readiness { .. })
     {
-        return Err(shipsafe_core::CoreError::Usage(
+        return Err(shipsafe_protocol::CoreError::Usage(
             "--format md and --format html are for `readiness`; other commands print text or json"
                 .into(),
         )
@@ -187,7 +187,7 @@ fn init_tracing(quiet: bool, verbose: u8) {
     // masking key. It stays at warn unless SHIPSAFE_LOG names it explicitly.
     let ours = [
         "shipsafe",
-        "shipsafe_core",
+        "shipsafe_protocol",
         "shipsafe_pg",
         "shipsafe_backup",
         "shipsafe_migrate",

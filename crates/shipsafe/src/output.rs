@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use shipsafe_config::{ConfigError, mask_secrets};
-use shipsafe_core::{CoreError, ExitKind};
+use shipsafe_protocol::{CoreError, ExitKind};
 
 use crate::cli::Format;
 

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use shipsafe_core::Progress;
+use shipsafe_protocol::Progress;
 
 #[derive(Debug)]
 pub struct Spinner {
@@ -86,7 +86,7 @@ fn on_terminal() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
-impl shipsafe_core::Confirm for TerminalConfirm {
+impl shipsafe_protocol::Confirm for TerminalConfirm {
     fn can_confirm(&self, env: &str) -> Result<bool, String> {
         match &self.flag {
             Some(given) if given == env => Ok(true),

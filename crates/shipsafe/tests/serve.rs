@@ -801,17 +801,17 @@ fn the_documented_alert_rules_pass_promtool_and_name_real_metrics() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
 
-    let env = shipsafe_core::serve::metrics::EnvFacts {
+    let env = shipsafe_serve::metrics::EnvFacts {
         name: "prod".into(),
         up: true,
-        last_backup: Some(shipsafe_core::serve::metrics::BackupFact {
+        last_backup: Some(shipsafe_serve::metrics::BackupFact {
             id: "b".into(),
             at: "2026-12-06T03:00:00Z".into(),
             unix: 1,
             size_bytes: 1,
             duration_seconds: 1.0,
         }),
-        last_drill: Some(shipsafe_core::serve::metrics::DrillFact {
+        last_drill: Some(shipsafe_serve::metrics::DrillFact {
             backup_id: "b".into(),
             at: "2026-12-06T04:00:00Z".into(),
             unix: 1,
@@ -825,7 +825,7 @@ fn the_documented_alert_rules_pass_promtool_and_name_real_metrics() {
         readiness: Some("gold".into()),
         ..Default::default()
     };
-    let rendered = shipsafe_core::serve::metrics::render(&shipsafe_core::serve::metrics::Facts {
+    let rendered = shipsafe_serve::metrics::render(&shipsafe_serve::metrics::Facts {
         environments: vec![env],
         ..Default::default()
     });

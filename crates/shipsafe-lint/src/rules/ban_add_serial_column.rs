@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{alter_existing, column_constraints, column_def, hit, type_name};
+use super::helpers::{alter_existing, column_constraints, column_def, hit, type_name};
 rule!(
     BanAddSerialColumn, "ban-add-serial-column", Error, "Adding a serial, identity or stored generated column rewrites the table.",
     problem: "`ADD COLUMN` of type serial/bigserial, or with `GENERATED ... AS IDENTITY` or `GENERATED ALWAYS AS (...) STORED`, on an existing table.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     BanCluster, "ban-cluster", Error, "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock.",
     problem: "`CLUSTER` in a migration.",

@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::AlterTableType;
 
-use super::{alter_existing, hit};
+use super::helpers::{alter_existing, hit};
 rule!(
     BanColumnTypeChange, "ban-column-type-change", Error, "Changing a column's type rewrites the table.",
     problem: "`ALTER COLUMN ... TYPE` usually rewrites the whole table and its indexes.",

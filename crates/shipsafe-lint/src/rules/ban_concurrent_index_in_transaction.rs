@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanConcurrentIndexInTransaction, "ban-concurrent-index-in-transaction", Error, "CONCURRENTLY cannot run inside a transaction block.",
     problem: "`CREATE INDEX CONCURRENTLY` after an explicit `BEGIN`.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanDisablingTimeouts, "ban-disabling-timeouts", Error, "Turning off lock_timeout or statement_timeout removes the deploy's safety net.",
     problem: "`SET lock_timeout = 0` (or `statement_timeout = 0`) in a migration.",

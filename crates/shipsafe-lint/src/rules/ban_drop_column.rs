@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::AlterTableType;
 
-use super::{alter_existing, hit};
+use super::helpers::{alter_existing, hit};
 rule!(
     BanDropColumn, "ban-drop-column", Error, "DROP COLUMN deletes a column's data.",
     problem: "`ALTER TABLE ... DROP COLUMN` removes the column and every value in it.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanDropDatabase, "ban-drop-database", Error, "DROP DATABASE in a migration.",
     problem: "`DROP DATABASE` deletes a whole database.",

@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanDropSchema, "ban-drop-schema", Error, "DROP SCHEMA deletes every object in the schema.",
     problem: "`DROP SCHEMA` (with CASCADE) removes every table, view and function in it.",

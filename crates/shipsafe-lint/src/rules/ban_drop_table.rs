@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanDropTable, "ban-drop-table", Error, "DROP TABLE deletes a table and every row in it.",
     problem: "`DROP TABLE` removes the table and its data. Application code still deployed (or a rollback of it) that reads the table fails at once.",

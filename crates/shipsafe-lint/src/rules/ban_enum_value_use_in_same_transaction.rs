@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanEnumValueUseInSameTransaction, "ban-enum-value-use-in-same-transaction", Error, "A new enum value cannot be used in the transaction that adds it.",
     problem: "`ALTER TYPE ... ADD VALUE 'x'` followed, in the same migration, by a statement that uses `'x'`.",

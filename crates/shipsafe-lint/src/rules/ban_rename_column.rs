@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     BanRenameColumn, "ban-rename-column", Error, "Renaming a column breaks code that uses the old name.",
     problem: "`ALTER TABLE ... RENAME COLUMN` changes a name queries use.",

@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     BanRenameTable, "ban-rename-table", Error, "Renaming a table breaks code that uses the old name.",
     problem: "`ALTER TABLE ... RENAME TO` changes the name every query uses.",

@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::AlterTableType;
 
-use super::{alter_existing, hit};
+use super::helpers::{alter_existing, hit};
 rule!(
     BanSetNotNull, "ban-set-not-null", Error, "SET NOT NULL scans the table under an ACCESS EXCLUSIVE lock.",
     problem: "`ALTER COLUMN ... SET NOT NULL` on an existing table.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     BanTruncate, "ban-truncate", Error, "TRUNCATE deletes every row.",
     problem: "`TRUNCATE` empties tables instantly.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     BanVacuumFull, "ban-vacuum-full", Error, "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock.",
     problem: "`VACUUM FULL` in a migration.",

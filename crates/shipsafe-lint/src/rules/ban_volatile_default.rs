@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{alter_existing, column_constraints, column_def, hit};
+use super::helpers::{alter_existing, column_constraints, column_def, hit};
 rule!(
     BanVolatileDefault, "ban-volatile-default", Error, "A column added with a volatile default rewrites the table.",
     problem: "`ADD COLUMN ... DEFAULT random()` (or `clock_timestamp()`, `gen_random_uuid()`, ...) on an existing table.",

@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{alter_existing, constraint, hit};
+use super::helpers::{alter_existing, constraint, hit};
 rule!(
     ConstraintMissingNotValid, "constraint-missing-not-valid", Error, "Adding a CHECK constraint scans the table under a lock.",
     problem: "`ADD CONSTRAINT ... CHECK` without `NOT VALID` on an existing table.",

@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{alter_existing, constraint, hit, table_name};
+use super::helpers::{alter_existing, constraint, hit, table_name};
 rule!(
     ForeignKeyMissingNotValid, "foreign-key-missing-not-valid", Error, "Adding a foreign key scans the table while blocking writes on both tables.",
     problem: "`ADD CONSTRAINT ... FOREIGN KEY` without `NOT VALID` on an existing table.",

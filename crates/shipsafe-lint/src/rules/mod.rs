@@ -1,11 +1,6 @@
 //! The rule set: one file per rule, registered in [`all`].
 
-use pg_query::NodeEnum;
-use pg_query::protobuf::{
-    AlterTableCmd, AlterTableStmt, ColumnDef, Constraint, RangeVar, TypeName,
-};
-
-use crate::{Hit, Rule};
+use crate::rule::Rule;
 
 /// Declares a rule type with its id, severity, documentation and check.
 macro_rules! rule {
@@ -16,21 +11,21 @@ macro_rules! rule {
     ) => {
         #[derive(Debug, Clone, Copy)]
         pub struct $ty;
-        impl crate::Rule for $ty {
+        impl crate::rule::Rule for $ty {
             fn id(&self) -> &'static str {
                 $id
             }
-            fn severity(&self) -> crate::Severity {
-                crate::Severity::$sev
+            fn severity(&self) -> crate::rule::Severity {
+                crate::rule::Severity::$sev
             }
             fn summary(&self) -> &'static str {
                 $summary
             }
-            fn doc(&self) -> crate::RuleDoc {
-                crate::RuleDoc { problem: $p, why: $w, safe_way: $s }
+            fn doc(&self) -> crate::rule::RuleDoc {
+                crate::rule::RuleDoc { problem: $p, why: $w, safe_way: $s }
             }
             #[allow(unused_variables)]
-            fn check(&self, $stmt: &crate::NodeEnum, $ctx: &crate::Context) -> Option<crate::Hit> $body
+            fn check(&self, $stmt: &pg_query::NodeEnum, $ctx: &crate::context::Context) -> Option<crate::rule::Hit> $body
         }
     };
 }
@@ -53,6 +48,7 @@ mod ban_vacuum_full;
 mod ban_volatile_default;
 mod constraint_missing_not_valid;
 mod foreign_key_missing_not_valid;
+pub(crate) mod helpers;
 mod prefer_bigint_over_int;
 mod prefer_text_over_varchar;
 mod prefer_timestamptz;
@@ -113,102 +109,4 @@ pub fn doc_page(r: &dyn Rule) -> String {
         d.safe_way,
         r.id()
     )
-}
-
-pub(crate) fn hit(message: String, help: &str) -> Option<Hit> {
-    Some(Hit {
-        message,
-        help: help.to_string(),
-    })
-}
-
-pub(crate) fn table_name(r: Option<&RangeVar>) -> String {
-    r.map(|r| {
-        if r.schemaname.is_empty() {
-            r.relname.clone()
-        } else {
-            format!("{}.{}", r.schemaname, r.relname)
-        }
-    })
-    .unwrap_or_default()
-}
-
-/// ALTER TABLE on a table that existed before this migration: the table and
-/// its commands.
-pub(crate) fn alter_existing<'a>(
-    stmt: &'a NodeEnum,
-    ctx: &crate::Context,
-) -> Option<(String, Vec<&'a AlterTableCmd>)> {
-    let NodeEnum::AlterTableStmt(AlterTableStmt { relation, cmds, .. }) = stmt else {
-        return None;
-    };
-    let r = relation.as_ref()?;
-    if ctx.is_new_table(&r.relname) {
-        return None;
-    }
-    let cmds = cmds
-        .iter()
-        .filter_map(|c| match &c.node {
-            Some(NodeEnum::AlterTableCmd(c)) => Some(&**c),
-            _ => None,
-        })
-        .collect();
-    Some((table_name(Some(r)), cmds))
-}
-
-pub(crate) fn column_def(cmd: &AlterTableCmd) -> Option<&ColumnDef> {
-    match cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
-        Some(NodeEnum::ColumnDef(c)) => Some(&**c),
-        _ => None,
-    }
-}
-
-pub(crate) fn constraint(cmd: &AlterTableCmd) -> Option<&Constraint> {
-    match cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
-        Some(NodeEnum::Constraint(c)) => Some(&**c),
-        _ => None,
-    }
-}
-
-pub(crate) fn column_constraints(c: &ColumnDef) -> impl Iterator<Item = &Constraint> {
-    c.constraints.iter().filter_map(|n| match &n.node {
-        Some(NodeEnum::Constraint(c)) => Some(&**c),
-        _ => None,
-    })
-}
-
-/// The type's own name, lower-cased, without `pg_catalog.`: `int4`,
-/// `varchar`, `timestamp`, `serial`.
-pub(crate) fn type_name(t: Option<&TypeName>) -> String {
-    t.and_then(|t| {
-        t.names.iter().rev().find_map(|n| match &n.node {
-            Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
-            _ => None,
-        })
-    })
-    .unwrap_or_default()
-}
-
-/// Column definitions a statement adds: CREATE TABLE columns and
-/// ALTER TABLE ... ADD COLUMN.
-pub(crate) fn added_columns(stmt: &NodeEnum) -> Vec<&ColumnDef> {
-    match stmt {
-        NodeEnum::CreateStmt(c) => c
-            .table_elts
-            .iter()
-            .filter_map(|n| match &n.node {
-                Some(NodeEnum::ColumnDef(c)) => Some(&**c),
-                _ => None,
-            })
-            .collect(),
-        NodeEnum::AlterTableStmt(a) => a
-            .cmds
-            .iter()
-            .filter_map(|n| match &n.node {
-                Some(NodeEnum::AlterTableCmd(c)) => column_def(c),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
 }

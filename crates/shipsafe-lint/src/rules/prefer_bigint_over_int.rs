@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::ConstrType;
 
-use super::{added_columns, column_constraints, hit, type_name};
+use super::helpers::{added_columns, column_constraints, hit, type_name};
 rule!(
     PreferBigintOverInt, "prefer-bigint-over-int", Warning, "32-bit integer keys run out.",
     problem: "An `int`/`serial` primary key or identity column.",

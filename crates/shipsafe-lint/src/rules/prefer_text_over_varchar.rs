@@ -1,6 +1,6 @@
 //! prefer-text-over-varchar: see docs/rules/prefer-text-over-varchar.md
 
-use super::{added_columns, hit, type_name};
+use super::helpers::{added_columns, hit, type_name};
 rule!(
     PreferTextOverVarchar, "prefer-text-over-varchar", Warning, "varchar(n) limits need a table lock to change.",
     problem: "A `varchar(n)` column.",

@@ -1,6 +1,6 @@
 //! prefer-timestamptz: see docs/rules/prefer-timestamptz.md
 
-use super::{added_columns, hit, type_name};
+use super::helpers::{added_columns, hit, type_name};
 rule!(
     PreferTimestamptz, "prefer-timestamptz", Warning, "timestamp without time zone loses the moment.",
     problem: "A `timestamp` (without time zone) column.",

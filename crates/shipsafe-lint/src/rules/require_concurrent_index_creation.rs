@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     RequireConcurrentIndexCreation, "require-concurrent-index-creation", Error, "CREATE INDEX without CONCURRENTLY blocks writes.",
     problem: "`CREATE INDEX` on an existing table without `CONCURRENTLY`.",

@@ -3,7 +3,7 @@
 use pg_query::NodeEnum;
 use pg_query::protobuf::ObjectType;
 
-use super::hit;
+use super::helpers::hit;
 rule!(
     RequireConcurrentIndexDeletion, "require-concurrent-index-deletion", Warning, "DROP INDEX without CONCURRENTLY blocks the table.",
     problem: "`DROP INDEX` without `CONCURRENTLY`.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     RequireConcurrentReindex, "require-concurrent-reindex", Error, "REINDEX without CONCURRENTLY blocks the table.",
     problem: "`REINDEX` without `(CONCURRENTLY)`.",

@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{alter_existing, column_constraints, column_def, hit};
+use super::helpers::{alter_existing, column_constraints, column_def, hit};
 rule!(
     RequireDefaultForNotNullColumn, "require-default-for-not-null-column", Error, "A NOT NULL column without a default cannot be added to a table with rows.",
     problem: "`ADD COLUMN ... NOT NULL` without a `DEFAULT` on an existing table.",

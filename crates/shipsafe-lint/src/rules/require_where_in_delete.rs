@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     RequireWhereInDelete, "require-where-in-delete", Error, "DELETE without WHERE deletes every row.",
     problem: "A `DELETE` with no `WHERE` clause removes every row of the table.",

@@ -2,7 +2,7 @@
 
 use pg_query::NodeEnum;
 
-use super::{hit, table_name};
+use super::helpers::{hit, table_name};
 rule!(
     RequireWhereInUpdate, "require-where-in-update", Error, "UPDATE without WHERE changes every row.",
     problem: "An `UPDATE` with no `WHERE` clause changes every row of the table.",

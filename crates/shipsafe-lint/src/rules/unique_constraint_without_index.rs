@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{alter_existing, constraint, hit};
+use super::helpers::{alter_existing, constraint, hit};
 rule!(
     UniqueConstraintWithoutIndex, "unique-constraint-without-index", Error, "A UNIQUE or PRIMARY KEY constraint builds its index under a lock.",
     problem: "`ADD CONSTRAINT ... UNIQUE` (or `PRIMARY KEY`) on an existing table without `USING INDEX`.",

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use shipsafe_backup::Manifest;
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::commands::backup;
-use shipsafe_core::{ExitKind, Progress};
+use shipsafe_protocol::commands::backup;
+use shipsafe_protocol::{ExitKind, Progress};
 
 use super::Ctx;
 use crate::cli::BackupAction;

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::commands::data::{self, DataOptions, DataReport};
-use shipsafe_core::{ExitKind, Progress};
 use shipsafe_data::ImportMode;
+use shipsafe_protocol::commands::data;
+use shipsafe_protocol::refdata::{DataOptions, DataReport};
+use shipsafe_protocol::{ExitKind, Progress};
 
 use super::Ctx;
 use super::migrate::run_rendered_with;
@@ -207,7 +208,7 @@ pub async fn wipe(
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let confirm = TerminalConfirm { flag: confirm };
-    let (run, error) = shipsafe_core::commands::wipe::wipe(
+    let (run, error) = shipsafe_protocol::commands::wipe::wipe(
         &config,
         &ProcessEnv,
         &ctx.cwd,
@@ -265,7 +266,7 @@ pub async fn clone(
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let confirm = TerminalConfirm { flag: confirm };
-    let (run, error) = shipsafe_core::commands::clone::clone(
+    let (run, error) = shipsafe_protocol::commands::clone::clone(
         &config,
         &ProcessEnv,
         &ctx.cwd,

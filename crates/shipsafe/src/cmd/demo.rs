@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use shipsafe_core::{ExitKind, Progress};
+use shipsafe_protocol::{ExitKind, Progress};
 
 use super::Ctx;
 use crate::output::{Rendered, table};
@@ -9,7 +9,7 @@ use crate::ui::Spinner;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Rendered> {
     let spinner: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
-    let report = shipsafe_core::demo::run(&spinner).await.context("demo")?;
+    let report = shipsafe_demo::run(&spinner).await.context("demo")?;
     drop(spinner);
     let mut text = format!(
         "Started a scratch PostgreSQL {} cluster on port {} in {} ms.\n\
@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Rendered> {
             text.push_str(&format!("   {m}\n"));
         }
         if let Some(r) = run.report.get("rehearsal").filter(|r| !r.is_null()) {
-            for line in shipsafe_core::rehearsal_text::render(r).lines() {
+            for line in shipsafe_protocol::rehearsal_text::render(r).lines() {
                 text.push_str(&format!("   {line}\n"));
             }
         }

@@ -1,5 +1,5 @@
-use shipsafe_core::ExitKind;
-use shipsafe_core::commands::init::{Detected, init};
+use shipsafe_protocol::ExitKind;
+use shipsafe_protocol::commands::init::{Detected, init};
 
 use super::Ctx;
 use crate::output::Rendered;
@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, force: bool) -> anyhow::Result<Rendered> {
     text.push_str("Next: export LOCAL_DATABASE_URL (and DATABASE_URL for production), then run `shipsafe status`.\n");
     // The state folder is created by the first command that records something.
     if let Ok(config) = ctx.config() {
-        shipsafe_core::audit::record(
+        shipsafe_protocol::audit::record(
             config.state_dir(),
             &ctx.cwd,
             "init",

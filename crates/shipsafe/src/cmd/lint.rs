@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
-use shipsafe_core::ExitKind;
-use shipsafe_core::commands::{lint, migrate};
+use shipsafe_protocol::ExitKind;
+use shipsafe_protocol::lint;
+use shipsafe_protocol::source::native as migrate;
 
 use super::Ctx;
 use crate::output::Rendered;

@@ -1,5 +1,5 @@
-use shipsafe_core::ExitKind;
-use shipsafe_core::commands::log;
+use shipsafe_protocol::ExitKind;
+use shipsafe_protocol::commands::log;
 
 use super::Ctx;
 use crate::output::{Rendered, table};
@@ -48,7 +48,7 @@ pub async fn verify(ctx: &Ctx) -> anyhow::Result<Rendered> {
     let mut report = log::verify(&config)?;
     // The chain alone cannot see a state.db replaced by an older copy, or
     // deleted: compare the head copies kept in databases and manifests.
-    shipsafe_core::anchor::check(&config, &shipsafe_config::ProcessEnv, &mut report).await;
+    shipsafe_protocol::anchor::check(&config, &shipsafe_config::ProcessEnv, &mut report).await;
     let text = if report.ok {
         format!(
             "audit log intact: {} entries{}\n",

@@ -2,9 +2,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::commands::deploy::DeployOptions;
-use shipsafe_core::commands::migrate;
-use shipsafe_core::{ExitKind, Progress};
+use shipsafe_protocol::commands::deploy::DeployOptions;
+use shipsafe_protocol::commands::migrate;
+use shipsafe_protocol::{ExitKind, Progress};
 
 use super::Ctx;
 use crate::output::{Rendered, table};
@@ -118,7 +118,8 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
         accept_risk: flags.accept_risk,
         confirm: &confirm,
     };
-    let out = shipsafe_core::commands::deploy::deploy(
+    stop_between_steps_on_ctrl_c();
+    let out = shipsafe_protocol::commands::deploy::deploy(
         &config,
         &ProcessEnv,
         &ctx.cwd,
@@ -130,7 +131,7 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
     .with_context(|| format!("deploy to {env}"))?;
     drop(progress);
     // Told, never changing the outcome: a failed webhook is only logged.
-    shipsafe_core::notify::after_cli(
+    shipsafe_serve::notify::after_cli(
         &config,
         &ProcessEnv,
         env,
@@ -145,10 +146,15 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
 pub async fn rehearse(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
-    let (run, error) =
-        shipsafe_core::commands::rehearse::rehearse(&config, &ProcessEnv, &ctx.cwd, env, &progress)
-            .await
-            .with_context(|| format!("rehearsal of {env}"))?;
+    let (run, error) = shipsafe_protocol::commands::rehearse::rehearse(
+        &config,
+        &ProcessEnv,
+        &ctx.cwd,
+        env,
+        &progress,
+    )
+    .await
+    .with_context(|| format!("rehearsal of {env}"))?;
     drop(progress);
     run_rendered("rehearse", env, run, error)
 }
@@ -159,7 +165,7 @@ fn run_rendered(
     command: &str,
     env: &str,
     run: shipsafe_state::RunRecord,
-    error: Option<shipsafe_core::CoreError>,
+    error: Option<shipsafe_protocol::CoreError>,
 ) -> anyhow::Result<Rendered> {
     run_rendered_with(command, env, run, error, "")
 }
@@ -169,7 +175,7 @@ pub(crate) fn run_rendered_with(
     command: &str,
     env: &str,
     run: shipsafe_state::RunRecord,
-    error: Option<shipsafe_core::CoreError>,
+    error: Option<shipsafe_protocol::CoreError>,
     extra: &str,
 ) -> anyhow::Result<Rendered> {
     let mut text = format!(
@@ -183,7 +189,7 @@ pub(crate) fn run_rendered_with(
         ));
     }
     if let Some(r) = run.report.get("rehearsal").filter(|r| !r.is_null()) {
-        text.push_str(&shipsafe_core::rehearsal_text::render(r));
+        text.push_str(&shipsafe_protocol::rehearsal_text::render(r));
     }
     text.push_str(extra);
     let exit = match &error {
@@ -210,7 +216,7 @@ pub async fn rollback(
     let config = ctx.config()?;
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let confirm = crate::ui::TerminalConfirm { flag: confirm };
-    let result = shipsafe_core::commands::rollback::rollback(
+    let result = shipsafe_protocol::commands::rollback::rollback(
         &config,
         &ProcessEnv,
         &ctx.cwd,
@@ -222,9 +228,9 @@ pub async fn rollback(
     .await;
     if matches!(
         &result,
-        Ok(_) | Err(shipsafe_core::CoreError::RollbackFailed(_))
+        Ok(_) | Err(shipsafe_protocol::CoreError::RollbackFailed(_))
     ) {
-        shipsafe_core::notify::after_cli(
+        shipsafe_serve::notify::after_cli(
             &config,
             &ProcessEnv,
             env,
@@ -246,4 +252,23 @@ pub async fn rollback(
         text,
         exit: ExitKind::Success,
     })
+}
+
+/// A first Ctrl-C asks the deploy to stop before its next step (nothing is
+/// changed before the change; during it, the change is rolled back); a
+/// second one ends the process at once.
+fn stop_between_steps_on_ctrl_c() {
+    shipsafe_serve::stop_gracefully_on_signals();
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        shipsafe_protocol::pipeline::request_stop();
+        eprintln!(
+            "shipsafe: Ctrl-C: stopping before the next step (a change already under way is rolled back); press Ctrl-C again to end at once"
+        );
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
 }

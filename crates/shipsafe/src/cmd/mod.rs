@@ -50,7 +50,7 @@ impl Ctx {
             },
             &ProcessEnv,
         )?;
-        if let Err(e) = shipsafe_core::runs::note_interrupted(config.state_dir(), &self.cwd) {
+        if let Err(e) = shipsafe_protocol::runs::note_interrupted(config.state_dir(), &self.cwd) {
             tracing::warn!("cannot record interrupted runs: {e}");
         }
         Ok(config)

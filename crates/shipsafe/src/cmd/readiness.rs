@@ -2,9 +2,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::ExitKind;
-use shipsafe_core::commands::runbook::runbook as write_runbook;
-use shipsafe_core::readiness::{self, Level, Scorecard, Status, report};
+use shipsafe_protocol::ExitKind;
+use shipsafe_readiness::runbook::runbook as write_runbook;
+use shipsafe_readiness::{self as readiness, Level, Scorecard, Status, report};
 
 use super::Ctx;
 use crate::cli::{Format, MinLevel};
@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, env: &str, flags: Flags) -> anyhow::Result<Rendered>
         .with_context(|| format!("readiness of {env}"))?;
     if let Some(path) = &flags.markdown {
         std::fs::write(path, report::markdown(&card)).map_err(|e| {
-            shipsafe_core::CoreError::io(format!("cannot write {}", path.display()), e)
+            shipsafe_protocol::CoreError::io(format!("cannot write {}", path.display()), e)
         })?;
     }
     let text = match flags.format {

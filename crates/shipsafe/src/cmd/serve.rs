@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::ExitKind;
-use shipsafe_core::serve;
+use shipsafe_protocol::ExitKind;
+use shipsafe_serve as serve;
 
 use super::Ctx;
 use crate::output::Rendered;

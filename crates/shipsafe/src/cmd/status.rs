@@ -1,7 +1,7 @@
 use anyhow::Context as _;
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::ExitKind;
-use shipsafe_core::commands::status::{StatusReport, status};
+use shipsafe_protocol::ExitKind;
+use shipsafe_protocol::commands::status::{StatusReport, status};
 
 use super::Ctx;
 use crate::output::{Rendered, human_bytes, table};

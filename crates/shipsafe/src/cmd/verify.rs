@@ -1,7 +1,7 @@
 use anyhow::Context as _;
 use shipsafe_config::ProcessEnv;
-use shipsafe_core::ExitKind;
-use shipsafe_core::commands::verify;
+use shipsafe_protocol::ExitKind;
+use shipsafe_protocol::commands::verify;
 
 use super::Ctx;
 

@@ -124,7 +124,7 @@ pub async fn snapshot(url: &shipsafe_config::DbUrl) -> Snapshot {
 pub async fn load_sample(url: &shipsafe_config::DbUrl) {
     let client = shipsafe_pg::connect(url).await.unwrap();
     client
-        .batch_execute(shipsafe_core::demo::SAMPLE_SQL)
+        .batch_execute(shipsafe_demo::SAMPLE_SQL)
         .await
         .unwrap();
 }

@@ -1,0 +1,150 @@
+//! `shipsafe new` and `shipsafe plan`.
+
+use serde::Serialize;
+use shipsafe_config::{Config, MigrationFormat, VarSource};
+
+use crate::error::CoreError;
+use crate::source::{PendingMigration, Source};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewReport {
+    pub dir: String,
+    pub files: Vec<String>,
+}
+
+/// `shipsafe new NAME`: `migrations/<UTC timestamp>_<name>/{up,down,verify}.sql`.
+pub fn new_migration(config: &Config, name: &str) -> Result<NewReport, CoreError> {
+    let m = &config.file().migrations;
+    if m.is_external() || matches!(m.format, MigrationFormat::Prisma | MigrationFormat::Flyway) {
+        return Err(CoreError::Usage(
+            "this project's migrations are written with its own tool (see [migrations] in shipsafe.toml); `shipsafe new` writes native migrations".into(),
+        ));
+    }
+    let slug: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    if slug.is_empty() {
+        return Err(CoreError::Usage(format!(
+            "{name:?} is not a usable migration name: use letters, digits and _"
+        )));
+    }
+    let version = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let dir = crate::source::native::migrations_dir(config).join(format!("{version}_{slug}"));
+    if dir.exists() {
+        return Err(CoreError::Usage(format!(
+            "{} already exists",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
+    let files = [
+        (
+            "up.sql",
+            format!(
+                "-- {slug}: the change.\n-- Runs in one transaction with lock_timeout and statement_timeout set.\n-- Mark `-- shipsafe:no-transaction` for CREATE INDEX CONCURRENTLY and the like.\n\n"
+            ),
+        ),
+        (
+            "down.sql",
+            format!(
+                "-- {slug}: undoes up.sql exactly (rehearsals check the round trip).\n-- If there is no way back, delete this file and mark up.sql `-- shipsafe:irreversible`.\n\n"
+            ),
+        ),
+        (
+            "verify.sql",
+            format!(
+                "-- {slug}: proves the change did what it should. Runs in a transaction that\n-- is always rolled back, so it may insert test rows. Every query must return\n-- true in its first column (false, NULL or no row fails).\n\n"
+            ),
+        ),
+    ];
+    let mut written = Vec::new();
+    for (file, text) in files {
+        let p = dir.join(file);
+        std::fs::write(&p, text)
+            .map_err(|e| CoreError::io(format!("cannot write {}", p.display()), e))?;
+        written.push(p.display().to_string());
+    }
+    Ok(NewReport {
+        dir: dir.display().to_string(),
+        files: written,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub env: String,
+    pub protection: String,
+    pub applied: usize,
+    pub pending: Vec<PendingMigration>,
+    /// External mode: whether the team\'s tool says something is pending.
+    pub external_pending: Option<bool>,
+    /// External mode: the tool (`alembic`, ..., `command`).
+    pub tool: Option<String>,
+    /// What deploy would do first.
+    pub backup_first: bool,
+    /// Problems that would stop deploy.
+    pub problems: Vec<String>,
+    /// What deploy would not stop for but a person should know.
+    pub warnings: Vec<String>,
+    pub lint: Vec<shipsafe_lint::Finding>,
+}
+
+/// `shipsafe plan ENV`: what deploy would do. Changes nothing.
+pub async fn plan(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+) -> Result<PlanReport, CoreError> {
+    let protection = config.environment(env)?.protection();
+    let mut warnings = boot_warnings(config);
+    let source = Source::of(config);
+    let url = config.database_url(env, vars)?;
+    let client =
+        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
+    let planned = source.plan(config, &url, &client, protection).await?;
+    warnings.extend(planned.warnings);
+    Ok(PlanReport {
+        lint: planned.lint,
+        env: env.to_string(),
+        protection: protection.as_str().into(),
+        applied: planned.applied,
+        pending: planned.pending,
+        external_pending: planned.external_pending,
+        tool: planned.tool,
+        backup_first: protection != shipsafe_config::Protection::Open,
+        problems: planned.problems,
+        warnings,
+    })
+}
+
+/// Start-up files that migrate on every boot: those migrations bypass the
+/// backup, the rehearsal and the rollback.
+pub fn boot_warnings(config: &Config) -> Vec<String> {
+    crate::repo::migrate_on_boot(config.root())
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}: the app migrates each time it starts, outside shipsafe (no backup, rehearsal or rollback); remove it and deploy with `shipsafe deploy`",
+                h.display(),
+                if h.file.to_ascii_lowercase().contains("procfile") {
+                    "(release or web process)"
+                } else {
+                    "(start-up command)"
+                }
+            )
+        })
+        .collect()
+}

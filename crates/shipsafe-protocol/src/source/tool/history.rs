@@ -1,0 +1,195 @@
+//! What the team's tool has pending, where the database stands by its
+//! history, the way back to a recorded state, and the SQL it would run.
+
+use serde::Serialize;
+use shipsafe_config::{Config, DbUrl, MigrationTool};
+use shipsafe_migrate::tool::{self, PendingRevision, ToolState};
+
+use super::config::External;
+use super::process::{ToolRun, run_capture, run_tool};
+use crate::error::CoreError;
+
+/// What is pending, by the tool's own account.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pending {
+    pub any: bool,
+    /// The revisions, oldest first, when the preset can list them.
+    pub revisions: Option<Vec<PendingRevision>>,
+    /// Where the database stood when asked.
+    pub state: ToolState,
+    #[serde(skip)]
+    pub runs: Vec<ToolRun>,
+}
+
+/// Asks the tool what is pending on `url`: the `pending` command when one
+/// is written (exit 0: nothing), else the preset's listing against the
+/// history table.
+pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pending, CoreError> {
+    let mut out = Pending {
+        state: state(config, ext, url).await?,
+        ..Pending::default()
+    };
+    if let Some(list) = tool::list_command(ext.tool) {
+        let (run, stdout) = run_capture(config, list, url, ext).await?;
+        let ok = run.ok();
+        let failure = run.failure();
+        out.runs.push(run);
+        if ok {
+            out.revisions = Some(
+                tool::parse_pending(ext.tool, &stdout, &out.state).map_err(CoreError::Failed)?,
+            );
+        } else if ext.tool == MigrationTool::Rails && out.state.revisions.is_empty() {
+            // No schema_migrations yet: Rails says so and exits 1.
+            out.revisions = Some(tool::rails_migration_files(
+                &config.root().join(&config.file().migrations.dir),
+            ));
+        } else if ext.pending.is_none() {
+            return Err(CoreError::Failed(format!(
+                "cannot list pending migrations: {failure}"
+            )));
+        }
+    }
+    match &ext.pending {
+        Some(cmd) => {
+            let run = run_tool(config, cmd, url, ext).await?;
+            out.any = !run.ok();
+            out.runs.push(run);
+        }
+        None => out.any = out.revisions.as_ref().is_some_and(|r| !r.is_empty()),
+    }
+    Ok(out)
+}
+
+/// Where the database at `url` stands: the tool's history table, or the
+/// `current` command's output.
+pub async fn state(config: &Config, ext: &External, url: &DbUrl) -> Result<ToolState, CoreError> {
+    if ext.reads_history() {
+        let client = shipsafe_pg::connect(url).await.map_err(|e| {
+            CoreError::Failed(format!("cannot read the migration tool's history: {e}"))
+        })?;
+        return tool::read_state(&client, ext.tool).await.map_err(|e| {
+            CoreError::Failed(format!(
+                "cannot read the migration tool's history: {}",
+                shipsafe_pg::describe(&e)
+            ))
+        });
+    }
+    let Some(current) = &ext.current else {
+        return Ok(ToolState::default());
+    };
+    let (run, stdout) = run_capture(config, current, url, ext).await?;
+    if !run.ok() {
+        return Err(CoreError::Failed(format!(
+            "cannot record where the database stands: {}",
+            run.failure()
+        )));
+    }
+    let line = stdout.trim();
+    Ok(ToolState {
+        revisions: if line.is_empty() {
+            Vec::new()
+        } else {
+            vec![line.to_string()]
+        },
+    })
+}
+
+/// The commands that take the database from `now` back to `before`.
+pub fn down_plan(
+    ext: &External,
+    before: &ToolState,
+    now: &ToolState,
+) -> Result<Vec<String>, String> {
+    if let Some(down) = &ext.down {
+        if !down.contains("{revision}") {
+            // No placeholder: the command decides how far it goes, once.
+            return Ok(vec![down.clone()]);
+        }
+        if before == now {
+            return Ok(Vec::new());
+        }
+        let revision = if before.revisions.is_empty() {
+            tool::sh_quote(&before.render(ext.tool))
+        } else {
+            before
+                .revisions
+                .iter()
+                .map(|r| tool::sh_quote(r))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        return Ok(vec![down.replace("{revision}", &revision)]);
+    }
+    tool::down_commands(ext.tool, before, now)
+}
+
+/// Takes the database at `url` back to `before` with the tool's own
+/// commands. Returns what ran and, on failure, why.
+pub async fn go_back(
+    config: &Config,
+    ext: &External,
+    url: &DbUrl,
+    before: &ToolState,
+) -> (Vec<ToolRun>, Result<Vec<String>, String>) {
+    let now = match state(config, ext, url).await {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), Err(e.to_string())),
+    };
+    let commands = match down_plan(ext, before, &now) {
+        Ok(c) => c,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let mut runs = Vec::new();
+    for c in &commands {
+        match run_tool(config, c, url, ext).await {
+            Ok(r) => {
+                let ok = r.ok();
+                let failure = r.failure();
+                runs.push(r);
+                if !ok {
+                    return (runs, Err(failure));
+                }
+            }
+            Err(e) => return (runs, Err(e.to_string())),
+        }
+    }
+    (runs, Ok(commands))
+}
+
+/// The SQL the tool would run for `pending`, as `(label, sql)` files for
+/// the linter; `Err` says why there is none.
+pub async fn pending_sql(
+    config: &Config,
+    ext: &External,
+    url: &DbUrl,
+    pending: &Pending,
+) -> Result<Vec<(String, String)>, String> {
+    let revisions = pending.revisions.as_deref().unwrap_or_default();
+    let commands = tool::sql_commands(ext.tool, &pending.state, revisions)?;
+    let mut files = Vec::new();
+    for c in commands {
+        let (run, stdout) = run_capture(config, &c, url, ext)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !run.ok() {
+            return Err(format!("cannot print the SQL: {}", run.failure()));
+        }
+        files.push((format!("`{c}`"), tool::tidy_sql(ext.tool, &stdout)));
+    }
+    Ok(files)
+}
+
+/// Recorded in a deploy's report: where the tool stood before and after,
+/// and what it had pending. `shipsafe rollback` goes back to `before`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExternalReport {
+    pub tool: String,
+    pub before: ToolState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<ToolState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<PendingRevision>>,
+    /// Why the tool's SQL was not linted, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lint_skipped: Option<String>,
+}

@@ -1,0 +1,192 @@
+//! The team's tool rehearsed on a clone: its statements are not visible, so
+//! the schema is compared before and after, the checks run, and the way
+//! back (when there is one) must give the schema and the tool's history
+//! back exactly.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use shipsafe_config::{Config, DbUrl};
+use shipsafe_pg::{connect, run_checks, schema_description, schema_diff};
+
+use super::config::External;
+use super::history::{go_back, state};
+use super::process::{ToolRun, run_tool};
+use crate::progress::Progress;
+use crate::rehearsal::{RehearsalReport, RoundTrip};
+
+/// External mode: the team's tool pointed at the clone. Its statements are
+/// not visible, so the rehearsal compares the schema before and after, runs
+/// the checks, and proves `down` (when configured) gives the schema back.
+pub(crate) async fn rehearse(
+    config: &Config,
+    ext: &External,
+    clone: &DbUrl,
+    report: &mut RehearsalReport,
+    progress: &Arc<dyn Progress>,
+) -> Result<(), String> {
+    let client = connect(clone)
+        .await
+        .map_err(|e| format!("cannot connect to the clone: {e}"))?;
+    let describe = |e: tokio_postgres::Error| {
+        format!(
+            "cannot read the clone's schema: {}",
+            shipsafe_pg::describe(&e)
+        )
+    };
+    let tool = |r: ToolRun| -> Result<ToolRun, String> {
+        if r.ok() {
+            Ok(r)
+        } else {
+            Err(format!(
+                "`{}` failed on the clone (exit {:?}): {}",
+                r.command, r.exit_code, r.output
+            ))
+        }
+    };
+    let run = |cmd: String| async move {
+        run_tool(config, &cmd, clone, ext)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let before = schema_description(&client).await.map_err(describe)?;
+    let tool_before = state(config, ext, clone).await.map_err(|e| e.to_string())?;
+    progress.stage(&format!("rehearsing `{}` on the clone", ext.up));
+    let t = Instant::now();
+    let up = run(ext.up.clone()).await?;
+    report.tool_output.push(up.clone());
+    tool(up)?;
+    report.timings.apply_ms = t.elapsed().as_millis() as u64;
+    let after = schema_description(&client).await.map_err(describe)?;
+    report.schema_changes = Some(schema_diff(&before, &after));
+    let t = Instant::now();
+    report.checks = run_checks(&client, &config.file().checks, false).await;
+    report.timings.verify_ms = t.elapsed().as_millis() as u64;
+    let failed = crate::checks::check_failures(&report.checks);
+    if !failed.is_empty() {
+        return Err(format!(
+            "on the clone after the change: {}",
+            failed.join("; ")
+        ));
+    }
+    if !ext.has_down() {
+        report.round_trip = RoundTrip {
+            status: "irreversible",
+            detail: "no way back with the tool (no preset, no [migrations] down): a failed deploy is undone by restoring the pre-deploy backup".into(),
+            differences: None,
+        };
+        return Ok(());
+    }
+    let down = ext.down_label().unwrap_or_default();
+    let t = Instant::now();
+    let (runs, went) = go_back(config, ext, clone, &tool_before).await;
+    report.tool_output.extend(runs);
+    if let Err(e) = went {
+        let e = format!("going back on the clone failed: {e}");
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: e.clone(),
+            differences: None,
+        };
+        return Err(e);
+    }
+    let back = schema_description(&client).await.map_err(describe)?;
+    let mut diff = schema_diff(&before, &back);
+    // The tool's own history table appears with the first run and stays.
+    diff.extra.retain(|l| !is_tool_bookkeeping(l));
+    if !diff.is_empty() {
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: format!(
+                "after `{down}` the schema differs from before `{}`: {}",
+                ext.up,
+                diff.summary(8)
+            ),
+            differences: Some(diff),
+        };
+        return Err(report.round_trip.detail.clone());
+    }
+    let tool_back = state(config, ext, clone).await.map_err(|e| e.to_string())?;
+    if tool_back != tool_before {
+        let e = format!(
+            "after `{down}` the tool records {:?}, not {:?} as before `{}`",
+            tool_back.render(ext.tool),
+            tool_before.render(ext.tool),
+            ext.up
+        );
+        report.round_trip = RoundTrip {
+            status: "failed",
+            detail: e.clone(),
+            differences: None,
+        };
+        return Err(e);
+    }
+    let again = run(ext.up.clone()).await?;
+    report.tool_output.push(again.clone());
+    tool(again)?;
+    report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
+    report.round_trip = RoundTrip {
+        status: "proven",
+        detail: format!(
+            "`{down}` restored the schema exactly and `{}` applied again",
+            ext.up
+        ),
+        differences: None,
+    };
+    Ok(())
+}
+
+/// History tables of common migration tools, which their down command
+/// leaves in place.
+const TOOL_TABLES: &[&str] = &[
+    "alembic_version",
+    "flyway_schema_history",
+    "_prisma_migrations",
+    "schema_migrations",
+    "ar_internal_metadata",
+    "django_migrations",
+    "knex_migrations",
+    "knex_migrations_lock",
+    "SequelizeMeta",
+    "__diesel_schema_migrations",
+    "_sqlx_migrations",
+    "goose_db_version",
+    "migrations",
+];
+
+fn is_tool_bookkeeping(line: &str) -> bool {
+    TOOL_TABLES.iter().any(|t| {
+        line.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| {
+                word == *t
+                    || word
+                        .strip_prefix(t)
+                        .is_some_and(|r| r == "_pkc" || r == "_pkey" || r == "_id_seq")
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_tool_history_tables_are_recognised() {
+        assert!(is_tool_bookkeeping(
+            "relation public.alembic_version kind=r"
+        ));
+        assert!(is_tool_bookkeeping(
+            "index public.alembic_version_pkc CREATE UNIQUE INDEX alembic_version_pkc ON public.alembic_version USING btree (version_num)"
+        ));
+        assert!(is_tool_bookkeeping(
+            "relation public.django_migrations_id_seq kind=S"
+        ));
+        assert!(!is_tool_bookkeeping("relation public.accounts kind=r"));
+        assert!(!is_tool_bookkeeping(
+            "relation public.accounts_id_seq kind=S"
+        ));
+        assert!(!is_tool_bookkeeping(
+            "column public.users.alembic_versioned text"
+        ));
+    }
+}

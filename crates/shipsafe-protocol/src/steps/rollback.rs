@@ -1,0 +1,121 @@
+//! Step 9, rollback by restore: a safety backup of the state the failed
+//! change left, then the pre-change backup restored in one transaction;
+//! and what restoring a backup discards, said before it is done.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use shipsafe_config::{Config, DbUrl, VarSource};
+use shipsafe_pg::{connect, run_checks};
+use tokio_postgres::Client;
+
+use super::backup::{WRITES_SQL, take_backup};
+use crate::error::CoreError;
+use crate::progress::Progress;
+use crate::source::RollbackInfo;
+
+/// Restores backup `id` over `env` after a safety backup of what is there
+/// now (SPEC §6 step 9).
+pub async fn by_restore(
+    config: &Config,
+    vars: &dyn VarSource,
+    env: &str,
+    id: &str,
+    progress: &Arc<dyn Progress>,
+) -> RollbackInfo {
+    progress.stage("safety backup of the failed state");
+    let safety = match take_backup(config, vars, env, "pre-rollback", progress).await {
+        Ok(m) => m.id,
+        Err(e) => {
+            return RollbackInfo::new(
+                "restore",
+                false,
+                format!(
+                    "the safety backup before restoring failed ({e}), so the pre-deploy backup {id} was not restored"
+                ),
+            );
+        }
+    };
+    let mut info = match super::restore::pre_deploy(config, vars, env, id, progress).await {
+        Ok(()) => RollbackInfo::new(
+            "restore",
+            true,
+            format!("restored the pre-deploy backup {id}; the failed state is in backup {safety}"),
+        ),
+        Err(e) => RollbackInfo::new(
+            "restore",
+            false,
+            format!(
+                "restoring the pre-deploy backup {id} failed: {e}; the failed state is in backup {safety}"
+            ),
+        ),
+    };
+    info.safety_backup = Some(safety);
+    info
+}
+
+/// The checks after a successful rollback, on a fresh connection.
+pub async fn checks_after(config: &Config, url: &DbUrl) -> Vec<shipsafe_pg::CheckOutcome> {
+    match connect(url).await {
+        Ok(c) => run_checks(&c, &config.file().checks, false).await,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Writes made after a backup, which restoring it discards.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discards {
+    pub backup_id: String,
+    pub backup_created_at: String,
+    pub minutes_since_backup: i64,
+    /// Rows inserted, updated or deleted since the backup by every session
+    /// (the deploy's own changes included), from `pg_stat_user_tables`;
+    /// `None` when not measurable (statistics reset, or an older backup).
+    pub rows_written_since: Option<i64>,
+}
+
+impl Discards {
+    pub fn sentence(&self, env: &str) -> String {
+        format!(
+            "this restores backup {} taken {} ({} minutes ago): every write to {env} since then is discarded{}",
+            self.backup_id,
+            self.backup_created_at,
+            self.minutes_since_backup,
+            match self.rows_written_since {
+                Some(n) => format!(
+                    " (about {n} rows inserted, updated or deleted since, the deploy's own included, per pg_stat_user_tables)"
+                ),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+/// What restoring `backup_id` over the database on `client` would discard.
+pub async fn discards(
+    config: &Config,
+    vars: &dyn VarSource,
+    client: &Client,
+    backup_id: &str,
+) -> Result<Discards, CoreError> {
+    let store = crate::store::open_store(config, vars)?;
+    let m = store.manifest(backup_id).await?;
+    let minutes = m
+        .created()
+        .map(|t| (jiff::Timestamp::now().as_second() - t.as_second()) / 60)
+        .unwrap_or(0);
+    let now: Option<i64> = client
+        .query_typed(WRITES_SQL, &[])
+        .await
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.get(0)));
+    Ok(Discards {
+        backup_id: backup_id.to_string(),
+        backup_created_at: m.created_at.clone(),
+        minutes_since_backup: minutes,
+        rows_written_since: match (now, m.writes_at_backup) {
+            (Some(n), Some(then)) if n >= then => Some(n - then),
+            _ => None,
+        },
+    })
+}
