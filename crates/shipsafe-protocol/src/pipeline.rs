@@ -59,7 +59,8 @@ impl Stop {
         }
     }
 
-    fn interrupted(step: &str) -> Self {
+    /// A Ctrl-C came before `step`: nothing was changed.
+    pub fn interrupted(step: &str) -> Self {
         Self {
             outcome: "interrupted",
             error: CoreError::RolledBack(format!(

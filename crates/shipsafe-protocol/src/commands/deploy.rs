@@ -386,13 +386,7 @@ async fn rehearse(
         .await?;
     p.keep_backup(&manifest.id, true);
     if crate::pipeline::stop_requested() {
-        drop(clone);
-        return Err(Stop {
-            outcome: "interrupted",
-            error: CoreError::RolledBack(
-                "interrupted (Ctrl-C) before the rehearsal; nothing was changed".into(),
-            ),
-        });
+        return Err(Stop::interrupted("the rehearsal"));
     }
     p.begin("rehearse");
     let r = steps::rehearse::on_clone(

@@ -1,46 +1,17 @@
 //! Step 1, preflight: the gates (window, git branch; `--override` is
-//! recorded), whether a protected change can be confirmed at all, and the
-//! environment's lock.
+//! recorded) and the environment's lock. Whether a protected change can be
+//! confirmed at all is `confirm::possible`.
 
-use shipsafe_config::{Config, DbUrl, Protection};
+use shipsafe_config::{Config, DbUrl};
 use tokio_postgres::Client;
 
-use super::confirm;
 use crate::error::CoreError;
 use crate::gates::GateResult;
 use crate::pipeline::Failed;
-use crate::progress::Confirm;
 
 /// The gates, checked now (the result goes into the run's audit entry).
 pub fn gates(config: &Config, env: &str) -> Result<Vec<GateResult>, CoreError> {
     crate::gates::check(config, env, jiff::Timestamp::now())
-}
-
-/// The `gates` step: fails unless every gate passed or was overridden.
-pub async fn enforce(
-    results: &[GateResult],
-    env: &str,
-    override_reason: Option<&str>,
-) -> Result<((), serde_json::Value), Failed> {
-    crate::gates::enforce(results, env, override_reason)
-        .map(|()| ((), serde_json::json!({ "gates": results })))
-        .map_err(|e| Failed::blocked(e).with_detail(serde_json::json!({ "gates": results })))
-}
-
-/// A protected change needs a confirmation that can be given: asked before
-/// anything costly runs (without a terminal and without `--confirm ENV` it
-/// cannot be given later).
-pub async fn confirmable(
-    protection: Protection,
-    confirm: &dyn Confirm,
-    env: &str,
-) -> Result<((), serde_json::Value), Failed> {
-    if protection != Protection::Protected {
-        return Ok(((), serde_json::json!({})));
-    }
-    confirm::possible(confirm, env)
-        .map(|()| ((), serde_json::json!({})))
-        .map_err(Failed::blocked)
 }
 
 /// Takes `env`'s migration lock on a connection kept open for the whole
