@@ -242,6 +242,14 @@ impl Config {
                 "migrations.up runs an external tool; also set migrations.pending, a command that exits 0 when nothing is pending, or use a preset (migrations.tool = \"alembic\", \"flask-migrate\", \"django\", \"rails\") whose pending revisions shipsafe reads itself".into(),
             ));
         }
+        if let Some(down) = &m.down
+            && (down.contains("'{revision}'") || down.contains("\"{revision}\""))
+        {
+            return Err(self.invalid(
+                self.key_span("migrations", "down").unwrap_or(0..0),
+                "migrations.down quotes {revision}; write it without quotes: shipsafe passes the recorded revision as one quoted word (\"$SHIPSAFE_REVISION\"), never as shell text".into(),
+            ));
+        }
         if m.tool == Some(MigrationTool::Command) && m.up.is_none() {
             return Err(self.invalid(
                 self.key_span("migrations", "tool").unwrap_or(0..0),

@@ -222,7 +222,7 @@ struct Sql {
     /// ... and the same values in every column the set covers.
     same_row: String,
     /// `alias`'s key column is one the set's `deletes` names.
-    deleted: Box<dyn Fn(&str) -> String>,
+    deleted: Box<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 fn pieces(def: &SetDef) -> Sql {
@@ -261,14 +261,15 @@ fn pieces(def: &SetDef) -> Sql {
         )
     };
     let deletes: Vec<String> = def.deletes.iter().map(|d| quote_literal(d)).collect();
-    let deleted: Box<dyn Fn(&str) -> String> = match (def.key.as_slice(), deletes.is_empty()) {
-        ([KeyPart::Column(c)], false) => {
-            let c = quote_ident(c);
-            let list = deletes.join(", ");
-            Box::new(move |alias: &str| format!("({alias}.{c})::text in ({list})"))
-        }
-        _ => Box::new(|_: &str| "false".to_string()),
-    };
+    let deleted: Box<dyn Fn(&str) -> String + Send + Sync> =
+        match (def.key.as_slice(), deletes.is_empty()) {
+            ([KeyPart::Column(c)], false) => {
+                let c = quote_ident(c);
+                let list = deletes.join(", ");
+                Box::new(move |alias: &str| format!("({alias}.{c})::text in ({list})"))
+            }
+            _ => Box::new(|_: &str| "false".to_string()),
+        };
     Sql {
         same_key: key.join(" and "),
         same_row,

@@ -179,167 +179,175 @@ async fn tour_deploy(
     })
 }
 
-pub async fn run(progress: &Arc<dyn Progress>) -> Result<DemoReport, CoreError> {
-    let tour_started = std::time::Instant::now();
-    progress.stage("starting a scratch PostgreSQL cluster");
-    let started = std::time::Instant::now();
-    let cluster = tokio::task::spawn_blocking(ScratchCluster::start)
-        .await
-        .map_err(|e| CoreError::Failed(format!("scratch cluster start was interrupted: {e}")))??;
-    let start_ms = started.elapsed().as_millis() as u64;
-
-    progress.stage("building the sample SME database (users, employees, tools, tool_access)");
-    let url = create_sample_database(&cluster).await?;
-    let admin = connect(&cluster.url("postgres")).await?;
-    admin
-        .batch_execute(&format!(
-            "create database sme_staging template {}",
-            quote_ident(SAMPLE_DATABASE)
-        ))
-        .await
-        .map_err(|e| {
-            CoreError::Failed(format!(
-                "cannot create the staging copy: {}",
-                shipsafe_pg::describe(&e)
-            ))
-        })?;
-    drop(admin);
-    let staging_url = cluster.url("sme_staging");
-
-    let project = tempfile::Builder::new()
-        .prefix("shipsafe-demo-")
-        .tempdir()
-        .map_err(|e| CoreError::io("cannot create the demo project folder", e))?;
-    let dir = project.path();
-    let config_path = dir.join("shipsafe.toml");
-    let config_text = format!(
-        "[project]\nname = \"shipsafe-demo\"\n\n[environments.staging]\ndatabase_url = \"{}\"\nprotection = \"guarded\"\n\n[environments.production]\ndatabase_url = \"{}\"\nprotection = \"protected\"\n{CHECKS}",
-        staging_url.expose(),
-        url.expose()
-    );
-    write(dir, "shipsafe.toml", &config_text)?;
-    let config = Config::parse(&config_path, &config_text)?;
-
-    let client = connect(&url).await?;
-    let mut tables = Vec::new();
-    for t in SAMPLE_TABLES {
-        let row = client
-            .query_one(&format!("select count(*) from {}", quote_ident(t)), &[])
+pub fn run<'a>(
+    progress: &'a Arc<dyn Progress>,
+) -> shipsafe_protocol::Task<'a, Result<DemoReport, CoreError>> {
+    Box::pin(async move {
+        let tour_started = std::time::Instant::now();
+        progress.stage("starting a scratch PostgreSQL cluster");
+        let started = std::time::Instant::now();
+        let cluster = tokio::task::spawn_blocking(ScratchCluster::start)
             .await
             .map_err(|e| {
-                CoreError::Failed(format!("cannot count {t}: {}", shipsafe_pg::describe(&e)))
+                CoreError::Failed(format!("scratch cluster start was interrupted: {e}"))
+            })??;
+        let start_ms = started.elapsed().as_millis() as u64;
+
+        progress.stage("building the sample SME database (users, employees, tools, tool_access)");
+        let url = create_sample_database(&cluster).await?;
+        let admin = connect(&cluster.url("postgres")).await?;
+        admin
+            .batch_execute(&format!(
+                "create database sme_staging template {}",
+                quote_ident(SAMPLE_DATABASE)
+            ))
+            .await
+            .map_err(|e| {
+                CoreError::Failed(format!(
+                    "cannot create the staging copy: {}",
+                    shipsafe_pg::describe(&e)
+                ))
             })?;
-        tables.push(TableRows {
-            table: (*t).to_string(),
-            rows: row.get(0),
-        });
-    }
-    drop(client);
+        drop(admin);
+        let staging_url = cluster.url("sme_staging");
 
-    // 1. The broken migration: staging's check fails, the deploy is undone.
-    write(dir, &format!("migrations/{RETIRE}/up.sql"), RETIRE_BROKEN)?;
-    write(dir, &format!("migrations/{RETIRE}/down.sql"), RETIRE_DOWN)?;
-    let mut tour = vec![
-        tour_deploy(
-            &config,
-            dir,
-            "staging",
-            "retire the default admin (broken: leaves no superadmin)",
-            "rolled_back",
-            progress,
-        )
-        .await?,
-    ];
+        let project = tempfile::Builder::new()
+            .prefix("shipsafe-demo-")
+            .tempdir()
+            .map_err(|e| CoreError::io("cannot create the demo project folder", e))?;
+        let dir = project.path();
+        let config_path = dir.join("shipsafe.toml");
+        let config_text = format!(
+            "[project]\nname = \"shipsafe-demo\"\n\n[environments.staging]\ndatabase_url = \"{}\"\nprotection = \"guarded\"\n\n[environments.production]\ndatabase_url = \"{}\"\nprotection = \"protected\"\n{CHECKS}",
+            staging_url.expose(),
+            url.expose()
+        );
+        write(dir, "shipsafe.toml", &config_text)?;
+        let config = Config::parse(&config_path, &config_text)?;
 
-    // 2. Fixed, plus two more changes; staging first, then production
-    //    (protected: rehearsed on a clone of the backup, confirmed).
-    write(dir, &format!("migrations/{RETIRE}/up.sql"), RETIRE_FIXED)?;
-    write(
-        dir,
-        "migrations/20260301091000_grant_audit/up.sql",
-        "alter table tool_access add column granted_by text;\n",
-    )?;
-    write(
-        dir,
-        "migrations/20260301091000_grant_audit/down.sql",
-        "alter table tool_access drop column granted_by;\n",
-    )?;
-    write(
-        dir,
-        "migrations/20260301092000_users_active_index/up.sql",
-        "create index concurrently if not exists users_active_idx on users (is_active);\n",
-    )?;
-    write(
-        dir,
-        "migrations/20260301092000_users_active_index/down.sql",
-        "drop index concurrently if exists users_active_idx;\n",
-    )?;
-    tour.push(
-        tour_deploy(
-            &config,
+        let client = connect(&url).await?;
+        let mut tables = Vec::new();
+        for t in SAMPLE_TABLES {
+            let row = client
+                .query_one(&format!("select count(*) from {}", quote_ident(t)), &[])
+                .await
+                .map_err(|e| {
+                    CoreError::Failed(format!("cannot count {t}: {}", shipsafe_pg::describe(&e)))
+                })?;
+            tables.push(TableRows {
+                table: (*t).to_string(),
+                rows: row.get(0),
+            });
+        }
+        drop(client);
+
+        // 1. The broken migration: staging's check fails, the deploy is undone.
+        write(dir, &format!("migrations/{RETIRE}/up.sql"), RETIRE_BROKEN)?;
+        write(dir, &format!("migrations/{RETIRE}/down.sql"), RETIRE_DOWN)?;
+        let mut tour = vec![
+            tour_deploy(
+                &config,
+                dir,
+                "staging",
+                "retire the default admin (broken: leaves no superadmin)",
+                "rolled_back",
+                progress,
+            )
+            .await?,
+        ];
+
+        // 2. Fixed, plus two more changes; staging first, then production
+        //    (protected: rehearsed on a clone of the backup, confirmed).
+        write(dir, &format!("migrations/{RETIRE}/up.sql"), RETIRE_FIXED)?;
+        write(
             dir,
-            "staging",
-            "the fixed migration and two more",
-            "deployed",
-            progress,
-        )
-        .await?,
-    );
-    tour.push(
-        tour_deploy(
+            "migrations/20260301091000_grant_audit/up.sql",
+            "alter table tool_access add column granted_by text;\n",
+        )?;
+        write(
+            dir,
+            "migrations/20260301091000_grant_audit/down.sql",
+            "alter table tool_access drop column granted_by;\n",
+        )?;
+        write(
+            dir,
+            "migrations/20260301092000_users_active_index/up.sql",
+            "create index concurrently if not exists users_active_idx on users (is_active);\n",
+        )?;
+        write(
+            dir,
+            "migrations/20260301092000_users_active_index/down.sql",
+            "drop index concurrently if exists users_active_idx;\n",
+        )?;
+        tour.push(
+            tour_deploy(
+                &config,
+                dir,
+                "staging",
+                "the fixed migration and two more",
+                "deployed",
+                progress,
+            )
+            .await?,
+        );
+        tour.push(
+            tour_deploy(
+                &config,
+                dir,
+                "production",
+                "the same to production: rehearsed on a clone, then confirmed",
+                "deployed",
+                progress,
+            )
+            .await?,
+        );
+
+        progress.stage("checking the environments");
+        let report = status(&config, &ProcessEnv, None).await?;
+        progress.stage("measuring production's readiness");
+        shipsafe_readiness::runbook::runbook(&config, &ProcessEnv, "production", None).await?;
+        let readiness = shipsafe_readiness::readiness(
             &config,
+            &ProcessEnv,
             dir,
             "production",
-            "the same to production: rehearsed on a clone, then confirmed",
-            "deployed",
-            progress,
+            &shipsafe_readiness::Options::default(),
         )
-        .await?,
-    );
+        .await?;
+        let store = shipsafe_protocol::store::open_store(&config, &ProcessEnv)?;
+        let backups = store.list().await?;
+        let chain = shipsafe_protocol::commands::log::verify(&config)?;
+        let as_expected = tour.iter().all(|t| t.run.outcome == t.expected);
 
-    progress.stage("checking the environments");
-    let report = status(&config, &ProcessEnv, None).await?;
-    progress.stage("measuring production's readiness");
-    shipsafe_readiness::runbook::runbook(&config, &ProcessEnv, "production", None).await?;
-    let readiness = shipsafe_readiness::readiness(
-        &config,
-        &ProcessEnv,
-        dir,
-        "production",
-        &shipsafe_readiness::Options::default(),
-    )
-    .await?;
-    let store = shipsafe_protocol::store::open_store(&config, &ProcessEnv)?;
-    let backups = store.list().await?;
-    let chain = shipsafe_protocol::commands::log::verify(&config)?;
-    let as_expected = tour.iter().all(|t| t.run.outcome == t.expected);
-
-    let server_version = report
-        .environments
-        .first()
-        .and_then(|e| e.server_version.clone())
-        .unwrap_or_default();
-    let port = cluster.port();
-    progress.stage("stopping the scratch cluster");
-    tokio::task::spawn_blocking(move || cluster.stop())
-        .await
-        .map_err(|e| CoreError::Failed(format!("scratch cluster stop was interrupted: {e}")))??;
-    Ok(DemoReport {
-        cluster: ClusterInfo {
-            server_version,
-            port,
-            start_ms,
-        },
-        database: SAMPLE_DATABASE.to_string(),
-        tables,
-        tour,
-        as_expected,
-        status: report,
-        readiness,
-        backups: backups.len(),
-        verified_backups: backups.iter().filter(|b| b.is_verified()).count(),
-        audit_entries: chain.entries,
-        audit_chain_ok: chain.ok,
-        duration_ms: tour_started.elapsed().as_millis() as u64,
+        let server_version = report
+            .environments
+            .first()
+            .and_then(|e| e.server_version.clone())
+            .unwrap_or_default();
+        let port = cluster.port();
+        progress.stage("stopping the scratch cluster");
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .map_err(|e| {
+                CoreError::Failed(format!("scratch cluster stop was interrupted: {e}"))
+            })??;
+        Ok(DemoReport {
+            cluster: ClusterInfo {
+                server_version,
+                port,
+                start_ms,
+            },
+            database: SAMPLE_DATABASE.to_string(),
+            tables,
+            tour,
+            as_expected,
+            status: report,
+            readiness,
+            backups: backups.len(),
+            verified_backups: backups.iter().filter(|b| b.is_verified()).count(),
+            audit_entries: chain.entries,
+            audit_chain_ok: chain.ok,
+            duration_ms: tour_started.elapsed().as_millis() as u64,
+        })
     })
 }

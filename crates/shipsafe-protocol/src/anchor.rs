@@ -105,53 +105,59 @@ fn compare(store: Option<&StateStore>, head: &Head, place: &str) -> Option<Chain
 
 /// Compares every reachable head copy (environments' databases, backup
 /// manifests) with the log and adds what it finds to `report`.
-pub async fn check(config: &Config, vars: &dyn VarSource, report: &mut ChainReport) {
-    let store = StateStore::open_existing(config.state_dir()).ok().flatten();
-    let mut found = Vec::new();
-    for env in config.environments() {
-        let Ok(url) = config.database_url(env.name, vars) else {
-            continue;
-        };
-        let Ok(client) = connect(&url).await else {
-            report
-                .anchors_checked
-                .push(format!("{}: not reachable, not compared", env.name));
-            continue;
-        };
-        if let Some(h) = read(config, &client).await {
-            found.push((format!("{}'s database", env.name), h));
-        }
-    }
-    // The default storage lives in the state folder: without one there is
-    // nothing to list (and listing must not create it).
-    let storage_exists = config.file().backups.storage.is_some() || config.state_dir().exists();
-    let backups = if storage_exists {
-        crate::store::list(config, vars, None).await.ok()
-    } else {
-        None
-    };
-    if let Some(backups) = backups {
-        for m in backups {
-            if let Some(h) = m.audit_head.as_ref() {
-                found.push((
-                    format!("backup {}", m.id),
-                    Head {
-                        seq: h.seq,
-                        hash: h.hash.clone(),
-                    },
-                ));
+pub fn check<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    report: &'a mut ChainReport,
+) -> crate::Task<'a, ()> {
+    Box::pin(async move {
+        let store = StateStore::open_existing(config.state_dir()).ok().flatten();
+        let mut found = Vec::new();
+        for env in config.environments() {
+            let Ok(url) = config.database_url(env.name, vars) else {
+                continue;
+            };
+            let Ok(client) = connect(&url).await else {
+                report
+                    .anchors_checked
+                    .push(format!("{}: not reachable, not compared", env.name));
+                continue;
+            };
+            if let Some(h) = read(config, &client).await {
+                found.push((format!("{}'s database", env.name), h));
             }
         }
-    }
-    for (place, head) in found {
-        report
-            .anchors_checked
-            .push(format!("{place}: entry {}", head.seq));
-        if let Some(p) = compare(store.as_ref(), &head, &place) {
-            report.problems.push(p);
+        // The default storage lives in the state folder: without one there is
+        // nothing to list (and listing must not create it).
+        let storage_exists = config.file().backups.storage.is_some() || config.state_dir().exists();
+        let backups = if storage_exists {
+            crate::store::list(config, vars, None).await.ok()
+        } else {
+            None
+        };
+        if let Some(backups) = backups {
+            for m in backups {
+                if let Some(h) = m.audit_head.as_ref() {
+                    found.push((
+                        format!("backup {}", m.id),
+                        Head {
+                            seq: h.seq,
+                            hash: h.hash.clone(),
+                        },
+                    ));
+                }
+            }
         }
-    }
-    report.problems.sort_by_key(|p| p.seq);
-    report.problems.dedup();
-    report.ok = report.problems.is_empty();
+        for (place, head) in found {
+            report
+                .anchors_checked
+                .push(format!("{place}: entry {}", head.seq));
+            if let Some(p) = compare(store.as_ref(), &head, &place) {
+                report.problems.push(p);
+            }
+        }
+        report.problems.sort_by_key(|p| p.seq);
+        report.problems.dedup();
+        report.ok = report.problems.is_empty();
+    })
 }

@@ -149,17 +149,19 @@ pub fn defer_to_rehearsal(report: &mut LintReport) -> usize {
 }
 
 /// [`weigh`] against environment `env`'s catalog.
-pub async fn weigh_in(
-    report: &mut LintReport,
-    config: &shipsafe_config::Config,
-    vars: &dyn shipsafe_config::VarSource,
-    env: &str,
-) -> Result<(), CoreError> {
-    let url = config.database_url(env, vars)?;
-    let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
-    weigh(report, &client, &config.file().lint).await;
-    Ok(())
+pub fn weigh_in<'a>(
+    report: &'a mut LintReport,
+    config: &'a shipsafe_config::Config,
+    vars: &'a dyn shipsafe_config::VarSource,
+    env: &'a str,
+) -> crate::Task<'a, Result<(), CoreError>> {
+    Box::pin(async move {
+        let url = config.database_url(env, vars)?;
+        let client =
+            crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
+        weigh(report, &client, &config.file().lint).await;
+        Ok(())
+    })
 }
 
 /// Compares paths as people number migrations: digit runs by value, so

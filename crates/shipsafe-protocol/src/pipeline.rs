@@ -223,12 +223,13 @@ impl<'a> Pipeline<'a> {
     /// From here on the database may change: a record `rollback` finds is
     /// saved even if this process is killed. A Ctrl-C that came before is
     /// honoured here, the last moment nothing has changed.
-    pub fn checkpoint(&mut self) -> Result<(), Stop> {
+    /// `known` is kept in the saved record (see [`crate::runs::Run::checkpoint`]).
+    pub fn checkpoint(&mut self, known: serde_json::Value) -> Result<(), Stop> {
         if stop_requested() {
             return Err(Stop::interrupted("the change"));
         }
         self.run
-            .checkpoint(self.config.state_dir())
+            .checkpoint(self.config.state_dir(), known)
             .map_err(Stop::nothing_changed)
     }
 

@@ -74,6 +74,11 @@ pub struct RehearsalReport {
     /// External mode: what the team's tool printed on the clone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_output: Vec<crate::source::tool::process::ToolRun>,
+    /// External mode: how the tool was kept from reaching anything but the
+    /// clone (`network namespace`), or why it was not (then only the
+    /// target's fingerprint is watched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_isolation: Option<String>,
     /// External mode: objects the tool added (`extra`) and removed
     /// (`missing`) on the clone.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +109,7 @@ impl RehearsalReport {
             },
             loses_data: false,
             tool_output: Vec::new(),
+            tool_isolation: None,
             schema_changes: None,
             target_changed: false,
             error: None,

@@ -76,10 +76,22 @@ impl Run {
 
     /// Saves the run as it is now, marked `running`, so a process killed
     /// later still leaves a record that `rollback` can find.
-    pub fn checkpoint(&mut self, state_dir: &Path) -> Result<(), CoreError> {
+    ///
+    /// `known` is what `rollback` needs if this process dies before the run
+    /// ends (the team's tool's recorded state); it is kept in the report.
+    pub fn checkpoint(
+        &mut self,
+        state_dir: &Path,
+        known: serde_json::Value,
+    ) -> Result<(), CoreError> {
         self.record.outcome = "running".into();
+        let mut report = match known {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
         // Who is running it: a later start tells a live run from a dead one.
-        self.record.report = serde_json::json!({ "pid": std::process::id() });
+        report.insert("pid".into(), serde_json::json!(std::process::id()));
+        self.record.report = serde_json::Value::Object(report);
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         StateStore::open(state_dir)?.save_run(&self.record)?;
         Ok(())

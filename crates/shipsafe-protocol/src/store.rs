@@ -37,15 +37,17 @@ pub fn open_store(config: &Config, vars: &dyn VarSource) -> Result<BackupStore, 
 }
 
 /// `backup list [ENV]`: newest first, straight from storage.
-pub async fn list(
-    config: &Config,
-    vars: &dyn VarSource,
-    env: Option<&str>,
-) -> Result<Vec<Manifest>, CoreError> {
-    let store = open_store(config, vars)?;
-    let mut all = store.list().await?;
-    if let Some(e) = env {
-        all.retain(|m| m.env == e);
-    }
-    Ok(all)
+pub fn list<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    env: Option<&'a str>,
+) -> crate::Task<'a, Result<Vec<Manifest>, CoreError>> {
+    Box::pin(async move {
+        let store = open_store(config, vars)?;
+        let mut all = store.list().await?;
+        if let Some(e) = env {
+            all.retain(|m| m.env == e);
+        }
+        Ok(all)
+    })
 }

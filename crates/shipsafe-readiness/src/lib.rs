@@ -92,61 +92,63 @@ pub struct TrendPoint {
 
 /// Measures every item for `env`, applies waivers, scores, stores the
 /// scorecard in the state folder and, with `since`, adds the trend.
-pub async fn readiness(
-    config: &Config,
-    vars: &dyn VarSource,
-    cwd: &Path,
-    env: &str,
-    opts: &Options,
-) -> Result<Scorecard, CoreError> {
-    let environment = config.environment(env)?;
-    waivers::validate(&config.file().readiness.waive, &definitions())?;
-    let url = config.database_url(env, vars)?;
-    let now = jiff::Timestamp::now();
-    let db = connect(config, &url).await;
-    let backups = shipsafe_protocol::store::list(config, vars, Some(env))
-        .await
-        .map_err(|e| e.to_string());
-    let facts = Facts {
-        config,
-        vars,
-        env,
-        protection: environment.protection(),
-        url: &url,
-        db,
-        backups,
-        now,
-    };
-    let mut items = Vec::new();
-    items.extend(recovery::items(&facts).await);
-    items.extend(deployment::items(&facts).await);
-    items.extend(security::items(&facts).await);
-    items.extend(health::items(&facts).await);
-    items.extend(operations::items(&facts).await);
-    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let expiring = waivers::apply(&mut items, &config.file().readiness.waive, today);
+pub fn readiness<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    cwd: &'a Path,
+    env: &'a str,
+    opts: &'a Options,
+) -> shipsafe_protocol::Task<'a, Result<Scorecard, CoreError>> {
+    Box::pin(async move {
+        let environment = config.environment(env)?;
+        waivers::validate(&config.file().readiness.waive, &definitions())?;
+        let url = config.database_url(env, vars)?;
+        let now = jiff::Timestamp::now();
+        let db = connect(config, &url).await;
+        let backups = shipsafe_protocol::store::list(config, vars, Some(env))
+            .await
+            .map_err(|e| e.to_string());
+        let facts = Facts {
+            config,
+            vars,
+            env,
+            protection: environment.protection(),
+            url: &url,
+            db,
+            backups,
+            now,
+        };
+        let mut items = Vec::new();
+        items.extend(recovery::items(&facts).await);
+        items.extend(deployment::items(&facts).await);
+        items.extend(security::items(&facts).await);
+        items.extend(health::items(&facts).await);
+        items.extend(operations::items(&facts).await);
+        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let expiring = waivers::apply(&mut items, &config.file().readiness.waive, today);
 
-    let level = model::level_of(items.iter());
-    let min_level = opts
-        .min_level
-        .or(config.file().readiness.min_level.map(Level::of));
-    let mut card = Scorecard {
-        id: shipsafe_protocol::runs::new_run_id(),
-        project: config.project_name(),
-        env: env.to_string(),
-        protection: environment.protection().as_str().to_string(),
-        measured_at: shipsafe_state::now_rfc3339(),
-        level,
-        score: model::score_of(items.iter()),
-        min_level,
-        meets_min_level: min_level.is_none_or(|m| level >= m),
-        categories: model::category_scores(&items),
-        items,
-        expiring_waivers: expiring,
-        trend: None,
-    };
-    store(config, cwd, &mut card, opts)?;
-    Ok(card)
+        let level = model::level_of(items.iter());
+        let min_level = opts
+            .min_level
+            .or(config.file().readiness.min_level.map(Level::of));
+        let mut card = Scorecard {
+            id: shipsafe_protocol::runs::new_run_id(),
+            project: config.project_name(),
+            env: env.to_string(),
+            protection: environment.protection().as_str().to_string(),
+            measured_at: shipsafe_state::now_rfc3339(),
+            level,
+            score: model::score_of(items.iter()),
+            min_level,
+            meets_min_level: min_level.is_none_or(|m| level >= m),
+            categories: model::category_scores(&items),
+            items,
+            expiring_waivers: expiring,
+            trend: None,
+        };
+        store(config, cwd, &mut card, opts)?;
+        Ok(card)
+    })
 }
 
 async fn connect(config: &Config, url: &DbUrl) -> Result<Db, String> {

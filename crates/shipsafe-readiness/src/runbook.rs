@@ -44,47 +44,48 @@ pub struct RunbookReport {
     pub text: String,
 }
 
-pub async fn runbook(
-    config: &Config,
-    vars: &dyn VarSource,
-    env: &str,
-    output: Option<&Path>,
-) -> Result<RunbookReport, CoreError> {
-    let environment = config.environment(env)?;
-    let generated = shipsafe_state::now_rfc3339();
-    let backups = shipsafe_protocol::store::list(config, vars, Some(env)).await?;
-    let storage = shipsafe_protocol::store::storage_spec(config, vars)?;
-    let newest = backups.iter().find(|m| m.is_complete());
-    let proven = backups
-        .iter()
-        .filter(|m| m.is_complete())
-        .filter_map(|m| m.last_good_verification().map(|v| (m, v)))
-        .max_by(|a, b| a.1.at.cmp(&b.1.at));
-    let drill = StateStore::open_existing(config.state_dir())?
-        .map(|s| s.audit_entries(Some(env), None))
-        .transpose()?
-        .unwrap_or_default()
-        .into_iter()
-        .find(|e| e.command == "backup verify");
-    let url = config
-        .database_url(env, vars)
-        .map(|u| u.masked())
-        .unwrap_or_else(|e| format!("(not resolvable here: {e})"));
-    let file = config.file();
-    let mut t = format!(
-        "{MARKER} env={env} generated_at={generated} -->\n\
+pub fn runbook<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    env: &'a str,
+    output: Option<&'a Path>,
+) -> shipsafe_protocol::Task<'a, Result<RunbookReport, CoreError>> {
+    Box::pin(async move {
+        let environment = config.environment(env)?;
+        let generated = shipsafe_state::now_rfc3339();
+        let backups = shipsafe_protocol::store::list(config, vars, Some(env)).await?;
+        let storage = shipsafe_protocol::store::storage_spec(config, vars)?;
+        let newest = backups.iter().find(|m| m.is_complete());
+        let proven = backups
+            .iter()
+            .filter(|m| m.is_complete())
+            .filter_map(|m| m.last_good_verification().map(|v| (m, v)))
+            .max_by(|a, b| a.1.at.cmp(&b.1.at));
+        let drill = StateStore::open_existing(config.state_dir())?
+            .map(|s| s.audit_entries(Some(env), None))
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.command == "backup verify");
+        let url = config
+            .database_url(env, vars)
+            .map(|u| u.masked())
+            .unwrap_or_else(|e| format!("(not resolvable here: {e})"));
+        let file = config.file();
+        let mut t = format!(
+            "{MARKER} env={env} generated_at={generated} -->\n\
          # Disaster recovery: {} / {env}\n\n\
          Generated {generated} by `shipsafe runbook {env}` from the backup catalog, the restore drills, the audit log and shipsafe.toml. \
          Generate it again after every restore drill (`shipsafe readiness {env}` says when it is stale). Keep a copy outside this machine.\n\n\
          ## Facts\n\n\
          - Database: `{}` (protection: {})\n\
          - Backups are stored at: `{}`\n",
-        config.project_name(),
-        mask_secrets(&url),
-        environment.protection().as_str(),
-        mask_secrets(&storage.url),
-    );
-    match newest {
+            config.project_name(),
+            mask_secrets(&url),
+            environment.protection().as_str(),
+            mask_secrets(&storage.url),
+        );
+        match newest {
         Some(m) => t.push_str(&format!(
             "- Newest complete backup: `{}`, taken {} ({} bytes compressed, checksum `{}`), archive `{}`\n",
             m.id,
@@ -95,37 +96,37 @@ pub async fn runbook(
         )),
         None => t.push_str("- Newest complete backup: **none** — take one now: `shipsafe backup create ENV`\n".replace("ENV", env).as_str()),
     }
-    match proven {
+        match proven {
         Some((m, v)) => t.push_str(&format!(
             "- Newest backup proven by a restore: `{}` — restored and checked {}: the restore took **{:.1} s** (measured RTO), {} checks passed\n",
             m.id, v.at, v.restore_seconds, v.checks_passed
         )),
         None => t.push_str("- Newest backup proven by a restore: **none** — no backup of this environment was ever restored; run `shipsafe backup verify ID`\n"),
     }
-    match &drill {
-        Some(d) => t.push_str(&format!(
-            "- Last restore drill: {} by {} ({})\n",
-            d.at,
-            d.actor.short(),
-            d.outcome
-        )),
-        None => t.push_str("- Last restore drill: none recorded in the audit log\n"),
-    }
-    let r = file.backups.retention;
-    t.push_str(&format!(
-        "- Retention: keep_last {}, keep_daily {}, keep_monthly {}\n",
-        r.keep_last, r.keep_daily, r.keep_monthly
-    ));
-    let id = proven
-        .map(|(m, _)| m.id.clone())
-        .or_else(|| newest.map(|m| m.id.clone()))
-        .unwrap_or_else(|| "BACKUP_ID".into());
-    let confirm = if environment.protection() == shipsafe_config::Protection::Protected {
-        format!(" --confirm {env}")
-    } else {
-        String::new()
-    };
-    t.push_str(&format!(
+        match &drill {
+            Some(d) => t.push_str(&format!(
+                "- Last restore drill: {} by {} ({})\n",
+                d.at,
+                d.actor.short(),
+                d.outcome
+            )),
+            None => t.push_str("- Last restore drill: none recorded in the audit log\n"),
+        }
+        let r = file.backups.retention;
+        t.push_str(&format!(
+            "- Retention: keep_last {}, keep_daily {}, keep_monthly {}\n",
+            r.keep_last, r.keep_daily, r.keep_monthly
+        ));
+        let id = proven
+            .map(|(m, _)| m.id.clone())
+            .or_else(|| newest.map(|m| m.id.clone()))
+            .unwrap_or_else(|| "BACKUP_ID".into());
+        let confirm = if environment.protection() == shipsafe_config::Protection::Protected {
+            format!(" --confirm {env}")
+        } else {
+            String::new()
+        };
+        t.push_str(&format!(
         "\n## When the database is lost or its data is wrong\n\n\
          1. Stop the writes: put the app in maintenance mode or scale its web and worker processes to zero.\n\
          2. Pick the backup: `shipsafe backup list {env}` — the newest verified one is `{id}`.\n\
@@ -137,10 +138,10 @@ pub async fn runbook(
             .map(|(_, v)| format!(" (the last drill took {:.1} s)", v.restore_seconds))
             .unwrap_or_default()
     ));
-    let archive = newest
-        .map(|m| mask_secrets(&m.location))
-        .unwrap_or_else(|| "ARCHIVE.dump.zst".into());
-    t.push_str(&format!(
+        let archive = newest
+            .map(|m| mask_secrets(&m.location))
+            .unwrap_or_else(|| "ARCHIVE.dump.zst".into());
+        t.push_str(&format!(
         "\n## Without shipsafe\n\n\
          Each archive is a `pg_dump -Fc` archive compressed with zstd, next to a JSON manifest with its checksum.\n\n\
          ```sh\n\
@@ -148,67 +149,68 @@ pub async fn runbook(
          pg_restore --clean --if-exists --no-owner --exit-on-error --dbname \"$DATABASE_URL\" restore.dump\n\
          ```\n"
     ));
-    if let Some(m) = newest {
-        if !m.roles.is_empty() {
-            t.push_str(&format!(
+        if let Some(m) = newest {
+            if !m.roles.is_empty() {
+                t.push_str(&format!(
                 "\nRoles the dump references (create them first to keep owners and grants): {}\n",
                 m.roles.join(", ")
             ));
+            }
+            if !m.extensions.is_empty() {
+                t.push_str(&format!(
+                    "\nExtensions it needs: {}\n",
+                    m.extensions.join(", ")
+                ));
+            }
         }
-        if !m.extensions.is_empty() {
-            t.push_str(&format!(
-                "\nExtensions it needs: {}\n",
-                m.extensions.join(", ")
-            ));
+        t.push_str("\n## Checks that prove a restore\n\n");
+        if file.checks.is_empty() {
+            t.push_str("None configured: add [[checks]] to shipsafe.toml; until then a restore is proven only by pg_restore finishing.\n");
+        } else {
+            for c in &file.checks {
+                t.push_str(&format!(
+                    "- **{}**: `{}`\n",
+                    c.name,
+                    c.sql.replace('`', "'")
+                ));
+            }
         }
-    }
-    t.push_str("\n## Checks that prove a restore\n\n");
-    if file.checks.is_empty() {
-        t.push_str("None configured: add [[checks]] to shipsafe.toml; until then a restore is proven only by pg_restore finishing.\n");
-    } else {
-        for c in &file.checks {
-            t.push_str(&format!(
-                "- **{}**: `{}`\n",
-                c.name,
-                c.sql.replace('`', "'")
-            ));
+        if !file.smoke.is_empty() {
+            t.push_str("\nSmoke tests against the app: ");
+            t.push_str(
+                &file
+                    .smoke
+                    .iter()
+                    .map(|s| format!("{} {} {}", s.name, s.method, s.path))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            t.push('\n');
         }
-    }
-    if !file.smoke.is_empty() {
-        t.push_str("\nSmoke tests against the app: ");
-        t.push_str(
-            &file
-                .smoke
-                .iter()
-                .map(|s| format!("{} {} {}", s.name, s.method, s.path))
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
-        t.push('\n');
-    }
-    let text = mask_secrets(&t);
-    let path = output
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_path(config, env));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
-    }
-    // Written whole or not at all: a half runbook is worse than none.
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text.as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            CoreError::io(format!("cannot write {}", path.display()), e)
-        })?;
-    Ok(RunbookReport {
-        env: env.to_string(),
-        path: path.display().to_string(),
-        generated_at: generated,
-        backup_id: proven.map(|(m, _)| m.id.clone()),
-        restore_seconds: proven.map(|(_, v)| v.restore_seconds),
-        last_drill_by: drill.map(|d| d.actor.short()),
-        text,
+        let text = mask_secrets(&t);
+        let path = output
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| default_path(config, env));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        // Written whole or not at all: a half runbook is worse than none.
+        let tmp = path.with_extension("md.tmp");
+        std::fs::write(&tmp, text.as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                CoreError::io(format!("cannot write {}", path.display()), e)
+            })?;
+        Ok(RunbookReport {
+            env: env.to_string(),
+            path: path.display().to_string(),
+            generated_at: generated,
+            backup_id: proven.map(|(m, _)| m.id.clone()),
+            restore_seconds: proven.map(|(_, v)| v.restore_seconds),
+            last_drill_by: drill.map(|d| d.actor.short()),
+            text,
+        })
     })
 }

@@ -57,7 +57,7 @@ pub async fn run(
     crate::notify::started(config, vars, env, job.as_str()).await;
     let mut run = Run::start(&command(job), Some(env));
     let run_id = run.record.run_id.clone();
-    let _ = run.checkpoint(config.state_dir());
+    let _ = run.checkpoint(config.state_dir(), serde_json::Value::Null);
     run.begin(job.as_str());
     let progress: Arc<dyn Progress> = Arc::new(Silent);
     let result = execute(config, vars, cwd, env, job, &progress).await;

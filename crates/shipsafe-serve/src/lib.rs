@@ -114,178 +114,180 @@ struct Shared {
 }
 
 /// Runs until `stop` resolves. `log` gets one line per event.
-pub async fn serve(
+pub fn serve<'a>(
     config: Arc<Config>,
     vars: Arc<dyn VarSource + Send + Sync>,
     cwd: PathBuf,
     opts: ServeOptions,
     log: Arc<dyn Fn(&str) + Send + Sync>,
-    stop: impl std::future::Future<Output = ()> + Send,
-) -> Result<ServeSummary, CoreError> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| CoreError::io(format!("cannot listen on {}", opts.listen), e))?;
-    let listen = listener
-        .local_addr()
-        .map_err(|e| CoreError::io("cannot read the listening address", e))?;
-    let instance = format!(
-        "{}:{}",
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into()),
-        std::process::id()
-    );
-    let started_at = shipsafe_state::now_rfc3339();
-    beat(&config, &instance, &started_at, &listen.to_string())?;
-    log(&format!(
-        "serve: listening on http://{listen}/ (dashboard, /metrics, /healthz){}",
-        if opts.token.is_some() {
-            ", token required"
-        } else {
-            ""
-        }
-    ));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        vars: vars.clone(),
-        cwd,
-        running: Arc::new(Mutex::new(HashSet::new())),
-        log: log.clone(),
-        counts: Mutex::new((0, 0)),
-    });
-    let mut jobs: JoinSet<()> = JoinSet::new();
-    let jobs_handle = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-
-    // The dashboard; its buttons go through the scheduler's own path.
-    let actions = if opts.allow_actions {
-        let shared = shared.clone();
-        let handle = jobs_handle.clone();
-        let trigger: http::Trigger = Arc::new(move |env: String, job: Job| {
-            let shared = shared.clone();
-            let handle = handle.clone();
-            Box::pin(async move { fire(&shared, &handle, &env, job, "dashboard").await })
-        });
-        Some((csrf_value()?, trigger))
-    } else {
-        None
-    };
-    let app = http::router(Arc::new(http::AppState {
-        config: config.clone(),
-        vars: vars.clone(),
-        token: opts.token.clone(),
-        actions,
-        pending: metrics::PendingCache::default(),
-    }));
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                stopped(&mut http_stop).await;
-            })
-            .await;
-    });
-
-    // The heartbeat.
-    {
-        let config = config.clone();
-        let instance = instance.clone();
-        let started_at = started_at.clone();
-        let mut stop = stop_rx.clone();
-        jobs.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(HEARTBEAT) => {
-                        let _ = beat(&config, &instance, &started_at, &listen.to_string());
-                    }
-                    _ = stopped(&mut stop) => break,
-                }
-            }
-        });
-    }
-
-    // The schedule: one loop per crontab line, plus one catch-up.
-    let tz = config.file().serve.timezone();
-    let window = config.file().serve.catch_up();
-    let states = shipsafe_state::StateStore::open(config.state_dir())
-        .and_then(|s| s.job_states())
-        .unwrap_or_default();
-    for entry in schedule::entries(&config) {
-        let last = states
-            .iter()
-            .find(|s| s.env == entry.env && s.job == entry.job.as_str())
-            .and_then(|s| s.last_at.as_deref())
-            .and_then(schedule::parse_time);
-        if let Some(tick) = schedule::missed(&entry, Utc::now(), tz, window, last) {
-            log(&format!(
-                "serve: {} of {} missed its run at {tick}; running it once now",
-                entry.job.as_str(),
-                entry.env
-            ));
-            fire(&shared, &jobs_handle, &entry.env, entry.job, "catch-up").await;
-        }
-        let shared = shared.clone();
-        let handle = jobs_handle.clone();
-        let mut stop = stop_rx.clone();
-        jobs.spawn(async move {
-            let mut after = Utc::now();
-            while let Some(next) = entry.next_after(after, tz) {
-                let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {
-                        fire(&shared, &handle, &entry.env, entry.job, "schedule").await;
-                        after = next;
-                    }
-                    _ = stopped(&mut stop) => break,
-                }
-            }
-        });
-    }
-
-    stop.await;
-    log("serve: stopping: no new runs; waiting for running jobs");
-    let _ = stop_tx.send(true);
-    while jobs.join_next().await.is_some() {}
-    let mut running_jobs = std::mem::take(&mut *jobs_handle.lock().await);
-    let deadline = tokio::time::sleep(GRACE);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = running_jobs.join_next() => if next.is_none() { break },
-            _ = &mut deadline => break,
-        }
-    }
-    let abandoned: Vec<String> = shared
-        .running
-        .lock()
-        .map(|r| {
-            r.iter()
-                .map(|(e, j)| format!("{} of {e}", j.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    // Dropping a job stops its children (pg_dump, restores): nothing
-    // half-written is ever published, and its run stays `running`.
-    running_jobs.abort_all();
-    while running_jobs.join_next().await.is_some() {}
-    for a in &abandoned {
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+) -> shipsafe_protocol::Task<'a, Result<ServeSummary, CoreError>> {
+    Box::pin(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| CoreError::io(format!("cannot listen on {}", opts.listen), e))?;
+        let listen = listener
+            .local_addr()
+            .map_err(|e| CoreError::io("cannot read the listening address", e))?;
+        let instance = format!(
+            "{}:{}",
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+            std::process::id()
+        );
+        let started_at = shipsafe_state::now_rfc3339();
+        beat(&config, &instance, &started_at, &listen.to_string())?;
         log(&format!(
-            "serve: abandoned {a}; the next start reports its run as interrupted"
+            "serve: listening on http://{listen}/ (dashboard, /metrics, /healthz){}",
+            if opts.token.is_some() {
+                ", token required"
+            } else {
+                ""
+            }
         ));
-    }
-    // Open requests get a moment to finish; a slow scrape does not hold
-    // the stop past its 10 seconds.
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-    if let Ok(mut s) = shipsafe_state::StateStore::open(config.state_dir()) {
-        let _ = s.stopped(&instance, &shipsafe_state::now_rfc3339());
-    }
-    let (runs, skipped) = shared.counts.lock().map(|c| *c).unwrap_or((0, 0));
-    Ok(ServeSummary {
-        listen: listen.to_string(),
-        runs,
-        skipped,
-        abandoned,
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            vars: vars.clone(),
+            cwd,
+            running: Arc::new(Mutex::new(HashSet::new())),
+            log: log.clone(),
+            counts: Mutex::new((0, 0)),
+        });
+        let mut jobs: JoinSet<()> = JoinSet::new();
+        let jobs_handle = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+
+        // The dashboard; its buttons go through the scheduler's own path.
+        let actions = if opts.allow_actions {
+            let shared = shared.clone();
+            let handle = jobs_handle.clone();
+            let trigger: http::Trigger = Arc::new(move |env: String, job: Job| {
+                let shared = shared.clone();
+                let handle = handle.clone();
+                Box::pin(async move { fire(&shared, &handle, &env, job, "dashboard").await })
+            });
+            Some((csrf_value()?, trigger))
+        } else {
+            None
+        };
+        let app = http::router(Arc::new(http::AppState {
+            config: config.clone(),
+            vars: vars.clone(),
+            token: opts.token.clone(),
+            actions,
+            pending: metrics::PendingCache::default(),
+        }));
+        let mut http_stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    stopped(&mut http_stop).await;
+                })
+                .await;
+        });
+
+        // The heartbeat.
+        {
+            let config = config.clone();
+            let instance = instance.clone();
+            let started_at = started_at.clone();
+            let mut stop = stop_rx.clone();
+            jobs.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(HEARTBEAT) => {
+                            let _ = beat(&config, &instance, &started_at, &listen.to_string());
+                        }
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            });
+        }
+
+        // The schedule: one loop per crontab line, plus one catch-up.
+        let tz = config.file().serve.timezone();
+        let window = config.file().serve.catch_up();
+        let states = shipsafe_state::StateStore::open(config.state_dir())
+            .and_then(|s| s.job_states())
+            .unwrap_or_default();
+        for entry in schedule::entries(&config) {
+            let last = states
+                .iter()
+                .find(|s| s.env == entry.env && s.job == entry.job.as_str())
+                .and_then(|s| s.last_at.as_deref())
+                .and_then(schedule::parse_time);
+            if let Some(tick) = schedule::missed(&entry, Utc::now(), tz, window, last) {
+                log(&format!(
+                    "serve: {} of {} missed its run at {tick}; running it once now",
+                    entry.job.as_str(),
+                    entry.env
+                ));
+                fire(&shared, &jobs_handle, &entry.env, entry.job, "catch-up").await;
+            }
+            let shared = shared.clone();
+            let handle = jobs_handle.clone();
+            let mut stop = stop_rx.clone();
+            jobs.spawn(async move {
+                let mut after = Utc::now();
+                while let Some(next) = entry.next_after(after, tz) {
+                    let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {
+                            fire(&shared, &handle, &entry.env, entry.job, "schedule").await;
+                            after = next;
+                        }
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            });
+        }
+
+        stop.await;
+        log("serve: stopping: no new runs; waiting for running jobs");
+        let _ = stop_tx.send(true);
+        while jobs.join_next().await.is_some() {}
+        let mut running_jobs = std::mem::take(&mut *jobs_handle.lock().await);
+        let deadline = tokio::time::sleep(GRACE);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = running_jobs.join_next() => if next.is_none() { break },
+                _ = &mut deadline => break,
+            }
+        }
+        let abandoned: Vec<String> = shared
+            .running
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|(e, j)| format!("{} of {e}", j.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Dropping a job stops its children (pg_dump, restores): nothing
+        // half-written is ever published, and its run stays `running`.
+        running_jobs.abort_all();
+        while running_jobs.join_next().await.is_some() {}
+        for a in &abandoned {
+            log(&format!(
+                "serve: abandoned {a}; the next start reports its run as interrupted"
+            ));
+        }
+        // Open requests get a moment to finish; a slow scrape does not hold
+        // the stop past its 10 seconds.
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        if let Ok(mut s) = shipsafe_state::StateStore::open(config.state_dir()) {
+            let _ = s.stopped(&instance, &shipsafe_state::now_rfc3339());
+        }
+        let (runs, skipped) = shared.counts.lock().map(|c| *c).unwrap_or((0, 0));
+        Ok(ServeSummary {
+            listen: listen.to_string(),
+            runs,
+            skipped,
+            abandoned,
+        })
     })
 }
 

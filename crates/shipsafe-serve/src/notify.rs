@@ -161,50 +161,52 @@ pub async fn send(
 /// After a CLI `deploy` or `rollback` of `env`: notifies about its newest
 /// run of `command` (already recorded). `error` is what the command failed
 /// with, if it did.
-pub async fn after_cli(
-    config: &Config,
-    vars: &dyn VarSource,
-    env: &str,
-    command: &str,
+pub fn after_cli<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    env: &'a str,
+    command: &'a str,
     error: Option<String>,
-) -> Vec<Delivery> {
-    if config.file().notify.is_empty() {
-        return Vec::new();
-    }
-    let Some(store) = shipsafe_state::StateStore::open_existing(config.state_dir())
-        .ok()
-        .flatten()
-    else {
-        return Vec::new();
-    };
-    let runs: Vec<_> = store
-        .runs(Some(env), 500)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.command == command && r.outcome != "running")
-        .collect();
-    let Some(newest) = runs.first() else {
-        return Vec::new();
-    };
-    // A deploy that was rolled back failed; a rollback that rolled back worked.
-    let good = |o: &str| match command {
-        "rollback" => matches!(o, "rolled_back" | "nothing_to_do"),
-        _ => matches!(o, "deployed" | "nothing_to_do"),
-    };
-    let ok = error.is_none() && good(&newest.outcome);
-    let previous_ok = runs.get(1).map(|r| good(&r.outcome));
-    let event = Event {
-        project: config.project_name(),
-        env: env.to_string(),
-        job: command.to_string(),
-        outcome: newest.outcome.clone(),
-        ok,
-        run_id: newest.run_id.clone(),
-        summary: error.unwrap_or_else(|| format!("{command} of {env}: {}", newest.outcome)),
-        at: shipsafe_state::now_rfc3339(),
-        trigger: "cli".into(),
-    };
-    send(config, vars, &event, previous_ok).await
+) -> shipsafe_protocol::Task<'a, Vec<Delivery>> {
+    Box::pin(async move {
+        if config.file().notify.is_empty() {
+            return Vec::new();
+        }
+        let Some(store) = shipsafe_state::StateStore::open_existing(config.state_dir())
+            .ok()
+            .flatten()
+        else {
+            return Vec::new();
+        };
+        let runs: Vec<_> = store
+            .runs(Some(env), 500)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.command == command && r.outcome != "running")
+            .collect();
+        let Some(newest) = runs.first() else {
+            return Vec::new();
+        };
+        // A deploy that was rolled back failed; a rollback that rolled back worked.
+        let good = |o: &str| match command {
+            "rollback" => matches!(o, "rolled_back" | "nothing_to_do"),
+            _ => matches!(o, "deployed" | "nothing_to_do"),
+        };
+        let ok = error.is_none() && good(&newest.outcome);
+        let previous_ok = runs.get(1).map(|r| good(&r.outcome));
+        let event = Event {
+            project: config.project_name(),
+            env: env.to_string(),
+            job: command.to_string(),
+            outcome: newest.outcome.clone(),
+            ok,
+            run_id: newest.run_id.clone(),
+            summary: error.unwrap_or_else(|| format!("{command} of {env}: {}", newest.outcome)),
+            at: shipsafe_state::now_rfc3339(),
+            trigger: "cli".into(),
+        };
+        send(config, vars, &event, previous_ok).await
+    })
 }
 
 fn kind_name(k: NotifyKind) -> &'static str {

@@ -1602,3 +1602,38 @@ async fn a_masked_clone_leaves_no_originals_in_history_tables_or_materialized_vi
         .unwrap();
     assert_eq!(count("select count(*) from users_history").await, 1);
 }
+
+/// A wipe or an import inside another run's window (a deploy holding ENV's
+/// migration lock) would be undone by that run's rollback: both wait their
+/// turn like a second deploy, and change nothing.
+#[tokio::test]
+async fn wipe_and_import_are_refused_while_another_run_holds_the_lock() {
+    let (_local, target, p) = exported("staging", "open", 3).await;
+    let holder = target.client().await;
+    holder
+        .execute(
+            "select pg_advisory_lock($1)",
+            &[&shipsafe_migrate::history::LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let before = snapshot(target.url()).await;
+    let (code, run, err) = p.json(&["wipe", "staging", "--keep-table", "tools"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert!(err.contains("holds the migration lock"), "{err}");
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert!(err.contains("holds the migration lock"), "{err}");
+    assert_eq!(snapshot(target.url()).await, before, "nothing changed");
+    // A dry run reads only: it goes ahead.
+    let (code, _, err) = p.json(&["wipe", "staging", "--keep-table", "tools", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    holder
+        .execute("select pg_advisory_unlock_all()", &[])
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+}

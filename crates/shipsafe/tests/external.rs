@@ -10,6 +10,27 @@ use std::process::Command;
 use common::{Project, snapshot, write};
 use shipsafe_testkit::TestDb;
 
+/// A small migration tool: m/N.up.sql and m/N.down.sql, applied versions
+/// in table ver. With a file `hold`, `up` sleeps that many seconds after
+/// applying.
+const TOOL_SH: &str = r#"set -e
+q() { psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
+q -c "create table if not exists ver (v int primary key)" 2>/dev/null
+cur=$(q -Atc "select coalesce(max(v), 0) from ver")
+case "$1" in
+  current) echo "$cur" ;;
+  pending) for f in m/*.up.sql; do n=$(basename "$f" .up.sql); [ "$n" -le "$cur" ] || exit 1; done ;;
+  up) for f in $(ls m/*.up.sql | sort -V); do n=$(basename "$f" .up.sql)
+        if [ "$n" -gt "$cur" ]; then q -f "$f"; q -c "insert into ver values ($n)"; fi; done
+      [ ! -e hold ] || sleep "$(cat hold)" ;;
+  down) for n in $(q -Atc "select v from ver where v > $2 order by v desc"); do
+          q -f "m/$n.down.sql"; q -c "delete from ver where v = $n"; done ;;
+esac
+"#;
+
+/// [`TOOL_SH`] as the team's tool.
+const TOOL_CONFIG: &str = "\n[migrations]\ntool = \"command\"\nup = \"sh tool.sh up\"\npending = \"sh tool.sh pending\"\ncurrent = \"sh tool.sh current\"\ndown = \"sh tool.sh down {revision}\"\n";
+
 const CONFIG: &str = r#"
 [migrations]
 up = "alembic upgrade head"
@@ -31,7 +52,12 @@ fn revision(p: &Project, rev: &str, down: Option<&str>, upgrade: &str, downgrade
 
 /// A real alembic project (`alembic init`), whose env.py reads DATABASE_URL.
 fn alembic_project(envs: &[(&str, &str, &shipsafe_config::DbUrl)], extra: &str) -> Project {
-    let p = Project::new(envs, &format!("{CONFIG}{extra}"));
+    alembic_with(envs, &format!("{CONFIG}{extra}"))
+}
+
+/// [`alembic_project`] with `config` as its shipsafe configuration.
+fn alembic_with(envs: &[(&str, &str, &shipsafe_config::DbUrl)], config: &str) -> Project {
+    let p = Project::new(envs, config);
     let out = Command::new("alembic")
         .args(["init", "alembic"])
         .current_dir(p.dir.path())
@@ -245,16 +271,87 @@ async fn protected_alembic_deploys_are_rehearsed_on_a_clone() {
 }
 
 /// A preset whose app reads its URL from `.env` (production's) instead of
-/// the variable shipsafe sets: the rehearsal's `alembic upgrade heads`
-/// reaches production itself. The guard sees production's schema change
-/// during the rehearsal, stops before the apply step, and names the backup
-/// (exit 5).
+/// the variable shipsafe sets: `rehearse` and a protected deploy run the
+/// tool where it cannot reach production.
 #[tokio::test]
-async fn a_preset_that_reads_dotenv_instead_of_the_clone_url_is_caught() {
+async fn a_preset_that_reads_dotenv_cannot_reach_production_from_a_rehearsal() {
     let db = TestDb::new().await;
+    let p = dotenv_alembic(&db, "");
+    // On a scratch clone the tool runs in a network namespace of its own:
+    // its connection to production (read from .env) fails, the rehearsal
+    // fails, and production is never touched.
+    let before = snapshot(db.url()).await;
+    for args in [
+        &["rehearse", "production"][..],
+        &["deploy", "production", "--confirm", "production"],
+    ] {
+        let (code, run, err) = p.json(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        let r = &run["report"]["rehearsal"];
+        assert_eq!(r["target_changed"], false, "{run}");
+        assert!(
+            r["tool_isolation"]
+                .as_str()
+                .unwrap()
+                .starts_with("network namespace"),
+            "{run}"
+        );
+        assert!(err.contains("failed on the clone"), "{err}");
+        assert_eq!(snapshot(db.url()).await, before, "production was touched");
+    }
+}
+
+/// A clone reached over TCP cannot be isolated: the tool that reads `.env`
+/// changes production, which the rehearsal finds and says (exit 5).
+#[tokio::test]
+async fn a_preset_that_reads_dotenv_on_a_tcp_clone_is_caught() {
+    let db = TestDb::new().await;
+    let clone = TestDb::new().await;
+    let p = dotenv_alembic(
+        &db,
+        &format!(
+            "\n[environments.sandbox]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\n[rehearsal]\nclone = \"env:sandbox\"\n",
+            clone.url().expose()
+        ),
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
+    assert!(
+        run["report"]["rehearsal"]["tool_isolation"]
+            .as_str()
+            .unwrap()
+            .starts_with("none (the clone is reached over TCP"),
+        "{run}"
+    );
+    assert!(err.contains("backup restore"), "{err}");
+    assert!(
+        !run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "apply"),
+        "apply never ran: {run}"
+    );
+}
+
+/// An alembic project whose env.py reads the database from `.env` (which
+/// names production) instead of the URL shipsafe passes.
+fn dotenv_alembic(db: &TestDb, extra: &str) -> Project {
+    dotenv_alembic_at("production", "protected", db, db, extra)
+}
+
+/// [`dotenv_alembic`] for environment `env`, with `.env` naming `dotenv`.
+fn dotenv_alembic_at(
+    env: &str,
+    protection: &str,
+    db: &TestDb,
+    dotenv: &TestDb,
+    extra: &str,
+) -> Project {
     let p = Project::new(
-        &[("production", "protected", db.url())],
-        "\n[migrations]\ntool = \"alembic\"\n",
+        &[(env, protection, db.url())],
+        &format!("\n[migrations]\ntool = \"alembic\"\n{extra}"),
     );
     let out = Command::new("alembic")
         .args(["init", "alembic"])
@@ -272,7 +369,7 @@ async fn a_preset_that_reads_dotenv_instead_of_the_clone_url_is_caught() {
     write(
         p.dir.path(),
         ".env",
-        &format!("DATABASE_URL={}\n", db.url().expose()),
+        &format!("DATABASE_URL={}\n", dotenv.url().expose()),
     );
     revision(
         &p,
@@ -281,18 +378,7 @@ async fn a_preset_that_reads_dotenv_instead_of_the_clone_url_is_caught() {
         "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True))",
         "op.drop_table('accounts')",
     );
-    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
-    assert_eq!(code, 5, "{err}");
-    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
-    assert!(err.contains("backup restore"), "{err}");
-    assert!(
-        !run["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["name"] == "apply"),
-        "apply never ran: {run}"
-    );
+    p
 }
 
 /// Without a preset: `current` is recorded before the deploy and `down`
@@ -304,27 +390,11 @@ async fn a_custom_tool_goes_back_to_the_recorded_current_revision() {
     let db = TestDb::new().await;
     let p = Project::new(
         &[("dev", "open", db.url())],
-        "\n[migrations]\ntool = \"command\"\nup = \"sh tool.sh up\"\npending = \"sh tool.sh pending\"\ncurrent = \"sh tool.sh current\"\ndown = \"sh tool.sh down {revision}\"\n\n[[checks]]\nname = \"no negative stock\"\nsql = \"select count(*) from items where stock < 0\"\nexpect = \"= 0\"\n",
+        &format!(
+            "{TOOL_CONFIG}\n[[checks]]\nname = \"no negative stock\"\nsql = \"select count(*) from items where stock < 0\"\nexpect = \"= 0\"\n"
+        ),
     );
-    // A small migration tool: m/N.up.sql and m/N.down.sql, applied versions
-    // in table ver.
-    write(
-        p.dir.path(),
-        "tool.sh",
-        r#"set -e
-q() { psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
-q -c "create table if not exists ver (v int primary key)" 2>/dev/null
-cur=$(q -Atc "select coalesce(max(v), 0) from ver")
-case "$1" in
-  current) echo "$cur" ;;
-  pending) for f in m/*.up.sql; do n=$(basename "$f" .up.sql); [ "$n" -le "$cur" ] || exit 1; done ;;
-  up) for f in $(ls m/*.up.sql | sort -V); do n=$(basename "$f" .up.sql)
-        if [ "$n" -gt "$cur" ]; then q -f "$f"; q -c "insert into ver values ($n)"; fi; done ;;
-  down) for n in $(q -Atc "select v from ver where v > $2 order by v desc"); do
-          q -f "m/$n.down.sql"; q -c "delete from ver where v = $n"; done ;;
-esac
-"#,
-    );
+    write(p.dir.path(), "tool.sh", TOOL_SH);
     write(
         p.dir.path(),
         "m/1.up.sql",
@@ -383,4 +453,276 @@ esac
         .unwrap()
         .get(0);
     assert_eq!(stock, 5);
+}
+
+/// shipsafe killed while the team's tool runs: the run's saved record keeps
+/// which tool made it and where the database stood, so `rollback` goes back
+/// with the tool to exactly that revision.
+#[tokio::test]
+async fn a_killed_tool_deploy_is_rolled_back_with_the_tool_to_its_recorded_revision() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("dev", "open", db.url())], TOOL_CONFIG);
+    write(p.dir.path(), "tool.sh", TOOL_SH);
+    write(p.dir.path(), "m/1.up.sql", "create table items (id int);\n");
+    write(p.dir.path(), "m/1.down.sql", "drop table items;\n");
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    write(
+        p.dir.path(),
+        "m/2.up.sql",
+        "alter table items add column note text;\n",
+    );
+    write(
+        p.dir.path(),
+        "m/2.down.sql",
+        "alter table items drop column note;\n",
+    );
+    write(p.dir.path(), "hold", "37");
+    let mut child = p.spawn(&["deploy", "dev"]);
+    let c = db.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v: i32 = c
+            .query_one("select max(v) from ver", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if v == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "up never applied 2");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The tool outlives a SIGKILLed shipsafe (it has its own process group);
+    // it has finished its work and only sleeps.
+    let _ = Command::new("pkill").args(["-f", "sleep 37"]).status();
+    std::fs::remove_file(p.dir.path().join("hold")).unwrap();
+    let (code, run, err) = p.json(&["rollback", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "rolled_back", "{run}");
+    assert!(
+        run["report"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sh tool.sh down"),
+        "{run}"
+    );
+    let v: i32 = c
+        .query_one("select max(v) from ver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1);
+}
+
+/// The migration source changed since a deploy (native files, now the
+/// team's tool): the old way back is gone, so `rollback` restores the
+/// pre-deploy backup where there is one and otherwise refuses, changing
+/// nothing.
+#[tokio::test]
+async fn a_rollback_after_the_migration_source_changed_restores_or_refuses() {
+    let dev = TestDb::new().await;
+    let staging = TestDb::new().await;
+    let p = Project::new(
+        &[
+            ("dev", "open", dev.url()),
+            ("staging", "guarded", staging.url()),
+        ],
+        "",
+    );
+    write(
+        p.dir.path(),
+        "migrations/1_t/up.sql",
+        "create table t (id int);",
+    );
+    write(p.dir.path(), "migrations/1_t/down.sql", "drop table t;");
+    for env in ["dev", "staging"] {
+        let (code, _, err) = p.json(&["deploy", env]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}{TOOL_CONFIG}"),
+    );
+    write(p.dir.path(), "tool.sh", TOOL_SH);
+    let exists = |db: &TestDb| {
+        let url = db.url().clone();
+        async move {
+            shipsafe_pg::connect(&url)
+                .await
+                .unwrap()
+                .query_one("select to_regclass('t') is not null", &[])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    let (code, _, err) = p.json(&["rollback", "dev"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no pre-deploy backup"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(exists(&dev).await);
+    let (code, run, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["method"], "restore", "{run}");
+    assert!(!exists(&staging).await);
+}
+
+/// `sh` forks the tool: a timeout that stopped only `sh` left the tool
+/// working on the database after shipsafe had decided the outcome. The
+/// whole process group is stopped, and shipsafe waits for it, before the
+/// rollback starts.
+#[tokio::test]
+async fn a_timed_out_tool_is_stopped_with_its_children_before_the_outcome() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("staging", "guarded", db.url())],
+        "\n[migrations]\ntool = \"command\"\nup = \"python3 slow_up.py; true\"\npending = \"false\"\nstatement_timeout = \"2s\"\n",
+    );
+    write(
+        p.dir.path(),
+        "slow_up.py",
+        "import os, subprocess, time\ntime.sleep(5)\nsubprocess.run(['psql', '-X', '-q', os.environ['DATABASE_URL'], '-c', 'create table orphan_marker (id int)'])\n",
+    );
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("statement_timeout"), "{err}");
+    assert!(
+        run["report"]["tool_output"]
+            .to_string()
+            .contains("its processes are gone"),
+        "{run}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let orphan: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('orphan_marker') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!orphan, "the tool kept running after the outcome");
+}
+
+/// A revision comes from where the app's role can write: it reaches the
+/// way back as data ("$SHIPSAFE_REVISION"), never as shell text, and a
+/// `{revision}` quoted by habit (which would splice it into the shell
+/// text) is refused with the fix.
+#[tokio::test]
+async fn a_recorded_revision_reaches_down_as_data_never_as_shell() {
+    let db = TestDb::new().await;
+    let config = |down: &str| {
+        format!(
+            "\n[migrations]\ntool = \"command\"\nup = \"sh up.sh\"\npending = \"test \\\"$(cat state)\\\" = v2\"\ncurrent = \"cat state\"\ndown = \"{down}\"\n"
+        )
+    };
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        &config("sh down.sh '{revision}'"),
+    );
+    write(p.dir.path(), "state", "$(touch pwned); x");
+    write(
+        p.dir.path(),
+        "up.sh",
+        "psql -X -q \"$DATABASE_URL\" -c 'create table t2 (i int)'\necho v2 > state\nexit 1\n",
+    );
+    write(
+        p.dir.path(),
+        "down.sh",
+        "psql -X -q \"$DATABASE_URL\" -c 'drop table t2'\nprintf '%s' \"$1\" > got.txt\nprintf '%s' \"$1\" > state\n",
+    );
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("quotes {revision}"), "{err}");
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml"))
+        .unwrap()
+        .replace("'{revision}'", "{revision}");
+    write(p.dir.path(), "shipsafe.toml", &toml);
+    let (code, run, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(run["report"]["rollback"]["method"], "down", "{run}");
+    assert_eq!(
+        std::fs::read_to_string(p.dir.path().join("got.txt")).unwrap(),
+        "$(touch pwned); x"
+    );
+    assert!(
+        !p.dir.path().join("pwned").exists(),
+        "the revision ran as shell"
+    );
+}
+
+/// A deploy whose tool (reading `.env`) migrates another database: the
+/// target's history did not move, so the deploy fails and says where to
+/// look, instead of reporting `deployed`.
+#[tokio::test]
+async fn a_tool_that_migrates_another_database_does_not_pass_as_deployed() {
+    let staging = TestDb::new().await;
+    let other = TestDb::new().await;
+    let p = dotenv_alembic_at("staging", "guarded", &staging, &other, "");
+    let before = snapshot(staging.url()).await;
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("applied the pending revisions to another database"),
+        "{err}"
+    );
+    assert_eq!(run["report"]["rollback"]["method"], "transaction", "{run}");
+    assert_eq!(snapshot(staging.url()).await, before);
+    let migrated: bool = other
+        .client()
+        .await
+        .query_one("select to_regclass('accounts') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(migrated, "the tool really went elsewhere");
+}
+
+/// A failed tool run that left the schema and the tool's history as they
+/// were needs no undoing: the pre-deploy backup is not restored (which
+/// would discard what the app wrote since it was taken).
+#[tokio::test]
+async fn a_failed_tool_run_that_changed_nothing_restores_nothing() {
+    let db = TestDb::new().await;
+    let p = alembic_with(
+        &[("staging", "guarded", db.url())],
+        "\n[migrations]\ntool = \"alembic\"\n",
+    );
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True))",
+        "op.drop_table('accounts')",
+    );
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "op.add_column('accounts', sa.Column('note', sa.Text)); op.execute('select 1/0')",
+        "op.drop_column('accounts', 'note')",
+    );
+    let (code, run, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 4, "{err}");
+    let rollback = &run["report"]["rollback"];
+    assert_eq!(rollback["method"], "transaction", "{run}");
+    assert!(
+        rollback["detail"]
+            .as_str()
+            .unwrap()
+            .contains("history as they were"),
+        "{run}"
+    );
+    let restored = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "restore");
+    assert!(!restored, "{run}");
 }

@@ -727,7 +727,7 @@ async fn a_clone_that_is_the_target_is_refused_before_anything_runs() {
 /// target during the rehearsal: caught, blocked, nothing more applied, and
 /// the exit code says a person must look.
 #[tokio::test]
-async fn a_tool_that_ignores_the_clone_url_is_caught() {
+async fn a_tool_that_ignores_the_clone_url_cannot_reach_the_target() {
     let prod = target().await;
     let p = Project::new(
         &[("production", "protected", prod.url())],
@@ -751,11 +751,20 @@ async fn a_tool_that_ignores_the_clone_url_is_caught() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(5), "{err}");
+    // Its own connection to production fails inside the rehearsal's
+    // network namespace: the rehearsal fails and production is untouched.
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(run["outcome"], "blocked");
-    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
-    assert!(err.contains("changed production itself"), "{err}");
-    assert!(err.contains("backup restore"), "{err}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], false, "{run}");
+    assert!(err.contains("failed on the clone"), "{err}");
+    let evil: bool = prod
+        .client()
+        .await
+        .query_one("select to_regclass('evil') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!evil, "the tool reached production");
     let steps: Vec<&str> = run["steps"]
         .as_array()
         .unwrap()
@@ -971,4 +980,62 @@ async fn history_statements_on_large_existing_tables_still_need_a_decision() {
     assert!(reasons.contains("ShareLock on public.orders"), "{reasons}");
     assert!(reasons.contains(" ms, blocking every write"), "{reasons}");
     assert_eq!(snapshot(db.url()).await, before, "nothing changed");
+}
+
+/// Ctrl-C during a step lets that step finish, then ends the run before
+/// the next one: production is not changed, the run ends `interrupted`
+/// (exit 4) and the audit log says so.
+#[tokio::test]
+async fn ctrl_c_during_the_rehearsal_ends_the_deploy_before_production_changes() {
+    let prod = target().await;
+    let clone = TestDb::new().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    write(
+        p.dir.path(),
+        "make-clone.sh",
+        &format!(
+            "#!/bin/sh\ntouch cloning\nsleep 2\necho '{}'\n",
+            clone.url().expose()
+        ),
+    );
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}[rehearsal]\nclone = 'command:\"sh make-clone.sh\"'\n"),
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let before = snapshot(prod.url()).await;
+    let mut child = p.spawn(&["deploy", "production", "--confirm", "production"]);
+    let marker = p.dir.path().join("cloning");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rehearsal never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert_eq!(snapshot(prod.url()).await, before, "production changed");
+    let (code, log, err) = p.json(&["log"]);
+    assert_eq!(code, 0, "{err}");
+    let last = log["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["command"], "deploy", "{log}");
+    assert_eq!(last["outcome"], "interrupted", "{log}");
+    // The next deploy (on a scratch clone) is not blocked by the interrupted one.
+    write(p.dir.path(), "shipsafe.toml", &toml);
+    let (code, _, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
 }

@@ -49,170 +49,175 @@ const MASK_KEY_ENV: &str = "SHIPSAFE_MASK_KEY";
 const MIN_MASK_KEY: usize = 16;
 
 #[allow(clippy::too_many_arguments)]
-pub async fn clone(
-    config: &Config,
-    vars: &dyn VarSource,
-    cwd: &Path,
-    from: &str,
-    to: &str,
+pub fn clone<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    cwd: &'a Path,
+    from: &'a str,
+    to: &'a str,
     mask: bool,
-    confirm: &dyn Confirm,
-    progress: &Arc<dyn Progress>,
-) -> Result<(shipsafe_state::RunRecord, Option<CoreError>), CoreError> {
-    config.environment(from)?;
-    config.environment(to)?;
-    if from == to {
-        return Err(CoreError::Usage(format!(
-            "clone {from} {to}: FROM and TO must be different environments"
-        )));
-    }
-    let masking: indexmap::IndexMap<String, shipsafe_config::MaskKind> = config
-        .file()
-        .mask
-        .iter()
-        .map(|(k, v)| (k.clone(), *v.get_ref()))
-        .collect();
-    if mask && masking.is_empty() {
-        return Err(CoreError::Usage(
+    confirm: &'a dyn Confirm,
+    progress: &'a Arc<dyn Progress>,
+) -> crate::Task<'a, Result<(shipsafe_state::RunRecord, Option<CoreError>), CoreError>> {
+    Box::pin(async move {
+        config.environment(from)?;
+        config.environment(to)?;
+        if from == to {
+            return Err(CoreError::Usage(format!(
+                "clone {from} {to}: FROM and TO must be different environments"
+            )));
+        }
+        let masking: indexmap::IndexMap<String, shipsafe_config::MaskKind> = config
+            .file()
+            .mask
+            .iter()
+            .map(|(k, v)| (k.clone(), *v.get_ref()))
+            .collect();
+        if mask && masking.is_empty() {
+            return Err(CoreError::Usage(
             "--mask needs a [mask] table in shipsafe.toml (\"table.column\" = \"email\" | \"phone\" | \"name\" | \"text\" | \"null\" | \"keep\")".into(),
         ));
-    }
-    let statements = if mask {
-        shipsafe_data::mask::statements(&masking, &mask_key(vars)?)?
-    } else {
-        Vec::new()
-    };
-    let mut report = CloneReport {
-        from: from.to_string(),
-        to: to.to_string(),
-        source_backup: None,
-        source: String::new(),
-        safety_backup: None,
-        masked: if mask {
-            masking
-                .iter()
-                .filter(|(_, k)| **k != shipsafe_config::MaskKind::Keep)
-                .map(|(c, _)| c.clone())
-                .collect()
+        }
+        let statements = if mask {
+            shipsafe_data::mask::statements(&masking, &mask_key(vars)?)?
         } else {
             Vec::new()
-        },
-        checks: Vec::new(),
-        proof: None,
-    };
-    let mut run = Run::start("clone", Some(to));
-    let audit = serde_json::json!({ "from": from, "to": to, "mask": mask });
-    let finish = |run: Run, outcome: &str, report: &CloneReport, ids: Vec<String>| {
-        let rec = run.finish(outcome, report, config.state_dir(), cwd, ids, audit.clone())?;
-        crate::runs::write_markdown(config.state_dir(), &rec)?;
-        Ok::<_, CoreError>(rec)
-    };
-    if let Err(e) = crate::steps::confirm::require(
-        config,
-        to,
-        &format!("replacing {to}'s data with a copy of {from}"),
-        confirm,
-    ) {
-        run.begin("confirm");
-        run.end("failed", serde_json::json!({ "error": e.to_string() }));
-        return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
-    }
-    let mut ids = Vec::new();
-
-    // TO's lock, as a deploy or restore of TO takes it.
-    let url = config.database_url(to, vars)?;
-    let lock = match crate::steps::preflight::lock_for_run(config, to, &url, &mut run).await {
-        Ok((client, _)) => client,
-        Err((e, outcome)) => return Ok((finish(run, outcome, &report, ids)?, Some(e))),
-    };
-
-    // The source: FROM's newest verified backup, or a fresh one.
-    run.begin("source");
-    let store = crate::store::open_store(config, vars)?;
-    let newest_verified = store
-        .list()
-        .await?
-        .into_iter()
-        .find(|m| m.env == from && m.is_complete() && m.is_verified());
-    let source = match newest_verified {
-        Some(m) => {
-            report.source = "newest verified backup".into();
-            m
+        };
+        let mut report = CloneReport {
+            from: from.to_string(),
+            to: to.to_string(),
+            source_backup: None,
+            source: String::new(),
+            safety_backup: None,
+            masked: if mask {
+                masking
+                    .iter()
+                    .filter(|(_, k)| **k != shipsafe_config::MaskKind::Keep)
+                    .map(|(c, _)| c.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            checks: Vec::new(),
+            proof: None,
+        };
+        let mut run = Run::start("clone", Some(to));
+        let audit = serde_json::json!({ "from": from, "to": to, "mask": mask });
+        let finish = |run: Run, outcome: &str, report: &CloneReport, ids: Vec<String>| {
+            let rec = run.finish(outcome, report, config.state_dir(), cwd, ids, audit.clone())?;
+            crate::runs::write_markdown(config.state_dir(), &rec)?;
+            Ok::<_, CoreError>(rec)
+        };
+        if let Err(e) = crate::steps::confirm::require(
+            config,
+            to,
+            &format!("replacing {to}'s data with a copy of {from}"),
+            confirm,
+        ) {
+            run.begin("confirm");
+            run.end("failed", serde_json::json!({ "error": e.to_string() }));
+            return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
         }
-        None => {
-            progress.stage(&format!("backing up {from} (it has no verified backup)"));
-            match crate::steps::backup::take_backup(config, vars, from, "pre-clone", progress).await
-            {
-                Ok(m) => {
-                    report.source = "fresh backup".into();
-                    m
-                }
-                Err(e) => {
-                    run.end("failed", serde_json::json!({ "error": e.to_string() }));
-                    return Ok((
-                        finish(run, "failed_nothing_changed", &report, ids)?,
-                        Some(e),
-                    ));
+        let mut ids = Vec::new();
+
+        // TO's lock, as a deploy or restore of TO takes it.
+        let url = config.database_url(to, vars)?;
+        let lock = match crate::steps::preflight::lock_for_run(config, to, &url, &mut run).await {
+            Ok((client, _)) => client,
+            Err((e, outcome)) => return Ok((finish(run, outcome, &report, ids)?, Some(e))),
+        };
+
+        // The source: FROM's newest verified backup, or a fresh one.
+        run.begin("source");
+        let store = crate::store::open_store(config, vars)?;
+        let newest_verified = store
+            .list()
+            .await?
+            .into_iter()
+            .find(|m| m.env == from && m.is_complete() && m.is_verified());
+        let source = match newest_verified {
+            Some(m) => {
+                report.source = "newest verified backup".into();
+                m
+            }
+            None => {
+                progress.stage(&format!("backing up {from} (it has no verified backup)"));
+                match crate::steps::backup::take_backup(config, vars, from, "pre-clone", progress)
+                    .await
+                {
+                    Ok(m) => {
+                        report.source = "fresh backup".into();
+                        m
+                    }
+                    Err(e) => {
+                        run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                        return Ok((
+                            finish(run, "failed_nothing_changed", &report, ids)?,
+                            Some(e),
+                        ));
+                    }
                 }
             }
-        }
-    };
-    run.end(
-        "ok",
-        serde_json::json!({ "backup_id": source.id, "source": report.source }),
-    );
-    report.source_backup = Some(source.id.clone());
-    ids.push(source.id.clone());
+        };
+        run.end(
+            "ok",
+            serde_json::json!({ "backup_id": source.id, "source": report.source }),
+        );
+        report.source_backup = Some(source.id.clone());
+        ids.push(source.id.clone());
 
-    // TO's safety backup.
-    match crate::steps::backup::recorded(config, vars, to, "pre-clone", &mut run, progress).await {
-        Ok(id) => {
-            report.safety_backup = Some(id.clone());
-            ids.push(id);
+        // TO's safety backup.
+        match crate::steps::backup::recorded(config, vars, to, "pre-clone", &mut run, progress)
+            .await
+        {
+            Ok(id) => {
+                report.safety_backup = Some(id.clone());
+                ids.push(id);
+            }
+            Err(e) => {
+                return Ok((
+                    finish(run, "failed_nothing_changed", &report, ids)?,
+                    Some(e),
+                ));
+            }
         }
-        Err(e) => {
-            return Ok((
-                finish(run, "failed_nothing_changed", &report, ids)?,
-                Some(e),
-            ));
-        }
-    }
 
-    run.begin("restore");
-    progress.stage(&format!("restoring {} into {to}", source.id));
-    let result = async {
-        let url = config.database_url(to, vars)?;
-        crate::steps::restore::restore_into(
-            config,
-            &store,
-            &source,
-            &url,
-            &config.file().checks,
-            &statements,
-        )
-        .await
-    }
-    .await;
-    match result {
-        Ok(restored) => {
-            // The restore brought FROM's copy of the audit head along.
-            crate::anchor::write(config, &lock).await;
-            drop(lock);
-            report.checks = restored.checks;
-            report.proof = Some(restored.proof);
-            run.end(
-                "ok",
-                serde_json::json!({ "masked_columns": report.masked.len() }),
-            );
-            Ok((finish(run, "cloned", &report, ids)?, None))
+        run.begin("restore");
+        progress.stage(&format!("restoring {} into {to}", source.id));
+        let result = async {
+            let url = config.database_url(to, vars)?;
+            crate::steps::restore::restore_into(
+                config,
+                &store,
+                &source,
+                &url,
+                &config.file().checks,
+                &statements,
+            )
+            .await
         }
-        Err(e) => {
-            run.end("failed", serde_json::json!({ "error": e.to_string() }));
-            let outcome = match e.exit_kind() {
-                crate::ExitKind::RolledBack => "rolled_back",
-                _ => "failed_nothing_changed",
-            };
-            Ok((finish(run, outcome, &report, ids)?, Some(e)))
+        .await;
+        match result {
+            Ok(restored) => {
+                // The restore brought FROM's copy of the audit head along.
+                crate::anchor::write(config, &lock).await;
+                drop(lock);
+                report.checks = restored.checks;
+                report.proof = Some(restored.proof);
+                run.end(
+                    "ok",
+                    serde_json::json!({ "masked_columns": report.masked.len() }),
+                );
+                Ok((finish(run, "cloned", &report, ids)?, None))
+            }
+            Err(e) => {
+                run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                let outcome = match e.exit_kind() {
+                    crate::ExitKind::RolledBack => "rolled_back",
+                    _ => "failed_nothing_changed",
+                };
+                Ok((finish(run, outcome, &report, ids)?, Some(e)))
+            }
         }
-    }
+    })
 }

@@ -87,80 +87,83 @@ struct Ctx<'a> {
 }
 
 /// `shipsafe deploy ENV`.
-pub async fn deploy(
-    config: &Config,
-    vars: &dyn VarSource,
-    cwd: &Path,
-    env: &str,
-    opts: &DeployOptions<'_>,
-    progress: &Arc<dyn Progress>,
-) -> Result<DeployOutcome, CoreError> {
-    let protection = config.environment(env)?.protection();
-    let source = Source::of(config);
-    let gates = steps::preflight::gates(config, env)?;
-    let mut audit = serde_json::json!({
-        "override": opts.override_reason,
-        "gates": gates,
-        "accept_risk": opts.accept_risk,
-    });
-    if let Some(mode) = source.audit_mode() {
-        audit["mode"] = serde_json::json!(mode);
-    }
-    let mut p = Pipeline::start(config, cwd, "deploy", Some(env), audit);
-    let mut report = DeployReport::default();
-    let done = |p: Pipeline, report: &mut DeployReport, stop: Stop| {
-        report.error.get_or_insert_with(|| stop.error.to_string());
-        p.stop(stop, &*report).map(into_outcome)
-    };
-
-    // 1. preflight: gates, confirmation possible, lock, pending.
-    if let Err(e) = crate::gates::enforce(&gates, env, opts.override_reason) {
-        p.begin("gates");
-        p.end(false, serde_json::json!({ "gates": gates }));
-        return p.stop(Stop::blocked(e), &report).map(into_outcome);
-    }
-    if protection == Protection::Protected
-        && let Err(e) = steps::confirm::possible(opts.confirm, env)
-    {
-        p.begin("confirm");
-        p.end(false, serde_json::json!({ "error": e.to_string() }));
-        return p.stop(Stop::blocked(e), &report).map(into_outcome);
-    }
-    let url = config.database_url(env, vars)?;
-    let cx = Ctx {
-        config,
-        cwd,
-        vars,
-        env,
-        source,
-        url,
-        opts,
-        progress,
-    };
-    let client =
-        crate::connection::open(config, env, &cx.url, crate::connection::Access::Change).await?;
-    let pending = match p
-        .step("preflight", preflight(&cx, &client, &mut report))
-        .await
-    {
-        Ok(pending) => pending,
-        Err(stop) => return done(p, &mut report, stop),
-    };
-    if !pending.any() {
-        history::unlock(&client).await;
-        let run = p.finish("nothing_to_do", &report)?;
-        return Ok(DeployOutcome { run, error: None });
-    }
-    // From here on the lock is held; it is released on every way out.
-    let result = locked(&cx, &client, &mut p, &mut report, &pending, protection).await;
-    history::unlock(&client).await;
-    match result {
-        Ok(outcome) => {
-            let run = p.finish(outcome, &report)?;
-            Ok(DeployOutcome { run, error: None })
+pub fn deploy<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    cwd: &'a Path,
+    env: &'a str,
+    opts: &'a DeployOptions<'a>,
+    progress: &'a Arc<dyn Progress>,
+) -> crate::Task<'a, Result<DeployOutcome, CoreError>> {
+    Box::pin(async move {
+        let protection = config.environment(env)?.protection();
+        let source = Source::of(config);
+        let gates = steps::preflight::gates(config, env)?;
+        let mut audit = serde_json::json!({
+            "override": opts.override_reason,
+            "gates": gates,
+            "accept_risk": opts.accept_risk,
+        });
+        if let Some(mode) = source.audit_mode() {
+            audit["mode"] = serde_json::json!(mode);
         }
-        Err(stop) => done(p, &mut report, stop),
-    }
+        let mut p = Pipeline::start(config, cwd, "deploy", Some(env), audit);
+        let mut report = DeployReport::default();
+        let done = |p: Pipeline, report: &mut DeployReport, stop: Stop| {
+            report.error.get_or_insert_with(|| stop.error.to_string());
+            p.stop(stop, &*report).map(into_outcome)
+        };
+
+        // 1. preflight: gates, confirmation possible, lock, pending.
+        if let Err(e) = crate::gates::enforce(&gates, env, opts.override_reason) {
+            p.begin("gates");
+            p.end(false, serde_json::json!({ "gates": gates }));
+            return p.stop(Stop::blocked(e), &report).map(into_outcome);
+        }
+        if protection == Protection::Protected
+            && let Err(e) = steps::confirm::possible(opts.confirm, env)
+        {
+            p.begin("confirm");
+            p.end(false, serde_json::json!({ "error": e.to_string() }));
+            return p.stop(Stop::blocked(e), &report).map(into_outcome);
+        }
+        let url = config.database_url(env, vars)?;
+        let cx = Ctx {
+            config,
+            cwd,
+            vars,
+            env,
+            source,
+            url,
+            opts,
+            progress,
+        };
+        let client =
+            crate::connection::open(config, env, &cx.url, crate::connection::Access::Change)
+                .await?;
+        let pending = match p
+            .step("preflight", preflight(&cx, &client, &mut report))
+            .await
+        {
+            Ok(pending) => pending,
+            Err(stop) => return done(p, &mut report, stop),
+        };
+        if !pending.any() {
+            history::unlock(&client).await;
+            let run = p.finish("nothing_to_do", &report)?;
+            return Ok(DeployOutcome { run, error: None });
+        }
+        // From here on the lock is held; it is released on every way out.
+        let result = locked(&cx, &client, &mut p, &mut report, &pending, protection).await;
+        history::unlock(&client).await;
+        match result {
+            Ok(outcome) => {
+                let run = p.finish(outcome, &report)?;
+                Ok(DeployOutcome { run, error: None })
+            }
+            Err(stop) => done(p, &mut report, stop),
+        }
+    })
 }
 
 fn into_outcome((run, error): (shipsafe_state::RunRecord, Option<CoreError>)) -> DeployOutcome {
@@ -249,8 +252,6 @@ async fn locked(
         p.skip("confirm", "not a protected environment");
     }
 
-    // From here on the database may change.
-    p.checkpoint()?;
     let before = match cx.source.before(cx.config, &cx.url, client).await {
         Ok(b) => b,
         Err(e) => return Err(Stop::nothing_changed(e)),
@@ -258,6 +259,13 @@ async fn locked(
     if let (Some(x), Some(state)) = (report.external.as_mut(), &before.tool_state) {
         x.before = state.clone();
     }
+    // From here on the database may change. A rollback after this process
+    // died needs to know the team's tool made the run, and where it stood.
+    let known = match &report.external {
+        Some(x) => serde_json::json!({ "external": x }),
+        None => serde_json::Value::Null,
+    };
+    p.checkpoint(known)?;
 
     // 6. apply
     p.begin("apply");
@@ -267,6 +275,7 @@ async fn locked(
         &cx.url,
         client,
         pending,
+        &before,
         cx.opts.applied_by,
         p.run_id(),
         cx.progress,
@@ -489,7 +498,11 @@ async fn rollback(
         Compensation::Nothing => RollbackInfo::new(
             "transaction",
             true,
-            "the failing migration rolled back in its own transaction; nothing else was applied",
+            if cx.source.tool().is_some() {
+                "the tool's failed run left the schema and its history as they were before; nothing was restored"
+            } else {
+                "the failing migration rolled back in its own transaction; nothing else was applied"
+            },
         ),
         Compensation::GoBack => {
             let opts = native::apply_options(

@@ -103,30 +103,32 @@ pub struct PlanReport {
 }
 
 /// `shipsafe plan ENV`: what deploy would do. Changes nothing.
-pub async fn plan(
-    config: &Config,
-    vars: &dyn VarSource,
-    env: &str,
-) -> Result<PlanReport, CoreError> {
-    let protection = config.environment(env)?.protection();
-    let mut warnings = boot_warnings(config);
-    let source = Source::of(config);
-    let url = config.database_url(env, vars)?;
-    let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
-    let planned = source.plan(config, &url, &client, protection).await?;
-    warnings.extend(planned.warnings);
-    Ok(PlanReport {
-        lint: planned.lint,
-        env: env.to_string(),
-        protection: protection.as_str().into(),
-        applied: planned.applied,
-        pending: planned.pending,
-        external_pending: planned.external_pending,
-        tool: planned.tool,
-        backup_first: protection != shipsafe_config::Protection::Open,
-        problems: planned.problems,
-        warnings,
+pub fn plan<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    env: &'a str,
+) -> crate::Task<'a, Result<PlanReport, CoreError>> {
+    Box::pin(async move {
+        let protection = config.environment(env)?.protection();
+        let mut warnings = boot_warnings(config);
+        let source = Source::of(config);
+        let url = config.database_url(env, vars)?;
+        let client =
+            crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
+        let planned = source.plan(config, &url, &client, protection).await?;
+        warnings.extend(planned.warnings);
+        Ok(PlanReport {
+            lint: planned.lint,
+            env: env.to_string(),
+            protection: protection.as_str().into(),
+            applied: planned.applied,
+            pending: planned.pending,
+            external_pending: planned.external_pending,
+            tool: planned.tool,
+            backup_first: protection != shipsafe_config::Protection::Open,
+            problems: planned.problems,
+            warnings,
+        })
     })
 }
 

@@ -87,143 +87,156 @@ fn target(
     }))
 }
 
-pub async fn rollback(
-    config: &Config,
-    vars: &dyn VarSource,
-    cwd: &Path,
-    env: &str,
-    run_id: Option<&str>,
-    confirm: &dyn Confirm,
-    progress: &Arc<dyn Progress>,
-) -> Result<RunRecord, CoreError> {
-    let protection = config.environment(env)?.protection();
-    let store = StateStore::open(config.state_dir())?;
-    let mut report = RollbackReport {
-        rolled_back_run: None,
-        method: None,
-        safety_backup: None,
-        discards: None,
-        detail: String::new(),
-        checks_after: Vec::new(),
-    };
-    let Some(deploy) = target(&store, env, run_id)? else {
-        report.detail = format!("no deploy of {env} to roll back");
-        let p = Pipeline::start(config, cwd, "rollback", Some(env), serde_json::json!({}));
-        return p.finish("nothing_to_do", &report);
-    };
-    drop(store);
-    let url = config.database_url(env, vars)?;
-    let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
-    // The lock first: a deploy still running (or a session it orphaned) is
-    // named before anything else is asked.
-    history::lock(&client).await?;
-    let rehearsal = &deploy.report["rehearsal"];
-    let faithful_down = rehearsal["round_trip"]["status"] == "proven"
-        && rehearsal["loses_data"] == false
-        && deploy.outcome == "deployed";
-    let by_restore = deploy.backup_id.clone().filter(|_| !faithful_down);
-    let mut what = format!("rolling back deploy {} of {env}", deploy.run_id);
-    if let Some(backup) = &by_restore {
-        // A restore throws away what was written since the backup: say so,
-        // and have a person confirm it outside open environments.
-        let d = steps::rollback::discards(config, vars, &client, backup).await?;
-        let sentence = d.sentence(env);
-        progress.stage(&sentence);
-        what = format!("{what}: {sentence}");
-        report.discards = Some(d);
-        if protection == Protection::Guarded {
-            match confirm.confirm(env, &what) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(CoreError::Blocked(format!(
-                        "{what}. Pass --confirm {env} (or type the name on a terminal) to go ahead; nothing was changed"
-                    )));
-                }
-                Err(why) => {
-                    return Err(CoreError::Blocked(format!(
-                        "{why}; {what}; nothing was changed"
-                    )));
-                }
-            }
+pub fn rollback<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    cwd: &'a Path,
+    env: &'a str,
+    run_id: Option<&'a str>,
+    confirm: &'a dyn Confirm,
+    progress: &'a Arc<dyn Progress>,
+) -> crate::Task<'a, Result<RunRecord, CoreError>> {
+    Box::pin(async move {
+        let protection = config.environment(env)?.protection();
+        let store = StateStore::open(config.state_dir())?;
+        let mut report = RollbackReport {
+            rolled_back_run: None,
+            method: None,
+            safety_backup: None,
+            discards: None,
+            detail: String::new(),
+            checks_after: Vec::new(),
+        };
+        let Some(deploy) = target(&store, env, run_id)? else {
+            report.detail = format!("no deploy of {env} to roll back");
+            let p = Pipeline::start(config, cwd, "rollback", Some(env), serde_json::json!({}));
+            return p.finish("nothing_to_do", &report);
+        };
+        drop(store);
+        let url = config.database_url(env, vars)?;
+        let client =
+            crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
+        // The lock first: a deploy still running (or a session it orphaned) is
+        // named before anything else is asked.
+        history::lock(&client).await?;
+        let rehearsal = &deploy.report["rehearsal"];
+        let faithful_down = rehearsal["round_trip"]["status"] == "proven"
+            && rehearsal["loses_data"] == false
+            && deploy.outcome == "deployed";
+        // The migration source changed since the deploy: its pre-deploy
+        // backup is the only way back; without one nothing is tried.
+        let source = Source::of(config);
+        let mismatch = source.cannot_undo(&deploy.run_id, &deploy.report);
+        let by_restore = deploy
+            .backup_id
+            .clone()
+            .filter(|_| !faithful_down || mismatch.is_some());
+        if let (None, Some(why)) = (&by_restore, &mismatch) {
+            return Err(CoreError::Blocked(format!(
+                "{why}, and the run has no pre-deploy backup to restore; nothing was changed. Go back with the tool that made it, by hand"
+            )));
         }
-    }
-    steps::confirm::require(config, env, &what, confirm)?;
-    report.rolled_back_run = Some(deploy.run_id.clone());
-    let audit = serde_json::json!({ "run": deploy.run_id });
-    let mut p = Pipeline::start(config, cwd, "rollback", Some(env), audit);
-
-    let result: Result<String, CoreError> = async {
+        let mut what = format!("rolling back deploy {} of {env}", deploy.run_id);
         if let Some(backup) = &by_restore {
-            if protection != Protection::Open {
-                let safety = steps::backup::step(config, vars, env, "pre-rollback", progress);
-                let m = p.step("backup", safety).await.map_err(|s| s.error)?;
-                report.safety_backup = Some(m.id.clone());
-                p.keep_backup(&m.id, false);
-            }
-            p.keep_backup(backup, false);
-            report.method = Some("restore".into());
-            let restored = async {
-                steps::restore::pre_deploy(config, vars, env, backup, progress)
-                    .await
-                    .map_err(crate::pipeline::Failed::nothing_changed)?;
-                // The restore brought the backup's copy of the audit head back.
-                crate::anchor::write(config, &client).await;
-                Ok(((), serde_json::json!({ "backup_id": backup })))
-            };
-            p.step("restore", restored).await.map_err(|s| s.error)?;
-            Ok(format!(
-                "restored the pre-deploy backup {backup} of run {}",
-                deploy.run_id
-            ))
-        } else {
-            // A rehearsed, faithful down, or no backup (open environment):
-            // the source's way back from that run.
-            report.method = Some("down".into());
-            let opts =
-                native::apply_options(config, "rollback", Some(p.run_id().to_string()), true);
-            let source = Source::of(config);
-            let undo = async {
-                source
-                    .undo_run(config, &url, &client, &deploy.run_id, &deploy.report, &opts)
-                    .await
-                    .map(|(said, mut detail)| {
-                        if detail.get("reverted").is_some() {
-                            detail["rehearsed"] = serde_json::json!(faithful_down);
-                        }
-                        (said, detail)
-                    })
-                    .map_err(|(e, detail)| {
-                        crate::pipeline::Failed::nothing_changed(e).with_detail(detail)
-                    })
-            };
-            let said = p.step("down", undo).await.map_err(|s| s.error)?;
-            Ok(if faithful_down {
-                format!("{said} (down/up round trip proven by its rehearsal)")
-            } else {
-                said
-            })
-        }
-    }
-    .await;
-    history::unlock(&client).await;
-    match result {
-        Ok(detail) => {
-            report.detail = detail;
-            report.checks_after = steps::rollback::checks_after(config, &url).await;
-            p.finish("rolled_back", &report)
-        }
-        Err(e) => {
-            report.detail = e.to_string();
-            p.finish("rollback_failed", &report)?;
-            Err(CoreError::RollbackFailed(format!(
-                "rollback of {env} (run {}) failed: {e}. {}",
-                deploy.run_id,
-                match &report.safety_backup {
-                    Some(s) => format!("The state before this rollback is in backup {s}"),
-                    None => "Check the database by hand".into(),
+            // A restore throws away what was written since the backup: say so,
+            // and have a person confirm it outside open environments.
+            let d = steps::rollback::discards(config, vars, &client, backup).await?;
+            let sentence = d.sentence(env);
+            progress.stage(&sentence);
+            what = format!("{what}: {sentence}");
+            report.discards = Some(d);
+            if protection == Protection::Guarded {
+                match confirm.confirm(env, &what) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(CoreError::Blocked(format!(
+                            "{what}. Pass --confirm {env} (or type the name on a terminal) to go ahead; nothing was changed"
+                        )));
+                    }
+                    Err(why) => {
+                        return Err(CoreError::Blocked(format!(
+                            "{why}; {what}; nothing was changed"
+                        )));
+                    }
                 }
-            )))
+            }
         }
-    }
+        steps::confirm::require(config, env, &what, confirm)?;
+        report.rolled_back_run = Some(deploy.run_id.clone());
+        let audit = serde_json::json!({ "run": deploy.run_id });
+        let mut p = Pipeline::start(config, cwd, "rollback", Some(env), audit);
+
+        let result: Result<String, CoreError> = async {
+            if let Some(backup) = &by_restore {
+                if protection != Protection::Open {
+                    let safety = steps::backup::step(config, vars, env, "pre-rollback", progress);
+                    let m = p.step("backup", safety).await.map_err(|s| s.error)?;
+                    report.safety_backup = Some(m.id.clone());
+                    p.keep_backup(&m.id, false);
+                }
+                p.keep_backup(backup, false);
+                report.method = Some("restore".into());
+                let restored = async {
+                    steps::restore::pre_deploy(config, vars, env, backup, progress)
+                        .await
+                        .map_err(crate::pipeline::Failed::nothing_changed)?;
+                    // The restore brought the backup's copy of the audit head back.
+                    crate::anchor::write(config, &client).await;
+                    Ok(((), serde_json::json!({ "backup_id": backup })))
+                };
+                p.step("restore", restored).await.map_err(|s| s.error)?;
+                Ok(format!(
+                    "restored the pre-deploy backup {backup} of run {}",
+                    deploy.run_id
+                ))
+            } else {
+                // A rehearsed, faithful down, or no backup (open environment):
+                // the source's way back from that run.
+                report.method = Some("down".into());
+                let opts =
+                    native::apply_options(config, "rollback", Some(p.run_id().to_string()), true);
+                let undo = async {
+                    source
+                        .undo_run(config, &url, &client, &deploy.run_id, &deploy.report, &opts)
+                        .await
+                        .map(|(said, mut detail)| {
+                            if detail.get("reverted").is_some() {
+                                detail["rehearsed"] = serde_json::json!(faithful_down);
+                            }
+                            (said, detail)
+                        })
+                        .map_err(|(e, detail)| {
+                            crate::pipeline::Failed::nothing_changed(e).with_detail(detail)
+                        })
+                };
+                let said = p.step("down", undo).await.map_err(|s| s.error)?;
+                Ok(if faithful_down {
+                    format!("{said} (down/up round trip proven by its rehearsal)")
+                } else {
+                    said
+                })
+            }
+        }
+        .await;
+        history::unlock(&client).await;
+        match result {
+            Ok(detail) => {
+                report.detail = detail;
+                report.checks_after = steps::rollback::checks_after(config, &url).await;
+                p.finish("rolled_back", &report)
+            }
+            Err(e) => {
+                report.detail = e.to_string();
+                p.finish("rollback_failed", &report)?;
+                Err(CoreError::RollbackFailed(format!(
+                    "rollback of {env} (run {}) failed: {e}. {}",
+                    deploy.run_id,
+                    match &report.safety_backup {
+                        Some(s) => format!("The state before this rollback is in backup {s}"),
+                        None => "Check the database by hand".into(),
+                    }
+                )))
+            }
+        }
+    })
 }

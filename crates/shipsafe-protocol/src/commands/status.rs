@@ -74,109 +74,113 @@ impl StatusReport {
 /// Asking for one environment whose URL cannot be resolved is a config
 /// error; in the overview it is shown as that environment's problem, so a
 /// laptop without production credentials still gets a useful answer.
-pub async fn status(
-    config: &Config,
-    vars: &dyn VarSource,
-    only: Option<&str>,
-) -> Result<StatusReport, CoreError> {
-    let names: Vec<String> = match only {
-        Some(name) => vec![config.environment(name)?.name.to_string()],
-        None => config.environments().map(|e| e.name.to_string()).collect(),
-    };
-    let mut resolved = Vec::new();
-    for name in &names {
-        let env = config.environment(name)?;
-        let url = match config.database_url(name, vars) {
-            Ok(u) => Ok(u),
-            Err(e @ ConfigError::MissingVariable { .. }) if only.is_none() => Err(e.to_string()),
-            Err(e) => return Err(e.into()),
+pub fn status<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    only: Option<&'a str>,
+) -> crate::Task<'a, Result<StatusReport, CoreError>> {
+    Box::pin(async move {
+        let names: Vec<String> = match only {
+            Some(name) => vec![config.environment(name)?.name.to_string()],
+            None => config.environments().map(|e| e.name.to_string()).collect(),
         };
-        resolved.push((name.clone(), env.protection().as_str().to_string(), url));
-    }
-    let source = std::sync::Arc::new((config.clone(), Source::of(config)));
-    let checks = resolved.into_iter().map(|(name, protection, url)| {
-        let source = source.clone();
-        async move {
-            let mut st = EnvStatus {
-                name,
-                protection,
-                url: None,
-                reachable: false,
-                server_version: None,
-                database: None,
-                size_bytes: None,
-                tls: None,
-                pooler: None,
-                error: None,
-                pending_migrations: None,
-                migrations_error: None,
-                last_backup: None,
-                last_verified: None,
+        let mut resolved = Vec::new();
+        for name in &names {
+            let env = config.environment(name)?;
+            let url = match config.database_url(name, vars) {
+                Ok(u) => Ok(u),
+                Err(e @ ConfigError::MissingVariable { .. }) if only.is_none() => {
+                    Err(e.to_string())
+                }
+                Err(e) => return Err(e.into()),
             };
-            match url {
-                Err(msg) => st.error = Some(msg),
-                Ok(url) => {
-                    st.url = Some(url.masked());
-                    st.pooler = url.conninfo().ok().and_then(|c| c.pooler_hint());
-                    let probe = async {
-                        let client = connect(&url).await?;
-                        server_info(&client, &url).await
-                    };
-                    match probe.await {
-                        Ok(info) => {
-                            st.reachable = true;
-                            st.tls = Some(match &info.tls {
-                                Some(v) => format!("on ({v})"),
-                                None => "OFF".into(),
-                            });
-                            if let Ok(client) = connect(&url).await {
-                                let (config, source) = source.as_ref();
-                                match source.pending_count(config, &url, &client).await {
-                                    Ok(n) => st.pending_migrations = n,
-                                    Err(e) => st.migrations_error = Some(e),
+            resolved.push((name.clone(), env.protection().as_str().to_string(), url));
+        }
+        let source = std::sync::Arc::new((config.clone(), Source::of(config)));
+        let checks = resolved.into_iter().map(|(name, protection, url)| {
+            let source = source.clone();
+            async move {
+                let mut st = EnvStatus {
+                    name,
+                    protection,
+                    url: None,
+                    reachable: false,
+                    server_version: None,
+                    database: None,
+                    size_bytes: None,
+                    tls: None,
+                    pooler: None,
+                    error: None,
+                    pending_migrations: None,
+                    migrations_error: None,
+                    last_backup: None,
+                    last_verified: None,
+                };
+                match url {
+                    Err(msg) => st.error = Some(msg),
+                    Ok(url) => {
+                        st.url = Some(url.masked());
+                        st.pooler = url.conninfo().ok().and_then(|c| c.pooler_hint());
+                        let probe = async {
+                            let client = connect(&url).await?;
+                            server_info(&client, &url).await
+                        };
+                        match probe.await {
+                            Ok(info) => {
+                                st.reachable = true;
+                                st.tls = Some(match &info.tls {
+                                    Some(v) => format!("on ({v})"),
+                                    None => "OFF".into(),
+                                });
+                                if let Ok(client) = connect(&url).await {
+                                    let (config, source) = source.as_ref();
+                                    match source.pending_count(config, &url, &client).await {
+                                        Ok(n) => st.pending_migrations = n,
+                                        Err(e) => st.migrations_error = Some(e),
+                                    }
                                 }
+                                st.server_version = Some(info.server_version);
+                                st.database = Some(info.database);
+                                st.size_bytes = Some(info.size_bytes);
                             }
-                            st.server_version = Some(info.server_version);
-                            st.database = Some(info.database);
-                            st.size_bytes = Some(info.size_bytes);
+                            Err(e) => st.error = Some(e.to_string()),
                         }
-                        Err(e) => st.error = Some(e.to_string()),
                     }
                 }
+                st
             }
-            st
-        }
-    });
-    let mut environments = join_all(checks).await;
-    let backups = match crate::store::list(config, vars, None).await {
-        Ok(all) => Ok(all),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Ok(all) = &backups {
-        for env in &mut environments {
-            let mine = all.iter().filter(|m| m.env == env.name && m.is_complete());
-            // `list` is newest first.
-            env.last_backup = mine.clone().next().map(|m| LastBackup {
-                id: m.id.clone(),
-                created_at: m.created_at.clone(),
-                size_bytes: m.size_bytes,
-            });
-            env.last_verified = mine
-                .filter_map(|m| m.last_good_verification().map(|v| (m, v)))
-                .max_by(|a, b| a.1.at.cmp(&b.1.at))
-                .map(|(m, v)| LastVerified {
+        });
+        let mut environments = join_all(checks).await;
+        let backups = match crate::store::list(config, vars, None).await {
+            Ok(all) => Ok(all),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Ok(all) = &backups {
+            for env in &mut environments {
+                let mine = all.iter().filter(|m| m.env == env.name && m.is_complete());
+                // `list` is newest first.
+                env.last_backup = mine.clone().next().map(|m| LastBackup {
                     id: m.id.clone(),
-                    verified_at: v.at.clone(),
-                    restore_seconds: v.restore_seconds,
+                    created_at: m.created_at.clone(),
+                    size_bytes: m.size_bytes,
                 });
+                env.last_verified = mine
+                    .filter_map(|m| m.last_good_verification().map(|v| (m, v)))
+                    .max_by(|a, b| a.1.at.cmp(&b.1.at))
+                    .map(|(m, v)| LastVerified {
+                        id: m.id.clone(),
+                        verified_at: v.at.clone(),
+                        restore_seconds: v.restore_seconds,
+                    });
+            }
         }
-    }
-    Ok(StatusReport {
-        project: config.project_name(),
-        config: config.path().display().to_string(),
-        state_dir: config.state_dir().display().to_string(),
-        environments,
-        backups_error: backups.err(),
+        Ok(StatusReport {
+            project: config.project_name(),
+            config: config.path().display().to_string(),
+            state_dir: config.state_dir().display().to_string(),
+            environments,
+            backups_error: backups.err(),
+        })
     })
 }
 

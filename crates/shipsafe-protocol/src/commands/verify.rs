@@ -18,26 +18,28 @@ pub struct VerifyReport {
     pub smoke_skipped: Option<String>,
 }
 
-pub async fn verify(
-    config: &Config,
-    vars: &dyn VarSource,
-    env: &str,
-) -> Result<VerifyReport, CoreError> {
-    config.environment(env)?;
-    let url = config.database_url(env, vars)?;
-    let client =
-        crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
-    let checks = run_checks(&client, &config.file().checks, false).await;
-    let (smoke, smoke_skipped) = match smoke_for(config, vars, env).await? {
-        Ok(s) => (s, None),
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    let ok = checks.iter().all(|c| c.ok) && smoke.iter().all(|s| s.ok);
-    Ok(VerifyReport {
-        env: env.to_string(),
-        ok,
-        checks,
-        smoke,
-        smoke_skipped,
+pub fn verify<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    env: &'a str,
+) -> crate::Task<'a, Result<VerifyReport, CoreError>> {
+    Box::pin(async move {
+        config.environment(env)?;
+        let url = config.database_url(env, vars)?;
+        let client =
+            crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
+        let checks = run_checks(&client, &config.file().checks, false).await;
+        let (smoke, smoke_skipped) = match smoke_for(config, vars, env).await? {
+            Ok(s) => (s, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        let ok = checks.iter().all(|c| c.ok) && smoke.iter().all(|s| s.ok);
+        Ok(VerifyReport {
+            env: env.to_string(),
+            ok,
+            checks,
+            smoke,
+            smoke_skipped,
+        })
     })
 }

@@ -98,6 +98,9 @@ pub struct Applied {
     pub partial: bool,
     /// The team's tool: what it printed.
     pub tool_runs: Vec<ToolRun>,
+    /// The team's tool failed and left the schema and its history as they
+    /// were before: there is nothing to undo.
+    pub unchanged: bool,
     /// Why applying failed.
     pub failure: Option<String>,
     /// The step's detail for the run record.

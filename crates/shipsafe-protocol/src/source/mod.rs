@@ -162,13 +162,16 @@ impl Source {
         }
     }
 
-    /// Applies the pending change to the database at `url`.
+    /// Applies the pending change to the database at `url` (where it stood
+    /// `before`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         config: &Config,
         url: &DbUrl,
         client: &Client,
         pending: &Pending,
+        before: &Before,
         opts: &ApplyOptions,
         progress: &Arc<dyn Progress>,
     ) -> Applied {
@@ -176,7 +179,7 @@ impl Source {
             Self::Native => native::apply(client, pending, opts, progress).await,
             Self::Tool(x) => {
                 progress.stage(&format!("running `{}`", x.up));
-                tool::apply(config, x, url).await
+                tool::apply(config, x, url, client, pending, before).await
             }
         }
     }
@@ -205,12 +208,13 @@ impl Source {
         }
     }
 
-    /// The failed change applied nothing at all (each migration runs in its
-    /// own transaction and the first one failed).
+    /// The failed change applied nothing at all: native, each migration
+    /// runs in its own transaction and the first one failed; the team's
+    /// tool, the schema and the tool's history are as they were before.
     pub fn applied_nothing(&self, applied: &Applied) -> bool {
         match self {
             Self::Native => applied.done.is_empty(),
-            Self::Tool(_) => false,
+            Self::Tool(_) => applied.unchanged,
         }
     }
 
@@ -277,6 +281,21 @@ impl Source {
         }
     }
 
+    /// Why this source cannot undo a deploy run whose report is `recorded`
+    /// (the migration source changed since), if it cannot.
+    pub fn cannot_undo(&self, run_id: &str, recorded: &serde_json::Value) -> Option<String> {
+        let made_by_tool = recorded.get("external").is_some();
+        match self {
+            Self::Native if made_by_tool => Some(format!(
+                "run {run_id} was made by the team's migration tool, which [migrations] no longer configures"
+            )),
+            Self::Tool(_) if !made_by_tool => Some(format!(
+                "run {run_id} applied native migrations, but [migrations] now runs the team's tool"
+            )),
+            _ => None,
+        }
+    }
+
     /// `rollback`: undoes the deploy run `run_id` (its report `recorded`)
     /// with the source's way back. Returns what it says and the step's
     /// detail.
@@ -289,12 +308,12 @@ impl Source {
         recorded: &serde_json::Value,
         opts: &ApplyOptions,
     ) -> Result<(String, serde_json::Value), (CoreError, serde_json::Value)> {
-        let made_by_tool = recorded.get("external").is_some();
+        if let Some(why) = self.cannot_undo(run_id, recorded) {
+            return Err((CoreError::Blocked(why), serde_json::json!({})));
+        }
         match self {
-            Self::Tool(x) if made_by_tool => {
-                tool::undo_run(config, x, url, run_id, &recorded["external"]).await
-            }
-            Self::Native if !made_by_tool => {
+            Self::Tool(x) => tool::undo_run(config, x, url, run_id, &recorded["external"]).await,
+            Self::Native => {
                 let reverted = native::undo_run(config, client, run_id, opts)
                     .await
                     .map_err(|e| (e, serde_json::json!({})))?;
@@ -303,18 +322,6 @@ impl Source {
                     serde_json::json!({ "reverted": reverted }),
                 ))
             }
-            Self::Native => Err((
-                CoreError::Usage(format!(
-                    "run {run_id} was made by the team's migration tool, which [migrations] no longer configures"
-                )),
-                serde_json::json!({}),
-            )),
-            Self::Tool(_) => Err((
-                CoreError::Usage(format!(
-                    "run {run_id} applied native migrations, but [migrations] now runs the team's tool; restore its pre-deploy backup instead"
-                )),
-                serde_json::json!({}),
-            )),
         }
     }
 

@@ -7,7 +7,7 @@ use shipsafe_config::{Config, DbUrl};
 use tokio_postgres::Client;
 
 use crate::progress::Progress;
-use crate::source::{Applied, Pending, Source, native};
+use crate::source::{Applied, Before, Pending, Source, native};
 
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -16,12 +16,13 @@ pub async fn run(
     url: &DbUrl,
     client: &Client,
     pending: &Pending,
+    before: &Before,
     applied_by: &str,
     run_id: &str,
     progress: &Arc<dyn Progress>,
 ) -> Applied {
     let opts = native::apply_options(config, applied_by, Some(run_id.to_string()), true);
     source
-        .apply(config, url, client, pending, &opts, progress)
+        .apply(config, url, client, pending, before, &opts, progress)
         .await
 }

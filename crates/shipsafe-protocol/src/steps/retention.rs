@@ -18,42 +18,44 @@ pub struct PruneReport {
 }
 
 /// Applies retention (`backup prune [ENV] [--dry-run]`).
-pub async fn prune(
-    config: &Config,
-    vars: &dyn VarSource,
-    cwd: &Path,
-    env: Option<&str>,
+pub fn prune<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    cwd: &'a Path,
+    env: Option<&'a str>,
     dry_run: bool,
-) -> Result<PruneReport, CoreError> {
-    let store = crate::store::open_store(config, vars)?;
-    let mut all = store.list().await?;
-    if let Some(e) = env {
-        all.retain(|m| m.env == e);
-    }
-    let protected = backups_in_use(config.state_dir(), env)?;
-    let decisions = shipsafe_backup::plan(&all, config.file().backups.retention, &protected);
-    let mut deleted = Vec::new();
-    if !dry_run {
-        for d in decisions.iter().filter(|d| !d.keep) {
-            store.delete(&d.id).await?;
-            deleted.push(d.id.clone());
+) -> crate::Task<'a, Result<PruneReport, CoreError>> {
+    Box::pin(async move {
+        let store = crate::store::open_store(config, vars)?;
+        let mut all = store.list().await?;
+        if let Some(e) = env {
+            all.retain(|m| m.env == e);
         }
-        if !deleted.is_empty() {
-            crate::audit::record_with(
-                config.state_dir(),
-                cwd,
-                "backup prune",
-                env,
-                "pruned",
-                deleted.clone(),
-                serde_json::json!({ "kept": decisions.iter().filter(|d| d.keep).count() }),
-            )?;
+        let protected = backups_in_use(config.state_dir(), env)?;
+        let decisions = shipsafe_backup::plan(&all, config.file().backups.retention, &protected);
+        let mut deleted = Vec::new();
+        if !dry_run {
+            for d in decisions.iter().filter(|d| !d.keep) {
+                store.delete(&d.id).await?;
+                deleted.push(d.id.clone());
+            }
+            if !deleted.is_empty() {
+                crate::audit::record_with(
+                    config.state_dir(),
+                    cwd,
+                    "backup prune",
+                    env,
+                    "pruned",
+                    deleted.clone(),
+                    serde_json::json!({ "kept": decisions.iter().filter(|d| d.keep).count() }),
+                )?;
+            }
         }
-    }
-    Ok(PruneReport {
-        dry_run,
-        decisions,
-        deleted,
+        Ok(PruneReport {
+            dry_run,
+            decisions,
+            deleted,
+        })
     })
 }
 

@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx, listen: Option<&str>, allow_actions: bool) -> anyhow
         ctx.cwd.clone(),
         opts,
         log,
-        stop,
+        Box::pin(stop),
     )
     .await?;
     let text = format!(

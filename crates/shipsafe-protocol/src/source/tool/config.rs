@@ -18,6 +18,9 @@ pub struct External {
     pub pending: Option<String>,
     pub current: Option<String>,
     pub url_env: String,
+    /// Run in a network namespace of its own (a rehearsal on a clone
+    /// reached through a Unix socket): see [`super::isolation`].
+    pub isolated: bool,
 }
 
 /// The team's tool, or `None` when shipsafe applies the migrations itself.
@@ -37,6 +40,7 @@ pub fn external(config: &Config) -> Option<External> {
         pending: m.pending.clone(),
         current: m.current.clone(),
         url_env: m.url_env.clone(),
+        isolated: false,
     })
 }
 

@@ -6,7 +6,7 @@ use shipsafe_config::{Config, DbUrl, MigrationTool};
 use shipsafe_migrate::tool::{self, PendingRevision, ToolState};
 
 use super::config::External;
-use super::process::{ToolRun, run_capture, run_tool};
+use super::process::{ToolRun, run_capture, run_tool, run_with};
 use crate::error::CoreError;
 
 /// What is pending, by the tool's own account.
@@ -108,19 +108,47 @@ pub fn down_plan(
         if before == now {
             return Ok(Vec::new());
         }
-        let revision = if before.revisions.is_empty() {
-            tool::sh_quote(&before.render(ext.tool))
-        } else {
-            before
-                .revisions
-                .iter()
-                .map(|r| tool::sh_quote(r))
+        for rev in &before.revisions {
+            tool::check_revision(ext.tool, rev)?;
+        }
+        // The revision reaches the shell as data, one quoted word each,
+        // never as shell text.
+        let words = if before.revisions.len() > 1 {
+            (1..=before.revisions.len())
+                .map(|i| format!("\"${REVISION_VAR}_{i}\""))
                 .collect::<Vec<_>>()
                 .join(" ")
+        } else {
+            format!("\"${REVISION_VAR}\"")
         };
-        return Ok(vec![down.replace("{revision}", &revision)]);
+        return Ok(vec![down.replace("{revision}", &words)]);
     }
     tool::down_commands(ext.tool, before, now)
+}
+
+/// The variable a custom `down` gets the recorded revision in.
+pub const REVISION_VAR: &str = "SHIPSAFE_REVISION";
+
+/// [`REVISION_VAR`] (every revision, space-separated) and, with several,
+/// `SHIPSAFE_REVISION_1`, `_2`, … one each.
+fn revision_vars(ext: &External, before: &ToolState) -> Vec<(String, String)> {
+    let mut vars = vec![(REVISION_VAR.to_string(), before.render(ext.tool))];
+    if before.revisions.len() > 1 {
+        for (i, r) in before.revisions.iter().enumerate() {
+            vars.push((format!("{REVISION_VAR}_{}", i + 1), r.clone()));
+        }
+    }
+    vars
+}
+
+/// `command` as a person reads it: the revisions written in, quoted.
+fn shown(command: &str, vars: &[(String, String)]) -> String {
+    let mut text = command.to_string();
+    // The numbered names first: `SHIPSAFE_REVISION` is a prefix of them.
+    for (k, v) in vars.iter().rev() {
+        text = text.replace(&format!("\"${k}\""), &tool::sh_quote(v));
+    }
+    text
 }
 
 /// Takes the database at `url` back to `before` with the tool's own
@@ -139,10 +167,12 @@ pub async fn go_back(
         Ok(c) => c,
         Err(e) => return (Vec::new(), Err(e)),
     };
+    let vars = revision_vars(ext, before);
     let mut runs = Vec::new();
     for c in &commands {
-        match run_tool(config, c, url, ext).await {
-            Ok(r) => {
+        match run_with(config, c, url, ext, &vars).await {
+            Ok((mut r, _)) => {
+                r.command = shown(c, &vars);
                 let ok = r.ok();
                 let failure = r.failure();
                 runs.push(r);
@@ -153,7 +183,7 @@ pub async fn go_back(
             Err(e) => return (runs, Err(e.to_string())),
         }
     }
-    (runs, Ok(commands))
+    (runs, Ok(commands.iter().map(|c| shown(c, &vars)).collect()))
 }
 
 /// The SQL the tool would run for `pending`, as `(label, sql)` files for

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod history;
+pub mod isolation;
 pub mod process;
 pub mod rehearsal;
 
@@ -98,12 +99,18 @@ pub(crate) async fn before(
     })
 }
 
-pub(crate) async fn apply(config: &Config, ext: &External, url: &DbUrl) -> Applied {
+pub(crate) async fn apply(
+    config: &Config,
+    ext: &External,
+    url: &DbUrl,
+    client: &Client,
+    pending: &Pending,
+    before: &Before,
+) -> Applied {
     let mut out = Applied::default();
     match run_tool(config, &ext.up, url, ext).await {
         Ok(up) => {
-            out.failure = (!up.ok())
-                .then(|| format!("`{}` exited with {:?}: {}", ext.up, up.exit_code, up.output));
+            out.failure = (!up.ok()).then(|| up.failure());
             out.detail =
                 serde_json::json!({ "exit_code": up.exit_code, "duration_ms": up.duration_ms });
             out.tool_runs.push(up);
@@ -112,6 +119,23 @@ pub(crate) async fn apply(config: &Config, ext: &External, url: &DbUrl) -> Appli
             out.failure = Some(e.to_string());
             out.detail = serde_json::json!({ "error": e.to_string() });
         }
+    }
+    // Whether the target is where it was: then a failure needs no undoing,
+    // and a success that moved nothing went to another database.
+    let same = shipsafe_pg::schema_fingerprint(client).await.ok() == before.fingerprint
+        && before.fingerprint.is_some()
+        && ext.reads_history()
+        && history::state(config, ext, url).await.ok() == before.tool_state;
+    if out.failure.is_some() {
+        out.unchanged = same;
+    } else if same && pending.any() {
+        out.unchanged = true;
+        out.failure = Some(format!(
+            "`{}` succeeded, but the target's {} history did not move and its schema is unchanged: the tool applied the pending revisions to another database. Does the app read its database URL from .env or its settings instead of {}? Check which database it changed",
+            ext.up,
+            ext.tool.as_str(),
+            ext.url_env
+        ));
     }
     out
 }

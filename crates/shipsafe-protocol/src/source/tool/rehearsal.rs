@@ -25,6 +25,25 @@ pub(crate) async fn rehearse(
     report: &mut RehearsalReport,
     progress: &Arc<dyn Progress>,
 ) -> Result<(), String> {
+    let isolated;
+    let ext = match isolation_for(clone) {
+        Ok(()) => {
+            isolated = External {
+                isolated: true,
+                ..ext.clone()
+            };
+            report.tool_isolation =
+                Some("network namespace: only the clone's Unix socket is reachable".into());
+            &isolated
+        }
+        Err(why) => {
+            progress.stage(&format!("the tool is not isolated from the network: {why}"));
+            report.tool_isolation = Some(format!(
+                "none ({why}); the target's schema is compared after the rehearsal"
+            ));
+            ext
+        }
+    };
     let client = connect(clone)
         .await
         .map_err(|e| format!("cannot connect to the clone: {e}"))?;
@@ -134,6 +153,18 @@ pub(crate) async fn rehearse(
         differences: None,
     };
     Ok(())
+}
+
+/// Whether the tool can be kept off the network for a rehearsal on
+/// `clone`: only a clone reached through a Unix socket stays reachable.
+fn isolation_for(clone: &DbUrl) -> Result<(), String> {
+    let info = clone
+        .conninfo()
+        .map_err(|_| "the clone's URL cannot be read".to_string())?;
+    if info.hosts.is_empty() || !info.hosts.iter().all(|h| h.starts_with('/')) {
+        return Err("the clone is reached over TCP (an env: or command: clone)".into());
+    }
+    super::isolation::available()
 }
 
 /// History tables of common migration tools, which their down command
