@@ -61,7 +61,9 @@ pub fn libpq_command(program: std::path::PathBuf, url: &DbUrl) -> Result<Command
     let child = shipsafe_pg::LibpqChild::for_url(url)?;
     let mut cmd = Command::new(program);
     child.apply(&mut cmd);
-    cmd.stdin(Stdio::null());
+    // A group of its own: a Ctrl-C at the terminal is shipsafe's to handle,
+    // not a `pg_dump: terminated by user` that reads as a failed backup.
+    std::os::unix::process::CommandExt::process_group(cmd.stdin(Stdio::null()), 0);
     Ok(cmd)
 }
 

@@ -63,7 +63,7 @@ pub(crate) async fn replay(
 ) -> Result<(), String> {
     let key = restrict_key(binaries).await;
     let mut cmd = tokio::process::Command::new(binaries.path("pg_restore"));
-    cmd.args(["--file=-", "--exit-on-error"]);
+    cmd.args(["--file=-", "--exit-on-error"]).process_group(0);
     match part {
         Part::Load => cmd.args(["--section=pre-data", "--section=data"]),
         Part::Finish => cmd.arg("--section=post-data"),

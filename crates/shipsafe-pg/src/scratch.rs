@@ -172,9 +172,12 @@ fn give_to(path: &Path, who: Option<&RunAs>) -> Result<(), PgError> {
 
 fn command_as(program: PathBuf, who: Option<&RunAs>, cwd: &Path) -> Command {
     let mut cmd = Command::new(program);
+    // A group of its own: a Ctrl-C at the terminal is shipsafe's to handle
+    // (stop after the step), not a fast shutdown of the clone under it.
     cmd.current_dir(cwd)
         .env("LC_ALL", "C.UTF-8")
-        .env_remove("PGDATA");
+        .env_remove("PGDATA")
+        .process_group(0);
     if let Some(r) = who {
         cmd.uid(r.uid).gid(r.gid);
     }
@@ -327,6 +330,16 @@ fn cleanup_all() {
         wait_gone(l.pid, STOP_TIMEOUT);
         remove_tree(&l.dir);
     }
+}
+
+/// Stops and deletes every scratch cluster and temporary folder of this
+/// process now, for a caller about to exit without unwinding (a second
+/// Ctrl-C). Blocks while a cluster is being created.
+pub fn remove_all_now() {
+    let _no_more = CREATING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cleanup_all();
 }
 
 /// Waits (reaping if it is our child) until `pid` has exited; SIGKILL after

@@ -35,6 +35,10 @@ pub fn stop_requested() -> bool {
     STOP_REQUESTED.load(Ordering::SeqCst)
 }
 
+/// Removes this process's scratch clones and temporary copies at once, for
+/// a process about to end on a second Ctrl-C.
+pub use shipsafe_pg::scratch::remove_all_now as remove_scratch_now;
+
 /// Why a pipeline stopped before the end: the run's outcome and the error.
 #[derive(Debug)]
 pub struct Stop {

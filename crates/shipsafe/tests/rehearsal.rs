@@ -1039,3 +1039,63 @@ async fn ctrl_c_during_the_rehearsal_ends_the_deploy_before_production_changes()
     let (code, _, err) = p.json(&["deploy", "production", "--confirm", "production"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// A Ctrl-C at the terminal signals shipsafe's whole process group. The
+/// scratch clone's server (and every tool, dump and restore) runs in a group
+/// of its own, so the clone is not shut down under the rehearsal: the step
+/// finishes and the deploy ends `interrupted` (exit 4), not as a failed
+/// migration, and the clone is gone afterwards.
+#[tokio::test]
+async fn a_terminal_ctrl_c_during_the_rehearsal_is_an_interruption_not_a_failure() {
+    use std::os::unix::process::CommandExt as _;
+    let prod = target().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    migration(
+        &p,
+        "1_slow",
+        "alter table orders add column status text;\nselect pg_sleep(2);",
+        Some("alter table orders drop column status;"),
+    );
+    let before = snapshot(prod.url()).await;
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
+    cmd.current_dir(p.dir.path())
+        .args(["deploy", "production", "--confirm", "production"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    for (k, v) in &p.vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let prefix = format!("shipsafe-scratch-{}-", child.id());
+    let scratch = || {
+        ["/dev/shm".into(), std::env::temp_dir()]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !scratch() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rehearsal never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The clone is being restored or the migration sleeps on it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert_eq!(snapshot(prod.url()).await, before, "production changed");
+    let (_, log, _) = p.json(&["log"]);
+    let last = log["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["outcome"], "interrupted", "{log}");
+    assert!(!scratch(), "the scratch clone was left behind");
+}

@@ -307,6 +307,7 @@ async fn clone_from_command(
         .env("SHIPSAFE_ENV", env)
         .env("SHIPSAFE_BACKUP_ID", backup_id)
         .stdin(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .output()
         .await

@@ -254,21 +254,36 @@ pub async fn rollback(
     })
 }
 
-/// A first Ctrl-C asks the deploy to stop before its next step (nothing is
-/// changed before the change; during it, the change is rolled back); a
-/// second one ends the process at once.
+/// A first Ctrl-C (or SIGTERM) asks the deploy to stop before its next step
+/// (nothing is changed before the change; during it, the change is rolled
+/// back); a second one removes the scratch clones and ends the process at
+/// once.
 fn stop_between_steps_on_ctrl_c() {
+    use tokio::signal::unix::{SignalKind, signal};
     shipsafe_serve::stop_gracefully_on_signals();
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut next = async || {
+            tokio::select! {
+                _ = int.recv() => ("Ctrl-C", 130),
+                _ = term.recv() => ("SIGTERM", 143),
+            }
+        };
+        let (first, _) = next().await;
         shipsafe_protocol::pipeline::request_stop();
         eprintln!(
-            "shipsafe: Ctrl-C: stopping before the next step (a change already under way is rolled back); press Ctrl-C again to end at once"
+            "shipsafe: {first}: stopping before the next step (a change already under way is rolled back); send it again to end at once"
         );
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
-        }
+        let (second, code) = next().await;
+        eprintln!(
+            "shipsafe: {second} again: ending now; scratch clones are removed, and the next shipsafe command records this run as interrupted"
+        );
+        shipsafe_protocol::pipeline::remove_scratch_now();
+        std::process::exit(code);
     });
 }
