@@ -1013,14 +1013,7 @@ async fn ctrl_c_during_the_rehearsal_ends_the_deploy_before_production_changes()
     let before = snapshot(prod.url()).await;
     let mut child = p.spawn(&["deploy", "production", "--confirm", "production"]);
     let marker = p.dir.path().join("cloning");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !marker.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rehearsal never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_the_rehearsal_starts(|| marker.exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -1076,14 +1069,7 @@ async fn a_terminal_ctrl_c_during_the_rehearsal_is_an_interruption_not_a_failure
             .flatten()
             .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !scratch() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rehearsal never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_the_rehearsal_starts(scratch);
     // The clone is being restored or the migration sleeps on it.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     nix::sys::signal::killpg(
@@ -1098,4 +1084,16 @@ async fn a_terminal_ctrl_c_during_the_rehearsal_is_an_interruption_not_a_failure
     let last = log["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outcome"], "interrupted", "{log}");
     assert!(!scratch(), "the scratch clone was left behind");
+}
+
+/// Polls `started` until it holds (60 s at most).
+fn wait_until_the_rehearsal_starts(started: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rehearsal never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
