@@ -1609,14 +1609,7 @@ async fn a_masked_clone_leaves_no_originals_in_history_tables_or_materialized_vi
 #[tokio::test]
 async fn wipe_and_import_are_refused_while_another_run_holds_the_lock() {
     let (_local, target, p) = exported("staging", "open", 3).await;
-    let holder = target.client().await;
-    holder
-        .execute(
-            "select pg_advisory_lock($1)",
-            &[&shipsafe_migrate::history::LOCK_KEY],
-        )
-        .await
-        .unwrap();
+    let holder = common::hold_migration_lock(target.url()).await;
     let before = snapshot(target.url()).await;
     let (code, run, err) = p.json(&["wipe", "staging", "--keep-table", "tools"]);
     assert_eq!(code, 3, "{err}");

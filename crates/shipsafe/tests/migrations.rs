@@ -343,14 +343,7 @@ async fn a_second_concurrent_run_is_blocked() {
     let db = TestDb::new().await;
     let p = Project::new(&[("dev", "open", db.url())], "");
     migration(&p, "1_t", "create table t (id int);", None, None);
-    let holder = db.client().await;
-    holder
-        .execute(
-            "select pg_advisory_lock($1)",
-            &[&shipsafe_migrate::history::LOCK_KEY],
-        )
-        .await
-        .unwrap();
+    let holder = common::hold_migration_lock(db.url()).await;
     let (code, run, err) = p.json(&["deploy", "dev"]);
     assert_eq!(code, 3, "{err}");
     assert_eq!(run["outcome"], "blocked");

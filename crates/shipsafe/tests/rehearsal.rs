@@ -987,6 +987,17 @@ async fn history_statements_on_large_existing_tables_still_need_a_decision() {
 /// (exit 4) and the audit log says so.
 #[tokio::test]
 async fn ctrl_c_during_the_rehearsal_ends_the_deploy_before_production_changes() {
+    interrupted_during_the_rehearsal(nix::sys::signal::Signal::SIGINT).await;
+}
+
+/// SIGTERM (a supervisor stopping the job) is handled like Ctrl-C: it does
+/// not kill shipsafe in the middle of a step.
+#[tokio::test]
+async fn sigterm_during_the_rehearsal_ends_the_deploy_before_production_changes() {
+    interrupted_during_the_rehearsal(nix::sys::signal::Signal::SIGTERM).await;
+}
+
+async fn interrupted_during_the_rehearsal(signal: nix::sys::signal::Signal) {
     let prod = target().await;
     let clone = TestDb::new().await;
     let p = Project::new(&[("production", "protected", prod.url())], "");
@@ -1014,13 +1025,9 @@ async fn ctrl_c_during_the_rehearsal_ends_the_deploy_before_production_changes()
     let mut child = p.spawn(&["deploy", "production", "--confirm", "production"]);
     let marker = p.dir.path().join("cloning");
     wait_until_the_rehearsal_starts(|| marker.exists());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert_eq!(status.code(), Some(4), "{signal}: {status:?}");
     assert_eq!(snapshot(prod.url()).await, before, "production changed");
     let (code, log, err) = p.json(&["log"]);
     assert_eq!(code, 0, "{err}");

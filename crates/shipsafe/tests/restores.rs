@@ -888,14 +888,7 @@ async fn a_restore_or_clone_is_blocked_while_the_environment_is_locked() {
         "",
     );
     let id = backup(&p, "prod");
-    let holder = dst.client().await;
-    holder
-        .execute(
-            "select pg_advisory_lock($1)",
-            &[&shipsafe_migrate::history::LOCK_KEY],
-        )
-        .await
-        .unwrap();
+    let holder = common::hold_migration_lock(dst.url()).await;
     let before = measure(&dst, &roles).await;
     for args in [
         vec!["backup", "restore", id.as_str(), "--to", "copy"],

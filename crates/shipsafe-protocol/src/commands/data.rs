@@ -149,6 +149,18 @@ pub fn import<'a>(
             return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
         }
         let url = config.database_url(env, vars)?;
+        let _lock = match crate::steps::preflight::lock_to_change(
+            config,
+            env,
+            &url,
+            &mut run,
+            opts.dry_run,
+        )
+        .await
+        {
+            Ok(held) => held,
+            Err((e, outcome)) => return Ok((finish(run, outcome, &report, vec![])?, Some(e))),
+        };
         // A dry run changes nothing, not even the audit head copy.
         let access = if opts.dry_run {
             crate::connection::Access::Read
@@ -156,19 +168,6 @@ pub fn import<'a>(
             crate::connection::Access::Change
         };
         let client = crate::connection::open(config, env, &url, access).await?;
-        // ENV's migration lock, as deploy, rollback and restore take it: an
-        // import inside another run's window would be undone by its rollback.
-        if !opts.dry_run
-            && let Err(f) = crate::steps::preflight::lock(&client).await
-        {
-            run.begin("lock");
-            run.end("failed", f.detail);
-            return Ok((
-                finish(run, f.stop.outcome, &report, vec![])?,
-                Some(f.stop.error),
-            ));
-        }
-
         let mut ids = Vec::new();
         if opts.dry_run {
             run.skip("backup", "dry run");

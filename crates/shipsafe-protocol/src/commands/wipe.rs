@@ -102,18 +102,13 @@ pub fn wipe<'a>(
             return Ok((finish(run, "blocked", &report, vec![])?, Some(e)));
         }
         let url = config.database_url(env, vars)?;
-        // ENV's migration lock, as deploy, rollback and restore take it: a
-        // wipe inside another run's window would be undone by its rollback.
-        let _lock = if dry_run {
-            None
-        } else {
-            match crate::steps::preflight::lock_for_run(config, env, &url, &mut run).await {
-                Ok((held, _)) => Some(held),
-                Err((e, outcome)) => {
-                    return Ok((finish(run, outcome, &report, vec![])?, Some(e)));
-                }
-            }
-        };
+        let _lock =
+            match crate::steps::preflight::lock_to_change(config, env, &url, &mut run, dry_run)
+                .await
+            {
+                Ok(held) => held,
+                Err((e, outcome)) => return Ok((finish(run, outcome, &report, vec![])?, Some(e))),
+            };
         let mut ids = Vec::new();
         if dry_run {
             run.skip("backup", "dry run");

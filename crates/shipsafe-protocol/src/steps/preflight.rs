@@ -43,6 +43,24 @@ pub async fn lock_for_restore(
     }
 }
 
+/// [`lock_for_run`] for a command that changes ENV outside a deploy (wipe,
+/// data import): a run inside another run's window would be undone by that
+/// run's rollback. A dry run reads only and takes no lock.
+pub async fn lock_to_change(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+    run: &mut crate::runs::Run,
+    dry_run: bool,
+) -> Result<Option<Client>, (CoreError, &'static str)> {
+    if dry_run {
+        return Ok(None);
+    }
+    lock_for_run(config, env, url, run)
+        .await
+        .map(|(held, _)| Some(held))
+}
+
 /// [`lock_for_restore`] recorded straight into `run`: a failed `lock` step
 /// (a step only when it stops the run) and the outcome to end with.
 pub async fn lock_for_run(

@@ -8,6 +8,20 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+/// A session on `url` holding the migration lock a shipsafe run takes, as
+/// a second run in progress would.
+pub async fn hold_migration_lock(url: &shipsafe_config::DbUrl) -> tokio_postgres::Client {
+    let holder = shipsafe_pg::connect(url).await.unwrap();
+    holder
+        .execute(
+            "select pg_advisory_lock($1)",
+            &[&shipsafe_migrate::history::LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    holder
+}
+
 /// The binary with a clean environment: no inherited shipsafe settings.
 pub fn shipsafe(cwd: &Path) -> Command {
     let mut cmd = Command::cargo_bin("shipsafe").unwrap();

@@ -122,9 +122,11 @@ pub(crate) async fn apply(
     }
     // Whether the target is where it was: then a failure needs no undoing,
     // and a success that moved nothing went to another database.
-    let same = shipsafe_pg::schema_fingerprint(client).await.ok() == before.fingerprint
+    // Only a preset's history is read by shipsafe itself; a `current`
+    // command would run the app's code, which may read another database.
+    let same = ext.reads_history()
         && before.fingerprint.is_some()
-        && ext.reads_history()
+        && shipsafe_pg::schema_fingerprint(client).await.ok() == before.fingerprint
         && history::state(config, ext, url).await.ok() == before.tool_state;
     if out.failure.is_some() {
         out.unchanged = same;
