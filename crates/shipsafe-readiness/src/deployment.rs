@@ -146,7 +146,7 @@ fn last_deploy(f: &Facts<'_>) -> Item {
     );
     let state = f.config.state_dir();
     let runs = match StateStore::open_existing(state) {
-        Ok(Some(store)) => store.runs(Some(f.env), 500),
+        Ok(Some(store)) => store.runs_of(Some(f.env), &["deploy"], None),
         Ok(None) => Ok(Vec::new()),
         Err(e) => Err(e),
     };

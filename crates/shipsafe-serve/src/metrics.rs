@@ -187,20 +187,19 @@ pub async fn gather(config: &Config, vars: &dyn VarSource, cache: &PendingCache)
             });
         }
         if let Some(s) = &store {
-            let runs = s.runs(Some(env.name), 200).unwrap_or_default();
-            f.last_deploy = runs
-                .iter()
-                .find(|r| r.command == "deploy" || r.command == "rollback")
-                .map(|r| RunFact {
-                    command: r.command.clone(),
-                    run_id: r.run_id.clone(),
-                    outcome: r.outcome.clone(),
-                    at: r.started_at.clone(),
-                });
-            if let Some(c) = runs
-                .iter()
-                .find(|r| r.command == super::jobs::command(shipsafe_config::Job::Checks))
-            {
+            let newest = |commands: &[&str]| {
+                s.runs_of(Some(env.name), commands, Some(1))
+                    .unwrap_or_default()
+                    .pop()
+            };
+            f.last_deploy = newest(&["deploy", "rollback"]).map(|r| RunFact {
+                command: r.command.clone(),
+                run_id: r.run_id.clone(),
+                outcome: r.outcome.clone(),
+                at: r.started_at.clone(),
+            });
+            let checks = super::jobs::command(shipsafe_config::Job::Checks);
+            if let Some(c) = newest(&[checks.as_str()]) {
                 f.checks_failing = c.report["failing"].as_u64();
                 f.checks_at = Some(c.started_at.clone());
             }

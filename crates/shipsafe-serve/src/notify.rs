@@ -179,7 +179,7 @@ pub fn after_cli<'a>(
             return Vec::new();
         };
         let runs: Vec<_> = store
-            .runs(Some(env), 500)
+            .runs_of(Some(env), &[command], None)
             .unwrap_or_default()
             .into_iter()
             .filter(|r| r.command == command && r.outcome != "running")

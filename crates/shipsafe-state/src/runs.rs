@@ -104,6 +104,31 @@ impl StateStore {
             .collect()
     }
 
+    /// Runs of `commands` (for `env`, when given), newest first, without
+    /// their steps; all of them, or the newest `limit`. An indexed query:
+    /// scheduled jobs, however many, never push a deploy out of reach.
+    pub fn runs_of(
+        &self,
+        env: Option<&str>,
+        commands: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let marks = vec!["?"; commands.len()].join(", ");
+        let sql = format!(
+            "select run_id, command, env, outcome, backup_id, started_at, duration_ms, report from runs \
+             where (?1 is null or env = ?1) and command in ({marks}) \
+             order by started_at desc, run_id desc limit {}",
+            limit.map_or(-1, |n| n as i64)
+        );
+        let mut stmt = self.conn().prepare(&sql).map_err(|e| self.sql_err(e))?;
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&env];
+        args.extend(commands.iter().map(|c| c as &dyn rusqlite::ToSql));
+        stmt.query_map(args.as_slice(), run_from_row)
+            .map_err(|e| self.sql_err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql_err(e))
+    }
+
     /// Runs recorded as still `running` (without their steps): what a start
     /// checks for runs a dead process left behind, in one indexed query.
     pub fn running_runs(&self) -> Result<Vec<RunRecord>, StateError> {

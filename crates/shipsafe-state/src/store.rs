@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::StateError;
 
 pub const DB_FILE: &str = "state.db";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 create table runs (
@@ -87,6 +87,12 @@ create table schedule (
 );
 ";
 
+/// Run lookups by command (the deploy `rollback` undoes, the backups
+/// retention keeps) read this index, not a window of the newest runs.
+const SCHEMA_V4: &str = "
+create index runs_env_command_started on runs (env, command, started_at);
+";
+
 #[derive(Debug)]
 pub struct StateStore {
     conn: Connection,
@@ -163,6 +169,9 @@ impl StateStore {
         }
         if version < 3 {
             tx.execute_batch(SCHEMA_V3).map_err(sql_err)?;
+        }
+        if version < 4 {
+            tx.execute_batch(SCHEMA_V4).map_err(sql_err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql_err)?;

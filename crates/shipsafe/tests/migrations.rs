@@ -1284,3 +1284,75 @@ async fn table_sizes_are_read_for_quoted_mixed_case_names() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("evidence: Order: 5,000 rows"), "{err}");
 }
+
+/// Every scheduled job is a run. 20,000 of them after a deploy do not hide
+/// it: `rollback --run` and `rollback` find it, and `backup prune` keeps the
+/// pre-deploy backup a rollback would restore.
+#[tokio::test]
+async fn twenty_thousand_job_runs_hide_no_deploy_from_rollback_or_retention() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("staging", "guarded", db.url())],
+        "[backups]\nretention = { keep_last = 0, keep_daily = 0, keep_monthly = 0 }\n",
+    );
+    migration(
+        &p,
+        "1_t",
+        "create table t (id int);",
+        Some("drop table t;"),
+        None,
+    );
+    let (code, first, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let first_id = first["run_id"].as_str().unwrap().to_string();
+    let first_backup = first["backup_id"].as_str().unwrap().to_string();
+    // A newer, verified backup: retention's own "newest verified" rule does
+    // not cover the deploy's backup.
+    let (code, newer, err) = p.json(&["backup", "create", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["backup", "verify", newer["id"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    let state = rusqlite::Connection::open(p.dir.path().join(".shipsafe/state.db")).unwrap();
+    state.execute_batch("begin").unwrap();
+    {
+        let mut insert = state
+            .prepare(
+                "insert into runs (run_id, command, env, outcome, started_at, duration_ms, report) \
+                 values (?1, 'serve checks', 'staging', 'ok', ?2, 5, '{}')",
+            )
+            .unwrap();
+        for i in 0..20_000 {
+            insert
+                .execute(rusqlite::params![
+                    format!("job-{i:05}"),
+                    format!("2100-01-01T00:00:{:02}.{:06}Z", i / 10_000, i % 10_000)
+                ])
+                .unwrap();
+        }
+    }
+    state.execute_batch("commit").unwrap();
+
+    let (code, pruned, err) = p.json(&["backup", "prune", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !pruned["deleted"].to_string().contains(&first_backup),
+        "pruned the backup rollback needs: {pruned}"
+    );
+    let (code, run, err) = p.json(&[
+        "rollback",
+        "staging",
+        "--run",
+        &first_id,
+        "--confirm",
+        "staging",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["outcome"], "rolled_back", "{run}");
+
+    let (code, second, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, run, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["rolled_back_run"], second["run_id"], "{run}");
+}

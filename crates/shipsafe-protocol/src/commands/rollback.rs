@@ -43,14 +43,15 @@ fn target(
     env: &str,
     run_id: Option<&str>,
 ) -> Result<Option<RunRecord>, CoreError> {
-    let runs = store.runs(Some(env), 500)?;
+    let runs = store.runs_of(Some(env), &["deploy", "rollback"], None)?;
     let undone: Vec<String> = runs
         .iter()
         .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
         .filter_map(|r| r.report["rolled_back_run"].as_str().map(str::to_string))
         .collect();
     if let Some(id) = run_id {
-        let Some(r) = runs.into_iter().find(|r| r.run_id == id) else {
+        let found = store.run(id)?.filter(|r| r.env.as_deref() == Some(env));
+        let Some(r) = found else {
             return Err(CoreError::Usage(format!(
                 "no run {id} for {env}: `shipsafe log --env {env}` lists the runs"
             )));

@@ -71,7 +71,7 @@ pub fn backups_in_use(
     let Some(store) = StateStore::open_existing(state_dir)? else {
         return Ok(out);
     };
-    let runs = store.runs(env, 10_000)?;
+    let runs = store.runs_of(env, &["deploy", "rollback"], None)?;
     let undone: Vec<&str> = runs
         .iter()
         .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
