@@ -57,6 +57,7 @@ async fn open_with(
 ) -> Result<Client, CoreError> {
     guard(config, env, url, &client, access).await?;
     if access == Access::Change {
+        end_with_client(&client).await;
         // Before changing anything: a copy of the audit chain's head in the
         // database, out of reach of whatever happens to state.db.
         crate::anchor::write(config, &client).await;
@@ -78,7 +79,19 @@ pub async fn open_for_restore(
     guard(config, env, url, &client, Access::Change).await?;
     // PostgreSQL 14 and later; older servers have no such limit to lift.
     let _ = client.batch_execute("set idle_session_timeout = 0").await;
+    end_with_client(&client).await;
     Ok(client)
+}
+
+/// Has the server cancel this connection's statement within a second of
+/// this process dying (kill -9, OOM, a lost network), instead of running
+/// it on to the end with its locks held. PostgreSQL 14 and later; on older
+/// servers (`status` says so) the next deploy or rollback terminates the
+/// backend its dead run recorded.
+async fn end_with_client(client: &Client) {
+    let _ = client
+        .batch_execute("set client_connection_check_interval = '1s'")
+        .await;
 }
 
 /// The checks, for a connection already open.

@@ -9,11 +9,14 @@
 //!   a confirmation: exit 1 or 3) or `failed_nothing_changed` (exit 4);
 //!   a Ctrl-C is `interrupted` (exit 4: nothing was changed);
 //! - after it: `rolled_back` when the compensation brought the database
-//!   back (exit 4), `rollback_failed` when it could not (exit 5).
+//!   back (exit 4), `rollback_failed` when it could not (exit 5);
+//! - `target_changed` when the target changed before the change step (a
+//!   rehearsal's tool reached it; exit 5): a person must look.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 use shipsafe_config::Config;
@@ -25,14 +28,80 @@ use crate::source::{Applied, Source};
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
-/// Asks every running pipeline to stop before its next step (Ctrl-C).
+fn stop_channel() -> &'static tokio::sync::watch::Sender<bool> {
+    static CHANNEL: OnceLock<tokio::sync::watch::Sender<bool>> = OnceLock::new();
+    CHANNEL.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+/// Asks every running pipeline to stop (Ctrl-C): a step that changes
+/// nothing (a backup, a rehearsal) is cancelled at once, any other ends
+/// first.
 pub fn request_stop() {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
+    stop_channel().send_replace(true);
 }
 
 /// Whether a stop was asked for.
 pub fn stop_requested() -> bool {
     STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Resolves when a stop is asked for.
+async fn stopped() {
+    let mut rx = stop_channel().subscribe();
+    let _ = rx.wait_for(|asked| *asked).await;
+}
+
+/// The run this process is carrying out, as last recorded: what a second
+/// Ctrl-C saves before the process ends.
+static CURRENT: Mutex<Option<(PathBuf, PathBuf, RunRecord)>> = Mutex::new(None);
+
+/// What a second Ctrl-C left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abandoned {
+    /// No run was under way.
+    Nothing,
+    /// A run that had not changed anything, now recorded `interrupted`.
+    Recorded(String),
+    /// A run inside its change: its `running` record stays for `rollback`
+    /// (the server rolls back the statement of a client that is gone).
+    Changing(String),
+}
+
+/// For a process about to end on a second Ctrl-C: records the run under
+/// way as `interrupted` (with its audit entry) unless it reached its change,
+/// whose `running` record `rollback` must go on finding.
+pub fn record_abandoned() -> Abandoned {
+    let taken = CURRENT.lock().ok().and_then(|mut c| c.take());
+    let Some((state_dir, cwd, rec)) = taken else {
+        return Abandoned::Nothing;
+    };
+    if rec.outcome == "running" {
+        return Abandoned::Changing(rec.run_id);
+    }
+    match save_abandoned(&state_dir, &cwd, rec) {
+        Some(id) => Abandoned::Recorded(id),
+        None => Abandoned::Nothing,
+    }
+}
+
+fn save_abandoned(state_dir: &Path, cwd: &Path, mut rec: RunRecord) -> Option<String> {
+    rec.outcome = "interrupted".into();
+    rec.report = serde_json::json!({
+        "error": "ended by a second Ctrl-C before it changed anything",
+    });
+    let mut store = shipsafe_state::StateStore::open(state_dir).ok()?;
+    store.save_run(&rec).ok()?;
+    let _ = store.append_audit(&shipsafe_state::NewAuditEntry {
+        actor: shipsafe_state::Actor::detect(cwd),
+        command: rec.command.clone(),
+        env: rec.env.clone(),
+        outcome: rec.outcome.clone(),
+        backup_ids: rec.backup_id.iter().cloned().collect(),
+        run_id: Some(rec.run_id.clone()),
+        detail: rec.report.clone(),
+    });
+    Some(rec.run_id)
 }
 
 /// Removes this process's scratch clones and temporary copies at once, for
@@ -60,6 +129,25 @@ impl Stop {
         Self {
             outcome: "failed_nothing_changed",
             error,
+        }
+    }
+
+    /// The target changed although nothing of the protocol was meant to
+    /// change it (a rehearsal's tool reached it): a person must look.
+    pub fn target_changed(error: CoreError) -> Self {
+        Self {
+            outcome: "target_changed",
+            error,
+        }
+    }
+
+    /// A Ctrl-C cancelled `step`, which changes nothing.
+    pub fn interrupted_during(step: &str) -> Self {
+        Self {
+            outcome: "interrupted",
+            error: CoreError::RolledBack(format!(
+                "interrupted (Ctrl-C) during the {step}, which was cancelled; nothing was changed"
+            )),
         }
     }
 
@@ -109,6 +197,8 @@ pub struct Pipeline<'a> {
     run: Run,
     audit: serde_json::Value,
     backups: Vec<String>,
+    /// What the checkpoint saved for a rollback after this process dies.
+    known: serde_json::Value,
 }
 
 impl<'a> Pipeline<'a> {
@@ -127,6 +217,7 @@ impl<'a> Pipeline<'a> {
             run: Run::start(command, env),
             audit,
             backups: Vec::new(),
+            known: serde_json::Value::Null,
         }
     }
 
@@ -168,6 +259,7 @@ impl<'a> Pipeline<'a> {
             return Err(Stop::interrupted(name));
         }
         self.run.begin(name);
+        self.publish();
         match work.await {
             Ok((value, detail)) => {
                 self.run.end("ok", detail);
@@ -177,6 +269,61 @@ impl<'a> Pipeline<'a> {
                 self.run.end("failed", f.detail);
                 Err(f.stop)
             }
+        }
+    }
+
+    /// [`Self::step`] for a step that changes nothing (a backup, a
+    /// rehearsal): a Ctrl-C cancels it at once (its pg_dump, tool or scratch
+    /// clone is stopped as it is dropped) and ends the run `interrupted`.
+    pub async fn step_or_stop<T>(
+        &mut self,
+        name: &str,
+        work: impl Future<Output = Result<(T, serde_json::Value), Failed>>,
+    ) -> Result<T, Stop> {
+        if stop_requested() {
+            return Err(Stop::interrupted(name));
+        }
+        self.begin(name);
+        match self.cancellable(name, work).await? {
+            Ok((value, detail)) => {
+                self.run.end("ok", detail);
+                Ok(value)
+            }
+            Err(f) => {
+                self.run.end("failed", f.detail);
+                Err(f.stop)
+            }
+        }
+    }
+
+    /// The work of step `name` (begun with [`Self::begin`], which changes
+    /// nothing), cancelled at once by a Ctrl-C: the step is then recorded
+    /// `interrupted` and the run stops.
+    pub async fn cancellable<T>(
+        &mut self,
+        name: &str,
+        work: impl Future<Output = T>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            done = work => Ok(done),
+            _ = stopped() => {
+                self.run.end(
+                    "interrupted",
+                    serde_json::json!({ "reason": "cancelled by Ctrl-C" }),
+                );
+                Err(Stop::interrupted_during(name))
+            }
+        }
+    }
+
+    /// Makes the run as it stands what a second Ctrl-C records.
+    fn publish(&self) {
+        if let Ok(mut current) = CURRENT.lock() {
+            *current = Some((
+                self.config.state_dir().to_path_buf(),
+                self.cwd.to_path_buf(),
+                self.run.record.clone(),
+            ));
         }
     }
 
@@ -214,6 +361,7 @@ impl<'a> Pipeline<'a> {
     /// Times a step whose outcome the caller judges (apply, verify, rollback).
     pub fn begin(&mut self, name: &str) {
         self.run.begin(name);
+        self.publish();
     }
 
     pub fn end(&mut self, ok: bool, detail: serde_json::Value) {
@@ -232,9 +380,26 @@ impl<'a> Pipeline<'a> {
         if stop_requested() {
             return Err(Stop::interrupted("the change"));
         }
-        self.run
+        self.known = known.clone();
+        let saved = self
+            .run
             .checkpoint(self.config.state_dir(), known)
-            .map_err(Stop::nothing_changed)
+            .map_err(Stop::nothing_changed);
+        self.publish();
+        saved
+    }
+
+    /// Saves the steps so far after the change ended (the `apply` step is in
+    /// the record): a run that dies after this is never taken for one that
+    /// changed nothing. A failure to save is noted in the log only: the
+    /// run's outcome is saved again at its end.
+    pub fn save_progress(&mut self) {
+        if let Err(e) = self
+            .run
+            .checkpoint(self.config.state_dir(), self.known.clone())
+        {
+            tracing::warn!("cannot save the run's progress: {e}");
+        }
     }
 
     /// Ends the run with `outcome` and `report`: saved, audited, written as
@@ -246,7 +411,11 @@ impl<'a> Pipeline<'a> {
             run,
             audit,
             backups,
+            ..
         } = self;
+        if let Ok(mut current) = CURRENT.lock() {
+            *current = None;
+        }
         let rec = run.finish(outcome, report, config.state_dir(), cwd, backups, audit)?;
         crate::runs::write_markdown(config.state_dir(), &rec)?;
         Ok(rec)

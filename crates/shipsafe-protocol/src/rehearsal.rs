@@ -35,8 +35,10 @@ impl Verdict {
 /// Did down.sql give back the schema up.sql started from?
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundTrip {
-    /// `proven`, `failed`, `irreversible` (a migration has no down.sql) or
-    /// `not_run` (the rehearsal stopped earlier).
+    /// `proven`, `failed`, `irreversible` (a migration has no down.sql),
+    /// `unproven` (the team's tool changed nothing shipsafe can see on the
+    /// clone, so going back proved nothing) or `not_run` (the rehearsal
+    /// stopped earlier).
     pub status: &'static str,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]

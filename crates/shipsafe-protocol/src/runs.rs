@@ -90,7 +90,9 @@ impl Run {
             _ => serde_json::Map::new(),
         };
         // Who is running it: a later start tells a live run from a dead one.
-        report.insert("pid".into(), serde_json::json!(std::process::id()));
+        if let serde_json::Value::Object(who) = crate::steps::settle::this_process() {
+            report.extend(who);
+        }
         self.record.report = serde_json::Value::Object(report);
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         StateStore::open(state_dir)?.save_run(&self.record)?;
@@ -139,11 +141,7 @@ pub fn note_interrupted(state_dir: &Path, cwd: &Path) -> Result<usize, CoreError
     let dead: Vec<RunRecord> = store
         .running_runs()?
         .into_iter()
-        .filter(|r| {
-            r.report["pid"]
-                .as_u64()
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-        })
+        .filter(crate::steps::settle::is_dead)
         .collect();
     drop(store);
     let mut noted = 0;
@@ -174,7 +172,13 @@ pub fn note_interrupted(state_dir: &Path, cwd: &Path) -> Result<usize, CoreError
 fn changed_database(run: &RunRecord) -> bool {
     matches!(
         run.outcome.as_str(),
-        "deployed" | "wiped" | "imported" | "cloned" | "restored" | "rollback_failed"
+        "deployed"
+            | "wiped"
+            | "imported"
+            | "cloned"
+            | "restored"
+            | "rollback_failed"
+            | "target_changed"
     ) || (run.command == "rollback" && run.outcome == "rolled_back")
 }
 

@@ -301,30 +301,78 @@ async fn a_preset_that_reads_dotenv_cannot_reach_production_from_a_rehearsal() {
     }
 }
 
-/// A clone reached over TCP cannot be isolated: the tool that reads `.env`
-/// changes production, which the rehearsal finds and says (exit 5).
+/// A clone reached over TCP cannot be isolated: the tool runs with
+/// `PGAPPNAME` naming the rehearsal, and its session on production (read
+/// from `.env`) is ended as soon as it is seen; the rehearsal fails and
+/// production is untouched (exit 1, nothing changed).
 #[tokio::test]
-async fn a_preset_that_reads_dotenv_on_a_tcp_clone_is_caught() {
+async fn a_preset_that_reads_dotenv_on_a_tcp_clone_is_cut_off() {
     let db = TestDb::new().await;
     let clone = TestDb::new().await;
-    let p = dotenv_alembic(
-        &db,
-        &format!(
-            "\n[environments.sandbox]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\n[rehearsal]\nclone = \"env:sandbox\"\n",
-            clone.url().expose()
+    let p = dotenv_alembic(&db, &tcp_clone(&clone));
+    // The watch looks every 100 ms: a tool that commits its change sooner
+    // is caught by the comparison after the command instead (next test).
+    // This one takes a second between connecting and migrating.
+    let env_py = p.dir.path().join("alembic/env.py");
+    let text = std::fs::read_to_string(&env_py).unwrap();
+    let connect = "    with connectable.connect() as connection:\n";
+    assert!(text.contains(connect), "{text}");
+    std::fs::write(
+        &env_py,
+        text.replacen(
+            connect,
+            &format!("{connect}        import time; time.sleep(1)\n"),
+            1,
         ),
-    );
+    )
+    .unwrap();
+    let before = snapshot(db.url()).await;
     let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
-    assert_eq!(code, 5, "{err}");
-    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], false, "{run}");
+    let isolation = run["report"]["rehearsal"]["tool_isolation"]
+        .as_str()
+        .unwrap();
     assert!(
-        run["report"]["rehearsal"]["tool_isolation"]
-            .as_str()
-            .unwrap()
-            .starts_with("none (the clone is reached over TCP"),
+        isolation.starts_with("none (the clone is reached over TCP")
+            && isolation.contains("PGAPPNAME=shipsafe-rehearsal-"),
         "{run}"
     );
+    assert!(err.contains("connected to the target"), "{err}");
+    assert_eq!(snapshot(db.url()).await, before, "production was touched");
+}
+
+/// A tool that escapes the watch (its URL names its own application_name)
+/// changes production; the target is compared after every tool command,
+/// so the rehearsal stops right after `up`, before its `downgrade` could
+/// run there: outcome `target_changed` (exit 5), and `rollback` restores the
+/// pre-deploy backup.
+#[tokio::test]
+async fn a_tool_that_escapes_the_watch_is_stopped_before_its_down_runs_on_production() {
+    let db = TestDb::new().await;
+    let clone = TestDb::new().await;
+    let p = dotenv_alembic(&db, &tcp_clone(&clone));
+    write(
+        p.dir.path(),
+        ".env",
+        &format!("DATABASE_URL={}?application_name=app\n", db.url().expose()),
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 5, "{err}\n{run}");
+    assert_eq!(run["outcome"], "target_changed", "{run}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], true, "{run}");
     assert!(err.contains("backup restore"), "{err}");
+    let commands: Vec<&str> = run["report"]["rehearsal"]["tool_output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["command"].as_str().unwrap())
+        .collect();
+    assert!(
+        !commands.iter().any(|c| c.contains("downgrade")),
+        "a downgrade ran: {commands:?}"
+    );
     assert!(
         !run["steps"]
             .as_array()
@@ -333,6 +381,111 @@ async fn a_preset_that_reads_dotenv_on_a_tcp_clone_is_caught() {
             .any(|s| s["name"] == "apply"),
         "apply never ran: {run}"
     );
+    let version: String = db
+        .client()
+        .await
+        .query_one("select version_num::text from alembic_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "0001", "the tool's up reached production");
+    // The run is one `rollback` undoes: by its pre-deploy backup.
+    let (code, out, err) = p.json(&["rollback", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["report"]["method"], "restore", "{out}");
+    let tables: i64 = db
+        .client()
+        .await
+        .query_one(
+            "select count(*) from pg_tables where tablename in ('accounts', 'alembic_version')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "production is as it was before the deploy");
+}
+
+/// A data-only revision through `.env` leaves production's schema as it
+/// was but moves its alembic history: the comparison after `up` reads the
+/// tool's history on the target too, so the rehearsal stops there
+/// (`target_changed`) before its `downgrade` deletes production's rows.
+#[tokio::test]
+async fn a_data_only_revision_that_reaches_production_is_stopped_before_its_down() {
+    let db = TestDb::new().await;
+    let clone = TestDb::new().await;
+    let p = dotenv_alembic(&db, &tcp_clone(&clone));
+    write(
+        p.dir.path(),
+        ".env",
+        &format!("DATABASE_URL={}?application_name=app\n", db.url().expose()),
+    );
+    // Production at 0001, as the app's own `alembic upgrade head` put it.
+    let out = Command::new("alembic")
+        .args(["upgrade", "head"])
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "op.execute('insert into accounts values (7)')",
+        "op.execute('delete from accounts')",
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 5, "{err}\n{run}");
+    assert_eq!(run["outcome"], "target_changed", "{run}");
+    assert!(err.contains("history moved"), "{err}");
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("select count(*) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "the downgrade ran on production");
+}
+
+/// `.env` names a third database: on a TCP clone the tool's `up` succeeds
+/// and the clone does not move. That proves nothing; the rehearsal fails
+/// (exit 1) instead of going on to prove a round trip on the wrong database.
+#[tokio::test]
+async fn an_up_that_leaves_the_clone_as_it_was_fails_the_rehearsal() {
+    let db = TestDb::new().await;
+    let clone = TestDb::new().await;
+    let elsewhere = TestDb::new().await;
+    let p = dotenv_alembic_at(
+        "production",
+        "protected",
+        &db,
+        &elsewhere,
+        &tcp_clone(&clone),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    assert!(
+        err.contains("the clone's alembic history did not move"),
+        "{err}"
+    );
+    assert_ne!(
+        run["report"]["rehearsal"]["round_trip"]["status"], "proven",
+        "{run}"
+    );
+    assert_eq!(snapshot(db.url()).await, before, "production was touched");
+}
+
+fn tcp_clone(clone: &TestDb) -> String {
+    format!(
+        "\n[environments.sandbox]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\n[rehearsal]\nclone = \"env:sandbox\"\n",
+        clone.url().expose()
+    )
 }
 
 /// An alembic project whose env.py reads the database from `.env` (which

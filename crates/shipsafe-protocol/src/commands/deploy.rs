@@ -178,6 +178,13 @@ async fn preflight(
 ) -> Result<(Pending, serde_json::Value), Failed> {
     cx.progress.stage(&format!("preflight: {}", cx.env));
     steps::preflight::lock(client).await?;
+    let settled = match steps::settle::dead_runs(cx.config, &cx.url, client, cx.env).await {
+        Ok(s) => s,
+        Err(e) => {
+            history::unlock(client).await;
+            return Err(Failed::blocked(e));
+        }
+    };
     if cx.source.tool().is_some() {
         cx.progress
             .stage("asking the migration tool what is pending");
@@ -188,7 +195,10 @@ async fn preflight(
                 report.tool_output.extend(t.runs.iter().cloned());
                 report.external = crate::source::tool::report(x, &pending);
             }
-            let detail = pending.detail();
+            let mut detail = pending.detail();
+            if !settled.is_empty() {
+                detail["settled"] = serde_json::json!(settled);
+            }
             Ok((pending, detail))
         }
         Err(e) => {
@@ -217,7 +227,7 @@ async fn locked(
         Some(rehearse(cx, p, report, pending).await?)
     } else if steps::backup::required(protection) {
         let m = p
-            .step(
+            .step_or_stop(
                 "backup",
                 steps::backup::step(cx.config, cx.vars, cx.env, "pre-deploy", cx.progress),
             )
@@ -261,10 +271,15 @@ async fn locked(
     }
     // From here on the database may change. A rollback after this process
     // died needs to know the team's tool made the run, and where it stood.
-    let known = match &report.external {
-        Some(x) => serde_json::json!({ "external": x }),
-        None => serde_json::Value::Null,
-    };
+    // What a later start needs to tell whether this run changed anything,
+    // and to end its statement if the server outlives this process.
+    let mut known = serde_json::json!({
+        "before_fingerprint": before.fingerprint,
+        "backend": steps::settle::backend(client).await,
+    });
+    if let Some(x) = &report.external {
+        known["external"] = serde_json::json!(x);
+    }
     p.checkpoint(known)?;
 
     // 6. apply
@@ -282,6 +297,7 @@ async fn locked(
     )
     .await;
     p.end(applied.failure.is_none(), applied.detail.clone());
+    p.save_progress();
     report.applied = applied.reports.clone();
     report.tool_output.extend(applied.tool_runs.iter().cloned());
     let mut failure = applied.failure.clone();
@@ -388,7 +404,7 @@ async fn rehearse(
     pending: &Pending,
 ) -> Result<String, Stop> {
     let (mut manifest, clone) = p
-        .step(
+        .step_or_stop(
             "backup",
             steps::clone::backup_for_clone(cx.config, cx.vars, cx.env, "pre-deploy", cx.progress),
         )
@@ -407,8 +423,8 @@ async fn rehearse(
         &mut manifest,
         clone,
         cx.progress,
-    )
-    .await;
+    );
+    let r = p.cancellable("rehearsal", r).await?;
     let r = match r {
         Ok(r) => r,
         Err(e) => {

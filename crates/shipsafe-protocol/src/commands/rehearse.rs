@@ -51,7 +51,7 @@ pub fn rehearse<'a>(
             p.stop(stop, &report)
         };
         let backup = steps::clone::backup_for_clone(config, vars, env, "pre-rehearsal", progress);
-        let (mut manifest, clone) = match p.step("backup", backup).await {
+        let (mut manifest, clone) = match p.step_or_stop("backup", backup).await {
             Ok(x) => x,
             Err(stop) => return stopped(p, stop),
         };
@@ -66,8 +66,11 @@ pub fn rehearse<'a>(
             &mut manifest,
             clone,
             progress,
-        )
-        .await;
+        );
+        let r = match p.cancellable("rehearsal", r).await {
+            Ok(r) => r,
+            Err(stop) => return stopped(p, stop),
+        };
         let report = match r {
             Ok(r) => r,
             Err(e) => {
@@ -90,10 +93,14 @@ pub fn rehearse<'a>(
                 ))
             }
         });
-        let rec = p.finish(
-            if blocked { "blocked" } else { "rehearsed" },
-            &serde_json::json!({ "rehearsal": report }),
-        )?;
+        let outcome = if report.target_changed {
+            "target_changed"
+        } else if blocked {
+            "blocked"
+        } else {
+            "rehearsed"
+        };
+        let rec = p.finish(outcome, &serde_json::json!({ "rehearsal": report }))?;
         Ok((rec, error))
     })
 }

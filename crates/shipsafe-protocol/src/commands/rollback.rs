@@ -69,7 +69,7 @@ fn target(
         }
         if !matches!(
             r.outcome.as_str(),
-            "deployed" | "running" | "rollback_failed"
+            "deployed" | "running" | "rollback_failed" | "target_changed"
         ) {
             return Err(CoreError::Usage(format!(
                 "run {id} ended {}: it left the database as it was, so there is nothing of it to roll back",
@@ -82,7 +82,7 @@ fn target(
         r.command == "deploy"
             && matches!(
                 r.outcome.as_str(),
-                "deployed" | "running" | "rollback_failed"
+                "deployed" | "running" | "rollback_failed" | "target_changed"
             )
             && !undone.contains(&r.run_id)
     }))
@@ -108,18 +108,46 @@ pub fn rollback<'a>(
             detail: String::new(),
             checks_after: Vec::new(),
         };
-        let Some(deploy) = target(&store, env, run_id)? else {
-            report.detail = format!("no deploy of {env} to roll back");
+        let nothing = |detail: String, mut report: RollbackReport| {
+            report.detail = detail;
             let p = Pipeline::start(config, cwd, "rollback", Some(env), serde_json::json!({}));
-            return p.finish("nothing_to_do", &report);
+            p.finish("nothing_to_do", &report)
         };
-        drop(store);
+        let Some(mut deploy) = target(&store, env, run_id)? else {
+            return nothing(format!("no deploy of {env} to roll back"), report);
+        };
         let url = config.database_url(env, vars)?;
         let client =
             crate::connection::open(config, env, &url, crate::connection::Access::Change).await?;
         // The lock first: a deploy still running (or a session it orphaned) is
         // named before anything else is asked.
         history::lock(&client).await?;
+        // A deploy whose process died before it changed anything is not one
+        // to undo: restoring its backup would only discard later writes.
+        let settled = steps::settle::dead_runs(config, &url, &client, env).await;
+        let settled = match settled {
+            Ok(s) => s,
+            Err(e) => {
+                history::unlock(&client).await;
+                return Err(e);
+            }
+        };
+        if settled.changed_nothing.contains(&deploy.run_id) {
+            let again = target(&store, env, run_id);
+            let Ok(Some(next)) = again else {
+                history::unlock(&client).await;
+                let why = format!(
+                    "deploy {} of {env} ended when its process died, before it changed anything (schema and migration history as before); no other deploy to roll back",
+                    deploy.run_id
+                );
+                return match again {
+                    Err(e) => Err(e),
+                    _ => nothing(why, report),
+                };
+            };
+            deploy = next;
+        }
+        drop(store);
         let rehearsal = &deploy.report["rehearsal"];
         let faithful_down = rehearsal["round_trip"]["status"] == "proven"
             && rehearsal["loses_data"] == false

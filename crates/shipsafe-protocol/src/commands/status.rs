@@ -14,6 +14,10 @@ pub struct StatusReport {
     /// Where run history and the audit log are kept.
     pub state_dir: String,
     pub environments: Vec<EnvStatus>,
+    /// The team's tool: whether its rehearsal commands run in a network
+    /// namespace that cannot reach the target (`available`), or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_isolation: Option<String>,
     /// Why backups could not be listed, if they could not.
     pub backups_error: Option<String>,
 }
@@ -60,6 +64,12 @@ pub struct EnvStatus {
     pub last_backup: Option<LastBackup>,
     /// The newest backup proven by a restore.
     pub last_verified: Option<LastVerified>,
+    /// Whether the server cancels the statement of a client that died
+    /// (`client_connection_check_interval`, PostgreSQL 14+). Without it a
+    /// killed shipsafe's statement runs on until the next deploy or
+    /// rollback of the environment terminates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancels_dead_clients: Option<bool>,
 }
 
 impl StatusReport {
@@ -115,6 +125,7 @@ pub fn status<'a>(
                     migrations_error: None,
                     last_backup: None,
                     last_verified: None,
+                    cancels_dead_clients: None,
                 };
                 match url {
                     Err(msg) => st.error = Some(msg),
@@ -139,6 +150,7 @@ pub fn status<'a>(
                                         Err(e) => st.migrations_error = Some(e),
                                     }
                                 }
+                                st.cancels_dead_clients = Some(info.major >= 14);
                                 st.server_version = Some(info.server_version);
                                 st.database = Some(info.database);
                                 st.size_bytes = Some(info.size_bytes);
@@ -179,6 +191,12 @@ pub fn status<'a>(
             config: config.path().display().to_string(),
             state_dir: config.state_dir().display().to_string(),
             environments,
+            tool_isolation: source.1.tool().map(
+                |_| match crate::source::tool::isolation::available() {
+                    Ok(()) => "available".to_string(),
+                    Err(why) => format!("unavailable: {why}"),
+                },
+            ),
             backups_error: backups.err(),
         })
     })

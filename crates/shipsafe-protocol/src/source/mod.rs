@@ -157,8 +157,59 @@ impl Source {
         client: &Client,
     ) -> Result<Before, CoreError> {
         match self {
-            Self::Native => Ok(Before::default()),
+            Self::Native => Ok(Before {
+                fingerprint: Some(shipsafe_pg::schema_fingerprint(client).await.map_err(|e| {
+                    CoreError::Failed(format!(
+                        "cannot read the schema: {}",
+                        shipsafe_pg::describe(&e)
+                    ))
+                })?),
+                tool_state: None,
+            }),
             Self::Tool(x) => tool::before(config, x, url, client).await,
+        }
+    }
+
+    /// Whether the database on `client` is where the run `run` (left
+    /// `running` by a dead process) found it: the schema fingerprint its
+    /// checkpoint recorded, and a migration history it did not move (native:
+    /// no migration recorded by that run; a preset: the tool's history as
+    /// recorded). `false` when it cannot be told: written commands (their
+    /// `current` would run the app's code), nothing recorded, a read failing.
+    pub async fn changed_nothing_since(
+        &self,
+        config: &Config,
+        url: &DbUrl,
+        client: &Client,
+        run: &shipsafe_state::RunRecord,
+    ) -> bool {
+        let Some(recorded) = run.report["before_fingerprint"].as_str() else {
+            return false;
+        };
+        if shipsafe_pg::schema_fingerprint(client)
+            .await
+            .ok()
+            .as_deref()
+            != Some(recorded)
+        {
+            return false;
+        }
+        match self {
+            Self::Native => shipsafe_migrate::history::applied(client)
+                .await
+                .is_ok_and(|rows| {
+                    !rows
+                        .iter()
+                        .any(|r| r.run_id.as_deref() == Some(run.run_id.as_str()))
+                }),
+            Self::Tool(x) => {
+                let Ok(before) = serde_json::from_value::<shipsafe_migrate::tool::ToolState>(
+                    run.report["external"]["before"].clone(),
+                ) else {
+                    return false;
+                };
+                x.reads_history() && tool::history::state(config, x, url).await.ok() == Some(before)
+            }
         }
     }
 
@@ -256,6 +307,7 @@ impl Source {
     pub async fn rehearse(
         &self,
         config: &Config,
+        target: &DbUrl,
         clone: &DbUrl,
         pending: &Pending,
         report: &mut RehearsalReport,
@@ -266,7 +318,9 @@ impl Source {
                 native_rehearsal::rehearse(config, clone, &pending.migrations, report, progress)
                     .await
             }
-            Self::Tool(x) => tool::rehearsal::rehearse(config, x, clone, report, progress).await,
+            Self::Tool(x) => {
+                tool::rehearsal::rehearse(config, x, target, clone, pending, report, progress).await
+            }
         }
     }
 

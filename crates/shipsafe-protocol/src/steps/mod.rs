@@ -22,4 +22,5 @@ pub mod rehearse;
 pub mod restore;
 pub mod retention;
 pub mod rollback;
+pub mod settle;
 pub mod verify;

@@ -67,7 +67,7 @@ pub fn consequences(
 ) -> Result<(), Stop> {
     let reasons = r.reasons.join("; ");
     if r.target_changed {
-        return Err(Stop::blocked(target_changed_error(
+        return Err(Stop::target_changed(target_changed_error(
             env, backup_id, &reasons,
         )));
     }
@@ -147,7 +147,7 @@ pub async fn rehearse_on(
         Err(e) => Err(e),
         Ok(before) => {
             let ran = source
-                .rehearse(config, &clone.url, pending, &mut report, progress)
+                .rehearse(config, target, &clone.url, pending, &mut report, progress)
                 .await;
             match target_fingerprint(target).await {
                 Ok(after) if after == before => ran,

@@ -83,7 +83,10 @@ pub fn backups_in_use(
         if undone.contains(&r.run_id.as_str()) {
             continue;
         }
-        let open = matches!(r.outcome.as_str(), "running" | "rollback_failed");
+        let open = matches!(
+            r.outcome.as_str(),
+            "running" | "rollback_failed" | "target_changed"
+        );
         // The newest such deploy is what `rollback ENV` undoes.
         if (open || r.outcome == "deployed") && !newest_seen.contains(&r.env) {
             newest_seen.push(r.env.clone());

@@ -277,11 +277,21 @@ fn stop_between_steps_on_ctrl_c() {
         let (first, _) = next().await;
         shipsafe_protocol::pipeline::request_stop();
         eprintln!(
-            "shipsafe: {first}: stopping before the next step (a change already under way is rolled back); send it again to end at once"
+            "shipsafe: {first}: stopping. A backup or rehearsal under way is cancelled now and nothing is changed; a change already under way is finished or rolled back, then the run is recorded as interrupted. Send it again to end at once"
         );
         let (second, code) = next().await;
+        use shipsafe_protocol::pipeline::Abandoned;
+        let recorded = shipsafe_protocol::pipeline::record_abandoned();
         eprintln!(
-            "shipsafe: {second} again: ending now; scratch clones are removed, and the next shipsafe command records this run as interrupted"
+            "shipsafe: {second} again: ending now; scratch clones are removed; {}",
+            match recorded {
+                Abandoned::Recorded(id) =>
+                    format!("run {id} changed nothing and is recorded as interrupted"),
+                Abandoned::Changing(id) => format!(
+                    "run {id} was inside its change: the server rolls back the statement it was running, and `shipsafe rollback` finds the run"
+                ),
+                Abandoned::Nothing => "no run was under way".into(),
+            }
         );
         shipsafe_protocol::pipeline::remove_scratch_now();
         std::process::exit(code);

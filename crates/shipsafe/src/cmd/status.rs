@@ -97,6 +97,23 @@ pub fn render(report: &StatusReport) -> String {
             ));
         }
     }
+    for e in report.environments.iter() {
+        if e.cancels_dead_clients == Some(false) {
+            text.push_str(&format!(
+                "\n{}: this server (before PostgreSQL 14) does not cancel a dead client's statement: if shipsafe is killed during a change, its statement runs on, holding its locks, until the next deploy or rollback of {} ends it\n",
+                e.name, e.name
+            ));
+        }
+    }
+    match &report.tool_isolation {
+        Some(i) if i == "available" => text.push_str(
+            "\nrehearsals: the migration tool runs in a network namespace that reaches only the scratch clone\n",
+        ),
+        Some(why) => text.push_str(&format!(
+            "\nrehearsals: the migration tool is NOT isolated from the network ({why}); an app that reads its database URL from .env or its settings could reach the target, which shipsafe then detects and stops\n"
+        )),
+        None => {}
+    }
     for e in report.environments.iter().filter(|e| e.error.is_some()) {
         text.push_str(&format!(
             "\n{}: {}\n",

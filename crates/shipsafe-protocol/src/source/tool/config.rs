@@ -21,6 +21,9 @@ pub struct External {
     /// Run in a network namespace of its own (a rehearsal on a clone
     /// reached through a Unix socket): see [`super::isolation`].
     pub isolated: bool,
+    /// Set as `PGAPPNAME` for the tool (an unisolated rehearsal), so that a
+    /// session it opens on the target is seen and ended.
+    pub app_name: Option<String>,
 }
 
 /// The team's tool, or `None` when shipsafe applies the migrations itself.
@@ -41,6 +44,7 @@ pub fn external(config: &Config) -> Option<External> {
         current: m.current.clone(),
         url_env: m.url_env.clone(),
         isolated: false,
+        app_name: None,
     })
 }
 

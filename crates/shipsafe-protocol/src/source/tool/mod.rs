@@ -9,6 +9,7 @@ pub mod history;
 pub mod isolation;
 pub mod process;
 pub mod rehearsal;
+mod watch;
 
 use shipsafe_config::{Config, DbUrl, Protection};
 use tokio_postgres::Client;

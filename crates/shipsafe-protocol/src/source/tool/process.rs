@@ -95,6 +95,9 @@ pub(crate) async fn run_with(
     for (k, v) in vars {
         cmd.env(k, v);
     }
+    if let Some(name) = &ext.app_name {
+        cmd.env("PGAPPNAME", name);
+    }
     if ext.isolated {
         isolation::apply(&mut cmd);
     }

@@ -12,38 +12,84 @@ use shipsafe_pg::{connect, run_checks, schema_description, schema_diff};
 use super::config::External;
 use super::history::{go_back, state};
 use super::process::{ToolRun, run_tool};
+use super::watch::{Reached, Watch};
 use crate::progress::Progress;
 use crate::rehearsal::{RehearsalReport, RoundTrip};
+use crate::source::interface::Pending;
 
 /// External mode: the team's tool pointed at the clone. Its statements are
 /// not visible, so the rehearsal compares the schema before and after, runs
 /// the checks, and proves `down` (when configured) gives the schema back.
+/// The tool cannot reach `target` (a network namespace), or where it could,
+/// the target is watched ([`super::watch`]).
 pub(crate) async fn rehearse(
     config: &Config,
     ext: &External,
+    target: &DbUrl,
     clone: &DbUrl,
+    pending: &Pending,
     report: &mut RehearsalReport,
     progress: &Arc<dyn Progress>,
 ) -> Result<(), String> {
-    let isolated;
-    let ext = match isolation_for(clone) {
+    let prepared;
+    let mut watch = None;
+    match isolation_for(clone) {
         Ok(()) => {
-            isolated = External {
+            prepared = External {
                 isolated: true,
                 ..ext.clone()
             };
             report.tool_isolation =
                 Some("network namespace: only the clone's Unix socket is reachable".into());
-            &isolated
         }
         Err(why) => {
-            progress.stage(&format!("the tool is not isolated from the network: {why}"));
-            report.tool_isolation = Some(format!(
-                "none ({why}); the target's schema is compared after the rehearsal"
+            progress.stage(&format!(
+                "the tool is not isolated from the network ({why}): watching the target"
             ));
-            ext
+            let name = format!("shipsafe-rehearsal-{}", std::process::id());
+            watch = Some(Watch::start(config, ext, target, &name).await?);
+            report.tool_isolation = Some(format!(
+                "none ({why}); the tool ran with PGAPPNAME={name}: such sessions on the target were ended at once, and the target's schema and history were compared after every tool command"
+            ));
+            prepared = External {
+                app_name: Some(name),
+                ..ext.clone()
+            };
         }
-    };
+    }
+    let ran = on_clone(
+        config,
+        &prepared,
+        clone,
+        pending,
+        report,
+        progress,
+        watch.as_ref(),
+    )
+    .await;
+    if let Some(w) = watch {
+        let ended = w.finish().await;
+        if ended > 0
+            && let Some(i) = report.tool_isolation.as_mut()
+        {
+            i.push_str(&format!(
+                "; {ended} session(s) of the tool on the target were ended"
+            ));
+        }
+    }
+    ran
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_clone(
+    config: &Config,
+    ext: &External,
+    clone: &DbUrl,
+    pending: &Pending,
+    report: &mut RehearsalReport,
+    progress: &Arc<dyn Progress>,
+    watch: Option<&Watch>,
+) -> Result<(), String> {
     let client = connect(clone)
         .await
         .map_err(|e| format!("cannot connect to the clone: {e}"))?;
@@ -58,8 +104,11 @@ pub(crate) async fn rehearse(
             Ok(r)
         } else {
             Err(format!(
-                "`{}` failed on the clone (exit {:?}): {}",
-                r.command, r.exit_code, r.output
+                "`{}` failed on the clone ({}): {}",
+                r.command,
+                r.exit_code
+                    .map_or_else(|| "no exit code".to_string(), |c| format!("exit {c}")),
+                r.output
             ))
         }
     };
@@ -68,15 +117,45 @@ pub(crate) async fn rehearse(
             .await
             .map_err(|e| e.to_string())
     };
+    // After every tool command, before the next: the target as it was.
+    let target_as_before = |command: String| async move {
+        let Some(w) = watch else { return Ok(()) };
+        w.check(config, ext, &command).await
+    };
+    let stop = |report: &mut RehearsalReport, reached: Reached| match reached {
+        Reached::Changed(why) => {
+            report.target_changed = true;
+            why
+        }
+        Reached::Connected(why) => why,
+    };
     let before = schema_description(&client).await.map_err(describe)?;
     let tool_before = state(config, ext, clone).await.map_err(|e| e.to_string())?;
     progress.stage(&format!("rehearsing `{}` on the clone", ext.up));
     let t = Instant::now();
-    let up = run(ext.up.clone()).await?;
-    report.tool_output.push(up.clone());
-    tool(up)?;
+    let up = run(ext.up.clone()).await;
+    if let Ok(r) = &up {
+        report.tool_output.push(r.clone());
+    }
+    if let Err(reached) = target_as_before(ext.up.clone()).await {
+        return Err(stop(report, reached));
+    }
+    tool(up?)?;
     report.timings.apply_ms = t.elapsed().as_millis() as u64;
     let after = schema_description(&client).await.map_err(describe)?;
+    let tool_after = state(config, ext, clone).await.ok();
+    // Nothing shipsafe can see moved on the clone: the tool went elsewhere
+    // (a preset's history always moves), or its change is data only.
+    let clone_unchanged =
+        pending.any() && after == before && tool_after.as_ref() == Some(&tool_before);
+    if clone_unchanged && ext.reads_history() {
+        return Err(format!(
+            "`{}` succeeded, but the clone's {} history did not move and its schema is unchanged: the tool applied the pending revisions to another database. Does the app read its database URL from .env or its settings instead of {}?",
+            ext.up,
+            ext.tool.as_str(),
+            ext.url_env
+        ));
+    }
     report.schema_changes = Some(schema_diff(&before, &after));
     let t = Instant::now();
     report.checks = run_checks(&client, &config.file().checks, false).await;
@@ -100,6 +179,9 @@ pub(crate) async fn rehearse(
     let t = Instant::now();
     let (runs, went) = go_back(config, ext, clone, &tool_before).await;
     report.tool_output.extend(runs);
+    if let Err(reached) = target_as_before(down.clone()).await {
+        return Err(stop(report, reached));
+    }
     if let Err(e) = went {
         let e = format!("going back on the clone failed: {e}");
         report.round_trip = RoundTrip {
@@ -140,17 +222,33 @@ pub(crate) async fn rehearse(
         };
         return Err(e);
     }
-    let again = run(ext.up.clone()).await?;
-    report.tool_output.push(again.clone());
-    tool(again)?;
+    let again = run(ext.up.clone()).await;
+    if let Ok(r) = &again {
+        report.tool_output.push(r.clone());
+    }
+    if let Err(reached) = target_as_before(ext.up.clone()).await {
+        return Err(stop(report, reached));
+    }
+    tool(again?)?;
     report.timings.round_trip_ms = t.elapsed().as_millis() as u64;
-    report.round_trip = RoundTrip {
-        status: "proven",
-        detail: format!(
-            "`{down}` restored the schema exactly and `{}` applied again",
-            ext.up
-        ),
-        differences: None,
+    report.round_trip = if clone_unchanged {
+        RoundTrip {
+            status: "unproven",
+            detail: format!(
+                "`{}` changed nothing shipsafe can see on the clone (schema and recorded state as before), so going back and up again proved nothing: a failed deploy is undone by restoring the pre-deploy backup",
+                ext.up
+            ),
+            differences: None,
+        }
+    } else {
+        RoundTrip {
+            status: "proven",
+            detail: format!(
+                "`{down}` restored the schema exactly and `{}` applied again",
+                ext.up
+            ),
+            differences: None,
+        }
     };
     Ok(())
 }

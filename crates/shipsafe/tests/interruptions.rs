@@ -1,0 +1,328 @@
+//! When shipsafe is stopped or dies in the middle of a run: Ctrl-C during a
+//! long step that changes nothing, a second Ctrl-C, kill -9 during a
+//! migration. Each test stops a real process and then looks at the
+//! database, the run history and the audit log.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Project, snapshot, write};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use shipsafe_testkit::TestDb;
+
+async fn target() -> TestDb {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "create table orders (id bigserial primary key, total int not null);
+             insert into orders (total) select g from generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    db
+}
+
+fn migration(p: &Project, dir: &str, up: &str, down: &str) {
+    write(p.dir.path(), &format!("migrations/{dir}/up.sql"), up);
+    write(p.dir.path(), &format!("migrations/{dir}/down.sql"), down);
+}
+
+fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &std::process::Child, s: Signal) {
+    kill(Pid::from_raw(child.id() as i32), s).unwrap();
+}
+
+/// The runs of the project, newest first.
+fn runs(p: &Project) -> Vec<serde_json::Value> {
+    let store = shipsafe_state::StateStore::open(&p.dir.path().join(".shipsafe")).unwrap();
+    store
+        .runs(None, 100)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect()
+}
+
+fn audit_outcomes(p: &Project) -> Vec<(String, String)> {
+    let (code, log, err) = p.json(&["log"]);
+    assert_eq!(code, 0, "{err}");
+    log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["command"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A Ctrl-C cancels a rehearsal that would take minutes at once: the clone
+/// command's process group is stopped, the run ends `interrupted` (exit 4)
+/// with the step recorded as such, and production is untouched.
+#[tokio::test]
+async fn ctrl_c_cancels_a_long_rehearsal_at_once() {
+    let prod = target().await;
+    let clone = TestDb::new().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    write(
+        p.dir.path(),
+        "make-clone.sh",
+        &format!(
+            "#!/bin/sh\ntouch cloning\nsleep 60\ntouch cloned\necho '{}'\n",
+            clone.url().expose()
+        ),
+    );
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}[rehearsal]\nclone = 'command:\"sh make-clone.sh\"'\n"),
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        "alter table orders drop column status;",
+    );
+    let before = snapshot(prod.url()).await;
+    let mut child = p.spawn(&["deploy", "production", "--confirm", "production"]);
+    let marker = p.dir.path().join("cloning");
+    wait_for("the clone command", Duration::from_secs(60), || {
+        marker.exists()
+    });
+    let sent = Instant::now();
+    signal(&child, Signal::SIGINT);
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    // The clone command would have run another minute.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !p.dir.path().join("cloned").exists(),
+        "the clone command ran on"
+    );
+    assert_eq!(snapshot(prod.url()).await, before, "production changed");
+    let run = runs(&p)
+        .into_iter()
+        .find(|r| r["command"] == "deploy")
+        .unwrap();
+    assert_eq!(run["outcome"], "interrupted", "{run}");
+    let rehearse = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "rehearse")
+        .unwrap_or_else(|| panic!("{run}"));
+    assert_eq!(rehearse["status"], "interrupted", "{run}");
+    assert!(
+        audit_outcomes(&p).contains(&("deploy".into(), "interrupted".into())),
+        "no audit entry"
+    );
+}
+
+/// A second Ctrl-C ends shipsafe at once, even in a step that cannot be
+/// cancelled (the team's tool asked what is pending): the run is still
+/// recorded, `interrupted`, with its audit entry.
+#[tokio::test]
+async fn a_second_ctrl_c_ends_at_once_and_the_run_is_recorded() {
+    let prod = target().await;
+    let p = Project::new(
+        &[("staging", "guarded", prod.url())],
+        "[migrations]\ntool = \"command\"\nup = \"true\"\npending = \"touch asking; sleep 60; exit 1\"\nurl_env = \"DATABASE_URL\"\n",
+    );
+    let mut child = p.spawn(&["deploy", "staging"]);
+    let marker = p.dir.path().join("asking");
+    wait_for("the pending command", Duration::from_secs(60), || {
+        marker.exists()
+    });
+    signal(&child, Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first Ctrl-C waits for the step"
+    );
+    signal(&child, Signal::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let run = runs(&p)
+        .into_iter()
+        .find(|r| r["command"] == "deploy")
+        .expect("the run is recorded");
+    assert_eq!(run["outcome"], "interrupted", "{run}");
+    assert!(
+        audit_outcomes(&p).contains(&("deploy".into(), "interrupted".into())),
+        "no audit entry"
+    );
+}
+
+/// Whether some session holds a lock on `orders`.
+async fn orders_locked(db: &TestDb) -> bool {
+    db.client()
+        .await
+        .query_one(
+            "select exists (select 1 from pg_locks where relation = 'orders'::regclass and granted and pid <> pg_backend_pid())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// kill -9 during a migration: the server cancels the dead client's
+/// statement within about a second (not when the statement ends, 60 s
+/// later), the migration's transaction is rolled back, and the run left
+/// `running` changed nothing: the next `rollback` says so instead of
+/// restoring its pre-deploy backup over the writes made since.
+#[tokio::test]
+async fn a_deploy_killed_during_its_migration_frees_the_table_and_is_not_rolled_back() {
+    let db = target().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    migration(
+        &p,
+        "1_note",
+        "alter table orders add column note text;\nselect pg_sleep(60);",
+        "alter table orders drop column note;",
+    );
+    let mut child = p.spawn(&["deploy", "staging"]);
+    let client = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping: bool = client
+            .query_one(
+                "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(orders_locked(&db).await);
+    signal(&child, Signal::SIGKILL);
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while orders_locked(&db).await {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "orders is still locked {:?} after the kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let has_note: bool = client
+        .query_one(
+            "select exists (select 1 from information_schema.columns where table_name = 'orders' and column_name = 'note')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !has_note,
+        "the killed migration's transaction was committed"
+    );
+    let killed_run = runs(&p)
+        .into_iter()
+        .find(|r| r["command"] == "deploy")
+        .unwrap();
+    assert_eq!(killed_run["outcome"], "running", "{killed_run}");
+    // The app goes on writing; then someone runs rollback.
+    client
+        .execute("insert into orders (total) values (4242)", &[])
+        .await
+        .unwrap();
+    let (code, out, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert_eq!(out["outcome"], "nothing_to_do", "{out}");
+    let total: i64 = client
+        .query_one("select count(*) from orders where total = 4242", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 1, "the write made after the kill was discarded");
+    let settled = runs(&p)
+        .into_iter()
+        .find(|r| r["run_id"] == killed_run["run_id"])
+        .unwrap();
+    assert_eq!(settled["outcome"], "interrupted", "{settled}");
+    // `--run` names it for what it was.
+    let id = killed_run["run_id"].as_str().unwrap();
+    let (code, _, err) = p.json(&["rollback", "staging", "--run", id, "--confirm", "staging"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    // And the next deploy applies the migration (without the sleep).
+    migration(
+        &p,
+        "1_note",
+        "alter table orders add column note text;",
+        "alter table orders drop column note;",
+    );
+    let (code, out, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}\n{out}");
+}
+
+/// The backend a dead run recorded is terminated by the next start when
+/// the server still runs it (servers before 14 do not cancel it): here a
+/// live session stands in for it.
+#[tokio::test]
+async fn settling_terminates_a_dead_runs_backend_and_waits_for_it() {
+    let db = target().await;
+    let holder = db.client().await;
+    let watcher = db.client().await;
+    let (pid, started): (i32, String) = {
+        let r = holder
+            .query_one(
+                "select pg_backend_pid(), backend_start::text from pg_stat_activity where pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let sleeper = tokio::spawn(async move {
+        let _ = holder.batch_execute("select pg_sleep(60)").await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded = serde_json::json!({ "pid": pid, "started": started });
+    let ended = shipsafe_protocol::steps::settle::terminate(&watcher, &recorded)
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(pid));
+    let alive: bool = watcher
+        .query_one(
+            "select exists (select 1 from pg_stat_activity where pid = $1)",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!alive, "terminate returned before the backend ended");
+    sleeper.await.unwrap();
+    // A recorded backend whose start time differs (its pid reused) is left alone.
+    let other = serde_json::json!({ "pid": pid, "started": "1999-01-01 00:00:00+00" });
+    assert_eq!(
+        shipsafe_protocol::steps::settle::terminate(&watcher, &other)
+            .await
+            .unwrap(),
+        None
+    );
+}
