@@ -1176,6 +1176,96 @@ async fn a_masked_clone_has_no_personal_data_and_its_joins_still_match() {
     assert_eq!(code, 3, "{err}");
 }
 
+/// The files of the server behind `db` that hold its data and the WAL
+/// written since `since`: what a provider snapshot or a physical backup of
+/// that database would carry.
+async fn server_files(db: &TestDb, since: std::time::SystemTime) -> Vec<std::path::PathBuf> {
+    let c = db.client().await;
+    c.batch_execute("checkpoint").await.unwrap();
+    let row = c
+        .query_one(
+            "select current_setting('data_directory'), (select oid::text from pg_database where datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (dir, oid): (String, String) = (row.get(0), row.get(1));
+    let dir = std::path::Path::new(&dir);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("base").join(&oid))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.extend(
+        std::fs::read_dir(dir.join("pg_wal"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| {
+                e.file_type().unwrap().is_file()
+                    && e.metadata().unwrap().modified().unwrap() >= since
+            })
+            .map(|e| e.path()),
+    );
+    files
+}
+
+/// A masked clone never writes the original values into TO: not as dead
+/// row versions, not in an index, not in the WAL. (Masking inside TO's
+/// restore transaction left all three.) FROM runs on a server of its own,
+/// so the only way an original can reach TO's server is the clone.
+#[tokio::test]
+async fn a_masked_clone_leaves_no_original_in_the_targets_files_or_wal() {
+    let from_server = tokio::task::spawn_blocking(shipsafe_pg::ScratchCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let prod_url = from_server.url("postgres");
+    let token = format!("orig{}x{}", std::process::id(), jiff::Timestamp::now().as_millisecond());
+    let prod = shipsafe_pg::connect(&prod_url).await.unwrap();
+    prod.batch_execute(&format!(
+        "create table users (id serial primary key, email text not null unique, full_name text not null);
+         insert into users (email, full_name)
+           select 'p' || g || '.{token}@real.example', 'Name {token} ' || g from generate_series(1, 300) g;"
+    ))
+    .await
+    .unwrap();
+    let staging = TestDb::new().await;
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+    let mut p = Project::new(
+        &[
+            ("production", "protected", &prod_url),
+            ("staging", "guarded", staging.url()),
+        ],
+        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n",
+    );
+    p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
+    let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
+    assert_eq!(code, 0, "{err}\n{run}");
+    let users: i64 = staging
+        .client()
+        .await
+        .query_one("select count(*) from users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 300);
+    let finder = memchr::memmem::Finder::new(token.as_bytes());
+    let files = server_files(&staging, started).await;
+    assert!(files.len() > 3, "{files:?}");
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else { continue };
+        assert!(
+            finder.find(&bytes).is_none(),
+            "an original value is in {}",
+            f.display()
+        );
+    }
+    drop(prod);
+    tokio::task::spawn_blocking(move || from_server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// Seed 001's production workflow as one command: the migration, then the
 /// reference data from data/ (merge), then verification; a conflict in the
 /// data step rolls the whole deploy back.

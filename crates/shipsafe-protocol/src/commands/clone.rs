@@ -1,9 +1,10 @@
 //! `shipsafe clone FROM TO [--mask] [--confirm TO]` (SPEC §9).
 //!
 //! TO is backed up, then FROM's newest verified backup (or a fresh one) is
-//! restored into TO in one transaction, `[mask]` is applied inside that
-//! transaction (no other session ever sees the unmasked rows), the checks
-//! run, and only then does it commit.
+//! restored into TO in one transaction; the checks run inside it, and only
+//! then does it commit. With `--mask`, `[mask]` is applied to a private
+//! scratch copy first ([`crate::steps::mask`]) and TO receives the masked
+//! copy: the original values never reach TO's files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -182,21 +183,49 @@ pub fn clone<'a>(
             }
         }
 
+        // Masking happens on a private copy; TO only ever receives its result.
+        let masked = if mask {
+            run.begin("mask");
+            match crate::steps::mask::masked_copy(&store, &source, &statements, to, progress).await
+            {
+                Ok(copy) => {
+                    run.end(
+                        "ok",
+                        serde_json::json!({ "masked_columns": report.masked.len(), "copy_bytes": copy.manifest.size_bytes }),
+                    );
+                    Some(copy)
+                }
+                Err(e) => {
+                    run.end("failed", serde_json::json!({ "error": e.to_string() }));
+                    return Ok((
+                        finish(run, "failed_nothing_changed", &report, ids)?,
+                        Some(e),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         run.begin("restore");
         progress.stage(&format!("restoring {} into {to}", source.id));
         let result = async {
             let url = config.database_url(to, vars)?;
+            let (store, manifest) = match &masked {
+                Some(copy) => (&copy.store, &copy.manifest),
+                None => (&store, &source),
+            };
             crate::steps::restore::restore_into(
                 config,
-                &store,
-                &source,
+                store,
+                manifest,
                 &url,
                 &config.file().checks,
-                &statements,
+                &[],
             )
             .await
         }
         .await;
+        drop(masked);
         match result {
             Ok(restored) => {
                 // The restore brought FROM's copy of the audit head along.

@@ -17,6 +17,7 @@ pub mod backup;
 pub mod clone;
 pub mod confirm;
 pub mod data;
+pub mod mask;
 pub mod preflight;
 pub mod rehearse;
 pub mod restore;
