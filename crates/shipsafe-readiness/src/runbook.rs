@@ -138,21 +138,12 @@ pub fn runbook<'a>(
             .map(|(_, v)| format!(" (the last drill took {:.1} s)", v.restore_seconds))
             .unwrap_or_default()
     ));
-        let archive = newest
-            .map(|m| mask_secrets(&m.location))
-            .unwrap_or_else(|| "ARCHIVE.dump.zst".into());
-        t.push_str(&format!(
-        "\n## Without shipsafe\n\n\
-         Each archive is a `pg_dump -Fc` archive compressed with zstd, next to a JSON manifest with its checksum.\n\n\
-         ```sh\n\
-         zstd -dc {archive} > restore.dump\n\
-         pg_restore --clean --if-exists --no-owner --exit-on-error --dbname \"$DATABASE_URL\" restore.dump\n\
-         ```\n"
-    ));
-        if let Some(m) = newest {
+        let chosen = proven.map(|(m, _)| m).or(newest);
+        t.push_str(&manual_restore(config, env, chosen, &storage));
+        if let Some(m) = chosen {
             if !m.roles.is_empty() {
                 t.push_str(&format!(
-                "\nRoles the dump references (create them first to keep owners and grants): {}\n",
+                "\nRoles the dump references (create them first to keep grants, or add `--no-privileges` to restore without them): {}\n",
                 m.roles.join(", ")
             ));
             }
@@ -213,4 +204,136 @@ pub fn runbook<'a>(
             text,
         })
     })
+}
+
+/// The "Without shipsafe" section: a shell block that restores backup `m`
+/// with nothing but `zstd`, `pg_restore` and, for S3, `curl`. It is run as
+/// written by the tests, so every command in it must work on a plain
+/// machine: a storage URL is never handed to a program that reads files.
+fn manual_restore(
+    config: &Config,
+    env: &str,
+    m: Option<&shipsafe_backup::Manifest>,
+    storage: &shipsafe_backup::StorageSpec,
+) -> String {
+    let id = m.map_or("BACKUP_ID", |m| m.id.as_str());
+    let file = format!("{id}{}", shipsafe_backup::store::ARCHIVE_SUFFIX);
+    let location = m.map_or_else(|| format!("{}/{file}", storage.url), |m| m.location.clone());
+    let target = target_url(config, env);
+    let raw = config
+        .environment(env)
+        .map(|e| e.config.database_url.get_ref().raw().to_string())
+        .unwrap_or_default();
+    let mut t = String::from(
+        "\n## Without shipsafe\n\n\
+         Each archive is a `pg_dump -Fc` archive compressed with zstd, next to a JSON manifest with its checksum. \
+         These commands need only `zstd` and `pg_restore` of the server's major version (or newer)",
+    );
+    let fetch = if let Some(path) = location.strip_prefix("file://") {
+        t.push_str(". Run them where the backup folder is, or copy the archive there first.\n\n");
+        format!("zstd -dc {} > restore.dump\n", sh_quote(path))
+    } else if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let region = storage.s3_region.as_deref().unwrap_or("us-east-1");
+        let url = match &storage.s3_endpoint {
+            Some(e) => format!("{}/{bucket}/{}", e.trim_end_matches('/'), url_path(key)),
+            None => format!(
+                "https://{bucket}.s3.{region}.amazonaws.com/{}",
+                url_path(key)
+            ),
+        };
+        t.push_str(&format!(
+            ", and `curl` 7.86 or newer, which signs the download itself (AWS Signature V4) with the credentials in \
+             `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN` when set): no AWS CLI or SDK. \
+             Where the AWS CLI is installed, `aws s3 cp{} {} {}` downloads the same file.\n\n",
+            storage
+                .s3_endpoint
+                .as_ref()
+                .map(|e| format!(" --endpoint-url {}", sh_quote(e)))
+                .unwrap_or_default(),
+            sh_quote(&location),
+            sh_quote(&file),
+        ));
+        format!(
+            "curl --fail --silent --show-error --aws-sigv4 'aws:amz:{region}:s3' \\\n  \
+             --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" \\\n  \
+             ${{AWS_SESSION_TOKEN:+-H \"x-amz-security-token: $AWS_SESSION_TOKEN\"}} \\\n  \
+             -o {} {}\n\
+             zstd -dc {} > restore.dump\n",
+            sh_quote(&file),
+            sh_quote(&url),
+            sh_quote(&file)
+        )
+    } else {
+        t.push_str(".\n\n");
+        format!("zstd -dc {} > restore.dump\n", sh_quote(&location))
+    };
+    t.push_str(&format!(
+        "```sh\n\
+         set -eu\n\
+         {fetch}\
+         pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error \\\n  \
+         --dbname {target} restore.dump\n\
+         ```\n\n\
+         `--dbname` reads the URL from where shipsafe does (`database_url = \"{raw}\"` in `[environments.{env}]`). \
+         If the database itself is gone, create an empty one first (`createdb`). `--clean --if-exists` replaces what the database holds; \
+         `--single-transaction` leaves it as it was if anything fails. \
+         `b3sum` of the archive, where installed, prints the `checksum` of its manifest (`{id}.json`).\n"
+    ));
+    t
+}
+
+/// The environment's database URL as the shell writes it: its `${VAR}`
+/// references become the shell's own expansions (`"$STAGING_DATABASE_URL"`),
+/// so the command reads the variable the environment names, never a value.
+fn target_url(config: &Config, env: &str) -> String {
+    use shipsafe_config::template::Part;
+    let Ok(e) = config.environment(env) else {
+        return "\"$DATABASE_URL\"".into();
+    };
+    let mut out = String::from("\"");
+    for part in e.config.database_url.get_ref().parts() {
+        match part {
+            Part::Var(v) => out.push_str(&format!("${{{v}}}")),
+            Part::Literal(s) => {
+                for c in s.chars() {
+                    if matches!(c, '"' | '\\' | '$' | '`') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out.push('"');
+    // `"${NAME}"` alone reads as `"$NAME"`.
+    match out.strip_prefix("\"${").and_then(|r| r.strip_suffix("}\"")) {
+        Some(name) if !name.contains(['$', '{', '}']) => format!("\"${name}\""),
+        _ => out,
+    }
+}
+
+/// `s` quoted for `sh`.
+fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+@%".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// An object key as a URL path: every byte but unreserved ones and `/`
+/// percent-encoded (S3 signs the encoded path).
+fn url_path(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
