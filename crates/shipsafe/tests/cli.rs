@@ -224,6 +224,83 @@ fn init_writes_a_config_that_loads_and_never_overwrites() {
     assert_eq!(v["entries"][0]["command"], "init");
 }
 
+/// The app reads DATABASE_URL (Flask, Django, Rails, Prisma): production
+/// set there would be what every local command of the app reaches. `init`
+/// points production at a variable of its own, for a Flask-Migrate project
+/// and a native one, and says so.
+#[tokio::test]
+async fn init_points_production_at_its_own_variable_not_the_apps() {
+    // What DATABASE_URL names on a developer's machine: the app's database.
+    let app_db = TestDb::new().await;
+    let production = TestDb::new().await;
+    let layouts: [(&str, &[&str]); 2] = [
+        (
+            "flask_migrate",
+            &["migrations/alembic.ini", "migrations/env.py"],
+        ),
+        ("native", &["migrations/20260101000000_init/up.sql"]),
+    ];
+    for (tool, files) in layouts {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            write(dir.path(), f, "");
+        }
+        let out = shipsafe(dir.path()).arg("init").output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let said = stdout(&out);
+        assert!(
+            said.contains("PRODUCTION_DATABASE_URL for production")
+                && said.contains("not DATABASE_URL"),
+            "{tool}: {said}"
+        );
+        let cfg = std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap();
+        let parsed = shipsafe_config::Config::parse(Path::new("shipsafe.toml"), &cfg).unwrap();
+        assert_eq!(
+            parsed
+                .environment("production")
+                .unwrap()
+                .config
+                .database_url
+                .get_ref()
+                .raw(),
+            "${PRODUCTION_DATABASE_URL}",
+            "{tool}: {cfg}"
+        );
+        if tool == "flask_migrate" {
+            // The tool still gets each environment's URL where the app reads it.
+            assert!(parsed.file().migrations.is_external(), "{cfg}");
+            assert_eq!(parsed.file().migrations.url_env, "DATABASE_URL", "{cfg}");
+        }
+        let json_of = |out: &std::process::Output| {
+            assert_eq!(code(out), 0, "{tool}: {}", stderr(out));
+            json(out)
+        };
+        // Both set, as on a machine that runs the app and shipsafe: the
+        // production backup is of production, not of the app's database.
+        let out = shipsafe(dir.path())
+            .env("DATABASE_URL", app_db.url().expose())
+            .env("LOCAL_DATABASE_URL", app_db.url().expose())
+            .env("PRODUCTION_DATABASE_URL", production.url().expose())
+            .args(["--format", "json", "backup", "create", "production"])
+            .output()
+            .unwrap();
+        assert_eq!(json_of(&out)["database"], production.name(), "{tool}");
+        // DATABASE_URL alone never reaches production.
+        let out = shipsafe(dir.path())
+            .env("DATABASE_URL", app_db.url().expose())
+            .env_remove("PRODUCTION_DATABASE_URL")
+            .args(["backup", "create", "production"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 78, "{tool}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("PRODUCTION_DATABASE_URL"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 fn seeded_state(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write(

@@ -168,7 +168,25 @@ fn preset(found: &str, tool: &str, url_note: &str) -> String {
          # migrations and rolls back to the exact revision recorded before a deploy.\n\
          # See docs/adopt/{tool}.md.\n\
          tool = \"{tool}\"\n\
-         url_env = \"DATABASE_URL\"                 # {url_note}\n"
+         # {url_note}: shipsafe sets it to the environment's URL for the tool's\n\
+         # own commands only (never the URL variables of [environments]).\n\
+         url_env = \"{APP_URL_VAR}\"\n"
+    )
+}
+
+/// The variable `init` points production at: one of its own, never the
+/// variable the app reads ([`APP_URL_VAR`]), so no local command of the app
+/// reaches production.
+pub const PRODUCTION_URL_VAR: &str = "PRODUCTION_DATABASE_URL";
+
+/// The variable apps read their database URL from (Flask, Django, Rails,
+/// Prisma, Heroku and most PaaS): the team's tool gets the target there.
+pub const APP_URL_VAR: &str = "DATABASE_URL";
+
+/// The variables the starter config reads, as a person exports them.
+pub fn next_steps() -> String {
+    format!(
+        "Next: export LOCAL_DATABASE_URL, and {PRODUCTION_URL_VAR} for production (not {APP_URL_VAR}: that is the variable your app reads, so every local command of the app would run against production), then run `shipsafe status`.\n"
     )
 }
 
@@ -192,8 +210,11 @@ protection = "open"                     # open | guarded | protected
 # app_url = "https://staging.example.com"
 # protection = "guarded"
 
+# Production has a variable of its own: DATABASE_URL is what the app itself
+# reads, so with production there every local command of the app (a
+# migration, a shell, a seed script) would run against production.
 [environments.production]
-database_url = "${{DATABASE_URL}}"
+database_url = "${{{PRODUCTION_URL_VAR}}}"
 protection = "protected"
 # app_url = "https://app.example.com"
 # window = "Sat 22:00-02:00 Europe/Berlin"
@@ -381,6 +402,13 @@ mod tests {
             let m = &config.file().migrations;
             assert_eq!(m.tool, preset, "{tool:?}\n{text}");
             assert_eq!(m.is_external(), external, "{tool:?}");
+            let production = config.environment("production").unwrap();
+            let vars = production.config.database_url.get_ref().variables();
+            assert_eq!(vars, [PRODUCTION_URL_VAR], "{tool:?}");
+            assert_ne!(
+                vars[0], m.url_env,
+                "{tool:?}: production is not the app's variable"
+            );
         }
     }
 

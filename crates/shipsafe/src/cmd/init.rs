@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx, force: bool) -> anyhow::Result<Rendered> {
     if report.gitignore_updated {
         text.push_str(&format!("Added .shipsafe/ to {}\n", report.gitignore));
     }
-    text.push_str("Next: export LOCAL_DATABASE_URL (and DATABASE_URL for production), then run `shipsafe status`.\n");
+    text.push_str(&shipsafe_protocol::commands::init::next_steps());
     // The state folder is created by the first command that records something.
     if let Ok(config) = ctx.config() {
         shipsafe_protocol::audit::record(
