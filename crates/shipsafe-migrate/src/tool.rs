@@ -260,6 +260,87 @@ pub fn sql_commands(
     }
 }
 
+/// The command that prints, offline, the SQL of going back from the newest
+/// revision to `state` (where the database stands), one revision after the
+/// other: alembic marks each with `-- Running downgrade X -> Y`, read by
+/// [`empty_downgrades`]. `Err` says why there is none.
+pub fn down_sql_command(tool: MigrationTool, state: &ToolState) -> Result<String, String> {
+    match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => {
+            let to = match state.revisions.as_slice() {
+                [] => "base".to_string(),
+                [one] => {
+                    check_revision(tool, one)?;
+                    one.clone()
+                }
+                _ => {
+                    return Err("several alembic heads: offline SQL needs one end point".into());
+                }
+            };
+            Ok(if tool == MigrationTool::Alembic {
+                format!("alembic downgrade head:{} --sql", sh_quote(&to))
+            } else {
+                format!("flask db downgrade --sql head:{}", sh_quote(&to))
+            })
+        }
+        _ => Err(format!(
+            "{} prints no offline SQL for going back",
+            tool.as_str()
+        )),
+    }
+}
+
+/// Each revision of the offline downgrade SQL (the output of
+/// [`down_sql_command`]), in the order alembic would run them, and whether
+/// its part holds no statement but the tool's own bookkeeping: then its
+/// `downgrade()` does nothing (`pass`), and going back with the tool moves
+/// the history table while the revision's change stays.
+pub fn empty_downgrades(tool: MigrationTool, sql: &str) -> Vec<(String, bool)> {
+    if !matches!(tool, MigrationTool::Alembic | MigrationTool::FlaskMigrate) {
+        return Vec::new();
+    }
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for line in sql.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("-- Running downgrade ") {
+            let rev = rest
+                .split(" -> ")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            parts.push((rev, String::new()));
+        } else if let Some((_, text)) = parts.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    parts
+        .into_iter()
+        .filter(|(rev, _)| !rev.is_empty())
+        .map(|(rev, text)| {
+            let empty = !has_statement(&tidy_sql(tool, &text));
+            (rev, empty)
+        })
+        .collect()
+}
+
+/// Whether `sql` holds a statement other than `BEGIN` / `COMMIT`: comments
+/// and blank lines are not statements.
+fn has_statement(sql: &str) -> bool {
+    sql.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .flat_map(|l| l.split(';'))
+        .map(|s| s.trim().to_ascii_uppercase())
+        .any(|s| {
+            !s.is_empty()
+                && !matches!(
+                    s.as_str(),
+                    "BEGIN" | "COMMIT" | "BEGIN TRANSACTION" | "START TRANSACTION" | "END"
+                )
+        })
+}
+
 /// Keeps the SQL of alembic's offline output that a linter should see: its
 /// own bookkeeping (`alembic_version`) is left out.
 pub fn tidy_sql(tool: MigrationTool, sql: &str) -> String {
@@ -611,6 +692,27 @@ INFO  [alembic.runtime.migration] something logged\n\
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_empty_downgrade_is_a_revision_without_down_sql() {
+        // `alembic downgrade head:base --sql` for 0003 (data fix, `pass`),
+        // 0002 (drops a column) and 0001 (`pass` too).
+        let sql = "BEGIN;\n\n-- Running downgrade 0003 -> 0002\n\nUPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0003';\n\n-- Running downgrade 0002 -> 0001\n\nALTER TABLE accounts DROP COLUMN plan;\n\nUPDATE alembic_version SET version_num='0001' WHERE alembic_version.version_num = '0002';\n\n-- Running downgrade 0001 -> \n\nDELETE FROM alembic_version WHERE alembic_version.version_num = '0001';\n\nDROP TABLE alembic_version;\n\nCOMMIT;\n";
+        let found = empty_downgrades(MigrationTool::Alembic, sql);
+        let found: Vec<(&str, bool)> = found.iter().map(|(r, e)| (r.as_str(), *e)).collect();
+        assert_eq!(found, [("0003", true), ("0002", false), ("0001", true)]);
+        assert!(empty_downgrades(MigrationTool::Django, sql).is_empty());
+        assert_eq!(
+            down_sql_command(MigrationTool::FlaskMigrate, &state(&["0001"])).unwrap(),
+            "flask db downgrade --sql head:0001"
+        );
+        assert_eq!(
+            down_sql_command(MigrationTool::Alembic, &state(&[])).unwrap(),
+            "alembic downgrade head:base --sql"
+        );
+        assert!(down_sql_command(MigrationTool::Alembic, &state(&["$(x)"])).is_err());
+        assert!(down_sql_command(MigrationTool::Alembic, &state(&["a", "b"])).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod checks;
 pub mod commands;
 pub mod connection;
+pub mod empty_down;
 pub mod error;
 pub mod exit;
 pub mod files;

@@ -88,7 +88,7 @@ pub struct PlanReport {
     pub env: String,
     pub protection: String,
     pub applied: usize,
-    pub pending: Vec<PendingMigration>,
+    pub pending: Vec<PlannedMigration>,
     /// External mode: whether the team\'s tool says something is pending.
     pub external_pending: Option<bool>,
     /// External mode: the tool (`alembic`, ..., `command`).
@@ -100,6 +100,18 @@ pub struct PlanReport {
     /// What deploy would not stop for but a person should know.
     pub warnings: Vec<String>,
     pub lint: Vec<shipsafe_lint::Finding>,
+}
+
+/// A pending migration as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedMigration {
+    #[serde(flatten)]
+    pub migration: PendingMigration,
+    /// alembic / Flask-Migrate: `true` when the revision's `downgrade()`
+    /// prints no statement in the tool's offline SQL (it is empty, so going
+    /// back with the tool would not undo it: it is `irreversible`); `false`
+    /// when it prints some; `null` when not known (other sources).
+    pub empty_down: Option<bool>,
 }
 
 /// `shipsafe plan ENV`: what deploy would do. Changes nothing.
@@ -117,12 +129,25 @@ pub fn plan<'a>(
             crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
         let planned = source.plan(config, &url, &client, protection).await?;
         warnings.extend(planned.warnings);
+        let mut pending: Vec<PlannedMigration> = planned
+            .pending
+            .into_iter()
+            .map(|migration| PlannedMigration {
+                migration,
+                empty_down: None,
+            })
+            .collect();
+        if let Some(ext) = source.tool()
+            && !pending.is_empty()
+        {
+            mark_empty_downs(config, ext, &url, &mut pending, &mut warnings).await;
+        }
         Ok(PlanReport {
             lint: planned.lint,
             env: env.to_string(),
             protection: protection.as_str().into(),
             applied: planned.applied,
-            pending: planned.pending,
+            pending,
             external_pending: planned.external_pending,
             tool: planned.tool,
             backup_first: protection != shipsafe_config::Protection::Open,
@@ -130,6 +155,48 @@ pub fn plan<'a>(
             warnings,
         })
     })
+}
+
+/// Marks the tool's pending revisions whose downgrade is empty as
+/// irreversible, with a warning naming each.
+async fn mark_empty_downs(
+    config: &Config,
+    ext: &crate::source::External,
+    url: &shipsafe_config::DbUrl,
+    pending: &mut [PlannedMigration],
+    warnings: &mut Vec<String>,
+) {
+    if !crate::empty_down::applies(ext) {
+        return;
+    }
+    let found = match crate::source::tool::history::state(config, ext, url).await {
+        Ok(state) => crate::empty_down::empty_downs(config, ext, url, &state).await,
+        Err(e) => Err(e.to_string()),
+    };
+    let found = match found {
+        Ok(f) => f,
+        Err(why) => {
+            warnings.push(format!(
+                "cannot tell whether the pending revisions can be undone by {}: {why}",
+                ext.tool.as_str()
+            ));
+            return;
+        }
+    };
+    for p in pending.iter_mut() {
+        let m = &mut p.migration;
+        p.empty_down = found.is_empty(&m.version);
+        if p.empty_down == Some(true) {
+            m.irreversible = true;
+            warnings.push(format!(
+                "revision {} ({}) has an empty downgrade(): `{}` prints no statement for it, so going back with {} would only move alembic_version and leave its change in place; it is irreversible, and only the pre-deploy backup undoes it",
+                m.version,
+                m.name,
+                found.command,
+                ext.tool.as_str()
+            ));
+        }
+    }
 }
 
 /// Start-up files that migrate on every boot: those migrations bypass the

@@ -39,7 +39,8 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
         let rows: Vec<Vec<String>> = r
             .pending
             .iter()
-            .map(|m| {
+            .map(|p| {
+                let m = &p.migration;
                 vec![
                     m.version.clone(),
                     m.name.clone(),
@@ -48,7 +49,9 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
                     } else {
                         "NO TRANSACTION".into()
                     },
-                    if m.irreversible {
+                    if p.empty_down == Some(true) {
+                        "irreversible (empty downgrade)".into()
+                    } else if m.irreversible {
                         "irreversible".into()
                     } else if m.has_down {
                         "down.sql".into()
@@ -82,6 +85,11 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
         .filter(|f| !f.suppressed && f.severity != shipsafe_lint::Severity::Error)
     {
         text.push_str(&f.render());
+    }
+    // What deploy would not stop for but a person should know: start-up
+    // commands that migrate on boot, revisions the tool cannot undo.
+    for w in &r.warnings {
+        text.push_str(&format!("warning: {w}\n"));
     }
     for p in &r.problems {
         text.push_str(&format!("problem: {p}\n"));

@@ -1,0 +1,268 @@
+//! `shipsafe plan ENV` as a person reads it: the text says what the JSON
+//! says (start-up commands that migrate on boot), and a revision of the
+//! team's tool whose `downgrade()` is empty is named as irreversible, read
+//! from the tool's own offline downgrade SQL, in text and JSON.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Project, code, stderr, stdout, write};
+use shipsafe_testkit::TestDb;
+
+#[tokio::test]
+async fn plan_text_shows_the_migrate_on_boot_warnings_the_json_has() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("prod", "guarded", db.url())],
+        "[migrations]\ndir = \"migrations\"\n",
+    );
+    let root = p.dir.path();
+    write(
+        root,
+        "migrations/20260101000000_accounts/up.sql",
+        "create table accounts (id bigint primary key);\n",
+    );
+    write(
+        root,
+        "migrations/20260101000000_accounts/down.sql",
+        "drop table accounts;\n",
+    );
+    write(
+        root,
+        "Procfile",
+        "web: flask db upgrade && gunicorn app:app\n",
+    );
+    write(
+        root,
+        "boot.sh",
+        "#!/bin/sh\nset -e\nflask db upgrade\nexec gunicorn app:app\n",
+    );
+    write(
+        root,
+        "docker-entrypoint.sh",
+        "#!/bin/sh\npython manage.py migrate --noinput\nexec \"$@\"\n",
+    );
+
+    let (c, plan, err) = p.json(&["plan", "prod"]);
+    assert_eq!(c, 0, "{err}");
+    let warnings: Vec<String> = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    for start in ["Procfile:1", "boot.sh:3", "docker-entrypoint.sh:2"] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(start)),
+            "{start}: {warnings:?}"
+        );
+    }
+
+    let out = p.cmd().args(["plan", "prod"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for w in &warnings {
+        assert!(text.contains(&format!("warning: {w}")), "{w}\n{text}");
+    }
+    assert!(text.contains("20260101000000"), "{text}");
+}
+
+/// A revision file as `flask db migrate` / `alembic revision` would write it.
+fn revision(dir: &Path, rev: &str, down: Option<&str>, upgrade: &str, downgrade: &str) {
+    write(
+        dir,
+        &format!("{rev}_step.py"),
+        &format!(
+            "\"\"\"step {rev}\n\nRevision ID: {rev}\n\"\"\"\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = {rev:?}\ndown_revision = {}\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    {upgrade}\n\n\ndef downgrade():\n    {downgrade}\n",
+            down.map_or("None".to_string(), |d| format!("{d:?}"))
+        ),
+    );
+}
+
+/// 0001 creates a table, 0002 fixes data and its downgrade is `pass`, 0003
+/// adds a column and drops it again.
+fn three_revisions(versions: &Path) {
+    revision(
+        versions,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True), sa.Column('email', sa.Text))",
+        "op.drop_table('accounts')",
+    );
+    revision(
+        versions,
+        "0002",
+        Some("0001"),
+        "op.execute(\"update accounts set email = lower(email)\")",
+        "pass",
+    );
+    revision(
+        versions,
+        "0003",
+        Some("0002"),
+        "op.add_column('accounts', sa.Column('plan', sa.Text))",
+        "op.drop_column('accounts', 'plan')",
+    );
+}
+
+fn run(dir: &Path, program: &str, args: &[&str], url: &str) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed (scripts/setup): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Flask-Migrate project (docs/adopt/flask-migrate.md): `migrations/`
+/// with `alembic.ini`, the app reading DATABASE_URL.
+fn flask_project(url: &shipsafe_config::DbUrl) -> Project {
+    let p = Project::new(
+        &[("production", "protected", url)],
+        "[migrations]\ntool = \"flask-migrate\"\nurl_env = \"DATABASE_URL\"\n",
+    );
+    write(
+        p.dir.path(),
+        "app.py",
+        "import os\nfrom flask import Flask\nfrom flask_migrate import Migrate\nfrom flask_sqlalchemy import SQLAlchemy\n\n\
+         app = Flask(__name__)\napp.config['SQLALCHEMY_DATABASE_URI'] = os.environ.get('DATABASE_URL', 'postgresql://localhost/none')\n\
+         db = SQLAlchemy(app)\nmigrate = Migrate(app, db)\n",
+    );
+    run(
+        p.dir.path(),
+        "flask",
+        &["db", "init"],
+        "postgresql://localhost/none",
+    );
+    three_revisions(&p.dir.path().join("migrations/versions"));
+    p
+}
+
+/// A plain alembic project (`alembic init`), its env.py reading DATABASE_URL.
+fn alembic_project(url: &shipsafe_config::DbUrl) -> Project {
+    let p = Project::new(
+        &[("production", "protected", url)],
+        "[migrations]\ntool = \"alembic\"\nurl_env = \"DATABASE_URL\"\n",
+    );
+    run(
+        p.dir.path(),
+        "alembic",
+        &["init", "alembic"],
+        "postgresql://localhost/none",
+    );
+    let env_py = p.dir.path().join("alembic/env.py");
+    let text = std::fs::read_to_string(&env_py).unwrap().replacen(
+        "config = context.config\n",
+        "config = context.config\nimport os\nconfig.set_main_option(\"sqlalchemy.url\", os.environ[\"DATABASE_URL\"].replace(\"postgres://\", \"postgresql+psycopg2://\", 1))\n",
+        1,
+    );
+    std::fs::write(env_py, text).unwrap();
+    three_revisions(&p.dir.path().join("alembic/versions"));
+    p
+}
+
+fn entry<'a>(plan: &'a serde_json::Value, version: &str) -> &'a serde_json::Value {
+    plan["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["version"] == version)
+        .unwrap_or_else(|| panic!("{version} is not pending: {plan}"))
+}
+
+/// Plan of production, in JSON and in text.
+fn plan_both(p: &Project) -> (serde_json::Value, String) {
+    let (c, plan, err) = p.json(&["plan", "production"]);
+    assert_eq!(c, 0, "{err}");
+    let out = p.cmd().args(["plan", "production"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    (plan, stdout(&out))
+}
+
+fn assert_0002_is_irreversible(plan: &serde_json::Value, text: &str, what: &str) {
+    let e = entry(plan, "0002");
+    assert_eq!(e["empty_down"], true, "{what}: {plan}");
+    assert_eq!(e["irreversible"], true, "{what}: {plan}");
+    // The keys plan always had are kept.
+    for key in ["version", "name", "transactional", "has_down", "has_verify"] {
+        assert!(e.get(key).is_some(), "{what}: {key} in {e}");
+    }
+    let e = entry(plan, "0003");
+    assert_eq!(e["empty_down"], false, "{what}: {plan}");
+    assert_eq!(e["irreversible"], false, "{what}: {plan}");
+    let warning = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .find(|w| w.starts_with("revision 0002"))
+        .unwrap_or_else(|| panic!("{what}: no warning for 0002: {plan}"));
+    assert!(warning.contains("empty downgrade()"), "{warning}");
+    assert!(
+        warning.contains("only the pre-deploy backup undoes it"),
+        "{warning}"
+    );
+    assert!(
+        !plan["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("revision 0003")),
+        "{plan}"
+    );
+    assert!(
+        text.contains(&format!("warning: {warning}")),
+        "{what}: {text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("0002"))
+        .unwrap_or_else(|| panic!("{what}: no row for 0002: {text}"));
+    assert!(row.contains("irreversible (empty downgrade)"), "{row}");
+}
+
+#[tokio::test]
+async fn plan_names_an_empty_flask_migrate_downgrade_as_irreversible() {
+    let db = TestDb::new().await;
+    let p = flask_project(db.url());
+    // Nothing applied: the offline downgrade runs from head to base.
+    let (plan, text) = plan_both(&p);
+    assert_eq!(entry(&plan, "0001")["empty_down"], false, "{plan}");
+    assert_0002_is_irreversible(&plan, &text, "from base");
+    // 0001 applied: from head back to 0001.
+    run(
+        p.dir.path(),
+        "flask",
+        &["db", "upgrade", "0001"],
+        &db.url().expose().replace("postgres://", "postgresql://"),
+    );
+    let (plan, text) = plan_both(&p);
+    assert_eq!(plan["applied"], 1, "{plan}");
+    assert_0002_is_irreversible(&plan, &text, "from 0001");
+    assert!(
+        plan["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["version"] != "0001"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
+async fn plan_names_an_empty_alembic_downgrade_as_irreversible() {
+    let db = TestDb::new().await;
+    let p = alembic_project(db.url());
+    let (plan, text) = plan_both(&p);
+    assert_0002_is_irreversible(&plan, &text, "alembic");
+    assert_eq!(plan["tool"], "alembic");
+}
