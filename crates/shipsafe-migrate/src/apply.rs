@@ -14,6 +14,7 @@ use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::error::MigrateError;
+use crate::lockwait::LockWaits;
 use crate::script::{Script, Statement, byte_of_char};
 use crate::source::Migration;
 
@@ -58,19 +59,26 @@ pub(crate) fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
-fn backoff(attempt: u32) -> Duration {
-    // 0.5 s, 1 s, 2 s, ... capped at 10 s: long enough for a blocking
-    // transaction to finish, short enough that the app's queued queries
-    // behind our lock request do not pile up for long.
-    Duration::from_millis((500u64 << attempt.min(5)).min(10_000))
+pub(crate) fn timeouts(opts: &ApplyOptions, local: bool) -> String {
+    timeouts_with(opts.lock_timeout, opts, local)
 }
 
-pub(crate) fn timeouts(opts: &ApplyOptions, local: bool) -> String {
+/// [`timeouts`] with the lock wait of one attempt ([`LockWaits::slice`]).
+fn timeouts_with(lock: Duration, opts: &ApplyOptions, local: bool) -> String {
     let scope = if local { "local " } else { "" };
     format!(
         "set {scope}lock_timeout = '{}ms'; set {scope}statement_timeout = '{}ms'",
-        opts.lock_timeout.as_millis(),
+        lock.as_millis(),
         opts.statement_timeout.as_millis()
+    )
+}
+
+fn gave_up(waits: &LockWaits) -> String {
+    format!(
+        "; gave up after {} attempts ({} ms of lock waits in all, none longer than {} ms): another session holds a conflicting lock",
+        waits.retries(),
+        waits.budget().as_millis(),
+        waits.longest().as_millis()
     )
 }
 
@@ -221,11 +229,14 @@ async fn run_transactional(
     after: After,
 ) -> Result<ApplyReport, MigrateError> {
     let statements = script.statements();
-    let mut attempt = 0;
+    let mut waits = LockWaits::new(opts.lock_timeout, opts.lock_retries);
     loop {
         let started = Instant::now();
         client
-            .batch_execute(&format!("begin; {}", timeouts(opts, true)))
+            .batch_execute(&format!(
+                "begin; {}",
+                timeouts_with(waits.slice(), opts, true)
+            ))
             .await
             .map_err(|e| MigrateError::db(format!("starting migration {}", m.version), &e))?;
         let mut timings = Vec::with_capacity(statements.len());
@@ -269,30 +280,29 @@ async fn run_transactional(
                     direction,
                     transactional: true,
                     duration_ms: started.elapsed().as_millis() as u64,
-                    retries: attempt,
+                    retries: waits.retries(),
                     statements: timings,
                 });
             }
             Some((stmt, e)) => {
                 let _ = client.batch_execute("rollback").await;
-                if is_lock_timeout(&e) && attempt < opts.lock_retries {
+                if is_lock_timeout(&e)
+                    && let Some(pause) = waits.timed_out()
+                {
                     tracing::info!(
-                        "migration {}: lock timeout at {}, retry {} of {}",
+                        "migration {}: no lock within {} ms at {}, attempt {}; trying again in {} ms",
                         m.version,
+                        waits.slice().as_millis(),
                         script.location(stmt.start),
-                        attempt + 1,
-                        opts.lock_retries
+                        waits.retries(),
+                        pause.as_millis()
                     );
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
                 let mut message = shipsafe_pg::describe(&e);
                 if is_lock_timeout(&e) {
-                    message.push_str(&format!(
-                        "; gave up after {} retries: another session holds a conflicting lock",
-                        opts.lock_retries
-                    ));
+                    message.push_str(&gave_up(&waits));
                 }
                 return Err(MigrateError::Apply {
                     version: m.version.clone(),
@@ -336,8 +346,12 @@ async fn run_autocommit(
     let mut retries = 0;
     let mut result = Ok(());
     'statements: for (i, stmt) in statements.iter().enumerate() {
-        let mut attempt = 0;
+        let mut waits = LockWaits::new(opts.lock_timeout, opts.lock_retries);
         loop {
+            client
+                .batch_execute(&timeouts_with(waits.slice(), opts, false))
+                .await
+                .map_err(|e| MigrateError::db("setting timeouts", &e))?;
             let before = if stmt.needs_autocommit() {
                 invalid_indexes(client).await
             } else {
@@ -367,13 +381,17 @@ async fn run_autocommit(
                             dropped.push(idx);
                         }
                     }
-                    if is_lock_timeout(&e) && attempt < opts.lock_retries {
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
+                    if is_lock_timeout(&e)
+                        && let Some(pause) = waits.timed_out()
+                    {
+                        tokio::time::sleep(pause).await;
                         retries += 1;
                         continue;
                     }
                     let mut message = shipsafe_pg::describe(&e);
+                    if is_lock_timeout(&e) {
+                        message.push_str(&gave_up(&waits));
+                    }
                     if !dropped.is_empty() {
                         message.push_str(&format!(
                             "; dropped the invalid index {} it left behind",

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod error;
 pub mod history;
+pub mod lockwait;
 pub mod measure;
 pub mod script;
 pub mod source;

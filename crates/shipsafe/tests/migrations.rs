@@ -408,6 +408,66 @@ async fn lock_timeouts_are_retried_while_another_session_holds_the_table() {
     assert!(retries >= 1, "it had to retry: {run}");
 }
 
+/// A migration waiting for a lock queues the app's writes behind it: each
+/// wait is kept short (at most 0.5 s) and retried after a pause, so while a
+/// report query holds the table for 4 s the app's inserts never stall for
+/// the whole `lock_timeout` (3 s) as they did with one long wait.
+#[tokio::test]
+async fn the_apps_writes_never_wait_long_behind_a_migration_waiting_for_its_lock() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table busy (id serial primary key, at timestamptz default now())")
+        .await
+        .unwrap();
+    let p = Project::new(&[("dev", "open", db.url())], "[migrations]\nlock_timeout = \"3s\"\n");
+    migration(&p, "1_add", "alter table busy add column note text;", None, None);
+    let reader = db.client().await;
+    reader
+        .batch_execute("begin; select count(*) from busy")
+        .await
+        .unwrap();
+    let writer = db.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let writes = tokio::spawn(async move {
+        let mut worst = std::time::Duration::ZERO;
+        let mut n = 0;
+        while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let t = std::time::Instant::now();
+            writer
+                .execute("insert into busy default values", &[])
+                .await
+                .unwrap();
+            worst = worst.max(t.elapsed());
+            n += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        (worst, n)
+    });
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        reader.batch_execute("commit").await.unwrap();
+    });
+    let (code, run, err) = tokio::task::spawn_blocking(move || p.json(&["deploy", "dev"]))
+        .await
+        .unwrap();
+    release.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (worst, n) = writes.await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        run["report"]["applied"][0]["retries"].as_u64().unwrap() >= 2,
+        "{run}"
+    );
+    assert!(n > 20, "the app wrote {n} rows");
+    assert!(
+        worst < std::time::Duration::from_millis(1500),
+        "an app insert waited {worst:?} behind the migration"
+    );
+}
+
 #[tokio::test]
 async fn lock_timeout_without_retries_fails_and_says_so() {
     let db = TestDb::new().await;
