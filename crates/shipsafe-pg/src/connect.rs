@@ -53,9 +53,14 @@ pub async fn connect_info(info: &ConnInfo, shown: &str) -> Result<Client, PgErro
     } else {
         info.sslmode
     };
-    let fail = |e: tokio_postgres::Error| PgError::Connect {
-        url: shown.to_string(),
-        message: explain(info, describe(&e)),
+    let fail = |e: tokio_postgres::Error| {
+        let message = explain(info, describe(&e));
+        let url = shown.to_string();
+        if refused_login(&e) {
+            PgError::Login { url, message }
+        } else {
+            PgError::Connect { url, message }
+        }
     };
     let tls = || {
         crate::tls::client_config(info)
@@ -109,6 +114,16 @@ where
         }
     });
     Ok(client)
+}
+
+/// The server refused the login itself (SQLSTATE class 28: wrong password,
+/// unknown role, no pg_hba.conf entry; 3D000: no such database): the URL is
+/// wrong, not the network or the server.
+fn refused_login(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("28") || code == "3D000"
+    })
 }
 
 /// Adds what to do to the TLS failures people meet with managed providers.

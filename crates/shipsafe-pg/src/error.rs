@@ -66,6 +66,13 @@ pub enum PgError {
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
 
+    /// The server answered and refused the login: wrong password, unknown
+    /// role or database, no `pg_hba.conf` entry. Nothing was started.
+    #[error(
+        "cannot log in to {url}: {message}. The server refused the user, password or database this URL names; nothing was started. Fix the variable that holds the URL (or the server's roles and pg_hba.conf)"
+    )]
+    Login { url: String, message: String },
+
     #[error("query failed on {url}: {message}")]
     Query { url: String, message: String },
 }
@@ -88,6 +95,7 @@ impl PgError {
                 | Self::BinaryTooOld { .. }
                 | Self::NoUnprivilegedUser { .. }
                 | Self::BadConnectionString { .. }
+                | Self::Login { .. }
                 | Self::TlsSetup { .. }
                 | Self::UnsafeDirectory { .. }
         )

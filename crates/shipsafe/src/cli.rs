@@ -80,7 +80,9 @@ pub enum Command {
         /// The deploy run to undo (default: the newest one not rolled back).
         #[arg(long, value_name = "ID")]
         run: Option<String>,
-        /// Confirm a protected environment without a terminal prompt.
+        /// Confirm without a terminal prompt: needed in a protected
+        /// environment, and in a guarded one when the rollback restores a
+        /// backup (which discards every write made since it).
         #[arg(long, value_name = "ENV")]
         confirm: Option<String>,
     },

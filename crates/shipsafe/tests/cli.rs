@@ -301,6 +301,63 @@ async fn init_points_production_at_its_own_variable_not_the_apps() {
     }
 }
 
+/// A guarded environment's rollback by restore needs `--confirm` as a
+/// protected one's does; `rollback --help` says so.
+#[tokio::test]
+async fn rollback_help_says_guarded_restores_need_confirm_too() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "shipsafe.toml",
+        "[environments.staging]\ndatabase_url = \"${STAGING_URL}\"\nprotection = \"guarded\"\n\n[migrations]\ndir = \"migrations\"\n",
+    );
+    write(
+        dir.path(),
+        "migrations/20260101000000_accounts/up.sql",
+        "create table accounts (id bigint primary key);\n",
+    );
+    write(
+        dir.path(),
+        "migrations/20260101000000_accounts/down.sql",
+        "drop table accounts;\n",
+    );
+    let run = |args: &[&str]| {
+        shipsafe(dir.path())
+            .env("STAGING_URL", db.url().expose())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["deploy", "staging"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Not rehearsed: the rollback restores the pre-deploy backup, which a
+    // person must confirm in a guarded environment.
+    let out = run(&["rollback", "staging"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--confirm staging"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["rollback", "--help"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let help = stdout(&out);
+    let confirm = help
+        .split("--confirm <ENV>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{help}"));
+    let confirm = confirm.split("\n  -").next().unwrap();
+    assert!(
+        confirm.contains("protected") && confirm.contains("guarded"),
+        "{help}"
+    );
+
+    let out = run(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
 fn seeded_state(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write(

@@ -371,3 +371,70 @@ async fn client_certificates_log_in_and_reach_pg_dump() {
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// A wrong password (the TLS cluster authenticates with scram-sha-256) and
+/// a role the server does not have (the test server trusts 127.0.0.1, so
+/// there a password is never checked): the server refuses the login, which
+/// is a configuration error (exit 78) before anything started, not a
+/// failed-and-rolled-back operation (exit 4).
+#[tokio::test]
+async fn a_refused_login_stops_deploy_as_a_configuration_error() {
+    let s = tokio::task::spawn_blocking(TlsCluster::start)
+        .await
+        .unwrap();
+    let wrong_password = format!(
+        "postgresql://postgres:not-the-password@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        s.port,
+        s.ca.ca().display()
+    );
+    let server = std::env::var("SHIPSAFE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let info = DbUrl::new(&server).conninfo().unwrap();
+    let host = info
+        .hosts
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = info.ports.first().copied().unwrap_or(5432);
+    let no_such_role = if host.starts_with('/') {
+        format!("postgres://shipsafe_no_such_role_7f3a:whatever@/postgres?host={host}&port={port}")
+    } else {
+        format!("postgres://shipsafe_no_such_role_7f3a:whatever@{host}:{port}/postgres")
+    };
+    for (url, said) in [
+        (wrong_password.as_str(), "password authentication failed"),
+        (no_such_role.as_str(), "does not exist"),
+    ] {
+        let p = project(url, "guarded", "");
+        write(
+            p.dir.path(),
+            "migrations/1_add/up.sql",
+            "create table t (id int primary key);",
+        );
+        write(p.dir.path(), "migrations/1_add/down.sql", "drop table t;");
+        let out = p
+            .cmd()
+            .args(["--format", "json", "deploy", "production"])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 78, "{url}: {}{err}", stdout(&out));
+        let v = common::json(&out);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("cannot log in"), "{v}");
+        assert!(message.contains(said), "{v}");
+        assert!(message.contains("nothing was started"), "{v}");
+        assert!(
+            !message.contains("not-the-password") && !message.contains("whatever"),
+            "{v}"
+        );
+        // Nothing started: no backup was taken.
+        let backups = p.dir.path().join(".shipsafe/backups");
+        assert!(
+            std::fs::read_dir(&backups).map_or(true, |mut d| d.next().is_none()),
+            "{url}: a backup was taken"
+        );
+    }
+}
