@@ -506,3 +506,139 @@ async fn rails_page_migrates_back_to_the_recorded_version() {
     );
     assert!(!has_column(&staging, "accounts", "plan").await);
 }
+
+/// Copies a fixture folder (tests/fixtures/NAME) into `to`.
+fn copy_fixture(name: &str, to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let mut stack = vec![from.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(&from).unwrap().to_path_buf();
+            if e.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(to.join(&rel)).unwrap();
+                stack.push(e.path());
+            } else {
+                std::fs::copy(e.path(), to.join(&rel)).unwrap();
+            }
+        }
+    }
+}
+
+/// A real public Flask-Migrate app (miguelgrinberg/microblog: nine
+/// revisions, a config.py that loads `.env`, a Procfile and boot.sh that
+/// migrate on boot) adopted by the commands of docs/adopt/flask-migrate.md:
+/// `init`, plan, a guarded then a protected deploy of its whole history,
+/// 300 users, a new revision deployed and rolled back with the tool to the
+/// exact revision (a user written in between kept), and a `.env` naming
+/// production loaded with override=True, which a rehearsal cannot reach.
+#[tokio::test]
+async fn microblog_adopts_shipsafe_as_the_flask_migrate_page_says() {
+    let staging = TestDb::new().await;
+    let production = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture("microblog", dir.path());
+    // A developer's .env naming production: microblog's config.py loads it,
+    // without overriding what shipsafe passes in DATABASE_URL.
+    common::write(
+        dir.path(),
+        ".env",
+        &format!("DATABASE_URL={}\n", production.url().expose()),
+    );
+    let run = |args: &[&str]| {
+        let out = common::shipsafe(dir.path())
+            .args(["--format", "json"])
+            .args(args)
+            .env("STAGING_DATABASE_URL", staging.url().expose())
+            .env("PRODUCTION_DATABASE_URL", production.url().expose())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap();
+        (common::code(&out), common::json(&out), common::stderr(&out))
+    };
+    let out = common::shipsafe(dir.path()).arg("init").output().unwrap();
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    let starter = std::fs::read_to_string(dir.path().join("shipsafe.toml")).unwrap();
+    assert!(starter.contains("flask-migrate"), "{starter}");
+    assert!(starter.contains("${PRODUCTION_DATABASE_URL}"), "{starter}");
+    common::write(
+        dir.path(),
+        "shipsafe.toml",
+        "[project]\nname = \"microblog\"\n\n[environments.staging]\ndatabase_url = \"${STAGING_DATABASE_URL}\"\nprotection = \"guarded\"\n\n[environments.production]\ndatabase_url = \"${PRODUCTION_DATABASE_URL}\"\nprotection = \"protected\"\n\n[migrations]\ntool = \"flask-migrate\"\nurl_env = \"DATABASE_URL\"\n\n[[checks]]\nname = \"users have unique emails\"\nsql = \"select count(*) - count(distinct email) from \\\"user\\\"\"\nexpect = \"= 0\"\n",
+    );
+    let (code, plan, err) = run(&["plan", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plan["pending"].as_array().unwrap().len(), 9, "{plan}");
+    let warnings = plan["warnings"].to_string();
+    assert!(
+        warnings.contains("Procfile") && warnings.contains("boot.sh"),
+        "{plan}"
+    );
+    for args in [
+        &["deploy", "staging"][..],
+        &["deploy", "production", "--confirm", "production"],
+    ] {
+        let (code, run, err) = run(args);
+        assert_eq!(code, 0, "{args:?}: {err}\n{run}");
+    }
+    let head: String = one(&production, "select version_num::text from alembic_version").await;
+    assert_eq!(head, "834b1a697901");
+    production
+        .client()
+        .await
+        .batch_execute(
+            "insert into \"user\" (username, email) select 'u' || g, 'u' || g || '@example.com' from generate_series(1, 300) g",
+        )
+        .await
+        .unwrap();
+    // A new revision, as `flask db migrate` writes it.
+    common::write(
+        dir.path(),
+        "migrations/versions/a1b2c3d4e5f6_user_timezone.py",
+        "\"\"\"user timezone\n\nRevision ID: a1b2c3d4e5f6\nRevises: 834b1a697901\n\"\"\"\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = 'a1b2c3d4e5f6'\ndown_revision = '834b1a697901'\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    with op.batch_alter_table('user', schema=None) as batch_op:\n        batch_op.add_column(sa.Column('timezone', sa.String(length=64), nullable=True))\n\n\ndef downgrade():\n    with op.batch_alter_table('user', schema=None) as batch_op:\n        batch_op.drop_column('timezone')\n",
+    );
+    let (code, deployed, err) = run(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}\n{deployed}");
+    assert_eq!(
+        deployed["report"]["rehearsal"]["round_trip"]["status"], "proven",
+        "{deployed}"
+    );
+    production
+        .client()
+        .await
+        .batch_execute("insert into \"user\" (username, email) values ('late', 'late@example.com')")
+        .await
+        .unwrap();
+    let (code, back, err) = run(&["rollback", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}\n{back}");
+    assert_eq!(back["report"]["method"], "down", "{back}");
+    let head: String = one(&production, "select version_num::text from alembic_version").await;
+    assert_eq!(head, "834b1a697901");
+    let users: i64 = one(&production, "select count(*) from \"user\"").await;
+    assert_eq!(users, 301, "the user written after the deploy is kept");
+    let tz: bool = one(
+        &production,
+        "select exists (select 1 from information_schema.columns where table_name = 'user' and column_name = 'timezone')",
+    )
+    .await;
+    assert!(!tz);
+    // Now the app lets .env override what it is given: a rehearsal's tool
+    // reads production's URL, cannot reach it, and production is untouched.
+    let config = std::fs::read_to_string(dir.path().join("config.py")).unwrap();
+    let overriding = config.replace(
+        "load_dotenv(os.path.join(basedir, '.env'))",
+        "load_dotenv(os.path.join(basedir, '.env'), override=True)",
+    );
+    assert_ne!(config, overriding);
+    common::write(dir.path(), "config.py", &overriding);
+    let before = common::snapshot(production.url()).await;
+    let (code, rehearsed, err) = run(&["rehearse", "production"]);
+    assert_eq!(code, 1, "{err}\n{rehearsed}");
+    assert_eq!(
+        common::snapshot(production.url()).await,
+        before,
+        "production changed"
+    );
+}
