@@ -42,6 +42,8 @@ pub struct DumpRequest<'a> {
     pub audit_head: Option<crate::manifest::AuditHead>,
     /// Recorded in the manifest (see [`Manifest::database_level`]).
     pub database_level: Vec<crate::dblevel::DatabaseProperty>,
+    /// The environment's `[[checks]]` now (see [`Manifest::checks`]).
+    pub checks: Option<Vec<crate::manifest::RecordedCheck>>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -142,6 +144,7 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
         excluded_schemas: req.exclude_schemas.to_vec(),
         contents: None,
         database_level: req.database_level.clone(),
+        checks: req.checks.clone(),
         verifications: Vec::new(),
         error: None,
     };

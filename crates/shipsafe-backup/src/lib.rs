@@ -27,7 +27,7 @@ pub mod toc;
 pub use archive::ArchiveContents;
 pub use dump::{DumpRequest, OnBytes, create};
 pub use error::BackupError;
-pub use manifest::{Manifest, RestoreProof, Status, Verification};
+pub use manifest::{Manifest, RecordedCheck, RestoreProof, Status, Verification};
 pub use restore::{AtomicRestore, RestoreReport, VerifiedArchive, fetch_verified, restore_atomic};
 pub use retention::{Decision, plan};
 pub use store::{BackupStore, StorageSpec};

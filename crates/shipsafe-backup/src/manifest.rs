@@ -30,6 +30,40 @@ pub struct Verification {
     pub proof: Option<RestoreProof>,
 }
 
+/// A `[[checks]]` entry as it was when a backup was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedCheck {
+    pub name: String,
+    pub sql: String,
+    pub expect: shipsafe_config::Expectation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<shipsafe_config::Duration>,
+}
+
+impl From<&shipsafe_config::CheckConfig> for RecordedCheck {
+    fn from(c: &shipsafe_config::CheckConfig) -> Self {
+        Self {
+            name: c.name.clone(),
+            sql: c.sql.clone(),
+            expect: c.expect,
+            timeout: c.timeout,
+        }
+    }
+}
+
+impl RecordedCheck {
+    /// The check to run (it held in the backup's environment).
+    pub fn to_check(&self) -> shipsafe_config::CheckConfig {
+        shipsafe_config::CheckConfig {
+            name: self.name.clone(),
+            sql: self.sql.clone(),
+            expect: self.expect,
+            envs: Vec::new(),
+            timeout: self.timeout,
+        }
+    }
+}
+
 /// An audit entry (sequence number and hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditHead {
@@ -85,6 +119,12 @@ pub struct Manifest {
     /// comment, privileges), with hashes instead of values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub database_level: Vec<crate::dblevel::DatabaseProperty>,
+    /// The `[[checks]]` configured for the environment when the backup was
+    /// taken: what verifying or restoring this backup proves. `None` in
+    /// manifests written before they were recorded (the checks configured
+    /// now are used for those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<RecordedCheck>>,
     #[serde(default)]
     pub verifications: Vec<Verification>,
     /// Why a failed backup failed.

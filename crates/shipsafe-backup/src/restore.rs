@@ -512,26 +512,15 @@ pub async fn restore_atomic(
         }
     }
     let checks = run_checks(&client, opts.checks, true).await;
-    let failed: Vec<&CheckOutcome> = checks.iter().filter(|c| !c.ok).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(CheckOutcome::line)
+        .collect();
     if !failed.is_empty() {
-        let names: Vec<String> = failed
-            .iter()
-            .map(|c| {
-                format!(
-                    "{:?} expected {} got {}{}",
-                    c.name,
-                    c.expect,
-                    c.actual.as_deref().unwrap_or("nothing"),
-                    c.error
-                        .as_deref()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
         return abort(format!(
-            "checks failed on the restored data: {}",
-            names.join("; ")
+            "checks did not pass on the restored data: {}",
+            failed.join("; ")
         ))
         .await;
     }

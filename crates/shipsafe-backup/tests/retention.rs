@@ -29,6 +29,7 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
         database_level: vec![],
         writes_at_backup: None,
         audit_head: None,
+        checks: None,
         verifications: if verified {
             vec![Verification {
                 at: at.into(),

@@ -264,6 +264,7 @@ impl Config {
                 format!("backups.compression_level is {level}; zstd levels run from 1 to 22 (1, the default, is fastest)"),
             ));
         }
+        self.validate_checks()?;
         for smoke in &self.file.smoke {
             let method = smoke.method.to_ascii_uppercase();
             if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -307,6 +308,43 @@ impl Config {
                     self.key_span(&format!("data.{name}"), "key")
                         .unwrap_or(0..0),
                     format!("data.{name}.key must name at least one column (the natural key)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[checks]]`: `envs` names configured environments, `timeout` is
+    /// more than nothing.
+    fn validate_checks(&self) -> Result<(), ConfigError> {
+        for c in &self.file.checks {
+            let span = || self.value_span(&c.name).unwrap_or(0..0);
+            if let Some(unknown) = c
+                .envs
+                .iter()
+                .find(|e| !self.file.environments.contains_key(*e))
+            {
+                let known: Vec<&str> = self.file.environments.keys().map(String::as_str).collect();
+                return Err(self.invalid(
+                    span(),
+                    format!(
+                        "check {:?}: envs names environment {unknown:?}, which is not configured (configured: {})",
+                        c.name,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            if c.timeout.is_some_and(|t| t.as_millis() == 0) {
+                return Err(self.invalid(
+                    span(),
+                    format!(
+                        "check {:?}: timeout must be more than 0 (e.g. \"30s\"); a check without a limit can wait forever behind a lock",
+                        c.name
+                    ),
                 ));
             }
         }
@@ -495,6 +533,25 @@ impl Config {
                         .join(", ")
                 },
             })
+    }
+
+    /// The `[[checks]]` that hold in environment `env`: those without
+    /// `envs`, and those whose `envs` names it.
+    pub fn checks_for(&self, env: &str) -> Vec<crate::model::CheckConfig> {
+        self.file
+            .checks
+            .iter()
+            .filter(|c| c.applies_to(env))
+            .cloned()
+            .collect()
+    }
+
+    /// This configuration with only the `[[checks]]` of environment `env`
+    /// (for code that reads `file().checks` while working on `env`).
+    pub fn with_checks_of(&self, env: &str) -> Config {
+        let mut scoped = self.clone();
+        scoped.file.checks = self.checks_for(env);
+        scoped
     }
 
     /// Resolves an environment's database URL now, naming the missing

@@ -411,12 +411,41 @@ impl RehearsalConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     pub name: String,
     pub sql: String,
     pub expect: Expectation,
+    /// The environments the check holds in; empty: every environment.
+    #[serde(default)]
+    pub envs: Vec<String>,
+    /// How long the query may run (`statement_timeout`); default
+    /// [`CheckConfig::DEFAULT_TIMEOUT`].
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+impl CheckConfig {
+    /// A check's statement timeout when it sets none: long enough for any
+    /// sensible invariant query, short enough that a check stuck behind a
+    /// migration's lock ends (and says so) instead of hanging a job.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Whether the check holds in environment `env`.
+    pub fn applies_to(&self, env: &str) -> bool {
+        self.envs.is_empty() || self.envs.iter().any(|e| e == env)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
+
+    /// The same check: same name, query and expectation (its scope and
+    /// timeout aside).
+    pub fn same_as(&self, other: &CheckConfig) -> bool {
+        self.name == other.name && self.sql == other.sql && self.expect == other.expect
+    }
 }
 
 fn default_method() -> String {

@@ -12,7 +12,7 @@ pub mod scratch;
 pub mod tls;
 
 pub use binaries::PgBinaries;
-pub use checks::{CheckOutcome, run_checks};
+pub use checks::{CheckOutcome, CheckStatus, run_checks};
 pub use child::LibpqChild;
 pub use connect::{
     ServerInfo, connect, connect_info, connect_pinned, quote_ident, quote_literal, server_info,

@@ -1,7 +1,9 @@
 //! `[[checks]]` and `[[smoke]]`: running them, and saying what failed.
 
-use shipsafe_config::{Config, VarSource};
-use shipsafe_pg::{CheckOutcome, run_checks};
+use shipsafe_backup::Manifest;
+use shipsafe_config::{CheckConfig, Config, VarSource};
+use shipsafe_pg::run_checks;
+pub use shipsafe_pg::{CheckOutcome, CheckStatus};
 
 use crate::error::CoreError;
 use crate::smoke::{self, SmokeOutcome};
@@ -51,10 +53,11 @@ pub async fn begin(client: &tokio_postgres::Client, config: &Config) -> Result<(
 pub async fn checks_then_commit(
     client: &tokio_postgres::Client,
     config: &Config,
+    env: &str,
     what: &str,
     commit: bool,
 ) -> (Vec<CheckOutcome>, Result<(), CoreError>) {
-    let checks = run_checks(client, &config.file().checks, true).await;
+    let checks = run_checks(client, &config.checks_for(env), true).await;
     let failed = check_failures(&checks);
     if !failed.is_empty() || !commit {
         let _ = client.batch_execute("rollback").await;
@@ -76,23 +79,49 @@ pub async fn checks_then_commit(
     (checks, Ok(()))
 }
 
-/// One line per failed check: its name, what was expected and what came.
+/// One line per check that did not pass: what was expected and what came,
+/// or why its query could not run (the server's message).
 pub fn check_failures(checks: &[CheckOutcome]) -> Vec<String> {
     checks
         .iter()
         .filter(|c| !c.ok)
-        .map(|c| {
-            format!(
-                "check {:?} expected {} got {}",
-                c.name,
-                c.expect,
-                c.actual
-                    .as_deref()
-                    .or(c.error.as_deref())
-                    .unwrap_or("nothing")
-            )
-        })
+        .map(CheckOutcome::line)
         .collect()
+}
+
+/// The checks that verifying or restoring a backup runs.
+#[derive(Debug, Clone, Default)]
+pub struct BackupChecks {
+    /// What decides: the checks recorded in the manifest when the backup
+    /// was taken; for a manifest without them, the checks configured now
+    /// for its environment.
+    pub deciding: Vec<CheckConfig>,
+    /// The checks configured now for the environment that the backup did
+    /// not record: run and reported, never failing it (the backup predates
+    /// them, and so may its schema).
+    pub current: Vec<CheckConfig>,
+}
+
+impl BackupChecks {
+    /// For `manifest`, restored as environment `env` (its own for a
+    /// verification, the target's for a restore).
+    pub fn of(config: &Config, manifest: &Manifest, env: &str) -> Self {
+        let now = config.checks_for(env);
+        match &manifest.checks {
+            None => Self {
+                deciding: now,
+                current: Vec::new(),
+            },
+            Some(recorded) => {
+                let deciding: Vec<CheckConfig> = recorded.iter().map(|r| r.to_check()).collect();
+                let current = now
+                    .into_iter()
+                    .filter(|c| !deciding.iter().any(|d| d.same_as(c)))
+                    .collect();
+                Self { deciding, current }
+            }
+        }
+    }
 }
 
 /// One line per failed smoke test, for error messages.

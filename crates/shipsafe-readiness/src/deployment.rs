@@ -106,14 +106,18 @@ fn verification(f: &Facts<'_>) -> Item {
         .config
         .environment(f.env)
         .is_ok_and(|e| e.config.app_url.is_some());
+    let checks = f.config.checks_for(f.env);
     let value = serde_json::json!({
-        "checks": file.checks.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        "checks": checks.iter().map(|c| &c.name).collect::<Vec<_>>(),
         "smoke": file.smoke.iter().map(|s| &s.name).collect::<Vec<_>>(),
         "app_url": app_url,
     });
     let mut missing = Vec::new();
-    if file.checks.is_empty() {
-        missing.push("no [[checks]] (SQL invariants run after every change)".to_string());
+    if checks.is_empty() {
+        missing.push(format!(
+            "no [[checks]] for {} (SQL invariants run after every change)",
+            f.env
+        ));
     }
     if file.smoke.is_empty() {
         missing.push("no [[smoke]] tests (HTTP requests to the app)".to_string());
@@ -126,7 +130,7 @@ fn verification(f: &Facts<'_>) -> Item {
     let summary = if missing.is_empty() {
         format!(
             "{} checks and {} smoke tests run after every change",
-            file.checks.len(),
+            checks.len(),
             file.smoke.len()
         )
     } else {

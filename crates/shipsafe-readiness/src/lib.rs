@@ -151,8 +151,18 @@ pub fn readiness<'a>(
     })
 }
 
+/// How long a readiness query waits for a lock (a migration's ACCESS
+/// EXCLUSIVE, say) before its item says so and the scorecard goes on. A
+/// session `lock_timeout`, not `statement_timeout`: the session's
+/// `statement_timeout` is what the timeouts item reads for the app role.
+const LOCK_WAIT: &str = "5s";
+
 async fn connect(config: &Config, url: &DbUrl) -> Result<Db, String> {
     let client = shipsafe_pg::connect(url).await.map_err(|e| e.to_string())?;
+    client
+        .batch_execute(&format!("set lock_timeout = '{LOCK_WAIT}'"))
+        .await
+        .map_err(|e| shipsafe_pg::describe(&e))?;
     let info = shipsafe_pg::server_info(&client, url)
         .await
         .map_err(|e| e.to_string())?;

@@ -48,11 +48,14 @@ pub(super) async fn items(f: &Facts<'_>) -> Vec<Item> {
 }
 
 async fn checks(f: &Facts<'_>) -> Item {
-    let configured = &f.config.file().checks;
+    let configured = f.config.checks_for(f.env);
     if configured.is_empty() {
         return CHECKS.unknown(
             "config",
-            "no [[checks]] configured: nothing says what a correct database looks like",
+            format!(
+                "no [[checks]] configured for {}: nothing says what a correct database looks like",
+                f.env
+            ),
             Some("add [[checks]] with the invariants of your data".into()),
         );
     }
@@ -60,7 +63,7 @@ async fn checks(f: &Facts<'_>) -> Item {
         Ok(db) => db,
         Err(item) => return *item,
     };
-    let outcomes = run_checks(&db.client, configured, false).await;
+    let outcomes = run_checks(&db.client, &configured, false).await;
     let failed = shipsafe_protocol::checks::check_failures(&outcomes);
     let names: Vec<&str> = outcomes.iter().map(|c| c.name.as_str()).collect();
     CHECKS.judge(

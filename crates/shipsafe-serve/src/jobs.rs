@@ -182,10 +182,12 @@ async fn execute(
                 });
             };
             let id = newest.id.clone();
-            let (m, checks) =
+            let verified =
                 shipsafe_protocol::commands::backup::verify(config, vars, cwd, &id, progress)
                     .await?;
-            let v = m.verifications.last();
+            let checks = &verified.checks;
+            let current = &verified.current_checks;
+            let v = verified.manifest.verifications.last();
             let ok = v.is_some_and(|v| v.ok);
             let seconds = v.map_or(0.0, |v| v.restore_seconds);
             Ok(Done {
@@ -197,11 +199,18 @@ async fn execute(
                 .into(),
                 ok,
                 summary: format!(
-                    "restore drill of {id}: {} in {seconds:.1} s, {} check(s)",
+                    "restore drill of {id}: {} in {seconds:.1} s, {} check(s){}",
                     if ok { "restored" } else { "FAILED" },
-                    checks.len()
+                    checks.len(),
+                    match shipsafe_protocol::checks::check_failures(current) {
+                        f if f.is_empty() => String::new(),
+                        f => format!(
+                            "; not passing among the checks configured since the backup (not counted): {}",
+                            f.join("; ")
+                        ),
+                    }
                 ),
-                report: serde_json::json!({ "backup_id": id, "restore_seconds": seconds, "checks": checks }),
+                report: serde_json::json!({ "backup_id": id, "restore_seconds": seconds, "checks": checks, "current_checks": current }),
                 ids: vec![id],
             })
         }

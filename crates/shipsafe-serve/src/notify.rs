@@ -187,13 +187,8 @@ pub fn after_cli<'a>(
         let Some(newest) = runs.first() else {
             return Vec::new();
         };
-        // A deploy that was rolled back failed; a rollback that rolled back worked.
-        let good = |o: &str| match command {
-            "rollback" => matches!(o, "rolled_back" | "nothing_to_do"),
-            _ => matches!(o, "deployed" | "nothing_to_do"),
-        };
-        let ok = error.is_none() && good(&newest.outcome);
-        let previous_ok = runs.get(1).map(|r| good(&r.outcome));
+        let ok = error.is_none() && good(command, &newest.outcome);
+        let previous_ok = runs.get(1).map(|r| good(command, &r.outcome));
         let event = Event {
             project: config.project_name(),
             env: env.to_string(),
@@ -202,6 +197,54 @@ pub fn after_cli<'a>(
             ok,
             run_id: newest.run_id.clone(),
             summary: error.unwrap_or_else(|| format!("{command} of {env}: {}", newest.outcome)),
+            at: shipsafe_state::now_rfc3339(),
+            trigger: "cli".into(),
+        };
+        send(config, vars, &event, previous_ok).await
+    })
+}
+
+/// Whether a CLI run ended well: a deploy that was rolled back failed; a
+/// rollback that rolled back worked.
+fn good(command: &str, outcome: &str) -> bool {
+    match command {
+        "rollback" => matches!(outcome, "rolled_back" | "nothing_to_do"),
+        _ => matches!(outcome, "deployed" | "nothing_to_do"),
+    }
+}
+
+/// After a CLI `deploy` of `env` that ended in an error without a run
+/// record (a missing variable, an unreachable server, a refused
+/// connection): a failure like any other, outcome `error`, no run id.
+pub fn after_cli_error<'a>(
+    config: &'a Config,
+    vars: &'a dyn VarSource,
+    env: &'a str,
+    command: &'a str,
+    error: String,
+) -> shipsafe_protocol::Task<'a, Vec<Delivery>> {
+    Box::pin(async move {
+        // An environment that is not configured is a typing error, not news.
+        if config.file().notify.is_empty() || config.environment(env).is_err() {
+            return Vec::new();
+        }
+        let previous_ok = shipsafe_state::StateStore::open_existing(config.state_dir())
+            .ok()
+            .flatten()
+            .and_then(|store| store.runs_of(Some(env), &[command], None).ok())
+            .and_then(|runs| {
+                runs.into_iter()
+                    .find(|r| r.command == command && r.outcome != "running")
+            })
+            .map(|r| good(command, &r.outcome));
+        let event = Event {
+            project: config.project_name(),
+            env: env.to_string(),
+            job: command.to_string(),
+            outcome: "error".into(),
+            ok: false,
+            run_id: String::new(),
+            summary: format!("{command} of {env} ended in an error before it finished: {error}"),
             at: shipsafe_state::now_rfc3339(),
             trigger: "cli".into(),
         };

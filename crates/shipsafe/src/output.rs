@@ -153,3 +153,45 @@ pub fn proof_text(proof: &serde_json::Value) -> String {
     }
     out
 }
+
+/// The word a check's row starts with: `ok`, `FAIL` (the expectation did
+/// not hold) or `ERROR` (the query could not run).
+pub fn check_status(c: &shipsafe_protocol::checks::CheckOutcome) -> &'static str {
+    match c.status {
+        shipsafe_protocol::checks::CheckStatus::Passed => "ok",
+        shipsafe_protocol::checks::CheckStatus::Failed => "FAIL",
+        shipsafe_protocol::checks::CheckStatus::Error => "ERROR",
+    }
+}
+
+/// What a check found, for a table cell: the expectation and the value, or
+/// the server's message.
+pub fn check_detail(c: &shipsafe_protocol::checks::CheckOutcome) -> String {
+    if c.is_error() {
+        return c.error.clone().unwrap_or_default();
+    }
+    format!(
+        "{} = {}{}",
+        c.expect,
+        c.actual.as_deref().unwrap_or("-"),
+        c.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    )
+}
+
+/// Checks one per line, indented: status, name, detail.
+pub fn check_lines(checks: &[shipsafe_protocol::checks::CheckOutcome]) -> String {
+    checks
+        .iter()
+        .map(|c| {
+            format!(
+                "  {:<5} {} ({})\n",
+                check_status(c),
+                c.name,
+                check_detail(c)
+            )
+        })
+        .collect()
+}

@@ -314,6 +314,59 @@ async fn scheduled_runs_are_recorded_and_metrics_match_the_catalog() {
 }
 
 #[tokio::test]
+async fn a_drill_of_a_backup_older_than_a_check_passes_on_the_checks_it_recorded() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table users (id int primary key); insert into users values (1);")
+        .await
+        .unwrap();
+    let users = "\n[[checks]]\nname = \"users exist\"\nsql = \"select count(*) from users\"\nexpect = \">= 1\"\n";
+    let dir = project(&db, users);
+    let out = common::shipsafe(dir.path())
+        .args(["backup", "create", "prod"])
+        .output()
+        .unwrap();
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    // A migration adds a column, and a check on it comes with it.
+    db.client()
+        .await
+        .batch_execute("alter table users add column timezone text not null default 'UTC'")
+        .await
+        .unwrap();
+    let dir_path = dir.path().join("shipsafe.toml");
+    let mut toml = std::fs::read_to_string(&dir_path).unwrap();
+    toml.push_str(
+        "\n[[checks]]\nname = \"time zones set\"\nsql = \"select count(*) from users where timezone = ''\"\nexpect = \"= 0\"\n\
+         \n[schedule.prod]\nverify = \"* * * * * *\"\n",
+    );
+    std::fs::write(&dir_path, toml).unwrap();
+    let serve = Serve::start(dir.path(), &[]);
+    wait_for("a restore drill", 60, || {
+        runs_of(dir.path(), "serve verify")
+            .iter()
+            .any(|r| r.outcome != "running")
+    });
+    let m = scrape(serve.port);
+    let (code, err, _) = serve.stop();
+    assert_eq!(code, Some(0), "{err}");
+    let drill = runs_of(dir.path(), "serve verify")
+        .into_iter()
+        .find(|r| r.outcome != "running")
+        .unwrap();
+    assert_eq!(drill.outcome, "verified", "{:?}", drill.report);
+    let report = drill.report.to_string();
+    assert!(
+        report.contains(r#"column \"timezone\" does not exist"#),
+        "the newer check's error is reported, apart: {report}"
+    );
+    assert_eq!(
+        value(&m, "shipsafe_restore_drill_last_ok", &[("env", "prod")]),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
 async fn a_tick_while_the_previous_run_is_going_is_skipped_and_sigterm_lets_it_finish() {
     let db = TestDb::new().await;
     let dir = project(
@@ -766,6 +819,58 @@ async fn a_cli_deploy_that_fails_is_notified_and_the_next_good_one_is_a_recovery
     );
     assert_eq!(events[1]["event"], "recovery");
     assert_eq!(events[1]["trigger"], "cli");
+}
+
+#[tokio::test]
+async fn a_cli_deploy_that_cannot_reach_its_database_is_notified() {
+    let db = TestDb::new().await;
+    let hook = Hook::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "shipsafe.toml",
+        "[environments.dev]\ndatabase_url = \"${DEV_URL}\"\nprotection = \"open\"\n\
+         [[checks]]\nname = \"server answers\"\nsql = \"select 1\"\nexpect = \"= 1\"\n\
+         [[notify]]\nkind = \"webhook\"\nurl = \"${HOOK_URL}\"\njobs = [\"deploy\"]\n",
+    );
+    common::write(
+        dir.path(),
+        "migrations/20260101000000_notes/up.sql",
+        "create table notes (id int primary key);\n",
+    );
+    let deploy = |url: &str| {
+        common::shipsafe(dir.path())
+            .args(["deploy", "dev"])
+            .env("HOOK_URL", hook.url("/hook/x"))
+            .env("DEV_URL", url)
+            .output()
+            .unwrap()
+    };
+    // The variable is set; nothing listens there.
+    let out = deploy("postgres://app:pw-s3cret-value@127.0.0.1:1/app");
+    assert_ne!(common::code(&out), 0, "{}", common::stderr(&out));
+    let events: Vec<serde_json::Value> = hook
+        .bodies("/hook/x")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e["event"].as_str(), e["job"].as_str(), e["ok"].as_bool()),
+        (Some("failure"), Some("deploy"), Some(false)),
+        "{e}"
+    );
+    assert_eq!(e["outcome"], "error", "{e}");
+    assert_eq!(e["trigger"], "cli");
+    let summary = e["summary"].as_str().unwrap();
+    assert!(summary.contains("127.0.0.1:1"), "says where: {summary}");
+    assert!(!e.to_string().contains("pw-s3cret-value"), "{e}");
+    // The checks and the variable were fine; the database was not. Once it
+    // answers, the deploy goes through (and a success is not news).
+    let out = deploy(db.url().expose());
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    assert_eq!(hook.bodies("/hook/x").len(), 1);
 }
 
 /// docs/alerts.yml: valid for Prometheus (`promtool check rules`, from

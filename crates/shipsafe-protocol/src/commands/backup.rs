@@ -12,6 +12,7 @@ use shipsafe_backup::{
 use shipsafe_config::{Config, Protection, VarSource};
 use shipsafe_pg::{CheckOutcome, PgBinaries, ScratchCluster, ScratchOptions, connect, run_checks};
 
+use crate::checks::{BackupChecks, check_failures};
 use crate::error::CoreError;
 use crate::pipeline::{Failed, Pipeline, Stop};
 use crate::progress::{Confirm, Progress, bytes_callback};
@@ -57,9 +58,23 @@ pub fn create<'a>(
     })
 }
 
+/// What `backup verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupVerification {
+    /// The manifest, with this verification added.
+    pub manifest: Manifest,
+    /// The checks that decided: those recorded with the backup (or, for a
+    /// manifest without them, those configured now for its environment).
+    pub checks: Vec<CheckOutcome>,
+    /// Checks configured now that the backup did not record: reported,
+    /// never failing the verification.
+    pub current_checks: Vec<CheckOutcome>,
+}
+
 /// `backup verify ID`: restore into a scratch cluster of the backup's major
 /// version by the path an environment restore takes (owners, grants, every
-/// entry, rows compared with the archive), run the checks, and record the
+/// entry, rows compared with the archive), run the checks recorded with the
+/// backup (and, reported apart, the ones configured since), and record the
 /// result in the manifest with what it proved and what it did not.
 pub fn verify<'a>(
     config: &'a Config,
@@ -67,18 +82,31 @@ pub fn verify<'a>(
     cwd: &'a Path,
     id: &'a str,
     progress: &'a Arc<dyn Progress>,
-) -> crate::Task<'a, Result<(Manifest, Vec<CheckOutcome>), CoreError>> {
+) -> crate::Task<'a, Result<BackupVerification, CoreError>> {
     Box::pin(async move {
         let store = crate::store::open_store(config, vars)?;
         let mut manifest = store.manifest(id).await?;
         let started = Instant::now();
         let at = shipsafe_state::now_rfc3339();
-        let result = restore_and_check(config, &store, &manifest, progress).await;
-        let (verification, checks, err) = match result {
-            Ok((checks, proof, restored)) => {
+        let which = BackupChecks::of(config, &manifest, &manifest.env);
+        let result = restore_and_check(&store, &manifest, &which, progress).await;
+        let (verification, checks, current, err) = match result {
+            Ok(Checked {
+                checks,
+                current,
+                proof,
+                restored,
+            }) => {
                 // The recovery time: fetch, cluster and restore, not the checks.
                 let restore_seconds = restored.as_secs_f64();
-                let failed = checks.iter().filter(|c| !c.ok).count() as u32;
+                let failures = check_failures(&checks);
+                let failed = failures.len() as u32;
+                let mut proof = with_limits(&manifest, &which, proof);
+                proof.warnings.extend(
+                    check_failures(&current).into_iter().map(|f| {
+                        format!("{f} (configured after this backup was taken; not counted)")
+                    }),
+                );
                 let v = Verification {
                     at,
                     ok: failed == 0,
@@ -86,11 +114,11 @@ pub fn verify<'a>(
                     checks_passed: checks.len() as u32 - failed,
                     checks_failed: failed,
                     error: (failed > 0)
-                        .then(|| format!("{failed} check(s) failed on the restored copy")),
+                        .then(|| format!("on the restored copy: {}", failures.join("; "))),
                     method: Some(VERIFY_METHOD.into()),
-                    proof: Some(with_limits(config, &manifest, proof)),
+                    proof: Some(proof),
                 };
-                (v, checks, None)
+                (v, checks, current, None)
             }
             Err(e) => {
                 let restore_seconds = started.elapsed().as_secs_f64();
@@ -104,7 +132,7 @@ pub fn verify<'a>(
                     method: Some(VERIFY_METHOD.into()),
                     proof: None,
                 };
-                (v, Vec::new(), Some(e))
+                (v, Vec::new(), Vec::new(), Some(e))
             }
         };
         let ok = verification.ok;
@@ -113,6 +141,8 @@ pub fn verify<'a>(
             "restore_seconds": verification.restore_seconds,
             "checks_passed": verification.checks_passed,
             "checks_failed": verification.checks_failed,
+            "checks_errored": checks.iter().filter(|c| c.is_error()).count(),
+            "current_checks_not_passing": check_failures(&current),
             "proof": verification.proof,
             "error": verification.error,
         });
@@ -148,18 +178,22 @@ pub fn verify<'a>(
             });
         }
         if !ok {
-            let names: Vec<&str> = checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| c.name.as_str())
-                .collect();
             return Err(CoreError::Problems(format!(
-                "backup {} restored, but checks failed on the restored copy: {}",
+                "backup {} restored, but {} on the restored copy: {}",
                 manifest.id,
-                names.join(", ")
+                if checks.iter().any(|c| !c.ok && !c.is_error()) {
+                    "checks failed"
+                } else {
+                    "checks could not run"
+                },
+                check_failures(&checks).join("; ")
             )));
         }
-        Ok((manifest, checks))
+        Ok(BackupVerification {
+            manifest,
+            checks,
+            current_checks: current,
+        })
     })
 }
 
@@ -168,11 +202,16 @@ const VERIFY_METHOD: &str = "backup verify: the environment restore path into a 
 
 /// What a restore into a scratch cluster cannot establish, added to what
 /// the restore itself reported.
-fn with_limits(config: &Config, manifest: &Manifest, mut proof: RestoreProof) -> RestoreProof {
-    if config.file().checks.is_empty() {
-        proof
-            .not_proven
-            .push("business invariants: no [[checks]] are configured".into());
+fn with_limits(manifest: &Manifest, which: &BackupChecks, mut proof: RestoreProof) -> RestoreProof {
+    if which.deciding.is_empty() {
+        proof.not_proven.push(if manifest.checks.is_some() {
+            format!(
+                "business invariants: no [[checks]] were configured for {} when the backup was taken",
+                manifest.env
+            )
+        } else {
+            "business invariants: no [[checks]] are configured".into()
+        });
     }
     if !manifest.excluded_schemas.is_empty() {
         proof.not_proven.push(format!(
@@ -186,12 +225,20 @@ fn with_limits(config: &Config, manifest: &Manifest, mut proof: RestoreProof) ->
     proof
 }
 
+/// A restored copy and what the checks said on it.
+struct Checked {
+    checks: Vec<CheckOutcome>,
+    current: Vec<CheckOutcome>,
+    proof: RestoreProof,
+    restored: std::time::Duration,
+}
+
 async fn restore_and_check(
-    config: &Config,
     store: &BackupStore,
     manifest: &Manifest,
+    which: &BackupChecks,
     progress: &Arc<dyn Progress>,
-) -> Result<(Vec<CheckOutcome>, RestoreProof, std::time::Duration), CoreError> {
+) -> Result<Checked, CoreError> {
     let started = Instant::now();
     // The cluster starts while the archive is fetched and checked; if the
     // fetch fails, the cluster is dropped (and torn down) unused.
@@ -229,12 +276,18 @@ async fn restore_and_check(
     let restore_time = started.elapsed();
     progress.stage("running checks on the restored copy");
     let client = connect(&restored.url).await?;
-    let checks = run_checks(&client, &config.file().checks, false).await;
+    let checks = run_checks(&client, &which.deciding, false).await;
+    let current = run_checks(&client, &which.current, false).await;
     drop(client);
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
         .map_err(|e| CoreError::Failed(format!("scratch cluster stop was interrupted: {e}")))??;
-    Ok((checks, restored.proof, restore_time))
+    Ok(Checked {
+        checks,
+        current,
+        proof: restored.proof,
+        restored: restore_time,
+    })
 }
 
 /// The run report of `backup restore`.
@@ -243,7 +296,13 @@ pub struct RestoreReport {
     pub backup: String,
     pub target: String,
     pub safety_backup: Option<String>,
+    /// The checks that had to pass for the restore to commit: those
+    /// recorded with the backup (or, for a manifest without them, the
+    /// target's configured now).
     pub checks: Vec<CheckOutcome>,
+    /// The target's checks configured now that the backup did not record,
+    /// run after the commit: reported, never undoing the restore.
+    pub current_checks: Vec<CheckOutcome>,
     /// What the restore compared with the backup, and what it did not do.
     pub proof: Option<RestoreProof>,
 }
@@ -287,6 +346,7 @@ pub fn restore<'a>(
             target: target.masked(),
             safety_backup: None,
             checks: Vec::new(),
+            current_checks: Vec::new(),
             proof: None,
         };
         let stopped = |mut p: Pipeline, report: &RestoreReport, stop: Stop| {
@@ -348,12 +408,13 @@ pub fn restore<'a>(
                 .max(manifest.server_major().unwrap_or(info.major)),
             &["pg_restore"],
         )?;
+        let which = BackupChecks::of(config, &manifest, to);
         let result = restore_atomic(
             &binaries,
             archive.path(),
             &target,
             AtomicRestore {
-                checks: &config.file().checks,
+                checks: &which.deciding,
                 before_checks: &[],
                 lock_timeout: config.file().migrations.lock_timeout.as_std(),
                 on_bytes: Some(bytes_callback(progress, None)),
@@ -375,9 +436,19 @@ pub fn restore<'a>(
                     "checks",
                     "ok",
                     r.checks.iter().map(|c| c.duration_ms).sum(),
-                    serde_json::json!({ "passed": r.checks.len() }),
+                    serde_json::json!({ "passed": r.checks.len(), "recorded_with_backup": manifest.checks.is_some() }),
                 );
                 report.checks = r.checks;
+                if !which.current.is_empty() {
+                    match connect(&target).await {
+                        Ok(c) => {
+                            report.current_checks = run_checks(&c, &which.current, false).await;
+                        }
+                        Err(e) => tracing::warn!(
+                            "the checks configured since backup {id} was taken did not run: {e}"
+                        ),
+                    }
+                }
                 // The restore brought the backup's copy of the audit head back.
                 crate::anchor::write(config, &lock).await;
                 drop(lock);

@@ -244,6 +244,7 @@ pub fn import<'a>(
         let (checks, committed) = crate::checks::checks_then_commit(
             &client,
             config,
+            env,
             &format!("the import into {env}"),
             true,
         )

@@ -539,7 +539,7 @@ async fn rollback(
         }
     };
     if info.ok {
-        info.checks_after = steps::rollback::checks_after(cx.config, &cx.url).await;
+        info.checks_after = steps::rollback::checks_after(cx.config, cx.env, &cx.url).await;
     }
     if let Some(s) = &info.safety_backup {
         p.keep_backup(s, false);

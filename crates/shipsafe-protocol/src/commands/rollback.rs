@@ -251,7 +251,7 @@ pub fn rollback<'a>(
         match result {
             Ok(detail) => {
                 report.detail = detail;
-                report.checks_after = steps::rollback::checks_after(config, &url).await;
+                report.checks_after = steps::rollback::checks_after(config, env, &url).await;
                 p.finish("rolled_back", &report)
             }
             Err(e) => {

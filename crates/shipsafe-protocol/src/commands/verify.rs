@@ -28,7 +28,7 @@ pub fn verify<'a>(
         let url = config.database_url(env, vars)?;
         let client =
             crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
-        let checks = run_checks(&client, &config.file().checks, false).await;
+        let checks = run_checks(&client, &config.checks_for(env), false).await;
         let (smoke, smoke_skipped) = match smoke_for(config, vars, env).await? {
             Ok(s) => (s, None),
             Err(why) => (Vec::new(), Some(why)),

@@ -159,6 +159,7 @@ pub fn wipe<'a>(
         let (checks, committed) = crate::checks::checks_then_commit(
             &client,
             config,
+            env,
             &format!("the wipe of {env}"),
             !dry_run,
         )

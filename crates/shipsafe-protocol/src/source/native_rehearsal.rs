@@ -66,6 +66,8 @@ pub(crate) async fn rehearse(
             report.verified.push(v);
         }
     }
+    // `config` holds the rehearsed environment's checks only
+    // (steps::rehearse::on_clone scoped it).
     report.checks = run_checks(&client, &config.file().checks, false).await;
     report.timings.verify_ms = t.elapsed().as_millis() as u64;
     let failed: Vec<String> = crate::checks::check_failures(&report.checks);

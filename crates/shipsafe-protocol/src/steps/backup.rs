@@ -98,6 +98,13 @@ pub async fn take_backup_teed(
             roles,
             writes_at_backup,
             database_level,
+            checks: Some(
+                config
+                    .checks_for(env)
+                    .iter()
+                    .map(shipsafe_backup::RecordedCheck::from)
+                    .collect(),
+            ),
             audit_head: crate::anchor::current(config).map(|h| {
                 shipsafe_backup::manifest::AuditHead {
                     seq: h.seq,

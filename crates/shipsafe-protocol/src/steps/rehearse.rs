@@ -32,6 +32,9 @@ pub async fn on_clone(
     progress: &Arc<dyn Progress>,
 ) -> Result<RehearsalReport, CoreError> {
     let t = Instant::now();
+    // Everything on the clone of `env` (the restore's checks, the checks
+    // after the change) runs the checks that hold in `env`.
+    let config = &config.with_checks_of(env);
     let (clone, _) = make_clone(config, vars, env, manifest, clone, progress).await?;
     let clone_ms = t.elapsed().as_millis() as u64;
     let target = config.database_url(env, vars)?;

@@ -54,10 +54,14 @@ pub async fn by_restore(
     info
 }
 
-/// The checks after a successful rollback, on a fresh connection.
-pub async fn checks_after(config: &Config, url: &DbUrl) -> Vec<shipsafe_pg::CheckOutcome> {
+/// The checks of `env` after a successful rollback, on a fresh connection.
+pub async fn checks_after(
+    config: &Config,
+    env: &str,
+    url: &DbUrl,
+) -> Vec<shipsafe_pg::CheckOutcome> {
     match connect(url).await {
-        Ok(c) => run_checks(&c, &config.file().checks, false).await,
+        Ok(c) => run_checks(&c, &config.checks_for(env), false).await,
         Err(_) => Vec::new(),
     }
 }

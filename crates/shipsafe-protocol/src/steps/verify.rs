@@ -37,8 +37,10 @@ impl Verified {
 
     pub fn detail(&self) -> serde_json::Value {
         let failed = self.checks.iter().filter(|c| !c.ok).count();
+        let errored = self.checks.iter().filter(|c| c.is_error()).count();
         serde_json::json!({ "verify_sql": self.verified.len(), "checks_passed": self.checks.len() - failed,
-                            "checks_failed": failed, "smoke": self.smoke.len() })
+                            "checks_failed": failed - errored, "checks_errored": errored,
+                            "smoke": self.smoke.len() })
     }
 }
 
@@ -58,7 +60,7 @@ pub async fn run(
             return out;
         }
     }
-    out.checks = run_checks(client, &config.file().checks, false).await;
+    out.checks = run_checks(client, &config.checks_for(env), false).await;
     if let Ok(Ok(smoke)) = crate::checks::smoke_for(config, vars, env).await {
         out.smoke = smoke;
     }

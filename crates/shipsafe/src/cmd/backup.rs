@@ -38,36 +38,49 @@ pub async fn run(ctx: &Ctx, action: BackupAction) -> anyhow::Result<Rendered> {
             Rendered::new(&all, render_list(&all), ExitKind::Success)
         }
         BackupAction::Verify { id } => {
-            let (m, checks) = backup::verify(&config, &ProcessEnv, &ctx.cwd, &id, &progress)
+            let verified = backup::verify(&config, &ProcessEnv, &ctx.cwd, &id, &progress)
                 .await
                 .with_context(|| format!("verification of backup {id}"))?;
             drop(progress);
+            let m = &verified.manifest;
             let v = m.verifications.last();
             let proof = v
                 .and_then(|v| v.proof.as_ref())
                 .and_then(|p| serde_json::to_value(p).ok())
                 .map(|p| crate::output::proof_text(&p))
                 .unwrap_or_default();
-            let text = format!(
-                "Backup {} restored into a scratch PostgreSQL {} cluster in {:.1}s, the way a restore into an environment runs; checks: {} passed, {} failed.\n{proof}It now counts as verified.\n",
+            let mut text = format!(
+                "Backup {} restored into a scratch PostgreSQL {} cluster in {:.1}s, the way a restore into an environment runs; checks{}: {} passed, {} failed.\n",
                 m.id,
                 m.server_major()
                     .map_or_else(|| "?".into(), |n| n.to_string()),
                 v.map_or(0.0, |v| v.restore_seconds),
+                if m.checks.is_some() {
+                    " recorded with the backup"
+                } else {
+                    ""
+                },
                 v.map_or(0, |v| v.checks_passed),
                 v.map_or(0, |v| v.checks_failed),
-            ) + &checks
-                .iter()
-                .map(|c| {
-                    format!(
-                        "  ok  {} ({} = {})\n",
-                        c.name,
-                        c.expect,
-                        c.actual.as_deref().unwrap_or("-")
-                    )
-                })
-                .collect::<String>();
-            Rendered::new(&m, text, ExitKind::Success)
+            );
+            text.push_str(&crate::output::check_lines(&verified.checks));
+            if !verified.current_checks.is_empty() {
+                text.push_str(
+                    "Checks configured since the backup was taken (reported, not counted):\n",
+                );
+                text.push_str(&crate::output::check_lines(&verified.current_checks));
+            }
+            text.push_str(&proof);
+            text.push_str("It now counts as verified.\n");
+            // The manifest (SPEC), with what each check found.
+            let mut json = serde_json::to_value(m)?;
+            json["check_results"] = serde_json::to_value(&verified.checks)?;
+            json["current_check_results"] = serde_json::to_value(&verified.current_checks)?;
+            Ok(crate::output::Rendered {
+                json,
+                text,
+                exit: ExitKind::Success,
+            })
         }
         BackupAction::Restore { id, to, confirm } => {
             let confirm = TerminalConfirm { flag: confirm };
@@ -94,8 +107,23 @@ pub async fn run(ctx: &Ctx, action: BackupAction) -> anyhow::Result<Rendered> {
                 )),
                 None => text.push_str("No safety backup: the environment is open.\n"),
             }
-            if let Some(checks) = run.report["checks"].as_array() {
+            let outcomes = |key: &str| {
+                serde_json::from_value::<Vec<shipsafe_protocol::checks::CheckOutcome>>(
+                    run.report[key].clone(),
+                )
+                .unwrap_or_default()
+            };
+            let checks = outcomes("checks");
+            if !checks.is_empty() {
                 text.push_str(&format!("Checks passed before commit: {}\n", checks.len()));
+                text.push_str(&crate::output::check_lines(&checks));
+            }
+            let current = outcomes("current_checks");
+            if !current.is_empty() {
+                text.push_str(
+                    "Checks configured since the backup was taken, after commit (reported, not counted):\n",
+                );
+                text.push_str(&crate::output::check_lines(&current));
             }
             text.push_str(&crate::output::proof_text(&run.report["proof"]));
             Ok(crate::output::Rendered {

@@ -127,7 +127,7 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
         confirm: &confirm,
     };
     stop_between_steps_on_ctrl_c();
-    let out = shipsafe_protocol::commands::deploy::deploy(
+    let result = shipsafe_protocol::commands::deploy::deploy(
         &config,
         &ProcessEnv,
         &ctx.cwd,
@@ -135,9 +135,24 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
         &opts,
         &progress,
     )
-    .await
-    .with_context(|| format!("deploy to {env}"))?;
+    .await;
     drop(progress);
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            // Ended before its outcome was decided (a missing variable, an
+            // unreachable server): a failed deploy is news all the same.
+            shipsafe_serve::notify::after_cli_error(
+                &config,
+                &ProcessEnv,
+                env,
+                "deploy",
+                e.to_string(),
+            )
+            .await;
+            return Err(anyhow::Error::new(e).context(format!("deploy to {env}")));
+        }
+    };
     // Told, never changing the outcome: a failed webhook is only logged.
     shipsafe_serve::notify::after_cli(
         &config,

@@ -17,12 +17,10 @@ pub async fn run(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
         .iter()
         .map(|c| {
             vec![
-                if c.ok { "ok".into() } else { "FAIL".into() },
+                crate::output::check_status(c).into(),
                 "check".into(),
                 c.name.clone(),
-                c.error.clone().unwrap_or_else(|| {
-                    format!("{} = {}", c.expect, c.actual.as_deref().unwrap_or("-"))
-                }),
+                crate::output::check_detail(c),
             ]
         })
         .collect();

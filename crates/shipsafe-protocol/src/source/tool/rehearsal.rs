@@ -158,6 +158,8 @@ async fn on_clone(
     }
     report.schema_changes = Some(schema_diff(&before, &after));
     let t = Instant::now();
+    // `config` holds the rehearsed environment's checks only
+    // (steps::rehearse::on_clone scoped it).
     report.checks = run_checks(&client, &config.file().checks, false).await;
     report.timings.verify_ms = t.elapsed().as_millis() as u64;
     let failed = crate::checks::check_failures(&report.checks);
