@@ -155,10 +155,11 @@ pub fn runbook<'a>(
             }
         }
         t.push_str("\n## Checks that prove a restore\n\n");
-        if file.checks.is_empty() {
+        let checks = config.checks_for(env);
+        if checks.is_empty() {
             t.push_str("None configured: add [[checks]] to shipsafe.toml; until then a restore is proven only by pg_restore finishing.\n");
         } else {
-            for c in &file.checks {
+            for c in &checks {
                 t.push_str(&format!(
                     "- **{}**: `{}`\n",
                     c.name,

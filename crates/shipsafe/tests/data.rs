@@ -1219,7 +1219,11 @@ async fn a_masked_clone_leaves_no_original_in_the_targets_files_or_wal() {
         .unwrap()
         .unwrap();
     let prod_url = from_server.url("postgres");
-    let token = format!("orig{}x{}", std::process::id(), jiff::Timestamp::now().as_millisecond());
+    let token = format!(
+        "orig{}x{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_millisecond()
+    );
     let prod = shipsafe_pg::connect(&prod_url).await.unwrap();
     prod.batch_execute(&format!(
         "create table users (id serial primary key, email text not null unique, full_name text not null);
@@ -1252,7 +1256,9 @@ async fn a_masked_clone_leaves_no_original_in_the_targets_files_or_wal() {
     let files = server_files(&staging, started).await;
     assert!(files.len() > 3, "{files:?}");
     for f in files {
-        let Ok(bytes) = std::fs::read(&f) else { continue };
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
         assert!(
             finder.find(&bytes).is_none(),
             "an original value is in {}",

@@ -481,6 +481,80 @@ async fn an_up_that_leaves_the_clone_as_it_was_fails_the_rehearsal() {
     assert_eq!(snapshot(db.url()).await, before, "production was touched");
 }
 
+/// An alembic revision whose `downgrade()` is empty (`pass`): going back
+/// with the tool moves alembic_version and leaves the change, so `rollback`
+/// restores the pre-deploy backup instead, and the rehearsal does not call
+/// the round trip proven. Without a backup (open), rollback refuses.
+#[tokio::test]
+async fn a_revision_with_an_empty_downgrade_is_undone_by_the_backup_not_the_tool() {
+    let prod = TestDb::new().await;
+    let dev = TestDb::new().await;
+    let p = alembic_with(
+        &[
+            ("production", "protected", prod.url()),
+            ("dev", "open", dev.url()),
+        ],
+        "\n[migrations]\ntool = \"alembic\"\n",
+    );
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True), sa.Column('plan', sa.Text))\n    op.execute(\"insert into accounts values (1, 'free')\")",
+        "op.drop_table('accounts')",
+    );
+    for env in [
+        &["deploy", "production", "--confirm", "production"][..],
+        &["deploy", "dev"],
+    ] {
+        let (code, _, err) = p.json(env);
+        assert_eq!(code, 0, "{err}");
+    }
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "op.execute(\"update accounts set plan = 'pro'\")",
+        "pass",
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        run["report"]["external"]["empty_down"],
+        serde_json::json!(["0002"]),
+        "{run}"
+    );
+    assert_ne!(
+        run["report"]["rehearsal"]["round_trip"]["status"], "proven",
+        "{run}"
+    );
+    let (code, out, err) = p.json(&["rollback", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["report"]["method"], "restore", "{out}");
+    let plan: String = prod
+        .client()
+        .await
+        .query_one("select plan from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plan, "free", "the revision's change was undone");
+    // Open environment: no backup, and the tool cannot undo it.
+    let (code, _, err) = p.json(&["deploy", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["rollback", "dev"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("downgrade() is empty"), "{err}");
+    let plan: String = dev
+        .client()
+        .await
+        .query_one("select plan from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plan, "pro", "nothing was changed");
+}
+
 fn tcp_clone(clone: &TestDb) -> String {
     format!(
         "\n[environments.sandbox]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\n[rehearsal]\nclone = \"env:sandbox\"\n",

@@ -326,3 +326,44 @@ async fn settling_terminates_a_dead_runs_backend_and_waits_for_it() {
         None
     );
 }
+
+/// `status` says whether the server cancels a dead client's statement
+/// (PostgreSQL 14+) and, with the team's tool, whether this machine can
+/// keep the tool off the network during a rehearsal.
+#[tokio::test]
+async fn status_says_what_protects_a_run_when_shipsafe_dies_or_the_tool_strays() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("staging", "guarded", db.url())],
+        "[migrations]\ntool = \"alembic\"\n",
+    );
+    let (code, status, err) = p.json(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    let major: u32 = db
+        .client()
+        .await
+        .query_one(
+            "select current_setting('server_version_num')::int / 10000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i32>(0) as u32;
+    assert_eq!(
+        status["environments"][0]["cancels_dead_clients"],
+        serde_json::json!(major >= 14),
+        "{status}"
+    );
+    let isolation = status["tool_isolation"].as_str().unwrap();
+    assert!(
+        isolation == "available" || isolation.starts_with("unavailable: "),
+        "{status}"
+    );
+    let out = p.cmd().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rehearsals: the migration tool"), "{text}");
+    // Without the team's tool there is nothing to isolate.
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    let (_, status, _) = p.json(&["status"]);
+    assert!(status.get("tool_isolation").is_none(), "{status}");
+}

@@ -219,7 +219,7 @@ pub fn clone<'a>(
                 store,
                 manifest,
                 &url,
-                &config.file().checks,
+                &config.checks_for(to),
                 &[],
             )
             .await

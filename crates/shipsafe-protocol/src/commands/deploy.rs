@@ -262,10 +262,13 @@ async fn locked(
         p.skip("confirm", "not a protected environment");
     }
 
-    let before = match cx.source.before(cx.config, &cx.url, client).await {
+    let mut before = match cx.source.before(cx.config, &cx.url, client).await {
         Ok(b) => b,
         Err(e) => return Err(Stop::nothing_changed(e)),
     };
+    if let Some(t) = &pending.tool {
+        before.empty_down = t.empty_down.clone();
+    }
     if let (Some(x), Some(state)) = (report.external.as_mut(), &before.tool_state) {
         x.before = state.clone();
     }

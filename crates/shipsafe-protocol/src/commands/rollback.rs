@@ -162,7 +162,7 @@ pub fn rollback<'a>(
             .filter(|_| !faithful_down || mismatch.is_some());
         if let (None, Some(why)) = (&by_restore, &mismatch) {
             return Err(CoreError::Blocked(format!(
-                "{why}, and the run has no pre-deploy backup to restore; nothing was changed. Go back with the tool that made it, by hand"
+                "{why}, and the run has no pre-deploy backup to restore; nothing was changed. Undo it by hand (with the tool that made it, where it can)"
             )));
         }
         let mut what = format!("rolling back deploy {} of {env}", deploy.run_id);

@@ -84,6 +84,8 @@ pub struct Before {
     pub fingerprint: Option<String>,
     /// The team's tool: its history.
     pub tool_state: Option<ToolState>,
+    /// The team's tool: pending revisions whose `downgrade()` is empty.
+    pub empty_down: Vec<String>,
 }
 
 /// What applying did.

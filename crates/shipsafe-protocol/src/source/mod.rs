@@ -165,6 +165,7 @@ impl Source {
                     ))
                 })?),
                 tool_state: None,
+                empty_down: Vec::new(),
             }),
             Self::Tool(x) => tool::before(config, x, url, client).await,
         }
@@ -336,7 +337,8 @@ impl Source {
     }
 
     /// Why this source cannot undo a deploy run whose report is `recorded`
-    /// (the migration source changed since), if it cannot.
+    /// (the migration source changed since, or the run applied revisions
+    /// whose `downgrade()` is empty), if it cannot.
     pub fn cannot_undo(&self, run_id: &str, recorded: &serde_json::Value) -> Option<String> {
         let made_by_tool = recorded.get("external").is_some();
         match self {
@@ -346,6 +348,20 @@ impl Source {
             Self::Tool(_) if !made_by_tool => Some(format!(
                 "run {run_id} applied native migrations, but [migrations] now runs the team's tool"
             )),
+            Self::Tool(_) => {
+                let empty: Vec<&str> = recorded["external"]["empty_down"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str())
+                    .collect();
+                (!empty.is_empty()).then(|| {
+                    format!(
+                        "run {run_id} applied revision(s) {} whose downgrade() is empty: the tool cannot undo them",
+                        empty.join(", ")
+                    )
+                })
+            }
             _ => None,
         }
     }

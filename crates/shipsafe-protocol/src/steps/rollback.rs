@@ -81,10 +81,10 @@ pub struct Discards {
 impl Discards {
     pub fn sentence(&self, env: &str) -> String {
         format!(
-            "this restores backup {} taken {} ({} minutes ago): every write to {env} since then is discarded{}",
+            "this restores backup {} taken {} ({}): every write to {env} since then is discarded{}",
             self.backup_id,
             self.backup_created_at,
-            self.minutes_since_backup,
+            ago(self.minutes_since_backup),
             match self.rows_written_since {
                 Some(n) => format!(
                     " (about {n} rows inserted, updated or deleted since, the deploy's own included, per pg_stat_user_tables)"
@@ -92,6 +92,25 @@ impl Discards {
                 None => String::new(),
             }
         )
+    }
+}
+
+/// "1 minute ago", "5 minutes ago", "just now".
+fn ago(minutes: i64) -> String {
+    match minutes {
+        m if m <= 0 => "less than a minute ago".into(),
+        1 => "1 minute ago".into(),
+        m => format!("{m} minutes ago"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn minutes_ago_read_as_english() {
+        assert_eq!(super::ago(0), "less than a minute ago");
+        assert_eq!(super::ago(1), "1 minute ago");
+        assert_eq!(super::ago(12), "12 minutes ago");
     }
 }
 

@@ -17,6 +17,10 @@ pub struct Pending {
     pub revisions: Option<Vec<PendingRevision>>,
     /// Where the database stood when asked.
     pub state: ToolState,
+    /// Pending revisions whose way back does nothing (an empty
+    /// `downgrade()`): only a backup undoes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub empty_down: Vec<String>,
     #[serde(skip)]
     pub runs: Vec<ToolRun>,
 }
@@ -56,6 +60,27 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
             out.runs.push(run);
         }
         None => out.any = out.revisions.as_ref().is_some_and(|r| !r.is_empty()),
+    }
+    if out.any && crate::empty_down::applies(ext) {
+        match crate::empty_down::empty_downs(config, ext, url, &out.state).await {
+            Ok(found) => {
+                let pending: Vec<&str> = out
+                    .revisions
+                    .iter()
+                    .flatten()
+                    .map(|r| r.id.as_str())
+                    .collect();
+                out.empty_down = found
+                    .revisions
+                    .into_iter()
+                    .filter(|(id, empty)| *empty && pending.contains(&id.as_str()))
+                    .map(|(id, _)| id)
+                    .collect();
+            }
+            // Not knowing is not a finding: the rehearsal's round trip and the
+            // backup still stand.
+            Err(why) => tracing::info!("cannot tell empty downgrades: {why}"),
+        }
     }
     Ok(out)
 }
@@ -222,4 +247,8 @@ pub struct ExternalReport {
     /// Why the tool's SQL was not linted, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lint_skipped: Option<String>,
+    /// Pending revisions with an empty `downgrade()`: `rollback` restores
+    /// the backup instead of going back with the tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub empty_down: Vec<String>,
 }

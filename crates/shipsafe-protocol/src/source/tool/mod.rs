@@ -43,6 +43,7 @@ pub(crate) fn report(ext: &External, pending: &Pending) -> Option<ExternalReport
         after: None,
         pending: p.revisions.clone(),
         lint_skipped: None,
+        empty_down: p.empty_down.clone(),
     })
 }
 
@@ -97,6 +98,7 @@ pub(crate) async fn before(
     Ok(Before {
         fingerprint: Some(fingerprint),
         tool_state: Some(history::state(config, ext, url).await?),
+        empty_down: Vec::new(),
     })
 }
 
@@ -155,6 +157,19 @@ pub(crate) async fn go_back(
 ) -> (RollbackInfo, Vec<ToolRun>) {
     let fingerprint = || async { shipsafe_pg::schema_fingerprint(client).await.ok() };
     let unchanged = |now: Option<String>| now.is_some() && now == before.fingerprint;
+    if !before.empty_down.is_empty() {
+        // Its downgrade would move the history and leave the change: a
+        // schema that looks as before would prove nothing.
+        let info = RollbackInfo::new(
+            "none",
+            false,
+            format!(
+                "revision(s) {} have an empty downgrade(): the tool cannot undo them, and there is no pre-deploy backup (open environment)",
+                before.empty_down.join(", ")
+            ),
+        );
+        return (info, Vec::new());
+    }
     if unchanged(fingerprint().await) {
         let info = RollbackInfo::new(
             "transaction",

@@ -177,6 +177,17 @@ async fn on_clone(
         };
         return Ok(());
     }
+    if let Some(t) = pending.tool.as_ref().filter(|t| !t.empty_down.is_empty()) {
+        report.round_trip = RoundTrip {
+            status: "irreversible",
+            detail: format!(
+                "revision(s) {} have an empty downgrade(): going back with the tool would move its history and keep their change, so a failed deploy or a rollback restores the pre-deploy backup",
+                t.empty_down.join(", ")
+            ),
+            differences: None,
+        };
+        return Ok(());
+    }
     let down = ext.down_label().unwrap_or_default();
     let t = Instant::now();
     let (runs, went) = go_back(config, ext, clone, &tool_before).await;
