@@ -104,16 +104,6 @@ fn ago(minutes: i64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn minutes_ago_read_as_english() {
-        assert_eq!(super::ago(0), "less than a minute ago");
-        assert_eq!(super::ago(1), "1 minute ago");
-        assert_eq!(super::ago(12), "12 minutes ago");
-    }
-}
-
 /// What restoring `backup_id` over the database on `client` would discard.
 pub async fn discards(
     config: &Config,
@@ -141,4 +131,14 @@ pub async fn discards(
             _ => None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn minutes_ago_read_as_english() {
+        assert_eq!(super::ago(0), "less than a minute ago");
+        assert_eq!(super::ago(1), "1 minute ago");
+        assert_eq!(super::ago(12), "12 minutes ago");
+    }
 }
