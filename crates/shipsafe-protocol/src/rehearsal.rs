@@ -85,6 +85,11 @@ pub struct RehearsalReport {
     /// (`missing`) on the clone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_changes: Option<SchemaDiff>,
+    /// Tables and columns the change created on the clone, as schema lines
+    /// (`relation …` / `column …`): what going back with `down` drops, with
+    /// whatever was written into them since.
+    #[serde(default)]
+    pub created: Vec<String>,
     /// The target's own schema changed while the change ran on the clone:
     /// the migration tool did not use the clone's URL.
     #[serde(default)]
@@ -113,6 +118,7 @@ impl RehearsalReport {
             tool_output: Vec::new(),
             tool_isolation: None,
             schema_changes: None,
+            created: Vec::new(),
             target_changed: false,
             error: None,
         }
@@ -140,6 +146,34 @@ pub fn loses_data(report: &RehearsalReport) -> bool {
             .any(|l| l.starts_with("column ") || l.starts_with("relation "))
     });
     measured || external
+}
+
+/// The tables (`relation … kind=r|p`) and the columns of tables that
+/// existed before, among the schema lines a change added.
+pub fn created(before: &[String], after: &[String]) -> Vec<String> {
+    let added = shipsafe_pg::schema_diff(before, after).extra;
+    let tables: Vec<&str> = added
+        .iter()
+        .filter(|l| l.ends_with(" kind=r") || l.ends_with(" kind=p"))
+        .filter_map(|l| l.strip_prefix("relation "))
+        .filter_map(|l| l.rsplit_once(' ').map(|(name, _)| name))
+        .collect();
+    added
+        .iter()
+        .filter(|l| {
+            if let Some(t) = l.strip_prefix("relation ") {
+                return t.ends_with(" kind=r") || t.ends_with(" kind=p");
+            }
+            let Some(c) = l.strip_prefix("column ") else {
+                return false;
+            };
+            // A column of a new table goes with its table.
+            !tables
+                .iter()
+                .any(|t| c.strip_prefix(t).is_some_and(|rest| rest.starts_with('.')))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The verdict and its reasons, from the measurements.

@@ -555,6 +555,70 @@ async fn a_revision_with_an_empty_downgrade_is_undone_by_the_backup_not_the_tool
     assert_eq!(plan, "pro", "nothing was changed");
 }
 
+/// A network namespace blocks TCP, not a Unix socket: a `.env` naming
+/// production through the server's socket folder reached it from a scratch
+/// rehearsal. The tool's mount namespace covers the machine's other
+/// PostgreSQL sockets, so its connection fails and production is not
+/// changed (exit 1).
+#[tokio::test]
+async fn a_dotenv_naming_production_by_its_unix_socket_cannot_change_it_from_a_rehearsal() {
+    let db = TestDb::new().await;
+    let p = dotenv_alembic(&db, "");
+    let socket_dir: String = db
+        .client()
+        .await
+        .query_one(
+            "select split_part(current_setting('unix_socket_directories'), ',', 1)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    write(
+        p.dir.path(),
+        ".env",
+        &format!(
+            "DATABASE_URL=postgresql://postgres@/{}?host={}\n",
+            db.name(),
+            socket_dir.trim()
+        ),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert_eq!(snapshot(db.url()).await, before, "production was changed");
+}
+
+/// A standalone `rehearse` whose tool changed production is what
+/// `rollback` undoes next (by its pre-rehearsal backup), not an older
+/// deploy.
+#[tokio::test]
+async fn rollback_undoes_a_rehearsal_that_changed_the_target() {
+    let db = TestDb::new().await;
+    let clone = TestDb::new().await;
+    let p = dotenv_alembic(&db, &tcp_clone(&clone));
+    write(
+        p.dir.path(),
+        ".env",
+        &format!("DATABASE_URL={}?application_name=app\n", db.url().expose()),
+    );
+    let before = snapshot(db.url()).await;
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 5, "{err}\n{run}");
+    assert_eq!(run["outcome"], "target_changed", "{run}");
+    assert_ne!(snapshot(db.url()).await, before);
+    let (code, out, err) = p.json(&["rollback", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert_eq!(out["report"]["rolled_back_run"], run["run_id"], "{out}");
+    assert_eq!(out["report"]["method"], "restore", "{out}");
+    assert_eq!(
+        snapshot(db.url()).await,
+        before,
+        "production is as before the rehearsal"
+    );
+}
+
 fn tcp_clone(clone: &TestDb) -> String {
     format!(
         "\n[environments.sandbox]\ndatabase_url = \"{}\"\nprotection = \"open\"\n\n[rehearsal]\nclone = \"env:sandbox\"\n",

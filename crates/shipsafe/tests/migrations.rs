@@ -1425,3 +1425,71 @@ async fn twenty_thousand_job_runs_hide_no_deploy_from_rollback_or_retention() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(run["report"]["rolled_back_run"], second["run_id"], "{run}");
 }
+
+/// Going back with `down` drops what the deploy created, and what the app
+/// wrote into it since the rehearsal proved the round trip on an empty
+/// table: rollback counts that now, names it before asking (guarded needs
+/// the confirmation, like a restore), and takes a safety backup first.
+#[tokio::test]
+async fn a_rollback_by_down_names_the_data_it_drops_and_backs_it_up_first() {
+    let db = TestDb::new().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    migration(
+        &p,
+        "1_notes",
+        "create table notes (id int primary key, body text);\nalter table orders_x add column memo text;",
+        Some("alter table orders_x drop column memo;\ndrop table notes;"),
+        None,
+    );
+    db.client()
+        .await
+        .batch_execute(
+            "create table orders_x (id int primary key); insert into orders_x values (1), (2);",
+        )
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["deploy", "staging", "--rehearse"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        run["report"]["rehearsal"]["round_trip"]["status"], "proven",
+        "{run}"
+    );
+    db.client()
+        .await
+        .batch_execute("insert into notes values (1, 'a'), (2, 'b'), (3, 'c'); update orders_x set memo = 'keep me' where id = 1;")
+        .await
+        .unwrap();
+    // Without the confirmation nothing is dropped.
+    let (code, _, err) = p.json(&["rollback", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("table public.notes (3 rows)"), "{err}");
+    assert!(
+        err.contains("column public.orders_x.memo (1 value)"),
+        "{err}"
+    );
+    let notes: i64 = db
+        .client()
+        .await
+        .query_one("select count(*) from notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(notes, 3, "nothing was changed");
+    let (code, out, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["report"]["method"], "down", "{out}");
+    assert_eq!(
+        out["report"]["down_drops"],
+        serde_json::json!([
+            "column public.orders_x.memo (1 value)",
+            "table public.notes (3 rows)"
+        ]),
+        "{out}"
+    );
+    let safety = out["report"]["safety_backup"]
+        .as_str()
+        .expect("a safety backup");
+    let (code, list, err) = p.json(&["backup", "list", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(list.to_string().contains(safety), "{list}");
+}

@@ -32,8 +32,43 @@ pub struct RollbackReport {
     pub safety_backup: Option<String>,
     /// What a rollback by restore throws away, said before doing it.
     pub discards: Option<Discards>,
+    /// What going back with `down` drops that holds data (tables and
+    /// columns the deploy created, with their rows or values now).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub down_drops: Vec<String>,
     pub detail: String,
     pub checks_after: Vec<CheckOutcome>,
+}
+
+/// A guarded environment's confirmation of a rollback that discards data.
+fn confirm_guarded(confirm: &dyn Confirm, env: &str, what: &str) -> Result<(), CoreError> {
+    match confirm.confirm(env, what) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(CoreError::Blocked(format!(
+            "{what}. Pass --confirm {env} (or type the name on a terminal) to go ahead; nothing was changed"
+        ))),
+        Err(why) => Err(CoreError::Blocked(format!(
+            "{why}; {what}; nothing was changed"
+        ))),
+    }
+}
+
+/// The tables and columns a deploy created, from its rehearsal (`None`:
+/// not recorded, as for a deploy without a rehearsal).
+fn created_by(report: &serde_json::Value) -> Option<Vec<String>> {
+    let r = &report["rehearsal"];
+    let lines = |v: &serde_json::Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    if r["created"].is_array() {
+        return lines(&r["created"]);
+    }
+    // Runs recorded before `created`: the tool's schema changes, or unknown.
+    lines(&r["schema_changes"]["extra"])
 }
 
 /// The deploy to undo: the given run, or the newest deploy that may have
@@ -43,7 +78,7 @@ fn target(
     env: &str,
     run_id: Option<&str>,
 ) -> Result<Option<RunRecord>, CoreError> {
-    let runs = store.runs_of(Some(env), &["deploy", "rollback"], None)?;
+    let runs = store.runs_of(Some(env), &["deploy", "rollback", "rehearse"], None)?;
     let undone: Vec<String> = runs
         .iter()
         .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
@@ -56,7 +91,7 @@ fn target(
                 "no run {id} for {env}: `shipsafe log --env {env}` lists the runs"
             )));
         };
-        if r.command != "deploy" {
+        if !matches!(r.command.as_str(), "deploy" | "rehearse") {
             return Err(CoreError::Usage(format!(
                 "run {id} is a {}, not a deploy",
                 r.command
@@ -67,10 +102,7 @@ fn target(
                 "run {id} was already rolled back"
             )));
         }
-        if !matches!(
-            r.outcome.as_str(),
-            "deployed" | "running" | "rollback_failed" | "target_changed"
-        ) {
+        if !undoable(&r) {
             return Err(CoreError::Usage(format!(
                 "run {id} ended {}: it left the database as it was, so there is nothing of it to roll back",
                 r.outcome
@@ -78,14 +110,22 @@ fn target(
         }
         return Ok(Some(r));
     }
-    Ok(runs.into_iter().find(|r| {
-        r.command == "deploy"
-            && matches!(
-                r.outcome.as_str(),
-                "deployed" | "running" | "rollback_failed" | "target_changed"
-            )
-            && !undone.contains(&r.run_id)
-    }))
+    Ok(runs
+        .into_iter()
+        .find(|r| undoable(r) && !undone.contains(&r.run_id)))
+}
+
+/// A run that may have changed the database: a deploy that did (or may
+/// have), or a rehearsal whose tool changed the target itself.
+fn undoable(r: &RunRecord) -> bool {
+    match r.command.as_str() {
+        "deploy" => matches!(
+            r.outcome.as_str(),
+            "deployed" | "running" | "rollback_failed" | "target_changed"
+        ),
+        "rehearse" => r.outcome == "target_changed",
+        _ => false,
+    }
 }
 
 pub fn rollback<'a>(
@@ -105,6 +145,7 @@ pub fn rollback<'a>(
             method: None,
             safety_backup: None,
             discards: None,
+            down_drops: Vec::new(),
             detail: String::new(),
             checks_after: Vec::new(),
         };
@@ -166,6 +207,41 @@ pub fn rollback<'a>(
             )));
         }
         let mut what = format!("rolling back deploy {} of {env}", deploy.run_id);
+        // Going back with `down` drops what the deploy created, and what the
+        // app has written into it since: measured now, not at the rehearsal.
+        let mut down_safety = false;
+        if by_restore.is_none() {
+            let created = created_by(&deploy.report);
+            let drops = match &created {
+                Some(c) => steps::rollback::down_drops(&client, c).await,
+                None => Vec::new(),
+            };
+            down_safety =
+                protection != Protection::Open && (created.is_none() || !drops.is_empty());
+            what = format!(
+                "{what} with its down migrations{}",
+                if drops.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": this drops data written since the deploy: {}{}",
+                        drops.join(", "),
+                        if down_safety {
+                            "; a safety backup of it is taken first"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            );
+            if !drops.is_empty() {
+                progress.stage(&what);
+                report.down_drops = drops;
+                if protection == Protection::Guarded {
+                    confirm_guarded(confirm, env, &what)?;
+                }
+            }
+        }
         if let Some(backup) = &by_restore {
             // A restore throws away what was written since the backup: say so,
             // and have a person confirm it outside open environments.
@@ -175,19 +251,7 @@ pub fn rollback<'a>(
             what = format!("{what}: {sentence}");
             report.discards = Some(d);
             if protection == Protection::Guarded {
-                match confirm.confirm(env, &what) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(CoreError::Blocked(format!(
-                            "{what}. Pass --confirm {env} (or type the name on a terminal) to go ahead; nothing was changed"
-                        )));
-                    }
-                    Err(why) => {
-                        return Err(CoreError::Blocked(format!(
-                            "{why}; {what}; nothing was changed"
-                        )));
-                    }
-                }
+                confirm_guarded(confirm, env, &what)?;
             }
         }
         steps::confirm::require(config, env, &what, confirm)?;
@@ -221,6 +285,12 @@ pub fn rollback<'a>(
             } else {
                 // A rehearsed, faithful down, or no backup (open environment):
                 // the source's way back from that run.
+                if down_safety {
+                    let safety = steps::backup::step(config, vars, env, "pre-rollback", progress);
+                    let m = p.step("backup", safety).await.map_err(|s| s.error)?;
+                    report.safety_backup = Some(m.id.clone());
+                    p.keep_backup(&m.id, false);
+                }
                 report.method = Some("down".into());
                 let opts =
                     native::apply_options(config, "rollback", Some(p.run_id().to_string()), true);

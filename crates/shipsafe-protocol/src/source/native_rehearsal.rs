@@ -81,6 +81,7 @@ pub(crate) async fn rehearse(
     // Round trip: down in reverse, compare, up again.
     let t = Instant::now();
     let schema_after = schema_description(&client).await.map_err(describe)?;
+    report.created = crate::rehearsal::created(&schema_before, &schema_after);
     if let Some(m) = pending.iter().find(|m| m.down.is_none()) {
         report.round_trip = RoundTrip {
             status: "irreversible",

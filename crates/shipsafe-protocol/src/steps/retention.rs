@@ -71,14 +71,18 @@ pub fn backups_in_use(
     let Some(store) = StateStore::open_existing(state_dir)? else {
         return Ok(out);
     };
-    let runs = store.runs_of(env, &["deploy", "rollback"], None)?;
+    let runs = store.runs_of(env, &["deploy", "rollback", "rehearse"], None)?;
     let undone: Vec<&str> = runs
         .iter()
         .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
         .filter_map(|r| r.report["rolled_back_run"].as_str())
         .collect();
     let mut newest_seen: Vec<Option<String>> = Vec::new();
-    for r in runs.iter().filter(|r| r.command == "deploy") {
+    // A rehearsal whose tool changed the target is undone like a deploy.
+    let undoable = |r: &&shipsafe_state::RunRecord| {
+        r.command == "deploy" || (r.command == "rehearse" && r.outcome == "target_changed")
+    };
+    for r in runs.iter().filter(undoable) {
         let Some(backup) = &r.backup_id else { continue };
         if undone.contains(&r.run_id.as_str()) {
             continue;

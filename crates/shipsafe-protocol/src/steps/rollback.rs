@@ -95,6 +95,100 @@ impl Discards {
     }
 }
 
+/// What going back with `down` drops that holds data now: the tables and
+/// columns the deploy created (`created`, from its rehearsal), each with
+/// what is in it, counted up to a million. Empty when nothing is lost or
+/// the rehearsal recorded nothing created.
+pub async fn down_drops(client: &Client, created: &[String]) -> Vec<String> {
+    const CAP: i64 = 1_000_000;
+    let mut out = Vec::new();
+    for line in created {
+        let (what, sql) = if let Some(rest) = line.strip_prefix("relation ") {
+            let Some((idents, _)) = sql_idents(rest) else {
+                continue;
+            };
+            let table = idents.join(".");
+            (
+                format!("table {table}"),
+                format!(
+                    "select count(*) from (select 1 from {table} limit {}) s",
+                    CAP + 1
+                ),
+            )
+        } else if let Some(rest) = line.strip_prefix("column ") {
+            let Some((mut idents, _)) = sql_idents(rest) else {
+                continue;
+            };
+            let Some(column) = idents.pop().filter(|_| !idents.is_empty()) else {
+                continue;
+            };
+            let table = idents.join(".");
+            (
+                format!("column {table}.{column}"),
+                format!(
+                    "select count(*) from (select 1 from {table} where {column} is not null limit {}) s",
+                    CAP + 1
+                ),
+            )
+        } else {
+            continue;
+        };
+        // A table or column already gone has nothing to lose.
+        let Ok(row) = client.query_one(sql.as_str(), &[]).await else {
+            continue;
+        };
+        let n: i64 = row.get(0);
+        if n > 0 {
+            let count = if n > CAP {
+                format!("more than {CAP}")
+            } else {
+                n.to_string()
+            };
+            let unit = if line.starts_with("relation ") {
+                "row"
+            } else {
+                "value"
+            };
+            out.push(format!(
+                "{what} ({count} {unit}{})",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    out
+}
+
+/// The dot-separated identifiers at the start of a schema line, as SQL
+/// (quoted where `format('%I')` quoted them), and the rest of the line.
+fn sql_idents(s: &str) -> Option<(Vec<String>, &str)> {
+    let mut idents = Vec::new();
+    let mut rest = s;
+    loop {
+        let end = if rest.starts_with('"') {
+            let mut i = 1;
+            let b = rest.as_bytes();
+            loop {
+                match b.get(i)? {
+                    b'"' if b.get(i + 1) == Some(&b'"') => i += 2,
+                    b'"' => break i + 1,
+                    _ => i += 1,
+                }
+            }
+        } else {
+            rest.find(['.', ' ']).unwrap_or(rest.len())
+        };
+        if end == 0 {
+            return None;
+        }
+        idents.push(rest[..end].to_string());
+        rest = &rest[end..];
+        match rest.strip_prefix('.') {
+            Some(r) => rest = r,
+            None => return Some((idents, rest.trim_start())),
+        }
+    }
+}
+
 /// "1 minute ago", "5 minutes ago", "just now".
 fn ago(minutes: i64) -> String {
     match minutes {
@@ -135,6 +229,16 @@ pub async fn discards(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn schema_line_identifiers_are_read_as_sql() {
+        let (ids, rest) =
+            super::sql_idents("public.\"user\".nickname character varying(64)").unwrap();
+        assert_eq!(ids, ["public", "\"user\"", "nickname"]);
+        assert_eq!(rest, "character varying(64)");
+        let (ids, _) = super::sql_idents("s.\"a \"\"b\"\".c\" kind=r").unwrap();
+        assert_eq!(ids, ["s", "\"a \"\"b\"\".c\""]);
+    }
+
     #[test]
     fn minutes_ago_read_as_english() {
         assert_eq!(super::ago(0), "less than a minute ago");

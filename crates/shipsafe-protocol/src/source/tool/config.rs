@@ -24,6 +24,10 @@ pub struct External {
     /// Set as `PGAPPNAME` for the tool (an unisolated rehearsal), so that a
     /// session it opens on the target is seen and ended.
     pub app_name: Option<String>,
+    /// With `isolated`: Unix sockets of other PostgreSQL servers on this
+    /// machine, hidden from the tool (a network namespace does not cover
+    /// them).
+    pub hide_sockets: Vec<std::path::PathBuf>,
 }
 
 /// The team's tool, or `None` when shipsafe applies the migrations itself.
@@ -45,6 +49,7 @@ pub fn external(config: &Config) -> Option<External> {
         url_env: m.url_env.clone(),
         isolated: false,
         app_name: None,
+        hide_sockets: Vec::new(),
     })
 }
 

@@ -99,7 +99,7 @@ pub(crate) async fn run_with(
         cmd.env("PGAPPNAME", name);
     }
     if ext.isolated {
-        isolation::apply(&mut cmd);
+        isolation::apply(&mut cmd, &ext.hide_sockets)?;
     }
     let mut child = cmd
         .spawn()

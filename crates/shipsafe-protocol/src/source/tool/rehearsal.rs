@@ -31,30 +31,30 @@ pub(crate) async fn rehearse(
     report: &mut RehearsalReport,
     progress: &Arc<dyn Progress>,
 ) -> Result<(), String> {
-    let prepared;
-    let mut watch = None;
+    // The target is watched whatever else holds: its sessions named, ended
+    // when seen, and the target compared after every tool command.
+    let name = format!("shipsafe-rehearsal-{}", std::process::id());
+    let watch = Some(Watch::start(config, ext, target, &name).await?);
+    let mut prepared = External {
+        app_name: Some(name.clone()),
+        ..ext.clone()
+    };
+    let watched = format!(
+        "the tool ran with PGAPPNAME={name}: such sessions on the target were ended at once, and the target's schema and history were compared after every tool command"
+    );
     match isolation_for(clone) {
-        Ok(()) => {
-            prepared = External {
-                isolated: true,
-                ..ext.clone()
-            };
-            report.tool_isolation =
-                Some("network namespace: only the clone's Unix socket is reachable".into());
+        Ok(hide) => {
+            prepared.isolated = true;
+            prepared.hide_sockets = hide;
+            report.tool_isolation = Some(format!(
+                "network namespace: only the clone's Unix socket is reachable (no TCP; the other PostgreSQL sockets of this machine are hidden); {watched}"
+            ));
         }
         Err(why) => {
             progress.stage(&format!(
                 "the tool is not isolated from the network ({why}): watching the target"
             ));
-            let name = format!("shipsafe-rehearsal-{}", std::process::id());
-            watch = Some(Watch::start(config, ext, target, &name).await?);
-            report.tool_isolation = Some(format!(
-                "none ({why}); the tool ran with PGAPPNAME={name}: such sessions on the target were ended at once, and the target's schema and history were compared after every tool command"
-            ));
-            prepared = External {
-                app_name: Some(name),
-                ..ext.clone()
-            };
+            report.tool_isolation = Some(format!("none ({why}); {watched}"));
         }
     }
     let ran = on_clone(
@@ -157,6 +157,7 @@ async fn on_clone(
         ));
     }
     report.schema_changes = Some(schema_diff(&before, &after));
+    report.created = crate::rehearsal::created(&before, &after);
     let t = Instant::now();
     // `config` holds the rehearsed environment's checks only
     // (steps::rehearse::on_clone scoped it).
@@ -268,14 +269,17 @@ async fn on_clone(
 
 /// Whether the tool can be kept off the network for a rehearsal on
 /// `clone`: only a clone reached through a Unix socket stays reachable.
-fn isolation_for(clone: &DbUrl) -> Result<(), String> {
+/// Returns the other PostgreSQL sockets of this machine, to hide.
+fn isolation_for(clone: &DbUrl) -> Result<Vec<std::path::PathBuf>, String> {
     let info = clone
         .conninfo()
         .map_err(|_| "the clone's URL cannot be read".to_string())?;
     if info.hosts.is_empty() || !info.hosts.iter().all(|h| h.starts_with('/')) {
         return Err("the clone is reached over TCP (an env: or command: clone)".into());
     }
-    super::isolation::available()
+    super::isolation::available()?;
+    let keep: Vec<std::path::PathBuf> = info.hosts.iter().map(std::path::PathBuf::from).collect();
+    Ok(super::isolation::other_sockets(&keep))
 }
 
 /// History tables of common migration tools, which their down command
