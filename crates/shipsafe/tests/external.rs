@@ -899,6 +899,48 @@ async fn a_timed_out_tool_is_stopped_with_its_children_before_the_outcome() {
     assert!(!orphan, "the tool kept running after the outcome");
 }
 
+/// kill -9 of shipsafe while the team's tool runs: the tool (a child of
+/// the tool's shell, in its own process group) is stopped too, instead of
+/// going on to change the database after its run was left for dead.
+#[tokio::test]
+async fn the_tool_does_not_outlive_a_killed_shipsafe() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        "\n[migrations]\ntool = \"command\"\nup = \"python3 slow_up.py\"\npending = \"false\"\n",
+    );
+    write(
+        p.dir.path(),
+        "slow_up.py",
+        "import os, subprocess, time\nopen('started', 'w').close()\ntime.sleep(4)\nsubprocess.run(['psql', '-X', '-q', os.environ['DATABASE_URL'], '-c', 'create table orphan_marker (id int)'])\n",
+    );
+    let mut child = p.spawn(&["deploy", "dev"]);
+    let started = p.dir.path().join("started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tool never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let orphan: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('orphan_marker') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!orphan, "the tool went on after shipsafe was killed");
+}
+
 /// A revision comes from where the app's role can write: it reaches the
 /// way back as data ("$SHIPSAFE_REVISION"), never as shell text, and a
 /// `{revision}` quoted by habit (which would splice it into the shell

@@ -18,6 +18,15 @@ use super::config::External;
 use super::isolation;
 use crate::error::CoreError;
 
+/// The environment variable that carries the command to the wrapper.
+const COMMAND_VAR: &str = "SHIPSAFE_TOOL_COMMAND";
+
+/// Runs the command in a child shell and waits for it; on SIGTERM (the
+/// parent-death signal, or a stop) signals the whole group. The command
+/// comes as data in [`COMMAND_VAR`], never spliced into this text.
+const DIES_WITH_SHIPSAFE: &str =
+    "trap 'trap - TERM; kill -TERM 0' TERM; sh -c \"$SHIPSAFE_TOOL_COMMAND\" & wait $!";
+
 /// How much of a tool's standard output and of its error output is kept.
 const OUTPUT_CAP: usize = 4 << 20;
 /// How long a stopped group gets to exit after SIGTERM, and after SIGKILL.
@@ -79,7 +88,8 @@ pub(crate) async fn run_with(
     let started = std::time::Instant::now();
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
-        .arg(crate::files::with_user_umask(command))
+        .arg(crate::files::with_user_umask(DIES_WITH_SHIPSAFE))
+        .env(COMMAND_VAR, command)
         .current_dir(config.root())
         .env(&ext.url_env, ext.url_value(url))
         .stdin(std::process::Stdio::null())
@@ -97,6 +107,21 @@ pub(crate) async fn run_with(
     }
     if let Some(name) = &ext.app_name {
         cmd.env("PGAPPNAME", name);
+    }
+    // If shipsafe dies (kill -9), `sh` gets SIGTERM and ends its group: a
+    // tool outliving shipsafe would go on changing the database unseen.
+    let parent = nix::unistd::getpid();
+    // SAFETY: only system calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "shipsafe ended before the tool started",
+                ));
+            }
+            Ok(())
+        });
     }
     if ext.isolated {
         isolation::apply(&mut cmd, &ext.hide_sockets)?;
