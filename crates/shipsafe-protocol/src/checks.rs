@@ -93,8 +93,9 @@ pub fn check_failures(checks: &[CheckOutcome]) -> Vec<String> {
 #[derive(Debug, Clone, Default)]
 pub struct BackupChecks {
     /// What decides: the checks recorded in the manifest when the backup
-    /// was taken; for a manifest without them, the checks configured now
-    /// for its environment.
+    /// was taken, restored into its own environment; for a manifest without
+    /// them, or restored into another environment, the checks configured
+    /// now for that environment.
     pub deciding: Vec<CheckConfig>,
     /// The checks configured now for the environment that the backup did
     /// not record: run and reported, never failing it (the backup predates
@@ -107,7 +108,10 @@ impl BackupChecks {
     /// verification, the target's for a restore).
     pub fn of(config: &Config, manifest: &Manifest, env: &str) -> Self {
         let now = config.checks_for(env);
-        match &manifest.checks {
+        // Into another environment, that environment's checks decide: a
+        // staging backup restored into production must hold production's.
+        let recorded = manifest.checks.as_ref().filter(|_| manifest.env == env);
+        match recorded {
             None => Self {
                 deciding: now,
                 current: Vec::new(),

@@ -463,3 +463,54 @@ async fn checks_leave_a_shared_connections_settings_as_they_were() {
     client.batch_execute("commit").await.unwrap();
     assert_eq!(show().await, "7s");
 }
+
+/// Restored into another environment, a backup must hold that
+/// environment's checks (what it recorded is its own environment's): a
+/// staging backup without a superadmin does not replace production.
+#[tokio::test]
+async fn a_backup_restored_into_another_environment_must_hold_that_environments_checks() {
+    let staging = TestDb::new().await;
+    let prod = TestDb::new().await;
+    for (db, role) in [(&staging, "user"), (&prod, "superadmin")] {
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "create table users (id int primary key, role text); insert into users values (1, '{role}');"
+            ))
+            .await
+            .unwrap();
+    }
+    let p = Project::new(
+        &[
+            ("staging", "guarded", staging.url()),
+            ("prod", "guarded", prod.url()),
+        ],
+        "[[checks]]\nname = \"prod has a superadmin\"\nsql = \"select count(*) from users where role = 'superadmin'\"\nexpect = \">= 1\"\nenvs = [\"prod\"]\n",
+    );
+    let (code, b, err) = p.json(&["backup", "create", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let id = b["report"]["backup_id"]
+        .as_str()
+        .or_else(|| b["backup_id"].as_str())
+        .or_else(|| b["id"].as_str())
+        .unwrap_or_else(|| panic!("{b}"))
+        .to_string();
+    let (code, out, err) = p.json(&[
+        "backup",
+        "restore",
+        &id,
+        "--to",
+        "prod",
+        "--confirm",
+        "prod",
+    ]);
+    assert_eq!(code, 4, "{err}\n{out}");
+    let role: String = prod
+        .client()
+        .await
+        .query_one("select role from users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "superadmin", "production was replaced");
+}

@@ -1225,10 +1225,20 @@ async fn a_masked_clone_leaves_no_original_in_the_targets_files_or_wal() {
         jiff::Timestamp::now().as_millisecond()
     );
     let prod = shipsafe_pg::connect(&prod_url).await.unwrap();
+    // A rule and a partition's own trigger that copy the old value
+    // elsewhere when the masking updates it.
     prod.batch_execute(&format!(
         "create table users (id serial primary key, email text not null unique, full_name text not null);
          insert into users (email, full_name)
-           select 'p' || g || '.{token}@real.example', 'Name {token} ' || g from generate_series(1, 300) g;"
+           select 'p' || g || '.{token}@real.example', 'Name {token} ' || g from generate_series(1, 300) g;
+         create table audit (old_email text);
+         create rule users_audit as on update to users do also insert into audit values (old.email);
+         create table contacts (region text, email text) partition by list (region);
+         create table contacts_eu partition of contacts for values in ('eu');
+         create table contacts_hist (email text);
+         create function keep_old() returns trigger language plpgsql as $$ begin insert into contacts_hist values (old.email); return new; end $$;
+         create trigger contacts_eu_hist before update on contacts_eu for each row execute function keep_old();
+         insert into contacts values ('eu', 'c.{token}@real.example');"
     ))
     .await
     .unwrap();
@@ -1239,7 +1249,7 @@ async fn a_masked_clone_leaves_no_original_in_the_targets_files_or_wal() {
             ("production", "protected", &prod_url),
             ("staging", "guarded", staging.url()),
         ],
-        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n",
+        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n\"contacts.email\" = \"email\"\n",
     );
     p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
     let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
@@ -1666,7 +1676,7 @@ async fn a_masked_clone_leaves_no_originals_in_history_tables_or_materialized_vi
             ("production", "protected", prod.url()),
             ("staging", "guarded", staging.url()),
         ],
-        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n",
+        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n\"contacts.email\" = \"email\"\n",
     );
     p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
     let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);

@@ -62,7 +62,13 @@ pub async fn masked_copy(
     drop(archive);
     progress.stage("masking the private copy");
     let client = connect(&restored.url).await?;
-    let script = format!("begin;\n{};\ncommit;", statements.join(";\n"));
+    // Replica mode: no trigger or rule of any table fires (partitions' and
+    // inheritance children's own included), so nothing copies an original
+    // into another table of the copy.
+    let script = format!(
+        "begin;\nset local session_replication_role = replica;\n{};\ncommit;",
+        statements.join(";\n")
+    );
     client.batch_execute(&script).await.map_err(|e| {
         CoreError::Failed(format!(
             "masking failed on the private copy ({}); nothing was changed",
