@@ -544,7 +544,7 @@ async fn a_revision_with_an_empty_downgrade_is_undone_by_the_backup_not_the_tool
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = p.json(&["rollback", "dev"]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("downgrade() is empty"), "{err}");
+    assert!(err.contains("a downgrade() is empty"), "{err}");
     let plan: String = dev
         .client()
         .await
@@ -617,6 +617,59 @@ async fn rollback_undoes_a_rehearsal_that_changed_the_target() {
         before,
         "production is as before the rehearsal"
     );
+}
+
+/// When the offline downgrade SQL cannot be printed (a downgrade that
+/// reads the database), no pending revision's way back is known: the round
+/// trip is not proven and rollback restores the backup, instead of going
+/// back with the tool over a data change whose downgrade() is empty.
+#[tokio::test]
+async fn an_unreadable_offline_downgrade_makes_no_revision_trusted_to_go_back() {
+    let prod = TestDb::new().await;
+    let p = alembic_with(
+        &[("production", "protected", prod.url())],
+        "\n[migrations]\ntool = \"alembic\"\n",
+    );
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True), sa.Column('balance', sa.BigInteger))\n    op.execute('insert into accounts values (1, 100)')",
+        "op.drop_table('accounts')",
+    );
+    let (code, _, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    revision(
+        &p,
+        "0002",
+        Some("0001"),
+        "op.execute('update accounts set balance = balance * 100')",
+        "pass",
+    );
+    revision(
+        &p,
+        "0003",
+        Some("0002"),
+        "op.add_column('accounts', sa.Column('plan', sa.Text))",
+        "op.get_bind().execute(sa.text('select count(*) from accounts')).scalar()\n    op.drop_column('accounts', 'plan')",
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(
+        run["report"]["rehearsal"]["round_trip"]["status"], "proven",
+        "{run}"
+    );
+    let (code, out, err) = p.json(&["rollback", "production", "--confirm", "production"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["report"]["method"], "restore", "{out}");
+    let balance: i64 = prod
+        .client()
+        .await
+        .query_one("select balance from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, 100, "the data change was undone");
 }
 
 fn tcp_clone(clone: &TestDb) -> String {

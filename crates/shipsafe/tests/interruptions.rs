@@ -367,3 +367,65 @@ async fn status_says_what_protects_a_run_when_shipsafe_dies_or_the_tool_strays()
     let (_, status, _) = p.json(&["status"]);
     assert!(status.get("tool_isolation").is_none(), "{status}");
 }
+
+/// After a deploy died before changing anything, `rollback` says so and
+/// stops: it does not quietly go on to undo the deploy before it (whose
+/// column the app has filled since).
+#[tokio::test]
+async fn rollback_after_a_dead_deploy_that_changed_nothing_does_not_undo_an_older_one() {
+    let db = target().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    migration(
+        &p,
+        "1_phone",
+        "alter table orders add column phone text;",
+        "alter table orders drop column phone;",
+    );
+    let (code, first, err) = p.json(&["deploy", "staging", "--rehearse"]);
+    assert_eq!(code, 0, "{err}");
+    let client = db.client().await;
+    client
+        .batch_execute("update orders set phone = '+49 30 1234'")
+        .await
+        .unwrap();
+    migration(
+        &p,
+        "2_note",
+        "alter table orders add column note text;\nselect pg_sleep(60);",
+        "alter table orders drop column note;",
+    );
+    let mut child = p.spawn(&["deploy", "staging"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping: bool = client
+            .query_one(
+                "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, Signal::SIGKILL);
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, out, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert_eq!(out["outcome"], "nothing_to_do", "{out}");
+    let first_id = first["run_id"].as_str().unwrap();
+    assert!(
+        out["report"]["detail"].as_str().unwrap().contains(first_id),
+        "names the deploy before it: {out}"
+    );
+    let phones: i64 = client
+        .query_one("select count(phone) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phones, 100, "the older deploy was not undone");
+}

@@ -178,7 +178,7 @@ async fn preflight(
 ) -> Result<(Pending, serde_json::Value), Failed> {
     cx.progress.stage(&format!("preflight: {}", cx.env));
     steps::preflight::lock(client).await?;
-    let settled = match steps::settle::dead_runs(cx.config, &cx.url, client, cx.env).await {
+    let settled = match steps::settle::dead_runs(cx.config, client, cx.env).await {
         Ok(s) => s,
         Err(e) => {
             history::unlock(client).await;

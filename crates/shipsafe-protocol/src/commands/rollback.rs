@@ -154,7 +154,7 @@ pub fn rollback<'a>(
             let p = Pipeline::start(config, cwd, "rollback", Some(env), serde_json::json!({}));
             p.finish("nothing_to_do", &report)
         };
-        let Some(mut deploy) = target(&store, env, run_id)? else {
+        let Some(deploy) = target(&store, env, run_id)? else {
             return nothing(format!("no deploy of {env} to roll back"), report);
         };
         let url = config.database_url(env, vars)?;
@@ -165,7 +165,7 @@ pub fn rollback<'a>(
         history::lock(&client).await?;
         // A deploy whose process died before it changed anything is not one
         // to undo: restoring its backup would only discard later writes.
-        let settled = steps::settle::dead_runs(config, &url, &client, env).await;
+        let settled = steps::settle::dead_runs(config, &client, env).await;
         let settled = match settled {
             Ok(s) => s,
             Err(e) => {
@@ -174,19 +174,22 @@ pub fn rollback<'a>(
             }
         };
         if settled.changed_nothing.contains(&deploy.run_id) {
-            let again = target(&store, env, run_id);
-            let Ok(Some(next)) = again else {
-                history::unlock(&client).await;
-                let why = format!(
-                    "deploy {} of {env} ended when its process died, before it changed anything (schema and migration history as before); no other deploy to roll back",
-                    deploy.run_id
-                );
-                return match again {
-                    Err(e) => Err(e),
-                    _ => nothing(why, report),
-                };
-            };
-            deploy = next;
+            // The run someone meant to undo changed nothing: say so, and do
+            // not quietly undo an older deploy instead.
+            history::unlock(&client).await;
+            let older = target(&store, env, None)?;
+            let why = format!(
+                "deploy {} of {env} ended when its process died, before it changed anything (schema and migration history as before): nothing to roll back{}",
+                deploy.run_id,
+                match older {
+                    Some(o) => format!(
+                        "; to undo the deploy before it, run `shipsafe rollback {env} --run {}`",
+                        o.run_id
+                    ),
+                    None => String::new(),
+                }
+            );
+            return nothing(why, report);
         }
         drop(store);
         let rehearsal = &deploy.report["rehearsal"];

@@ -173,14 +173,13 @@ impl Source {
 
     /// Whether the database on `client` is where the run `run` (left
     /// `running` by a dead process) found it: the schema fingerprint its
-    /// checkpoint recorded, and a migration history it did not move (native:
-    /// no migration recorded by that run; a preset: the tool's history as
-    /// recorded). `false` when it cannot be told: written commands (their
-    /// `current` would run the app's code), nothing recorded, a read failing.
+    /// checkpoint recorded, and no migration recorded by that run (native
+    /// migrations are recorded in their own transaction, or marked dirty
+    /// before a non-transactional one). `false` when it cannot be told: the
+    /// team's tool (its data changes outside a transaction are invisible),
+    /// nothing recorded, a read failing.
     pub async fn changed_nothing_since(
         &self,
-        config: &Config,
-        url: &DbUrl,
         client: &Client,
         run: &shipsafe_state::RunRecord,
     ) -> bool {
@@ -203,14 +202,10 @@ impl Source {
                         .iter()
                         .any(|r| r.run_id.as_deref() == Some(run.run_id.as_str()))
                 }),
-            Self::Tool(x) => {
-                let Ok(before) = serde_json::from_value::<shipsafe_migrate::tool::ToolState>(
-                    run.report["external"]["before"].clone(),
-                ) else {
-                    return false;
-                };
-                x.reads_history() && tool::history::state(config, x, url).await.ok() == Some(before)
-            }
+            // A tool's data changes made outside its own transaction (an
+            // autocommit block) leave schema and history as they were: a
+            // dead tool run is never taken for one that changed nothing.
+            Self::Tool(_) => false,
         }
     }
 
@@ -357,7 +352,7 @@ impl Source {
                     .collect();
                 (!empty.is_empty()).then(|| {
                     format!(
-                        "run {run_id} applied revision(s) {} whose downgrade() is empty: the tool cannot undo them",
+                        "run {run_id} applied revision(s) {} that the tool may not undo: a downgrade() is empty, or the offline downgrade SQL could not be printed to tell",
                         empty.join(", ")
                     )
                 })

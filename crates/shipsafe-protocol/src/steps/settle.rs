@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use shipsafe_config::{Config, DbUrl};
+use shipsafe_config::Config;
 use shipsafe_state::{RunRecord, StateStore};
 use tokio_postgres::Client;
 
@@ -133,12 +133,7 @@ pub async fn terminate(
 
 /// Settles the dead runs of `env` (see the module's comment). Call with
 /// `env`'s lock held on `client`.
-pub async fn dead_runs(
-    config: &Config,
-    url: &DbUrl,
-    client: &Client,
-    env: &str,
-) -> Result<Settled, CoreError> {
+pub async fn dead_runs(config: &Config, client: &Client, env: &str) -> Result<Settled, CoreError> {
     let mut out = Settled::default();
     let Some(store) = StateStore::open_existing(config.state_dir())? else {
         return Ok(out);
@@ -159,11 +154,7 @@ pub async fn dead_runs(
             out.terminated_backends.push(pid);
         }
         let change_ended = run.steps.iter().any(|s| s.name == "apply");
-        if !change_ended
-            && source
-                .changed_nothing_since(config, url, client, &run)
-                .await
-        {
+        if !change_ended && source.changed_nothing_since(client, &run).await {
             let mut rec = run.clone();
             rec.outcome = "interrupted".into();
             rec.report["settled"] = serde_json::json!(format!(

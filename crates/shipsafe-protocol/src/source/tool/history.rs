@@ -18,7 +18,8 @@ pub struct Pending {
     /// Where the database stood when asked.
     pub state: ToolState,
     /// Pending revisions whose way back does nothing (an empty
-    /// `downgrade()`): only a backup undoes them.
+    /// `downgrade()`), or all of them when the tool's offline downgrade SQL
+    /// could not be printed: only a backup undoes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub empty_down: Vec<String>,
     #[serde(skip)]
@@ -77,9 +78,17 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
                     .map(|(id, _)| id)
                     .collect();
             }
-            // Not knowing is not a finding: the rehearsal's round trip and the
-            // backup still stand.
-            Err(why) => tracing::info!("cannot tell empty downgrades: {why}"),
+            // Not knowing is no proof: every pending revision is taken as one
+            // the tool may not undo, so only a backup undoes the deploy.
+            Err(why) => {
+                tracing::info!("cannot tell empty downgrades: {why}");
+                out.empty_down = out
+                    .revisions
+                    .iter()
+                    .flatten()
+                    .map(|r| r.id.clone())
+                    .collect();
+            }
         }
     }
     Ok(out)

@@ -164,7 +164,7 @@ pub(crate) async fn go_back(
             "none",
             false,
             format!(
-                "revision(s) {} have an empty downgrade(): the tool cannot undo them, and there is no pre-deploy backup (open environment)",
+                "revision(s) {} may not be undone by the tool (a downgrade() is empty, or the offline downgrade SQL could not be printed to tell), and there is no pre-deploy backup (open environment)",
                 before.empty_down.join(", ")
             ),
         );

@@ -182,7 +182,7 @@ async fn on_clone(
         report.round_trip = RoundTrip {
             status: "irreversible",
             detail: format!(
-                "revision(s) {} have an empty downgrade(): going back with the tool would move its history and keep their change, so a failed deploy or a rollback restores the pre-deploy backup",
+                "revision(s) {} may not be undone by the tool (a downgrade() is empty, or the offline downgrade SQL could not be printed to tell): going back with the tool would move its history and keep their change, so a failed deploy or a rollback restores the pre-deploy backup",
                 t.empty_down.join(", ")
             ),
             differences: None,
