@@ -286,13 +286,20 @@ async fn run_transactional(
             }
             Some((stmt, e)) => {
                 let _ = client.batch_execute("rollback").await;
+                // Statements before this one ran (and may have rewritten a
+                // table): short attempts would repeat that work.
+                let after_work = !std::ptr::eq(stmt, &statements[0]);
+                let tried = waits.slice();
                 if is_lock_timeout(&e)
                     && let Some(pause) = waits.timed_out()
                 {
+                    if after_work {
+                        waits.hold_on();
+                    }
                     tracing::info!(
                         "migration {}: no lock within {} ms at {}, attempt {}; trying again in {} ms",
                         m.version,
-                        waits.slice().as_millis(),
+                        tried.as_millis(),
                         script.location(stmt.start),
                         waits.retries(),
                         pause.as_millis()

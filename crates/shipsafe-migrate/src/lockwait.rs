@@ -23,6 +23,8 @@ pub struct LockWaits {
     budget: Duration,
     waited: Duration,
     attempt: u32,
+    /// Waits of `lock_timeout` from now on (see [`LockWaits::hold_on`]).
+    whole: bool,
 }
 
 impl LockWaits {
@@ -33,6 +35,7 @@ impl LockWaits {
             budget: lock_timeout.saturating_mul(lock_retries.saturating_add(1)),
             waited: Duration::ZERO,
             attempt: 0,
+            whole: false,
         }
     }
 
@@ -42,9 +45,17 @@ impl LockWaits {
             // lock_timeout = 0: PostgreSQL's "wait as long as it takes".
             return Duration::ZERO;
         }
-        let grown = FIRST_SLICE.saturating_mul(1 << self.attempt.min(8));
+        let grown = if self.whole {
+            self.limit
+        } else {
+            FIRST_SLICE.saturating_mul(1 << self.attempt.min(8))
+        };
         grown
-            .min(LONGEST_SLICE)
+            .min(if self.whole {
+                self.limit
+            } else {
+                LONGEST_SLICE
+            })
             .min(self.limit)
             .min(self.budget.saturating_sub(self.waited))
     }
@@ -62,6 +73,14 @@ impl LockWaits {
                 .saturating_mul(1 << self.attempt.min(8))
                 .min(LONGEST_PAUSE),
         )
+    }
+
+    /// The lock was missed after earlier statements of the migration ran
+    /// (they may have rewritten a table, holding its lock): short attempts
+    /// would repeat that work each time, so the remaining attempts wait up
+    /// to `lock_timeout` each, as one long wait would.
+    pub fn hold_on(&mut self) {
+        self.whole = true;
     }
 
     /// Attempts that timed out so far.
@@ -112,6 +131,23 @@ mod tests {
             "3 s x 6 attempts of waiting"
         );
         assert_eq!(w.retries() as usize, slices.len());
+    }
+
+    #[test]
+    fn after_work_was_done_the_waits_are_whole_again() {
+        let mut w = {
+            let (l, r) = opts(3000, 2);
+            LockWaits::new(l, r)
+        };
+        assert_eq!(w.slice(), Duration::from_millis(100));
+        w.timed_out();
+        w.hold_on();
+        assert_eq!(w.slice(), Duration::from_millis(3000));
+        let mut attempts = 1;
+        while w.timed_out().is_some() {
+            attempts += 1;
+        }
+        assert!(attempts <= 4, "{attempts} attempts");
     }
 
     #[test]

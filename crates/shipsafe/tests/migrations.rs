@@ -1493,3 +1493,46 @@ async fn a_rollback_by_down_names_the_data_it_drops_and_backs_it_up_first() {
     assert_eq!(code, 0, "{err}");
     assert!(list.to_string().contains(safety), "{list}");
 }
+
+/// A migration that misses a lock after an earlier statement did its work
+/// (which would be redone on each attempt, holding its lock) goes back to
+/// waiting up to `lock_timeout` per attempt instead of many short ones.
+#[tokio::test]
+async fn a_lock_missed_after_earlier_work_is_waited_for_whole() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("create table a (id int); create table b (id int); insert into a select generate_series(1, 1000);")
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        "[migrations]\nlock_timeout = \"2s\"\nlock_retries = 5\n",
+    );
+    migration(
+        &p,
+        "1_two",
+        "alter table a alter column id type bigint;\nalter table b add column note text;",
+        None,
+        None,
+    );
+    let reader = db.client().await;
+    reader
+        .batch_execute("begin; select count(*) from b")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+        reader.batch_execute("commit").await.unwrap();
+    });
+    let (code, run, err) = tokio::task::spawn_blocking(move || p.json(&["deploy", "dev"]))
+        .await
+        .unwrap();
+    release.await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let retries = run["report"]["applied"][0]["retries"].as_u64().unwrap();
+    assert!(
+        (1..=2).contains(&retries),
+        "{retries} attempts redid the rewrite of a: {run}"
+    );
+}
