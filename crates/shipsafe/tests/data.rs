@@ -1676,7 +1676,7 @@ async fn a_masked_clone_leaves_no_originals_in_history_tables_or_materialized_vi
             ("production", "protected", prod.url()),
             ("staging", "guarded", staging.url()),
         ],
-        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n\"contacts.email\" = \"email\"\n",
+        "[mask]\n\"users.email\" = \"email\"\n\"users.full_name\" = \"name\"\n",
     );
     p.vars.push(("SHIPSAFE_MASK_KEY".into(), MASK_KEY.into()));
     let (code, run, err) = p.json(&["clone", "production", "staging", "--mask"]);
