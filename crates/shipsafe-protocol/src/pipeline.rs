@@ -52,6 +52,24 @@ async fn stopped() {
     let _ = rx.wait_for(|asked| *asked).await;
 }
 
+/// Runs `work` (a change); if a stop is asked for meanwhile, runs `cancel`
+/// (which makes the change fail in its own transaction) and still waits for
+/// `work` to end, so the protocol's rollback decides on what it did.
+pub async fn cancel_on_stop<T>(
+    work: impl Future<Output = T>,
+    cancel: impl Future<Output = ()>,
+) -> T {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = async {
+            stopped().await;
+            cancel.await;
+        } => {}
+    }
+    work.await
+}
+
 /// The run this process is carrying out, as last recorded: what a second
 /// Ctrl-C saves before the process ends.
 static CURRENT: Mutex<Option<(PathBuf, PathBuf, RunRecord)>> = Mutex::new(None);

@@ -429,3 +429,92 @@ async fn rollback_after_a_dead_deploy_that_changed_nothing_does_not_undo_an_olde
         .get(0);
     assert_eq!(phones, 100, "the older deploy was not undone");
 }
+
+/// Ctrl-C during the change cancels the migration's statement: it rolls
+/// back in its own transaction and nothing needs restoring, so what the app
+/// wrote meanwhile stays (restoring the pre-deploy backup discarded it).
+#[tokio::test]
+async fn ctrl_c_during_a_migration_cancels_it_instead_of_restoring_the_backup() {
+    let db = target().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "create table app_events (id serial primary key, at timestamptz default now())",
+        )
+        .await
+        .unwrap();
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    migration(
+        &p,
+        "1_note",
+        "alter table orders add column note text;\nselect pg_sleep(30);",
+        "alter table orders drop column note;",
+    );
+    let writer = db.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let writes = tokio::spawn(async move {
+        let mut n = 0i64;
+        while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            writer
+                .execute("insert into app_events default values", &[])
+                .await
+                .unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n
+    });
+    let mut child = p.spawn(&["deploy", "staging"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping: bool = client
+            .query_one(
+                "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(30)%' and pid <> pg_backend_pid())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    signal(&child, Signal::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        sent.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writes.await.unwrap();
+    let kept: i64 = client
+        .query_one("select count(*) from app_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, written,
+        "the app's writes during the deploy were discarded"
+    );
+    let note: bool = client
+        .query_one(
+            "select exists (select 1 from information_schema.columns where table_name = 'orders' and column_name = 'note')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!note);
+    let run = runs(&p)
+        .into_iter()
+        .find(|r| r["command"] == "deploy")
+        .unwrap();
+    assert_eq!(run["report"]["rollback"]["method"], "transaction", "{run}");
+}

@@ -283,11 +283,12 @@ async fn locked(
     if let Some(x) = &report.external {
         known["external"] = serde_json::json!(x);
     }
+    let backend = known["backend"]["pid"].as_i64().map(|p| p as i32);
     p.checkpoint(known)?;
 
     // 6. apply
     p.begin("apply");
-    let applied = steps::apply::run(
+    let apply = steps::apply::run(
         cx.config,
         &cx.source,
         &cx.url,
@@ -297,8 +298,12 @@ async fn locked(
         cx.opts.applied_by,
         p.run_id(),
         cx.progress,
-    )
-    .await;
+    );
+    // A Ctrl-C during the change cancels the statement under way (shipsafe's
+    // own, or a session of the tool's run): the migration rolls back in its
+    // own transaction, and there is less, or nothing, to undo.
+    let cancel = steps::apply::cancel(&cx.url, backend, cx.source.tool().is_some());
+    let applied = crate::pipeline::cancel_on_stop(apply, cancel).await;
     p.end(applied.failure.is_none(), applied.detail.clone());
     p.save_progress();
     report.applied = applied.reports.clone();

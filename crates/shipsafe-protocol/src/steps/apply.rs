@@ -26,3 +26,22 @@ pub async fn run(
         .apply(config, url, client, pending, before, &opts, progress)
         .await
 }
+
+/// Cancels the change under way on the database at `url`: the statement of
+/// shipsafe's own session `backend`, and (the team's tool) of every session
+/// the tool's run opened there (named by `PGAPPNAME`). Best effort: what
+/// cannot be cancelled finishes, and the rollback undoes it.
+pub async fn cancel(url: &DbUrl, backend: Option<i32>, tool: bool) {
+    let Ok(client) = shipsafe_pg::connect(url).await else {
+        return;
+    };
+    let app = tool.then(crate::source::tool::config::deploy_app_name);
+    let _ = client
+        .query(
+            "select pg_cancel_backend(pid) from pg_stat_activity \
+             where datname = current_database() and pid <> pg_backend_pid() \
+               and (pid = $1 or application_name = $2)",
+            &[&backend, &app],
+        )
+        .await;
+}

@@ -153,3 +153,9 @@ mod tests {
         );
     }
 }
+
+/// `PGAPPNAME` of the tool's sessions during a deploy: a Ctrl-C cancels
+/// their statements.
+pub fn deploy_app_name() -> String {
+    format!("shipsafe-deploy-{}", std::process::id())
+}

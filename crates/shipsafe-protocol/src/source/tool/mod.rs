@@ -111,7 +111,11 @@ pub(crate) async fn apply(
     before: &Before,
 ) -> Applied {
     let mut out = Applied::default();
-    match run_tool(config, &ext.up, url, ext).await {
+    let named = External {
+        app_name: Some(config::deploy_app_name()),
+        ..ext.clone()
+    };
+    match run_tool(config, &ext.up, url, &named).await {
         Ok(up) => {
             out.failure = (!up.ok()).then(|| up.failure());
             out.detail =
