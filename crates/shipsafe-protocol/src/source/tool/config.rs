@@ -129,6 +129,12 @@ fn portable_url(rest: &str) -> String {
     format!("postgresql:///{path}{sep}{extra}")
 }
 
+/// `PGAPPNAME` of the tool's sessions during a deploy: a Ctrl-C cancels
+/// their statements.
+pub fn deploy_app_name() -> String {
+    format!("shipsafe-deploy-{}", std::process::id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::portable_url;
@@ -152,10 +158,4 @@ mod tests {
             "postgresql:///app?host=/tmp/s"
         );
     }
-}
-
-/// `PGAPPNAME` of the tool's sessions during a deploy: a Ctrl-C cancels
-/// their statements.
-pub fn deploy_app_name() -> String {
-    format!("shipsafe-deploy-{}", std::process::id())
 }
