@@ -438,11 +438,15 @@ pub async fn restore_atomic(
         }
     };
     if let Err(e) = client.batch_execute(&slate.sql).await {
-        return abort(format!(
+        let _ = client.batch_execute("rollback").await;
+        let mut msg = format!(
             "removing the current contents (inside the restore transaction): {}",
             describe(&e)
-        ))
-        .await;
+        );
+        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            msg.push_str(&blockers(&client).await);
+        }
+        return Err(rolled_back(msg));
     }
 
     // Schema and data first; what was loaded is compared with the archive
@@ -714,4 +718,35 @@ async fn prove(
         ));
     }
     Ok(proof)
+}
+
+/// The sessions holding locks on tables of the database on `client` (the
+/// app, a report query), named for a person to decide: wait, or end them.
+async fn blockers(client: &tokio_postgres::Client) -> String {
+    let rows = client
+        .query(
+            "select format('pid %s (%s, %s since %s)', a.pid, \
+                    coalesce(nullif(a.application_name, ''), 'unknown client'), \
+                    coalesce(a.state, 'unknown state'), \
+                    to_char(coalesce(a.xact_start, a.backend_start), 'YYYY-MM-DD HH24:MI:SS')) \
+             from pg_catalog.pg_stat_activity a \
+             where a.datname = pg_catalog.current_database() and a.pid <> pg_catalog.pg_backend_pid() \
+               and exists (select 1 from pg_catalog.pg_locks l \
+                           where l.pid = a.pid and l.granted and l.locktype = 'relation' \
+                             and l.database = (select oid from pg_catalog.pg_database \
+                                               where datname = pg_catalog.current_database())) \
+             order by a.pid",
+            &[],
+        )
+        .await;
+    match rows {
+        Ok(rows) if !rows.is_empty() => format!(
+            "; sessions holding locks on its tables: {}. Stop the app or wait for them, or end them (`select pg_terminate_backend(PID)`), then run the restore again",
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    }
 }

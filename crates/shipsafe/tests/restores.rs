@@ -1584,3 +1584,38 @@ async fn what_only_a_superuser_may_replay_is_refused_to_others_up_front() {
     )
     .await;
 }
+
+/// A restore that cannot take its locks (the app holds a table) stops
+/// after `lock_timeout` with nothing changed, and names the sessions in
+/// the way: pid, application, state, since.
+#[tokio::test]
+async fn a_restore_blocked_by_the_app_names_the_sessions_in_its_way() {
+    let db = TestDb::new().await;
+    loaded(
+        &db,
+        "create table orders (id int primary key); insert into orders values (1);",
+    )
+    .await;
+    let p = Project::new(
+        &[("staging", "guarded", db.url())],
+        "[migrations]\nlock_timeout = \"300ms\"\n",
+    );
+    let id = backup(&p, "staging");
+    let app = db.client().await;
+    app.batch_execute(
+        "set application_name = 'monthly-report'; begin; select count(*) from orders",
+    )
+    .await
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["backup", "restore", &id, "--to", "staging"])
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(common::code(&out), 4, "{err}");
+    assert!(err.contains("monthly-report"), "{err}");
+    assert!(err.contains("idle in transaction"), "{err}");
+    assert!(err.contains("pg_terminate_backend"), "{err}");
+    app.batch_execute("commit").await.unwrap();
+}
