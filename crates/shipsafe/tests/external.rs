@@ -519,6 +519,18 @@ async fn a_revision_with_an_empty_downgrade_is_undone_by_the_backup_not_the_tool
     );
     let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
     assert_eq!(code, 0, "{err}");
+    // The confirmation named the revision and the rehearsal's verdict.
+    let shown = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "confirm")
+        .unwrap()["detail"]["shown"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(shown.contains("  - 0002"), "{shown}");
+    assert!(shown.contains("round trip: irreversible"), "{shown}");
     assert_eq!(
         run["report"]["external"]["empty_down"],
         serde_json::json!(["0002"]),

@@ -141,11 +141,32 @@ impl Source {
                 }
                 t
             }
-            Self::Tool(x) => format!(
-                "Deploy to {env} (protected) with `{}`; rehearsal: {}",
-                x.up,
-                rehearsal.map_or("none", |r| r.verdict.as_str())
-            ),
+            Self::Tool(x) => {
+                let mut t = format!("Deploy to {env} (protected) with `{}`\n", x.up);
+                let tool = pending.tool.as_ref();
+                for r in tool
+                    .and_then(|t| t.revisions.as_ref())
+                    .into_iter()
+                    .flatten()
+                {
+                    t.push_str(&format!("  - {} {}\n", r.id, r.name));
+                }
+                match rehearsal {
+                    Some(r) => {
+                        t.push_str(&format!(
+                            "Rehearsal on {}: {} (round trip: {})\n",
+                            r.clone,
+                            r.verdict.as_str(),
+                            r.round_trip.status
+                        ));
+                        for reason in &r.reasons {
+                            t.push_str(&format!("  - {reason}\n"));
+                        }
+                    }
+                    None => t.push_str("Rehearsal: none\n"),
+                }
+                t
+            }
         }
     }
 

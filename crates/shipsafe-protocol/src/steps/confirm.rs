@@ -48,7 +48,8 @@ pub async fn deploy(
     let mut answer = Ok(false);
     progress.suspend(&mut || answer = confirm.confirm(env, text));
     match answer {
-        Ok(true) => Ok(((), serde_json::json!({}))),
+        // What the person confirmed, kept with the run.
+        Ok(true) => Ok(((), serde_json::json!({ "shown": text }))),
         Ok(false) => Err(Failed::blocked(CoreError::Blocked(format!(
             "{env} is protected and the deploy was not confirmed (the typed name did not match); nothing was changed"
         )))),
