@@ -44,6 +44,8 @@ pub struct DumpRequest<'a> {
     pub database_level: Vec<crate::dblevel::DatabaseProperty>,
     /// The environment's `[[checks]]` now (see [`Manifest::checks`]).
     pub checks: Option<Vec<crate::manifest::RecordedCheck>>,
+    /// Recorded in the manifest (see [`Manifest::database_identity`]).
+    pub database_identity: Option<String>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -144,6 +146,7 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
         excluded_schemas: req.exclude_schemas.to_vec(),
         contents: None,
         database_level: req.database_level.clone(),
+        database_identity: req.database_identity.clone(),
         checks: req.checks.clone(),
         verifications: Vec::new(),
         error: None,

@@ -115,6 +115,11 @@ pub struct Manifest {
     /// objects (read from pg_dump's output as it streamed by).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contents: Option<crate::archive::ArchiveContents>,
+    /// Which database was backed up (the server's system identifier, the
+    /// database's oid and name): `status` shows an environment's backups
+    /// only while its URL still names that database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_identity: Option<String>,
     /// The database's own properties a dump does not carry (settings,
     /// comment, privileges), with hashes instead of values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -27,6 +27,7 @@ fn backup(env: &str, at: &str, status: Status, verified: bool) -> Manifest {
         excluded_schemas: vec![],
         contents: None,
         database_level: vec![],
+        database_identity: None,
         writes_at_backup: None,
         audit_head: None,
         checks: None,

@@ -321,3 +321,33 @@ mod tests {
         assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }
+
+/// Which database `client` is connected to, for telling backups of this
+/// database from those of another one that an environment's URL named
+/// before: the server's system identifier where the role may read it
+/// (else its address and port), the database's oid and its name.
+pub async fn database_identity(client: &Client) -> Option<String> {
+    let server = match client
+        .query_one("select system_identifier::text from pg_catalog.pg_control_system()", &[])
+        .await
+    {
+        Ok(r) => r.get::<_, String>(0),
+        Err(_) => client
+            .query_one(
+                "select coalesce(host(pg_catalog.inet_server_addr()), 'socket') || ':' || coalesce(pg_catalog.inet_server_port()::text, '')",
+                &[],
+            )
+            .await
+            .ok()?
+            .get::<_, String>(0),
+    };
+    let db = client
+        .query_one(
+            "select oid::text || '|' || datname::text from pg_catalog.pg_database where datname = pg_catalog.current_database()",
+            &[],
+        )
+        .await
+        .ok()?
+        .get::<_, String>(0);
+    Some(format!("{server}|{db}"))
+}

@@ -15,8 +15,8 @@ pub use binaries::PgBinaries;
 pub use checks::{CheckOutcome, CheckStatus, run_checks};
 pub use child::LibpqChild;
 pub use connect::{
-    ServerInfo, connect, connect_info, connect_pinned, quote_ident, quote_literal, server_info,
-    tls_version,
+    ServerInfo, connect, connect_info, connect_pinned, database_identity, quote_ident,
+    quote_literal, server_info, tls_version,
 };
 pub use error::{PgError, describe, error_chain};
 pub use schema::{SchemaDiff, schema_description, schema_diff, schema_fingerprint};

@@ -631,3 +631,25 @@ COPY notes FROM stdin;
     }
     assert!(b.get::<_, String>(0).contains("\\restrict abc"));
 }
+
+/// The catalog is keyed by the database backed up, not only by the
+/// environment's name: after the URL is pointed at another database,
+/// `status` no longer shows the old database's backup as this one's.
+#[tokio::test]
+async fn status_does_not_show_another_databases_backup_as_the_environments() {
+    let old = TestDb::new().await;
+    let new = TestDb::new().await;
+    let mut p = Project::new(&[("staging", "guarded", old.url())], "");
+    let (code, _, err) = p.json(&["backup", "create", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, st, _) = p.json(&["status", "staging"]);
+    assert!(st["environments"][0]["last_backup"].is_object(), "{st}");
+    p.vars = vec![("STAGING_URL".into(), new.url().expose().to_string())];
+    let (code, st, err) = p.json(&["status", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(st["environments"][0]["last_backup"].is_null(), "{st}");
+    assert_eq!(
+        st["environments"][0]["backups_of_another_database"], 1,
+        "{st}"
+    );
+}

@@ -70,6 +70,13 @@ pub struct EnvStatus {
     /// rollback of the environment terminates it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancels_dead_clients: Option<bool>,
+    /// Backups of this environment's name taken of another database than
+    /// the one its URL names now (the URL was changed): not shown as its
+    /// last backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups_of_another_database: Option<usize>,
+    #[serde(skip)]
+    identity: Option<String>,
 }
 
 impl StatusReport {
@@ -126,6 +133,8 @@ pub fn status<'a>(
                     last_backup: None,
                     last_verified: None,
                     cancels_dead_clients: None,
+                    backups_of_another_database: None,
+                    identity: None,
                 };
                 match url {
                     Err(msg) => st.error = Some(msg),
@@ -144,6 +153,7 @@ pub fn status<'a>(
                                     None => "OFF".into(),
                                 });
                                 if let Ok(client) = connect(&url).await {
+                                    st.identity = shipsafe_pg::database_identity(&client).await;
                                     let (config, source) = source.as_ref();
                                     match source.pending_count(config, &url, &client).await {
                                         Ok(n) => st.pending_migrations = n,
@@ -169,7 +179,20 @@ pub fn status<'a>(
         };
         if let Ok(all) = &backups {
             for env in &mut environments {
-                let mine = all.iter().filter(|m| m.env == env.name && m.is_complete());
+                // A backup recorded of another database than the one the URL
+                // names now is not this environment's.
+                let same =
+                    |m: &&shipsafe_backup::Manifest| match (&m.database_identity, &env.identity) {
+                        (Some(then), Some(now)) => then == now,
+                        _ => true,
+                    };
+                let named: Vec<&shipsafe_backup::Manifest> = all
+                    .iter()
+                    .filter(|m| m.env == env.name && m.is_complete())
+                    .collect();
+                let others = named.iter().filter(|m| !same(m)).count();
+                env.backups_of_another_database = (others > 0).then_some(others);
+                let mine = named.into_iter().filter(|m| same(m));
                 // `list` is newest first.
                 env.last_backup = mine.clone().next().map(|m| LastBackup {
                     id: m.id.clone(),

@@ -68,6 +68,7 @@ pub async fn take_backup_teed(
         .await
         .ok()
         .and_then(|rows| rows.first().map(|r| r.get(0)));
+    let database_identity = shipsafe_pg::database_identity(&client).await;
     let database_level = shipsafe_backup::dblevel::read(&client)
         .await
         .unwrap_or_default();
@@ -98,6 +99,7 @@ pub async fn take_backup_teed(
             roles,
             writes_at_backup,
             database_level,
+            database_identity,
             checks: Some(
                 config
                     .checks_for(env)

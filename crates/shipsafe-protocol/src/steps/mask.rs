@@ -101,6 +101,7 @@ pub async fn masked_copy(
             writes_at_backup: None,
             audit_head: source.audit_head.clone(),
             database_level: source.database_level.clone(),
+            database_identity: source.database_identity.clone(),
             checks: source.checks.clone(),
         },
     )

@@ -98,6 +98,12 @@ pub fn render(report: &StatusReport) -> String {
         }
     }
     for e in report.environments.iter() {
+        if let Some(n) = e.backups_of_another_database {
+            text.push_str(&format!(
+                "\n{}: {n} backup(s) in the catalog were taken of another database than the one its URL names now; they are not shown as its backups\n",
+                e.name
+            ));
+        }
         if e.cancels_dead_clients == Some(false) {
             text.push_str(&format!(
                 "\n{}: this server (before PostgreSQL 14) does not cancel a dead client's statement: if shipsafe is killed during a change, its statement runs on, holding its locks, until the next deploy or rollback of {} ends it\n",
