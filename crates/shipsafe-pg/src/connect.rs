@@ -311,17 +311,6 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-    }
-}
-
 /// Which database `client` is connected to, for telling backups of this
 /// database from those of another one that an environment's URL named
 /// before: the server's system identifier where the role may read it
@@ -350,4 +339,15 @@ pub async fn database_identity(client: &Client) -> Option<String> {
         .ok()?
         .get::<_, String>(0);
     Some(format!("{server}|{db}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
 }
