@@ -175,7 +175,7 @@ async fn orders_locked(db: &TestDb) -> bool {
     db.client()
         .await
         .query_one(
-            "select exists (select 1 from pg_locks where relation = 'orders'::regclass and granted and pid <> pg_backend_pid())",
+            "select exists (select 1 from pg_locks where database = (select oid from pg_database where datname = current_database()) and relation = 'orders'::regclass and granted and pid <> pg_backend_pid())",
             &[],
         )
         .await
@@ -204,7 +204,7 @@ async fn a_deploy_killed_during_its_migration_frees_the_table_and_is_not_rolled_
     loop {
         let sleeping: bool = client
             .query_one(
-                "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
+                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
                 &[],
             )
             .await
@@ -399,7 +399,7 @@ async fn rollback_after_a_dead_deploy_that_changed_nothing_does_not_undo_an_olde
     loop {
         let sleeping: bool = client
             .query_one(
-                "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
+                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
                 &[],
             )
             .await
@@ -470,7 +470,7 @@ async fn ctrl_c_during_a_migration_cancels_it_instead_of_restoring_the_backup() 
     loop {
         let sleeping: bool = client
             .query_one(
-                "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(30)%' and pid <> pg_backend_pid())",
+                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(30)%' and pid <> pg_backend_pid())",
                 &[],
             )
             .await
@@ -517,4 +517,46 @@ async fn ctrl_c_during_a_migration_cancels_it_instead_of_restoring_the_backup() 
         .find(|r| r["command"] == "deploy")
         .unwrap();
     assert_eq!(run["report"]["rollback"]["method"], "transaction", "{run}");
+}
+
+/// A standalone `rehearse` honours Ctrl-C like a deploy: cancelled at once,
+/// recorded `interrupted` (exit 4), not a failed restore.
+#[tokio::test]
+async fn ctrl_c_cancels_a_standalone_rehearsal() {
+    let prod = target().await;
+    let clone = TestDb::new().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    write(
+        p.dir.path(),
+        "make-clone.sh",
+        &format!(
+            "#!/bin/sh\ntouch cloning\nsleep 60\necho '{}'\n",
+            clone.url().expose()
+        ),
+    );
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}[rehearsal]\nclone = 'command:\"sh make-clone.sh\"'\n"),
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        "alter table orders drop column status;",
+    );
+    let mut child = p.spawn(&["rehearse", "production"]);
+    let marker = p.dir.path().join("cloning");
+    wait_for("the clone command", Duration::from_secs(60), || {
+        marker.exists()
+    });
+    signal(&child, Signal::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    let run = runs(&p)
+        .into_iter()
+        .find(|r| r["command"] == "rehearse")
+        .unwrap();
+    assert_eq!(run["outcome"], "interrupted", "{run}");
 }

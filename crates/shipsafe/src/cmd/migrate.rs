@@ -168,6 +168,7 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
 /// `shipsafe rehearse ENV`.
 pub async fn rehearse(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
+    stop_between_steps_on_ctrl_c();
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let (run, error) = shipsafe_protocol::commands::rehearse::rehearse(
         &config,
