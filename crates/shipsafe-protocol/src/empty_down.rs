@@ -21,17 +21,6 @@ pub struct EmptyDowns {
     pub revisions: Vec<(String, bool)>,
 }
 
-impl EmptyDowns {
-    /// `Some(true)`: the revision's downgrade is empty; `None`: the offline
-    /// SQL did not show the revision.
-    pub fn is_empty(&self, revision: &str) -> Option<bool> {
-        self.revisions
-            .iter()
-            .find(|(r, _)| r == revision)
-            .map(|(_, empty)| *empty)
-    }
-}
-
 /// Whether the tool can tell (alembic and Flask-Migrate presets).
 pub fn applies(ext: &External) -> bool {
     tool::down_sql_command(ext.tool, &ToolState::default()).is_ok()

@@ -170,6 +170,28 @@ async fn a_second_ctrl_c_ends_at_once_and_the_run_is_recorded() {
     );
 }
 
+/// Waits until a session of this test's database runs the migration's
+/// `pg_sleep(SECONDS)`.
+async fn until_the_migration_sleeps(client: &tokio_postgres::Client, seconds: u32) {
+    let pattern = format!("%pg_sleep({seconds})%");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping: bool = client
+            .query_one(
+                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like $1 and pid <> pg_backend_pid())",
+                &[&pattern],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether some session holds a lock on `orders`.
 async fn orders_locked(db: &TestDb) -> bool {
     db.client()
@@ -200,22 +222,7 @@ async fn a_deploy_killed_during_its_migration_frees_the_table_and_is_not_rolled_
     );
     let mut child = p.spawn(&["deploy", "staging"]);
     let client = db.client().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sleeping: bool = client
-            .query_one(
-                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if sleeping {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the migration never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_the_migration_sleeps(&client, 60).await;
     assert!(orders_locked(&db).await);
     signal(&child, Signal::SIGKILL);
     child.wait().unwrap();
@@ -395,22 +402,7 @@ async fn rollback_after_a_dead_deploy_that_changed_nothing_does_not_undo_an_olde
         "alter table orders drop column note;",
     );
     let mut child = p.spawn(&["deploy", "staging"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sleeping: bool = client
-            .query_one(
-                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid())",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if sleeping {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the migration never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_the_migration_sleeps(&client, 60).await;
     signal(&child, Signal::SIGKILL);
     child.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -466,22 +458,7 @@ async fn ctrl_c_during_a_migration_cancels_it_instead_of_restoring_the_backup() 
         n
     });
     let mut child = p.spawn(&["deploy", "staging"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sleeping: bool = client
-            .query_one(
-                "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(30)%' and pid <> pg_backend_pid())",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if sleeping {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the migration never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_the_migration_sleeps(&client, 30).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = Instant::now();
     signal(&child, Signal::SIGINT);

@@ -129,6 +129,7 @@ pub fn plan<'a>(
             crate::connection::open(config, env, &url, crate::connection::Access::Read).await?;
         let planned = source.plan(config, &url, &client, protection).await?;
         warnings.extend(planned.warnings);
+        let (empty_down, empty_down_from) = (planned.empty_down, planned.empty_down_from);
         let mut pending: Vec<PlannedMigration> = planned
             .pending
             .into_iter()
@@ -137,10 +138,8 @@ pub fn plan<'a>(
                 empty_down: None,
             })
             .collect();
-        if let Some(ext) = source.tool()
-            && !pending.is_empty()
-        {
-            mark_empty_downs(config, ext, &url, &mut pending, &mut warnings).await;
+        if let (Some(ext), Some(from)) = (source.tool(), empty_down_from) {
+            mark_empty_downs(ext, &empty_down, from, &mut pending, &mut warnings);
         }
         Ok(PlanReport {
             lint: planned.lint,
@@ -157,42 +156,39 @@ pub fn plan<'a>(
     })
 }
 
-/// Marks the tool's pending revisions whose downgrade is empty as
-/// irreversible, with a warning naming each.
-async fn mark_empty_downs(
-    config: &Config,
+/// Marks the tool's pending revisions whose downgrade is empty (`empty`,
+/// read by `from`: the tool's offline downgrade command, or why it could
+/// not run) as irreversible, with a warning naming each.
+fn mark_empty_downs(
     ext: &crate::source::External,
-    url: &shipsafe_config::DbUrl,
+    empty: &[String],
+    from: Result<String, String>,
     pending: &mut [PlannedMigration],
     warnings: &mut Vec<String>,
 ) {
-    if !crate::empty_down::applies(ext) {
-        return;
-    }
-    let found = match crate::source::tool::history::state(config, ext, url).await {
-        Ok(state) => crate::empty_down::empty_downs(config, ext, url, &state).await,
-        Err(e) => Err(e.to_string()),
-    };
-    let found = match found {
-        Ok(f) => f,
+    let command = match from {
+        Ok(command) => command,
         Err(why) => {
             warnings.push(format!(
-                "cannot tell whether the pending revisions can be undone by {}: {why}",
+                "cannot tell whether the pending revisions can be undone by {}: {why}; each is treated as irreversible (only the pre-deploy backup undoes them)",
                 ext.tool.as_str()
             ));
+            for p in pending.iter_mut() {
+                p.migration.irreversible = true;
+            }
             return;
         }
     };
     for p in pending.iter_mut() {
         let m = &mut p.migration;
-        p.empty_down = found.is_empty(&m.version);
-        if p.empty_down == Some(true) {
+        let is_empty = empty.contains(&m.version);
+        p.empty_down = Some(is_empty);
+        if is_empty {
             m.irreversible = true;
             warnings.push(format!(
-                "revision {} ({}) has an empty downgrade(): `{}` prints no statement for it, so going back with {} would only move alembic_version and leave its change in place; it is irreversible, and only the pre-deploy backup undoes it",
+                "revision {} ({}) has an empty downgrade(): `{command}` prints no statement for it, so going back with {} would only move alembic_version and leave its change in place; it is irreversible, and only the pre-deploy backup undoes it",
                 m.version,
                 m.name,
-                found.command,
                 ext.tool.as_str()
             ));
         }

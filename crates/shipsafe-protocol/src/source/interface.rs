@@ -147,4 +147,8 @@ pub struct Planned {
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
     pub lint: Vec<shipsafe_lint::Finding>,
+    /// The team's tool: pending revisions whose `downgrade()` is empty, and
+    /// how that was read (see `tool::history::Pending::empty_down`).
+    pub empty_down: Vec<String>,
+    pub empty_down_from: Option<Result<String, String>>,
 }

@@ -251,5 +251,7 @@ pub(crate) async fn plan(
         problems,
         warnings: Vec::new(),
         lint: report.findings,
+        empty_down: Vec::new(),
+        empty_down_from: None,
     })
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fidelity;
+pub mod moto;
 
 use std::path::Path;
 use std::process::Output;

@@ -22,6 +22,10 @@ pub struct Pending {
     /// could not be printed: only a backup undoes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub empty_down: Vec<String>,
+    /// How `empty_down` was read: the tool's offline downgrade command, or
+    /// why it could not be (then every pending revision is in it).
+    #[serde(skip)]
+    pub empty_down_from: Option<Result<String, String>>,
     #[serde(skip)]
     pub runs: Vec<ToolRun>,
 }
@@ -65,6 +69,7 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
     if out.any && crate::empty_down::applies(ext) {
         match crate::empty_down::empty_downs(config, ext, url, &out.state).await {
             Ok(found) => {
+                out.empty_down_from = Some(Ok(found.command.clone()));
                 let pending: Vec<&str> = out
                     .revisions
                     .iter()
@@ -82,6 +87,7 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
             // the tool may not undo, so only a backup undoes the deploy.
             Err(why) => {
                 tracing::info!("cannot tell empty downgrades: {why}");
+                out.empty_down_from = Some(Err(why));
                 out.empty_down = out
                     .revisions
                     .iter()

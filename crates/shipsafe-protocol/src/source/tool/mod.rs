@@ -300,5 +300,7 @@ pub(crate) async fn plan(
         problems: Vec::new(),
         warnings,
         lint: report.findings,
+        empty_down: pending.empty_down,
+        empty_down_from: pending.empty_down_from,
     })
 }
