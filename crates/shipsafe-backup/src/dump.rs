@@ -214,6 +214,9 @@ async fn run(
             ));
         }
     };
+    // A cancelled backup (Ctrl-C drops this future) must not leave pg_dump
+    // running: its reader threads would keep the process from ending.
+    let mut ends_dump = EndOnDrop(Some(nix::unistd::Pid::from_raw(child.id() as i32)));
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
@@ -300,6 +303,7 @@ async fn run(
     }
     let compressed = compressor.await;
     let status = tokio::task::spawn_blocking(move || child.wait()).await;
+    ends_dump.0 = None;
     let stderr_text = stderr_reader.join().unwrap_or_default();
 
     let outcome = judge(
@@ -327,6 +331,18 @@ async fn run(
 }
 
 type Joined<T> = Result<T, tokio::task::JoinError>;
+
+/// Kills the process (not yet waited for, so its pid is still its own)
+/// when dropped armed.
+struct EndOnDrop(Option<nix::unistd::Pid>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
 
 /// Decides whether the archive may be published: only if the upload, the
 /// compressor and pg_dump all succeeded and pg_dump wrote something.

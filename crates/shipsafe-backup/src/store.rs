@@ -345,6 +345,81 @@ impl BackupStore {
         stray.sort();
         Ok(stray)
     }
+    /// Leftovers of uploads that never finished (a backup killed or cut off
+    /// before its manifest): local `#` staging files, and archives without
+    /// a manifest, untouched for `older_than` (a live backup writes to its
+    /// files all along, and its archive is never older than the manifest
+    /// that follows it within seconds). Returns each name and its size;
+    /// Only names starting with `starts_with` (an environment's `ENV-`);
+    /// `dry_run` removes nothing. S3 keeps an interrupted multipart upload's
+    /// parts out of any listing: a bucket lifecycle rule
+    /// (AbortIncompleteMultipartUpload) removes them.
+    pub async fn stale_uploads(
+        &self,
+        older_than: Duration,
+        starts_with: &str,
+        dry_run: bool,
+    ) -> Result<Vec<(String, u64)>, BackupError> {
+        let mut out = Vec::new();
+        let now = std::time::SystemTime::now();
+        let old =
+            |t: std::time::SystemTime| now.duration_since(t).is_ok_and(|age| age >= older_than);
+        if let Kind::Local(dir) = &self.kind
+            && let Ok(rd) = std::fs::read_dir(dir)
+        {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some((base, n)) = name.rsplit_once('#') else {
+                    continue;
+                };
+                if !name.starts_with(starts_with) {
+                    continue;
+                }
+                let staging = base.ends_with(ARCHIVE_SUFFIX)
+                    && !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit());
+                let Ok(meta) = e.metadata() else { continue };
+                if staging && meta.is_file() && meta.modified().is_ok_and(old) {
+                    if !dry_run {
+                        std::fs::remove_file(e.path()).map_err(|source| {
+                            BackupError::io("removing an unfinished upload", e.path(), source)
+                        })?;
+                    }
+                    out.push((name, meta.len()));
+                }
+            }
+        }
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let mut metas = Vec::new();
+        let mut entries = self.inner.list(prefix);
+        while let Some(meta) = entries.next().await {
+            metas.push(meta.map_err(|e| self.err(e))?);
+        }
+        let names: Vec<String> = metas
+            .iter()
+            .map(|m| m.location.filename().unwrap_or_default().to_string())
+            .collect();
+        for (meta, name) in metas.iter().zip(&names) {
+            let Some(id) = name.strip_suffix(ARCHIVE_SUFFIX) else {
+                continue;
+            };
+            if !name.starts_with(starts_with) {
+                continue;
+            }
+            let has_manifest = names.iter().any(|n| *n == format!("{id}{MANIFEST_SUFFIX}"));
+            if !has_manifest && old(meta.last_modified.into()) {
+                if !dry_run {
+                    match self.inner.delete(&meta.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(self.err(e)),
+                    }
+                }
+                out.push((name.clone(), meta.size));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// An object_store error with its sources (the root cause is often deep).

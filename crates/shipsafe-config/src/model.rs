@@ -76,6 +76,18 @@ impl Protection {
 
 /// The default when an environment does not say: a missing line must not
 /// make production changes backup-free.
+/// A list where "every one" is spelled by leaving the key out: `[]` would
+/// otherwise quietly mean the opposite of what it says.
+pub(crate) fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom(
+            "an empty list names nothing: leave the key out to mean every one, or name at least one",
+        ));
+    }
+    Ok(v)
+}
+
 fn default_protection() -> Protection {
     Protection::Guarded
 }
@@ -417,8 +429,8 @@ pub struct CheckConfig {
     pub name: String,
     pub sql: String,
     pub expect: Expectation,
-    /// The environments the check holds in; empty: every environment.
-    #[serde(default)]
+    /// The environments the check holds in; left out: every environment.
+    #[serde(default, deserialize_with = "non_empty")]
     pub envs: Vec<String>,
     /// How long the query may run (`statement_timeout`); default
     /// [`CheckConfig::DEFAULT_TIMEOUT`].

@@ -121,12 +121,12 @@ pub struct NotifyConfig {
     /// Default: failure and recovery.
     #[serde(default = "default_on")]
     pub on: Vec<NotifyOn>,
-    /// Only these environments; default all.
-    #[serde(default)]
+    /// Only these environments; left out: all.
+    #[serde(default, deserialize_with = "crate::model::non_empty")]
     pub envs: Vec<String>,
     /// Only these jobs or commands (`backup`, `verify`, `prune`, `checks`,
-    /// `readiness`, `deploy`, `rollback`); default all.
-    #[serde(default)]
+    /// `readiness`, `deploy`, `rollback`); left out: all.
+    #[serde(default, deserialize_with = "crate::model::non_empty")]
     pub jobs: Vec<String>,
 }
 

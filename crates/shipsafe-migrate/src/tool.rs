@@ -424,6 +424,34 @@ pub fn parse_pending(
     }
 }
 
+/// How many revisions the tool's listing names, applied or not (alembic's
+/// history lines, Django's `[X]`/`[ ]` plan lines, Rails's status rows);
+/// `None` where the listing does not name them all.
+pub fn count_listed(tool: MigrationTool, listing: &str) -> Option<usize> {
+    let lines = listing.lines().map(str::trim_start);
+    match tool {
+        MigrationTool::Alembic | MigrationTool::FlaskMigrate => {
+            Some(listing.lines().filter_map(alembic_line).count())
+        }
+        MigrationTool::Django => Some(
+            lines
+                .filter(|l| l.starts_with("[X]") || l.starts_with("[ ]"))
+                .count(),
+        ),
+        MigrationTool::Rails => Some(
+            lines
+                .filter(|l| {
+                    let mut w = l.split_whitespace();
+                    matches!(w.next(), Some("up" | "down"))
+                        && w.next()
+                            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
+                })
+                .count(),
+        ),
+        MigrationTool::Prisma | MigrationTool::Command => None,
+    }
+}
+
 /// Rails migrations in `db/migrate` (`<version>_<name>.rb`), oldest first:
 /// all of them are pending while `schema_migrations` does not exist, when
 /// `db:migrate:status` only says so and exits 1.
@@ -580,6 +608,19 @@ INFO  [alembic.runtime.migration] something logged\n\
                 .unwrap_err()
                 .contains("9999")
         );
+    }
+
+    #[test]
+    fn listings_count_every_revision_applied_or_not() {
+        assert_eq!(
+            count_listed(MigrationTool::Alembic, HISTORY),
+            Some(HISTORY.lines().filter(|l| l.contains(" -> ")).count())
+        );
+        let plan = "[X]  accounts.0001_initial\n[X]  accounts.0002_email\n[ ]  shop.0001_initial\n";
+        assert_eq!(count_listed(MigrationTool::Django, plan), Some(3));
+        let status = "database: x\n\n Status   Migration ID    Migration Name\n--------------------------------------------------\n   up     20240101000000  Create users\n  down    20240102000000  Add email\n";
+        assert_eq!(count_listed(MigrationTool::Rails, status), Some(2));
+        assert_eq!(count_listed(MigrationTool::Prisma, "anything"), None);
     }
 
     #[test]

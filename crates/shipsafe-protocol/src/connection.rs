@@ -94,6 +94,24 @@ async fn end_with_client(client: &Client) {
         .await;
 }
 
+/// The dead-client check of shipsafe's own session on `client`, as a
+/// setting for sessions shipsafe does not open itself (the team's tool),
+/// when this server took it: a server without it (before 14, or a platform
+/// that cannot tell) would refuse a connection naming it.
+pub async fn dead_client_check(client: &Client) -> Option<(&'static str, String)> {
+    let row = client
+        .query_one(
+            "select current_setting('client_connection_check_interval', true)",
+            &[],
+        )
+        .await
+        .ok()?;
+    let value: Option<String> = row.get(0);
+    value
+        .filter(|v| v != "0")
+        .map(|v| ("client_connection_check_interval", v))
+}
+
 /// The checks, for a connection already open.
 pub async fn guard(
     config: &Config,

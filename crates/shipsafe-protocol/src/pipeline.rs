@@ -52,6 +52,16 @@ async fn stopped() {
     let _ = rx.wait_for(|asked| *asked).await;
 }
 
+/// Runs `work`, which changes nothing (a backup on its own): `None` when a
+/// stop was asked for first, and `work` was dropped (its child processes
+/// and unfinished uploads with it).
+pub async fn unless_stopped<T>(work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        () = stopped() => None,
+    }
+}
+
 /// Runs `work` (a change); if a stop is asked for meanwhile, runs `cancel`
 /// (which makes the change fail in its own transaction) and still waits for
 /// `work` to end, so the protocol's rollback decides on what it did.

@@ -7,11 +7,6 @@ pub trait Progress: Send + Sync {
 
     /// Bytes processed in the current stage, and the total when known.
     fn bytes(&self, _done: u64, _total: Option<u64>) {}
-
-    /// Runs `f` with the progress display hidden (for a prompt).
-    fn suspend(&self, f: &mut dyn FnMut()) {
-        f()
-    }
 }
 
 /// Asks a person to confirm a change to a protected environment.

@@ -234,20 +234,80 @@ fn last_deploy(f: &Facts<'_>) -> Item {
 }
 
 /// Lint, reversibility, drift and half-applied history.
+/// The team's tool: a way back configured, and (alembic, Flask-Migrate)
+/// no revision whose `downgrade()` is empty: going back over one moves the
+/// tool's history and leaves its change in place.
+async fn reversible_external(
+    f: &Facts<'_>,
+    ext: &shipsafe_protocol::source::tool::config::External,
+) -> Item {
+    let fix = "set [migrations] tool to the preset of your tool, or [migrations] down to its downgrade command";
+    let Some(way_back) = ext.down_label() else {
+        return REVERSIBLE.fail(
+            Evidence::new(
+                "config",
+                "no preset knows the way back and [migrations] down is not set: the tool's changes cannot be undone by shipsafe",
+            ),
+            fix,
+        );
+    };
+    let configured = format!(
+        "[migrations] tool = {:?}, way back: {way_back}",
+        ext.tool.as_str()
+    );
+    if !shipsafe_protocol::empty_down::applies(ext) {
+        return REVERSIBLE.pass(Evidence::new("config", configured));
+    }
+    // Every revision, from the newest back to base: the offline SQL only
+    // prints, nothing connects.
+    match shipsafe_protocol::empty_down::empty_downs(f.config, ext, f.url, &Default::default())
+        .await
+    {
+        Ok(found) => {
+            let empty: Vec<&str> = found
+                .revisions
+                .iter()
+                .filter(|(_, e)| *e)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let evidence = Evidence::new(
+                "repository",
+                format!(
+                    "{configured}; `{}` prints {} of {} revisions' downgrades empty",
+                    found.command,
+                    empty.len(),
+                    found.revisions.len()
+                ),
+            )
+            .value(serde_json::json!({ "empty_down": empty }));
+            if empty.is_empty() {
+                REVERSIBLE.pass(evidence)
+            } else {
+                REVERSIBLE.fail(
+                    evidence,
+                    format!(
+                        "write the downgrade() of revision{} {} (or accept that only a backup undoes {}; going back with the tool leaves the change in place)",
+                        if empty.len() == 1 { "" } else { "s" },
+                        empty.join(", "),
+                        if empty.len() == 1 { "it" } else { "them" }
+                    ),
+                )
+            }
+        }
+        Err(why) => REVERSIBLE.unknown(
+            "repository",
+            format!(
+                "{configured}; whether every downgrade() does something could not be read: {why}"
+            ),
+            None,
+        ),
+    }
+}
+
 async fn migrations(f: &Facts<'_>) -> Vec<Item> {
     if let Some(ext) = shipsafe_protocol::source::tool::config::external(f.config) {
         let why = "migrations run by the team's own tool ([migrations] up): shipsafe reads SQL files and its own history only";
-        let reversible = REVERSIBLE.judge(
-            ext.has_down(),
-            Evidence::new(
-                "config",
-                match ext.down_label() {
-                    Some(d) => format!("[migrations] tool = {:?}, way back: {d}", ext.tool.as_str()),
-                    None => "no preset knows the way back and [migrations] down is not set: the tool's changes cannot be undone by shipsafe".into(),
-                },
-            ),
-            "set [migrations] tool to the preset of your tool, or [migrations] down to its downgrade command",
-        );
+        let reversible = reversible_external(f, &ext).await;
         return vec![
             lint_external(f, &ext).await,
             reversible,

@@ -169,7 +169,7 @@ pub enum Command {
     Clone {
         from: String,
         to: String,
-        /// Apply [mask] inside the restore transaction, before anyone can read the rows.
+        /// Mask ([mask]) on a private scratch copy first: the original values never reach TO.
         #[arg(long)]
         mask: bool,
         /// Confirm a protected TO without a terminal prompt.

@@ -2,6 +2,7 @@
 //! log lines at -v.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +11,19 @@ use shipsafe_protocol::Progress;
 #[derive(Debug)]
 pub struct Spinner {
     bar: Option<ProgressBar>,
+    id: u64,
+}
+
+/// The spinner on screen, so a prompt can hide it however deep in a command
+/// the question is asked (one command, one spinner at a time).
+static SHOWING: Mutex<Option<(u64, ProgressBar)>> = Mutex::new(None);
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn showing() -> Option<ProgressBar> {
+    SHOWING
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|(_, b)| b.clone()))
 }
 
 impl Spinner {
@@ -20,7 +34,29 @@ impl Spinner {
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
-        Self { bar }
+        Self::showing(bar)
+    }
+
+    fn showing(bar: Option<ProgressBar>) -> Self {
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let (Some(b), Ok(mut s)) = (&bar, SHOWING.lock()) {
+            *s = Some((id, b.clone()));
+        }
+        Self { bar, id }
+    }
+}
+
+/// Runs a prompt with the spinner hidden. Afterwards the spinner says the
+/// answer was taken rather than repeating what it showed before the
+/// question; the next stage replaces that.
+fn with_spinner_hidden<T>(env: &str, ask: impl FnOnce() -> T) -> T {
+    match showing() {
+        Some(b) => {
+            let answer = b.suspend(ask);
+            b.set_message(format!("answer for {env} taken"));
+            answer
+        }
+        None => ask(),
     }
 }
 
@@ -32,13 +68,6 @@ impl Progress for Spinner {
             b.set_style(spinner_style());
             b.set_length(0);
             b.set_position(0);
-        }
-    }
-
-    fn suspend(&self, f: &mut dyn FnMut()) {
-        match &self.bar {
-            Some(b) => b.suspend(f),
-            None => f(),
         }
     }
 
@@ -110,13 +139,15 @@ impl shipsafe_protocol::Confirm for TerminalConfirm {
         if !on_terminal() {
             return Ok(false);
         }
-        eprintln!("{what}");
-        eprint!("Type the environment name ({env}) to continue: ");
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| format!("cannot read the confirmation: {e}"))?;
-        Ok(line.trim() == env)
+        with_spinner_hidden(env, || {
+            eprintln!("{what}");
+            eprint!("Type the environment name ({env}) to continue: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the confirmation: {e}"))?;
+            Ok(line.trim() == env)
+        })
     }
 }
 
@@ -124,6 +155,30 @@ impl Drop for Spinner {
     fn drop(&mut self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            if let Ok(mut s) = SHOWING.lock()
+                && s.as_ref().is_some_and(|(id, _)| *id == self.id)
+            {
+                *s = None;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_hides_the_spinner_and_leaves_no_stale_message() {
+        let bar = ProgressBar::hidden();
+        let spinner = Spinner::showing(Some(bar.clone()));
+        spinner.stage("rehearsing on a clone");
+        // The prompt runs while the bar is suspended (it must not touch the
+        // bar: a suspended bar is locked).
+        let answer = with_spinner_hidden("production", || 42);
+        assert_eq!(answer, 42);
+        assert_eq!(bar.message(), "answer for production taken");
+        drop(spinner);
+        assert!(showing().is_none(), "a dropped spinner is not shown");
     }
 }

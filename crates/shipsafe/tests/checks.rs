@@ -327,6 +327,35 @@ fn an_unknown_environment_in_a_checks_envs_is_a_config_error() {
     assert!(err.contains("production"), "lists the known ones: {err}");
 }
 
+#[test]
+fn an_empty_envs_or_jobs_list_is_a_config_error_not_every_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs =
+        "[environments.dev]\ndatabase_url = \"postgres://localhost/dev\"\nprotection = \"open\"\n";
+    for extra in [
+        check(
+            "at least one user",
+            "select count(*) from users",
+            ">= 1",
+            "envs = []\n",
+        ),
+        "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example/x\"\nenvs = []\n".to_string(),
+        "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example/x\"\njobs = []\n".to_string(),
+    ] {
+        common::write(dir.path(), "shipsafe.toml", &format!("{envs}{extra}"));
+        let out = common::shipsafe(dir.path())
+            .args(["verify", "dev"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 78, "{extra}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("leave the key out"),
+            "says how to mean every one: {}",
+            stderr(&out)
+        );
+    }
+}
+
 #[tokio::test]
 async fn empty_and_nonempty_read_two_rows_at_most() {
     let db = TestDb::new().await;

@@ -1736,3 +1736,38 @@ async fn wipe_and_import_are_refused_while_another_run_holds_the_lock() {
     let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// A clone from FROM's newest verified backup says how old that backup is,
+/// in the confirmation a protected TO asks for and in the report: a copy
+/// from last month is not what a person expects from "clone".
+#[tokio::test]
+async fn a_clone_says_how_old_the_backup_it_copies_is() {
+    let prod = local().await;
+    let staging = TestDb::new().await;
+    let p = Project::new(
+        &[
+            ("production", "protected", prod.url()),
+            ("staging", "protected", staging.url()),
+        ],
+        "",
+    );
+    let (code, b, err) = p.json(&["backup", "create", "production"]);
+    assert_eq!(code, 0, "{err}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let (code, _, err) = p.json(&["backup", "verify", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["clone", "production", "staging"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("newest verified backup {id} (taken "))
+            && err.contains("less than a minute ago"),
+        "the confirmation names the backup and its age: {err}"
+    );
+    let (code, run, err) = p.json(&["clone", "production", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        run["report"]["source"],
+        "newest verified backup, taken less than a minute ago"
+    );
+    assert_eq!(run["report"]["source_backup"], id.as_str());
+}

@@ -1006,6 +1006,53 @@ async fn the_tool_does_not_outlive_a_killed_shipsafe() {
     assert!(!orphan, "the tool went on after shipsafe was killed");
 }
 
+/// kill -9 of shipsafe while the tool's statement runs on the target: the
+/// tool is ended, and its server session is ended within a second or two
+/// (the dead-client check shipsafe's own sessions have) instead of running
+/// its statement to the end with its locks held.
+#[tokio::test]
+async fn a_killed_deploys_tool_session_does_not_run_on_without_its_client() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("dev", "open", db.url())],
+        "\n[migrations]\ntool = \"command\"\nup = \"psql -X -q \\\"$DATABASE_URL\\\" -c 'select pg_sleep(40)'\"\npending = \"false\"\n",
+    );
+    let mut child = p.spawn(&["deploy", "dev"]);
+    let c = db.client().await;
+    let sleeping = "select count(*) from pg_stat_activity where datname = current_database() \
+                    and query like 'select pg_sleep(40)%' and application_name like 'shipsafe-deploy-%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n: i64 = c.query_one(sleeping, &[]).await.unwrap().get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tool's statement never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    loop {
+        let n: i64 = c.query_one(sleeping, &[]).await.unwrap().get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(10),
+            "the tool's session ran on without its client"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A revision comes from where the app's role can write: it reaches the
 /// way back as data ("$SHIPSAFE_REVISION"), never as shell text, and a
 /// `{revision}` quoted by habit (which would splice it into the shell
@@ -1067,6 +1114,10 @@ async fn a_tool_that_migrates_another_database_does_not_pass_as_deployed() {
     assert!(
         err.contains("applied the pending revisions to another database"),
         "{err}"
+    );
+    assert!(
+        err.contains("staging's alembic history did not move"),
+        "names the environment: {err}"
     );
     assert_eq!(run["report"]["rollback"]["method"], "transaction", "{run}");
     assert_eq!(snapshot(staging.url()).await, before);

@@ -537,3 +537,124 @@ async fn ctrl_c_cancels_a_standalone_rehearsal() {
         .unwrap();
     assert_eq!(run["outcome"], "interrupted", "{run}");
 }
+
+/// Ctrl-C during `backup create` (here pg_dump waits for a table another
+/// session holds): the backup is cancelled at once, nothing half-written
+/// is left in storage, and the audit log says it was interrupted.
+#[tokio::test]
+async fn ctrl_c_cancels_a_backup_and_leaves_no_unfinished_upload() {
+    let db = target().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    let holder = db.client().await;
+    holder
+        .batch_execute("begin; lock table orders in access exclusive mode;")
+        .await
+        .unwrap();
+    let mut child = p.spawn(&["backup", "create", "staging"]);
+    let c = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = c
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                 and wait_event_type = 'Lock' and query ilike 'lock table%orders%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pg_dump never waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unfinished = || {
+        std::fs::read_dir(p.backups_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    // The upload under way is in storage as a staging file.
+    assert!(
+        unfinished().iter().any(|n| n.contains('#')),
+        "{:?}",
+        unfinished()
+    );
+    signal(&child, Signal::SIGINT);
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    holder.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        unfinished(),
+        Vec::<String>::new(),
+        "nothing left in storage"
+    );
+    let (code, log, err) = p.json(&["log"]);
+    assert_eq!(code, 0, "{err}");
+    let entry = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["command"] == "backup create")
+        .cloned()
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(entry["outcome"], "interrupted", "{entry}");
+}
+
+/// What a backup killed outright (kill -9, a power cut) leaves behind is
+/// removed by prune once it has been left alone for a day, and not before
+/// (a live backup may be writing it).
+#[tokio::test]
+async fn prune_removes_uploads_that_never_finished_once_they_are_a_day_old() {
+    let db = target().await;
+    let p = Project::new(&[("staging", "guarded", db.url())], "");
+    let (code, _, err) = p.json(&["backup", "create", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = p.backups_dir();
+    let stale = dir.join("staging-20261101T000000Z-dead.dump.zst#1");
+    let fresh = dir.join("staging-20261207T000000Z-live.dump.zst#1");
+    let orphan = dir.join("staging-20261101T000000Z-nomf.dump.zst");
+    for f in [&stale, &fresh, &orphan] {
+        std::fs::write(f, vec![7u8; 4096]).unwrap();
+    }
+    for f in [&stale, &orphan] {
+        let status = std::process::Command::new("touch")
+            .args(["-d", "2 days ago"])
+            .arg(f)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let (code, dry, err) = p.json(&["backup", "prune", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dry["unfinished"].as_array().unwrap().len(), 2, "{dry}");
+    assert!(
+        stale.exists() && orphan.exists(),
+        "a dry run removes nothing"
+    );
+    let (code, r, err) = p.json(&["backup", "prune"]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<&str> = r["unfinished"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "staging-20261101T000000Z-dead.dump.zst#1",
+            "staging-20261101T000000Z-nomf.dump.zst"
+        ]
+    );
+    assert!(!stale.exists() && !orphan.exists());
+    assert!(fresh.exists(), "an upload touched today may be live");
+    let (_, list, _) = p.json(&["backup", "list"]);
+    assert_eq!(list.as_array().map_or(0, Vec::len), 1, "{list}");
+}

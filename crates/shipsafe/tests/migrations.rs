@@ -978,12 +978,23 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
         .get(0);
     assert_eq!(grants, 0, "the change is in the database");
 
-    // The killed process's server session finishes its statement before the
-    // server notices the client is gone; until then it holds the migration
-    // lock, and a rollback is refused rather than racing it.
+    // The killed process's server session ends once the server notices its
+    // client is gone (about a second, client_connection_check_interval);
+    // while anything holds the migration lock a rollback is refused rather
+    // than racing it. The test takes the lock itself as soon as the orphan
+    // lets go, so the refusal does not depend on how fast that was.
+    let holder = db.client().await;
+    holder
+        .query_one(
+            "select pg_advisory_lock($1)",
+            &[&shipsafe_migrate::history::LOCK_KEY],
+        )
+        .await
+        .unwrap();
     let (code, _, err) = p.json(&["rollback", "staging"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("holds the migration lock"), "{err}");
+    drop(holder);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let held: bool = c
@@ -999,7 +1010,7 @@ async fn shipsafe_killed_between_apply_and_verify_then_rollback_restores_the_pre
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the orphaned session never let go"
+            "the lock was never let go"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

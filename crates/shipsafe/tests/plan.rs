@@ -247,6 +247,8 @@ async fn plan_names_an_empty_flask_migrate_downgrade_as_irreversible() {
     );
     let (plan, text) = plan_both(&p);
     assert_eq!(plan["applied"], 1, "{plan}");
+    assert_eq!(plan["tool_state"], "0001", "{plan}");
+    assert!(text.contains("at 0001, 1 applied, 2 pending"), "{text}");
     assert_0002_is_irreversible(&plan, &text, "from 0001");
     assert!(
         plan["pending"]
@@ -255,6 +257,25 @@ async fn plan_names_an_empty_flask_migrate_downgrade_as_irreversible() {
             .iter()
             .all(|p| p["version"] != "0001"),
         "{plan}"
+    );
+    // alembic keeps only its head in the database: two revisions applied
+    // are counted from the tool's history, not from that one row.
+    run(
+        p.dir.path(),
+        "flask",
+        &["db", "upgrade", "0002"],
+        &db.url().expose().replace("postgres://", "postgresql://"),
+    );
+    let (plan, text) = plan_both(&p);
+    assert_eq!(plan["applied"], 2, "{plan}");
+    assert!(text.contains("at 0002, 2 applied, 1 pending"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("0003"))
+        .unwrap_or_else(|| panic!("no row for 0003: {text}"));
+    assert!(
+        row.contains("tool's down") && !row.contains("down.sql"),
+        "{row}"
     );
 }
 
@@ -265,4 +286,27 @@ async fn plan_names_an_empty_alembic_downgrade_as_irreversible() {
     let (plan, text) = plan_both(&p);
     assert_0002_is_irreversible(&plan, &text, "alembic");
     assert_eq!(plan["tool"], "alembic");
+}
+
+/// Readiness does not call a history reversible when one revision's
+/// `downgrade()` is `pass`: going back over it leaves its change in place.
+#[tokio::test]
+async fn readiness_fails_reversible_for_an_empty_downgrade() {
+    let db = TestDb::new().await;
+    let p = alembic_project(db.url());
+    let (_, card, err) = p.json(&["readiness", "production"]);
+    let item = card["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{err}"))
+        .iter()
+        .find(|i| i["id"] == "migrations-reversible")
+        .unwrap_or_else(|| panic!("{card}"))
+        .clone();
+    assert_eq!(item["status"], "fail", "{item}");
+    assert_eq!(
+        item["evidence"]["value"]["empty_down"],
+        serde_json::json!(["0002"]),
+        "{item}"
+    );
+    assert!(item["fix"].as_str().unwrap().contains("0002"), "{item}");
 }

@@ -32,7 +32,15 @@ pub fn create<'a>(
 ) -> crate::Task<'a, Result<Manifest, CoreError>> {
     Box::pin(async move {
         config.environment(env)?;
-        let result = steps::backup::take_backup(config, vars, env, reason, progress).await;
+        let take = steps::backup::take_backup(config, vars, env, reason, progress);
+        let result = crate::pipeline::unless_stopped(take)
+            .await
+            .unwrap_or_else(|| {
+                Err(CoreError::RolledBack(format!(
+                    "interrupted (Ctrl-C): the backup of {env} was cancelled and nothing was stored"
+                )))
+            });
+        let interrupted = crate::pipeline::stop_requested() && result.is_err();
         let (outcome, ids, detail) = match &result {
             Ok(m) => (
                 "complete",
@@ -40,7 +48,7 @@ pub fn create<'a>(
                 serde_json::json!({ "reason": reason, "size_bytes": m.size_bytes }),
             ),
             Err(e) => (
-                "failed",
+                if interrupted { "interrupted" } else { "failed" },
                 vec![],
                 serde_json::json!({ "reason": reason, "error": e.to_string() }),
             ),

@@ -109,10 +109,30 @@ pub fn clone<'a>(
             crate::runs::write_markdown(config.state_dir(), &rec)?;
             Ok::<_, CoreError>(rec)
         };
+        // The source: FROM's newest verified backup (its age shown before
+        // anything is asked), or a fresh one.
+        let store = crate::store::open_store(config, vars)?;
+        let newest_verified = store
+            .list()
+            .await?
+            .into_iter()
+            .find(|m| m.env == from && m.is_complete() && m.is_verified());
+        let copy_of = match &newest_verified {
+            Some(m) => format!(
+                "{from}'s newest verified backup {} (taken {}, {})",
+                m.id,
+                m.created_at,
+                crate::steps::rollback::backup_age(m)
+            ),
+            None => format!("a fresh backup of {from} (it has no verified backup)"),
+        };
         if let Err(e) = crate::steps::confirm::require(
             config,
             to,
-            &format!("replacing {to}'s data with a copy of {from}"),
+            &format!(
+                "replacing {to}'s data with {copy_of}{}; {to}'s current data is backed up first",
+                if mask { ", masked" } else { "" }
+            ),
             confirm,
         ) {
             run.begin("confirm");
@@ -128,17 +148,13 @@ pub fn clone<'a>(
             Err((e, outcome)) => return Ok((finish(run, outcome, &report, ids)?, Some(e))),
         };
 
-        // The source: FROM's newest verified backup, or a fresh one.
         run.begin("source");
-        let store = crate::store::open_store(config, vars)?;
-        let newest_verified = store
-            .list()
-            .await?
-            .into_iter()
-            .find(|m| m.env == from && m.is_complete() && m.is_verified());
         let source = match newest_verified {
             Some(m) => {
-                report.source = "newest verified backup".into();
+                report.source = format!(
+                    "newest verified backup, taken {}",
+                    crate::steps::rollback::backup_age(&m)
+                );
                 m
             }
             None => {

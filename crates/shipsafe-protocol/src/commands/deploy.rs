@@ -252,10 +252,9 @@ async fn locked(
         let text = cx
             .source
             .confirm_text(cx.env, pending, report.rehearsal.as_ref());
-        let progress: &dyn Progress = cx.progress.as_ref();
         p.step(
             "confirm",
-            steps::confirm::deploy(cx.opts.confirm, progress, cx.env, &text),
+            steps::confirm::deploy(cx.opts.confirm, cx.env, &text),
         )
         .await?;
     } else {
@@ -291,6 +290,7 @@ async fn locked(
     let apply = steps::apply::run(
         cx.config,
         &cx.source,
+        cx.env,
         &cx.url,
         client,
         pending,

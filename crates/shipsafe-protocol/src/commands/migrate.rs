@@ -88,6 +88,9 @@ pub struct PlanReport {
     pub env: String,
     pub protection: String,
     pub applied: usize,
+    /// The team's tool: where its history stands (`base`, alembic heads,
+    /// Django's latest per app, ...).
+    pub tool_state: Option<String>,
     pub pending: Vec<PlannedMigration>,
     /// External mode: whether the team\'s tool says something is pending.
     pub external_pending: Option<bool>,
@@ -146,6 +149,7 @@ pub fn plan<'a>(
             env: env.to_string(),
             protection: protection.as_str().into(),
             applied: planned.applied,
+            tool_state: planned.tool_state,
             pending,
             external_pending: planned.external_pending,
             tool: planned.tool,

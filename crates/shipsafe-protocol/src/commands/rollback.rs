@@ -41,18 +41,6 @@ pub struct RollbackReport {
 }
 
 /// A guarded environment's confirmation of a rollback that discards data.
-fn confirm_guarded(confirm: &dyn Confirm, env: &str, what: &str) -> Result<(), CoreError> {
-    match confirm.confirm(env, what) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(CoreError::Blocked(format!(
-            "{what}. Pass --confirm {env} (or type the name on a terminal) to go ahead; nothing was changed"
-        ))),
-        Err(why) => Err(CoreError::Blocked(format!(
-            "{why}; {what}; nothing was changed"
-        ))),
-    }
-}
-
 /// The tables and columns a deploy created, from its rehearsal (`None`:
 /// not recorded, as for a deploy without a rehearsal).
 fn created_by(report: &serde_json::Value) -> Option<Vec<String>> {
@@ -240,9 +228,6 @@ pub fn rollback<'a>(
             if !drops.is_empty() {
                 progress.stage(&what);
                 report.down_drops = drops;
-                if protection == Protection::Guarded {
-                    confirm_guarded(confirm, env, &what)?;
-                }
             }
         }
         if let Some(backup) = &by_restore {
@@ -253,11 +238,14 @@ pub fn rollback<'a>(
             progress.stage(&sentence);
             what = format!("{what}: {sentence}");
             report.discards = Some(d);
-            if protection == Protection::Guarded {
-                confirm_guarded(confirm, env, &what)?;
-            }
         }
-        steps::confirm::require(config, env, &what, confirm)?;
+        // Dropping or restoring over what was written since asks outside
+        // open environments; a plain `down` asks where protected.
+        if by_restore.is_some() || !report.down_drops.is_empty() {
+            steps::confirm::require_replacing(config, env, &what, confirm)?;
+        } else {
+            steps::confirm::require(config, env, &what, confirm)?;
+        }
         report.rolled_back_run = Some(deploy.run_id.clone());
         let audit = serde_json::json!({ "run": deploy.run_id });
         let mut p = Pipeline::start(config, cwd, "rollback", Some(env), audit);

@@ -139,6 +139,9 @@ impl RollbackInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Planned {
     pub applied: usize,
+    /// The team's tool: where its history stands (alembic heads, Django's
+    /// latest per app, ...).
+    pub tool_state: Option<String>,
     pub pending: Vec<PendingMigration>,
     /// The team's tool: whether it says something is pending.
     pub external_pending: Option<bool>,

@@ -236,6 +236,7 @@ impl Source {
     pub async fn apply(
         &self,
         config: &Config,
+        env: &str,
         url: &DbUrl,
         client: &Client,
         pending: &Pending,
@@ -247,7 +248,7 @@ impl Source {
             Self::Native => native::apply(client, pending, opts, progress).await,
             Self::Tool(x) => {
                 progress.stage(&format!("running `{}`", x.up));
-                tool::apply(config, x, url, client, pending, before).await
+                tool::apply(config, x, env, url, client, pending, before).await
             }
         }
     }

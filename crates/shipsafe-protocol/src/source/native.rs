@@ -241,6 +241,7 @@ pub(crate) async fn plan(
     }
     Ok(Planned {
         applied: pending.applied,
+        tool_state: None,
         pending: pending
             .migrations
             .iter()

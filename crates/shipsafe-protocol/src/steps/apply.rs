@@ -13,6 +13,7 @@ use crate::source::{Applied, Before, Pending, Source, native};
 pub async fn run(
     config: &Config,
     source: &Source,
+    env: &str,
     url: &DbUrl,
     client: &Client,
     pending: &Pending,
@@ -23,7 +24,7 @@ pub async fn run(
 ) -> Applied {
     let opts = native::apply_options(config, applied_by, Some(run_id.to_string()), true);
     source
-        .apply(config, url, client, pending, before, &opts, progress)
+        .apply(config, env, url, client, pending, before, &opts, progress)
         .await
 }
 

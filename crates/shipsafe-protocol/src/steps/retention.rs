@@ -15,7 +15,20 @@ pub struct PruneReport {
     pub dry_run: bool,
     pub decisions: Vec<Decision>,
     pub deleted: Vec<String>,
+    /// Leftovers of backups that never finished (killed, cut off), removed
+    /// (or, with `dry_run`, that would be).
+    pub unfinished: Vec<Unfinished>,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// How long an unfinished upload must have been left alone before prune
+/// takes it for abandoned: far longer than any pause of a live backup.
+const UNFINISHED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Applies retention (`backup prune [ENV] [--dry-run]`).
 pub fn prune<'a>(
@@ -33,6 +46,13 @@ pub fn prune<'a>(
         }
         let protected = backups_in_use(config.state_dir(), env)?;
         let decisions = shipsafe_backup::plan(&all, config.file().backups.retention, &protected);
+        let of_env = env.map(|e| format!("{e}-")).unwrap_or_default();
+        let unfinished: Vec<Unfinished> = store
+            .stale_uploads(UNFINISHED_AFTER, &of_env, dry_run)
+            .await?
+            .into_iter()
+            .map(|(name, bytes)| Unfinished { name, bytes })
+            .collect();
         let mut deleted = Vec::new();
         if !dry_run {
             for d in decisions.iter().filter(|d| !d.keep) {
@@ -55,6 +75,7 @@ pub fn prune<'a>(
             dry_run,
             decisions,
             deleted,
+            unfinished,
         })
     })
 }

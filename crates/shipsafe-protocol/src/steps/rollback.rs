@@ -189,13 +189,22 @@ fn sql_idents(s: &str) -> Option<(Vec<String>, &str)> {
     }
 }
 
-/// "1 minute ago", "5 minutes ago", "just now".
-fn ago(minutes: i64) -> String {
+/// "1 minute ago", "5 minutes ago", "3 hours ago", "2 days ago".
+pub(crate) fn ago(minutes: i64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" });
     match minutes {
         m if m <= 0 => "less than a minute ago".into(),
-        1 => "1 minute ago".into(),
-        m => format!("{m} minutes ago"),
+        m if m < 120 => plural(m, "minute"),
+        m if m < 48 * 60 => plural(m / 60, "hour"),
+        m => plural(m / (24 * 60), "day"),
     }
+}
+
+/// How long ago a backup was taken, in words.
+pub(crate) fn backup_age(m: &shipsafe_backup::Manifest) -> String {
+    m.created()
+        .map(|t| ago((jiff::Timestamp::now().as_second() - t.as_second()) / 60))
+        .unwrap_or_else(|| "at an unknown time".into())
 }
 
 /// What restoring `backup_id` over the database on `client` would discard.
@@ -244,5 +253,8 @@ mod tests {
         assert_eq!(super::ago(0), "less than a minute ago");
         assert_eq!(super::ago(1), "1 minute ago");
         assert_eq!(super::ago(12), "12 minutes ago");
+        assert_eq!(super::ago(119), "119 minutes ago");
+        assert_eq!(super::ago(180), "3 hours ago");
+        assert_eq!(super::ago(3 * 24 * 60 + 5), "3 days ago");
     }
 }

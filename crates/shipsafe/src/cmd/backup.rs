@@ -16,6 +16,7 @@ pub async fn run(ctx: &Ctx, action: BackupAction) -> anyhow::Result<Rendered> {
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     match action {
         BackupAction::Create { env, reason } => {
+            super::stop_between_steps_on_ctrl_c();
             let m = backup::create(&config, &ProcessEnv, &ctx.cwd, &env, &reason, &progress)
                 .await
                 .with_context(|| format!("backup of {env}"))?;
@@ -154,6 +155,14 @@ pub async fn run(ctx: &Ctx, action: BackupAction) -> anyhow::Result<Rendered> {
             let mut text = table(&["ACTION", "BACKUP", "WHY"], &rows);
             if r.decisions.is_empty() {
                 text = "No backups to prune.\n".into();
+            }
+            for u in &r.unfinished {
+                text.push_str(&format!(
+                    "{} {} ({}): an upload that never finished, untouched for a day\n",
+                    if dry_run { "would remove" } else { "removed" },
+                    u.name,
+                    human_bytes(u.bytes as i64)
+                ));
             }
             Rendered::new(&r, text, ExitKind::Success)
         }

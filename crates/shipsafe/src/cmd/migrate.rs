@@ -29,11 +29,18 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     let r = migrate::plan(&config, &ProcessEnv, env)
         .await
         .with_context(|| format!("plan for {env}"))?;
+    let pending = if r.pending.is_empty() && r.external_pending == Some(true) {
+        "changes pending (the tool does not list them)".to_string()
+    } else {
+        format!("{} pending", r.pending.len())
+    };
+    let at = match (&r.tool, &r.tool_state) {
+        (Some(tool), Some(state)) => format!("{tool} at {state}, "),
+        _ => String::new(),
+    };
     let mut text = format!(
-        "{env} ({}): {} applied, {} pending\n",
-        r.protection,
-        r.applied,
-        r.pending.len()
+        "{env} ({}): {at}{} applied, {pending}\n",
+        r.protection, r.applied
     );
     if !r.pending.is_empty() {
         let rows: Vec<Vec<String>> = r
@@ -53,6 +60,9 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
                         "irreversible (empty downgrade)".into()
                     } else if m.irreversible {
                         "irreversible".into()
+                    } else if m.has_down && r.tool.is_some() {
+                        // The team's tool goes back with its own command.
+                        "tool's down".into()
                     } else if m.has_down {
                         "down.sql".into()
                     } else {
@@ -126,7 +136,7 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
         accept_risk: flags.accept_risk,
         confirm: &confirm,
     };
-    stop_between_steps_on_ctrl_c();
+    super::stop_between_steps_on_ctrl_c();
     let result = shipsafe_protocol::commands::deploy::deploy(
         &config,
         &ProcessEnv,
@@ -168,7 +178,7 @@ pub async fn deploy(ctx: &Ctx, env: &str, flags: DeployFlags) -> anyhow::Result<
 /// `shipsafe rehearse ENV`.
 pub async fn rehearse(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
     let config = ctx.config()?;
-    stop_between_steps_on_ctrl_c();
+    super::stop_between_steps_on_ctrl_c();
     let progress: Arc<dyn Progress> = Arc::new(Spinner::new(ctx.progress));
     let (run, error) = shipsafe_protocol::commands::rehearse::rehearse(
         &config,
@@ -276,48 +286,4 @@ pub async fn rollback(
         text,
         exit: ExitKind::Success,
     })
-}
-
-/// A first Ctrl-C (or SIGTERM) asks the deploy to stop before its next step
-/// (nothing is changed before the change; during it, the change is rolled
-/// back); a second one removes the scratch clones and ends the process at
-/// once.
-fn stop_between_steps_on_ctrl_c() {
-    use tokio::signal::unix::{SignalKind, signal};
-    shipsafe_serve::stop_gracefully_on_signals();
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    tokio::spawn(async move {
-        let mut next = async || {
-            tokio::select! {
-                _ = int.recv() => ("Ctrl-C", 130),
-                _ = term.recv() => ("SIGTERM", 143),
-            }
-        };
-        let (first, _) = next().await;
-        shipsafe_protocol::pipeline::request_stop();
-        eprintln!(
-            "shipsafe: {first}: stopping. A backup or rehearsal under way is cancelled now and nothing is changed; a change already under way is finished or rolled back, then the run is recorded as interrupted. Send it again to end at once"
-        );
-        let (second, code) = next().await;
-        use shipsafe_protocol::pipeline::Abandoned;
-        let recorded = shipsafe_protocol::pipeline::record_abandoned();
-        eprintln!(
-            "shipsafe: {second} again: ending now; scratch clones are removed; {}",
-            match recorded {
-                Abandoned::Recorded(id) =>
-                    format!("run {id} changed nothing and is recorded as interrupted"),
-                Abandoned::Changing(id) => format!(
-                    "run {id} was inside its change: the server rolls back the statement it was running, and `shipsafe rollback` finds the run"
-                ),
-                Abandoned::Nothing => "no run was under way".into(),
-            }
-        );
-        shipsafe_protocol::pipeline::remove_scratch_now();
-        std::process::exit(code);
-    });
 }

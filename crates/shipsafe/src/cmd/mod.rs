@@ -56,3 +56,47 @@ impl Ctx {
         Ok(config)
     }
 }
+
+/// A first Ctrl-C (or SIGTERM) asks the run to stop before its next step
+/// (nothing is changed before the change; during it, the change is rolled
+/// back); a second one removes the scratch clones and ends the process at
+/// once.
+pub(crate) fn stop_between_steps_on_ctrl_c() {
+    use tokio::signal::unix::{SignalKind, signal};
+    shipsafe_serve::stop_gracefully_on_signals();
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut next = async || {
+            tokio::select! {
+                _ = int.recv() => ("Ctrl-C", 130),
+                _ = term.recv() => ("SIGTERM", 143),
+            }
+        };
+        let (first, _) = next().await;
+        shipsafe_protocol::pipeline::request_stop();
+        eprintln!(
+            "shipsafe: {first}: stopping. A backup or rehearsal under way is cancelled now and nothing is changed; a change already under way is finished or rolled back, then the run is recorded as interrupted. Send it again to end at once"
+        );
+        let (second, code) = next().await;
+        use shipsafe_protocol::pipeline::Abandoned;
+        let recorded = shipsafe_protocol::pipeline::record_abandoned();
+        eprintln!(
+            "shipsafe: {second} again: ending now; scratch clones are removed; {}",
+            match recorded {
+                Abandoned::Recorded(id) =>
+                    format!("run {id} changed nothing and is recorded as interrupted"),
+                Abandoned::Changing(id) => format!(
+                    "run {id} was inside its change: the server rolls back the statement it was running, and `shipsafe rollback` finds the run"
+                ),
+                Abandoned::Nothing => "no run was under way".into(),
+            }
+        );
+        shipsafe_protocol::pipeline::remove_scratch_now();
+        std::process::exit(code);
+    });
+}

@@ -28,6 +28,9 @@ pub struct External {
     /// machine, hidden from the tool (a network namespace does not cover
     /// them).
     pub hide_sockets: Vec<std::path::PathBuf>,
+    /// Server settings for the tool's sessions (`PGOPTIONS`, added to the
+    /// caller's own), e.g. ending a dead client's statement.
+    pub pg_options: Option<String>,
 }
 
 /// The team's tool, or `None` when shipsafe applies the migrations itself.
@@ -50,6 +53,7 @@ pub fn external(config: &Config) -> Option<External> {
         isolated: false,
         app_name: None,
         hide_sockets: Vec::new(),
+        pg_options: None,
     })
 }
 

@@ -17,6 +17,11 @@ pub struct Pending {
     pub revisions: Option<Vec<PendingRevision>>,
     /// Where the database stood when asked.
     pub state: ToolState,
+    /// How many revisions are applied, where the listing names them all
+    /// (alembic keeps only its heads in the database, Django one row per
+    /// migration but the state holds the latest per app).
+    #[serde(skip)]
+    pub applied: Option<usize>,
     /// Pending revisions whose way back does nothing (an empty
     /// `downgrade()`), or all of them when the tool's offline downgrade SQL
     /// could not be printed: only a backup undoes them.
@@ -44,9 +49,11 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
         let failure = run.failure();
         out.runs.push(run);
         if ok {
-            out.revisions = Some(
-                tool::parse_pending(ext.tool, &stdout, &out.state).map_err(CoreError::Failed)?,
-            );
+            let pending =
+                tool::parse_pending(ext.tool, &stdout, &out.state).map_err(CoreError::Failed)?;
+            out.applied =
+                tool::count_listed(ext.tool, &stdout).map(|n| n.saturating_sub(pending.len()));
+            out.revisions = Some(pending);
         } else if ext.tool == MigrationTool::Rails && out.state.revisions.is_empty() {
             // No schema_migrations yet: Rails says so and exits 1.
             out.revisions = Some(tool::rails_migration_files(

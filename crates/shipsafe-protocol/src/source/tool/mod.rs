@@ -29,7 +29,7 @@ pub(crate) async fn pending(
     let p = history::pending(config, ext, url).await?;
     Ok(Pending {
         migrations: Vec::new(),
-        applied: p.state.revisions.len(),
+        applied: p.applied.unwrap_or(p.state.revisions.len()),
         tool: Some(p),
     })
 }
@@ -105,6 +105,7 @@ pub(crate) async fn before(
 pub(crate) async fn apply(
     config: &Config,
     ext: &External,
+    env: &str,
     url: &DbUrl,
     client: &Client,
     pending: &Pending,
@@ -113,6 +114,9 @@ pub(crate) async fn apply(
     let mut out = Applied::default();
     let named = External {
         app_name: Some(config::deploy_app_name()),
+        pg_options: crate::connection::dead_client_check(client)
+            .await
+            .map(|(name, value)| format!("-c {name}={value}")),
         ..ext.clone()
     };
     match run_tool(config, &ext.up, url, &named).await {
@@ -140,7 +144,7 @@ pub(crate) async fn apply(
     } else if same && pending.any() {
         out.unchanged = true;
         out.failure = Some(format!(
-            "`{}` succeeded, but the target's {} history did not move and its schema is unchanged: the tool applied the pending revisions to another database. Does the app read its database URL from .env or its settings instead of {}? Check which database it changed",
+            "`{}` succeeded, but {env}'s {} history did not move and its schema is unchanged: the tool applied the pending revisions to another database. Does the app read its database URL from .env (e.g. load_dotenv(override=True)) or its settings instead of {}? Check which database it changed before anything else",
             ext.up,
             ext.tool.as_str(),
             ext.url_env
@@ -281,7 +285,8 @@ pub(crate) async fn plan(
         );
     }
     Ok(Planned {
-        applied: pending.state.revisions.len(),
+        applied: pending.applied.unwrap_or(pending.state.revisions.len()),
+        tool_state: Some(pending.state.render(ext.tool)),
         pending: pending
             .revisions
             .iter()

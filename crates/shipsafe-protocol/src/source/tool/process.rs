@@ -108,6 +108,10 @@ pub(crate) async fn run_with(
     if let Some(name) = &ext.app_name {
         cmd.env("PGAPPNAME", name);
     }
+    if let Some(options) = &ext.pg_options {
+        let theirs = std::env::var("PGOPTIONS").unwrap_or_default();
+        cmd.env("PGOPTIONS", format!("{theirs} {options}").trim_start());
+    }
     // If shipsafe dies (kill -9), `sh` gets SIGTERM and ends its group: a
     // tool outliving shipsafe would go on changing the database unseen.
     let parent = nix::unistd::getpid();
