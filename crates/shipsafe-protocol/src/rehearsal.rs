@@ -94,6 +94,15 @@ pub struct RehearsalReport {
     /// the migration tool did not use the clone's URL.
     #[serde(default)]
     pub target_changed: bool,
+    /// The clone is another environment (`env:NAME`) and `[mask]` names
+    /// personal data: that environment received it unmasked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<String>,
+    /// Nothing the rehearsal ran could reach the target (shipsafe's own
+    /// migrations on the clone, or the tool in a network namespace): a
+    /// change there is another session's.
+    #[serde(skip)]
+    pub cannot_reach_target: bool,
     pub error: Option<String>,
 }
 
@@ -120,6 +129,8 @@ impl RehearsalReport {
             schema_changes: None,
             created: Vec::new(),
             target_changed: false,
+            privacy: None,
+            cannot_reach_target: false,
             error: None,
         }
     }

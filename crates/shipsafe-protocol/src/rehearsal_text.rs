@@ -36,6 +36,9 @@ pub fn render(r: &Value) -> String {
             String::new()
         }
     );
+    if let Some(p) = r["privacy"].as_str() {
+        t.push_str(&format!("  privacy: {p}\n"));
+    }
     let tm = &r["timings"];
     t.push_str(&format!(
         "  clone {} ms, apply {} ms, verify {} ms, round trip {} ms\n",

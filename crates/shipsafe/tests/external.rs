@@ -301,6 +301,64 @@ async fn a_preset_that_reads_dotenv_cannot_reach_production_from_a_rehearsal() {
     }
 }
 
+/// The app changes the target's schema itself (a partition cron) while an
+/// isolated rehearsal runs: the tool could not have reached the target, so
+/// the run is not blamed on it (`target_changed`, a restore candidate):
+/// it is blocked, because the clone no longer matches the target, and says
+/// another session did it.
+#[tokio::test]
+async fn an_isolated_rehearsal_does_not_blame_the_tool_for_the_apps_own_ddl() {
+    let db = TestDb::new().await;
+    let p = alembic_project(&[("production", "protected", db.url())], "");
+    revision(
+        &p,
+        "0001",
+        None,
+        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True))\n    open('upgrading', 'w').close()\n    import time; time.sleep(2)",
+        "op.drop_table('accounts')",
+    );
+    let child = p.spawn_capturing(&[
+        "deploy",
+        "production",
+        "--confirm",
+        "production",
+        "--format",
+        "json",
+    ]);
+    let marker = p.dir.path().join("upgrading");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rehearsal never ran up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    db.client()
+        .await
+        .batch_execute("create table events_2026_12 (id int)")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{run}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], false, "{run}");
+    assert!(
+        err.contains("the tool could not reach the target") && err.contains("another session"),
+        "{err}"
+    );
+    let accounts: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('accounts') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!accounts, "nothing was applied");
+}
+
 /// A clone reached over TCP cannot be isolated: the tool runs with
 /// `PGAPPNAME` naming the rehearsal, and its session on production (read
 /// from `.env`) is ended as soon as it is seen; the rehearsal fails and

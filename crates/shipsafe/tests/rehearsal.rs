@@ -523,6 +523,34 @@ async fn an_environment_can_be_the_clone() {
     };
     assert_eq!(orders, 3000);
     assert!(!stale);
+    assert!(
+        run["report"]["rehearsal"].get("privacy").is_none(),
+        "no [mask], no note: {run}"
+    );
+    // With [mask] naming personal data, the report says staging received
+    // it unmasked (a rehearsal measures the real data).
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}\n[mask]\n\"users.email\" = \"email\"\n"),
+    );
+    let (code, run, err) = p.json(&["rehearse", "production"]);
+    assert_eq!(code, 0, "{err}");
+    let privacy = run["report"]["rehearsal"]["privacy"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        privacy.contains("unmasked into staging") && privacy.contains("users.email"),
+        "{run}"
+    );
+    let text = p.cmd().args(["rehearse", "production"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("privacy: the rehearsal restored the backup unmasked into staging"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
     // A protected environment is never used as a clone.
     let p2 = Project::new(
         &[
@@ -1103,4 +1131,61 @@ fn wait_until_the_rehearsal_starts(started: impl Fn() -> bool) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// shipsafe applies native migrations to the clone only: when the target's
+/// schema changes during the rehearsal (the app's own DDL), that is another
+/// session's doing. The run is blocked (the clone no longer matches the
+/// target), not `target_changed` (a rollback candidate that would restore
+/// the backup over the app's writes).
+#[tokio::test]
+async fn a_native_rehearsal_does_not_blame_itself_for_the_apps_own_ddl() {
+    let prod = target().await;
+    let staging = TestDb::new().await;
+    let p = Project::new(
+        &[
+            ("production", "protected", prod.url()),
+            ("staging", "open", staging.url()),
+        ],
+        "[rehearsal]\nclone = \"env:staging\"\n",
+    );
+    migration(
+        &p,
+        "1_slow",
+        "-- shipsafe:allow prefer-robust-stmts a test migration\nalter table orders add column status text;\nselect pg_sleep(2);",
+        Some("alter table orders drop column status;"),
+    );
+    let child = p.spawn_capturing(&["rehearse", "production", "--format", "json"]);
+    let c = staging.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n: i64 = c
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database() and query like '%pg_sleep(2)%' and pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration never ran on the clone"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    prod.client()
+        .await
+        .batch_execute("create table events_2026_12 (id int)")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{run}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert_eq!(run["report"]["rehearsal"]["target_changed"], false, "{run}");
+    assert!(err.contains("another session changed it"), "{err}");
 }

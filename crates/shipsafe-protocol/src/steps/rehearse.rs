@@ -133,6 +133,10 @@ pub async fn rehearse_on(
 ) -> RehearsalReport {
     let mut report = RehearsalReport::new(clone.label.clone(), backup_id);
     report.backup_verified = backup_verified;
+    report.privacy = unmasked_into(config, &clone.label);
+    // shipsafe applies native migrations to the clone's URL only; the
+    // team's tool may read another (set again when it is isolated).
+    report.cannot_reach_target = source.tool().is_none();
     let guard = async {
         let (t, c) = (
             database_identity(target).await?,
@@ -154,6 +158,11 @@ pub async fn rehearse_on(
                 .await;
             match target_fingerprint(target).await {
                 Ok(after) if after == before => ran,
+                // Nothing run could reach the target: another session
+                // changed it, and the clone no longer matches it.
+                Ok(_) if report.cannot_reach_target => Err(ran.err().unwrap_or_else(|| {
+                    "the target's schema changed during the rehearsal, but what the rehearsal ran could not reach the target: another session changed it (the app's own DDL, a migrate-on-boot?). The clone no longer matches the target, so this rehearsal is no evidence for it; nothing was applied. Rehearse again when the target is quiet".to_string()
+                })),
                 Ok(_) => {
                     report.target_changed = true;
                     Err(source.target_changed_reason(config))
@@ -170,4 +179,26 @@ pub async fn rehearse_on(
     report.reasons = reasons;
     report.loses_data = loses_data(&report);
     report
+}
+
+/// The note a rehearsal carries when its clone is another environment
+/// (`env:NAME`) and `[mask]` says the data holds personal fields: the whole
+/// backup, originals included, was restored there. A rehearsal measures the
+/// real data; `clone = "scratch"` keeps it in a private cluster removed
+/// afterwards.
+fn unmasked_into(config: &Config, clone: &str) -> Option<String> {
+    let other = clone.strip_prefix("env:")?;
+    let masked: Vec<&str> = config
+        .file()
+        .mask
+        .iter()
+        .filter(|(_, k)| *k.get_ref() != shipsafe_config::MaskKind::Keep)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    (!masked.is_empty()).then(|| {
+        format!(
+            "the rehearsal restored the backup unmasked into {other} ([mask] names {}): a rehearsal measures the real data; use [rehearsal] clone = \"scratch\" to keep it in a private cluster that is removed afterwards",
+            masked.join(", ")
+        )
+    })
 }

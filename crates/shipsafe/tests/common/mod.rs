@@ -201,6 +201,20 @@ impl Project {
             .unwrap()
     }
 
+    /// [`Project::spawn`] with stdout and stderr kept for
+    /// `wait_with_output`.
+    pub fn spawn_capturing(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("shipsafe"));
+        cmd.current_dir(self.dir.path()).args(args);
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn backups_dir(&self) -> std::path::PathBuf {
         self.dir.path().join(".shipsafe/backups")
     }

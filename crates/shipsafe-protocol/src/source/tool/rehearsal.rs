@@ -34,7 +34,7 @@ pub(crate) async fn rehearse(
     // The target is watched whatever else holds: its sessions named, ended
     // when seen, and the target compared after every tool command.
     let name = format!("shipsafe-rehearsal-{}", std::process::id());
-    let watch = Some(Watch::start(config, ext, target, &name).await?);
+    let mut watch = Some(Watch::start(config, ext, target, &name).await?);
     let mut prepared = External {
         app_name: Some(name.clone()),
         ..ext.clone()
@@ -45,6 +45,10 @@ pub(crate) async fn rehearse(
     match isolation_for(clone) {
         Ok(hide) => {
             prepared.isolated = true;
+            if let Some(w) = watch.as_mut() {
+                w.isolated = true;
+            }
+            report.cannot_reach_target = true;
             prepared.hide_sockets = hide;
             report.tool_isolation = Some(format!(
                 "network namespace: only the clone's Unix socket is reachable (no TCP; the other PostgreSQL sockets of this machine are hidden); {watched}"
@@ -127,7 +131,7 @@ async fn on_clone(
             report.target_changed = true;
             why
         }
-        Reached::Connected(why) => why,
+        Reached::Connected(why) | Reached::Elsewhere(why) => why,
     };
     let before = schema_description(&client).await.map_err(describe)?;
     let tool_before = state(config, ext, clone).await.map_err(|e| e.to_string())?;

@@ -31,6 +31,9 @@ pub(crate) struct Watch {
     fingerprint: String,
     history: Option<ToolState>,
     ended: Arc<AtomicUsize>,
+    /// The tool runs where it cannot reach the target (network and mount
+    /// namespace): a change there is another session's.
+    pub isolated: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -41,6 +44,10 @@ pub(crate) enum Reached {
     Changed(String),
     /// The tool connected to the target and was cut off; nothing changed.
     Connected(String),
+    /// The target changed while the tool could not reach it: another
+    /// session did it (the app's own DDL, a migrate-on-boot); the clone no
+    /// longer matches the target.
+    Elsewhere(String),
 }
 
 impl Watch {
@@ -101,6 +108,7 @@ impl Watch {
             fingerprint,
             history,
             ended,
+            isolated: false,
             stop: Some(stop),
             task: Some(task),
         })
@@ -121,21 +129,35 @@ impl Watch {
                     shipsafe_pg::describe(&e)
                 ))
             })?;
-        if now != self.fingerprint {
+        let history_moved = match &self.history {
+            Some(before) => {
+                let after = state(config, ext, &self.target).await.ok();
+                after.as_ref() != Some(before)
+            }
+            None => false,
+        };
+        if now == self.fingerprint && !history_moved {
+            // As it was.
+        } else if self.isolated {
+            return Err(Reached::Elsewhere(format!(
+                "the target's {} changed while `{command}` ran on the clone, but the tool could not reach the target (network namespace): another session changed it (the app's own DDL, a migrate-on-boot?). The clone no longer matches the target, so this rehearsal is no evidence for it; nothing was applied. Rehearse again when the target is quiet",
+                if history_moved {
+                    format!("{} history", ext.tool.as_str())
+                } else {
+                    "schema".into()
+                }
+            )));
+        } else if history_moved {
             return Err(Reached::Changed(format!(
-                "the target's schema changed while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?)",
+                "the target's {} history moved while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?)",
+                ext.tool.as_str(),
                 ext.url_env
             )));
-        }
-        if let Some(before) = &self.history {
-            let after = state(config, ext, &self.target).await.ok();
-            if after.as_ref() != Some(before) {
-                return Err(Reached::Changed(format!(
-                    "the target's {} history moved while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?)",
-                    ext.tool.as_str(),
-                    ext.url_env
-                )));
-            }
+        } else {
+            return Err(Reached::Changed(format!(
+                "the target's schema changed while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?), or another session changed it at the same time (without a network namespace shipsafe cannot tell which)",
+                ext.url_env
+            )));
         }
         let ended = self.ended.load(Ordering::SeqCst);
         if ended > 0 {
