@@ -308,55 +308,72 @@ async fn a_preset_that_reads_dotenv_cannot_reach_production_from_a_rehearsal() {
 /// another session did it.
 #[tokio::test]
 async fn an_isolated_rehearsal_does_not_blame_the_tool_for_the_apps_own_ddl() {
-    let db = TestDb::new().await;
-    let p = alembic_project(&[("production", "protected", db.url())], "");
-    revision(
-        &p,
-        "0001",
-        None,
-        "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True))\n    open('upgrading', 'w').close()\n    import time; time.sleep(2)",
-        "op.drop_table('accounts')",
-    );
-    let child = p.spawn_capturing(&[
-        "deploy",
-        "production",
-        "--confirm",
-        "production",
-        "--format",
-        "json",
-    ]);
-    let marker = p.dir.path().join("upgrading");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !marker.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rehearsal never ran up"
+    // The alembic preset: its history tells the tool's change from the
+    // app's. A written command (no history shipsafe reads) cannot tell, so
+    // it stays on the safe side: `target_changed`.
+    for (config, blamed) in [
+        ("\n[migrations]\ntool = \"alembic\"\n".to_string(), false),
+        (CONFIG.to_string(), true),
+    ] {
+        let db = TestDb::new().await;
+        let p = alembic_with(&[("production", "protected", db.url())], &config);
+        revision(
+            &p,
+            "0001",
+            None,
+            "op.create_table('accounts', sa.Column('id', sa.BigInteger, primary_key=True))\n    if not op.get_context().as_sql:\n        open('upgrading', 'w').close()\n        import time; time.sleep(2)",
+            "op.drop_table('accounts')",
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let child = p.spawn_capturing(&[
+            "deploy",
+            "production",
+            "--confirm",
+            "production",
+            "--format",
+            "json",
+        ]);
+        let marker = p.dir.path().join("upgrading");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !marker.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rehearsal never ran up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        db.client()
+            .await
+            .batch_execute("create table events_2026_12 (id int)")
+            .await
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            run["report"]["rehearsal"]["target_changed"], blamed,
+            "{config}: {run}"
+        );
+        if blamed {
+            assert_eq!(out.status.code(), Some(5), "{err}");
+            assert!(err.contains("cannot tell which"), "{err}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{err}\n{run}");
+            assert_eq!(run["outcome"], "blocked", "{run}");
+            assert!(
+                err.contains("the tool could not reach the target")
+                    && err.contains("another session"),
+                "{err}"
+            );
+        }
+        let accounts: bool = db
+            .client()
+            .await
+            .query_one("select to_regclass('accounts') is not null", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!accounts, "nothing was applied");
     }
-    db.client()
-        .await
-        .batch_execute("create table events_2026_12 (id int)")
-        .await
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}\n{run}");
-    assert_eq!(run["outcome"], "blocked", "{run}");
-    assert_eq!(run["report"]["rehearsal"]["target_changed"], false, "{run}");
-    assert!(
-        err.contains("the tool could not reach the target") && err.contains("another session"),
-        "{err}"
-    );
-    let accounts: bool = db
-        .client()
-        .await
-        .query_one("select to_regclass('accounts') is not null", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!accounts, "nothing was applied");
 }
 
 /// A clone reached over TCP cannot be isolated: the tool runs with

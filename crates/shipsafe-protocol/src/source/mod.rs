@@ -347,7 +347,7 @@ impl Source {
         match self {
             Self::Native => "the target's schema changed during the rehearsal".to_string(),
             Self::Tool(_) => format!(
-                "the target's schema changed during the rehearsal: the migration tool did not use the clone's URL in {} (does it read .env or a config file?)",
+                "the target's schema changed during the rehearsal: the migration tool did not use the clone's URL in {} (does it read .env or a config file?), or another session changed it at the same time (shipsafe cannot tell which without both a network namespace and a history it reads)",
                 config.file().migrations.url_env
             ),
         }

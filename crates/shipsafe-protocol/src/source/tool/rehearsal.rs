@@ -48,7 +48,9 @@ pub(crate) async fn rehearse(
             if let Some(w) = watch.as_mut() {
                 w.isolated = true;
             }
-            report.cannot_reach_target = true;
+            // A preset's history tells the tool's own change from another
+            // session's; a written command's cannot.
+            report.cannot_reach_target = ext.reads_history();
             prepared.hide_sockets = hide;
             report.tool_isolation = Some(format!(
                 "network namespace: only the clone's Unix socket is reachable (no TCP; the other PostgreSQL sockets of this machine are hidden); {watched}"

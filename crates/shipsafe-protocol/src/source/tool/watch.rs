@@ -138,24 +138,25 @@ impl Watch {
         };
         if now == self.fingerprint && !history_moved {
             // As it was.
-        } else if self.isolated {
-            return Err(Reached::Elsewhere(format!(
-                "the target's {} changed while `{command}` ran on the clone, but the tool could not reach the target (network namespace): another session changed it (the app's own DDL, a migrate-on-boot?). The clone no longer matches the target, so this rehearsal is no evidence for it; nothing was applied. Rehearse again when the target is quiet",
-                if history_moved {
-                    format!("{} history", ext.tool.as_str())
+        } else if history_moved {
+            // The tool's own history moving is its doing, namespace or not.
+            return Err(Reached::Changed(format!(
+                "the target's {} history moved while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?){}",
+                ext.tool.as_str(),
+                ext.url_env,
+                if self.isolated {
+                    ", and it reached the target although it ran in a network namespace (a server socket in a folder shipsafe does not hide?)"
                 } else {
-                    "schema".into()
+                    ""
                 }
             )));
-        } else if history_moved {
-            return Err(Reached::Changed(format!(
-                "the target's {} history moved while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?)",
-                ext.tool.as_str(),
-                ext.url_env
+        } else if self.isolated && self.history.is_some() {
+            return Err(Reached::Elsewhere(format!(
+                "the target's schema changed while `{command}` ran on the clone, but the tool could not reach the target (network namespace) and the target's migration history did not move: another session changed it (the app's own DDL, a partition cron?). The clone no longer matches the target, so this rehearsal is no evidence for it; nothing was applied. Rehearse again when the target is quiet"
             )));
         } else {
             return Err(Reached::Changed(format!(
-                "the target's schema changed while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?), or another session changed it at the same time (without a network namespace shipsafe cannot tell which)",
+                "the target's schema changed while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?), or another session changed it at the same time (shipsafe cannot tell which without both a network namespace and a history it reads)",
                 ext.url_env
             )));
         }
