@@ -120,6 +120,7 @@ const BASE_TABLE: &str = "create schema if not exists shipsafe; \
                    and attname in ('kh', 'rh') and attstorage <> 'e') then \
          alter table shipsafe.data_base alter kh set storage external, alter rh set storage external; \
        end if; end $$; \
+     alter table shipsafe.data_base add column if not exists hash_version int not null default 1; \
      create table if not exists shipsafe.data_fingerprint (\
        set_name text primary key, file text not null, state text not null, \
        unchanged bigint not null)";
@@ -145,7 +146,22 @@ fn json(text: Option<String>) -> Option<serde_json::Value> {
 
 /// A 64-bit hash of the typed values of the set's columns and foreign keys
 /// of the row aliased `alias` (`fk` names a foreign key's value).
+///
+/// `hash_record_extended` hashes a NULL field as 0, as it hashes float 0
+/// and -0, numeric NaN and ±Infinity: a row holding NULL where another
+/// holds 0 would hash alike, and an edit between them would go unseen. A
+/// row with any NULL field therefore also hashes which fields are NULL;
+/// a row without one hashes as [`HASH_VERSION`] 1 did, so bases written
+/// then stay valid for it.
 fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
+    row_hash_v(def, alias, fk, HASH_VERSION)
+}
+
+/// The hashes a base written by this version holds. 1: NULL hashed like a
+/// zero-hash value; 2: NULL fields also hashed as such.
+const HASH_VERSION: i32 = 2;
+
+fn row_hash_v(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String, version: i32) -> String {
     let mut parts: Vec<String> = def
         .columns
         .iter()
@@ -155,7 +171,19 @@ fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
     if parts.is_empty() {
         return "0::int8".into();
     }
-    format!("hash_record_extended(row({}), 0)", parts.join(", "))
+    let plain = format!("hash_record_extended(row({}), 0)", parts.join(", "));
+    if version < 2 {
+        return plain;
+    }
+    // num_nulls: whether the value itself is NULL (`x IS NULL` is also
+    // true for a composite whose fields are all NULL).
+    let flags: Vec<String> = parts.iter().map(|p| format!("num_nulls({p})")).collect();
+    format!(
+        "case when num_nulls({}) > 0 then hash_record_extended(row({}, {}), 0) else {plain} end",
+        parts.join(", "),
+        parts.join(", "),
+        flags.join(", ")
+    )
 }
 
 /// Where earlier versions kept the base, with the natural key hashed as
@@ -210,9 +238,16 @@ fn key_hash(def: &SetDef, target: bool) -> String {
 
 /// [`row_hash`] of the target's row aliased `t` (foreign keys as stored).
 fn target_row_hash(def: &SetDef) -> String {
-    row_hash(def, "t", &|i| {
-        format!("t.{}", quote_ident(&def.references[i].column))
-    })
+    target_row_hash_v(def, HASH_VERSION)
+}
+
+fn target_row_hash_v(def: &SetDef, version: i32) -> String {
+    row_hash_v(
+        def,
+        "t",
+        &|i| format!("t.{}", quote_ident(&def.references[i].column)),
+        version,
+    )
 }
 
 /// The SQL pieces that depend on the set.
@@ -364,10 +399,10 @@ fn file_fingerprint(def: &SetDef, file: &DataFile, mode: ImportMode) -> String {
             )
         })
         .collect();
-    // The version names how keys are hashed: a fingerprint of another
-    // version's state must not be taken for this one's.
+    // The versions name how keys and rows are hashed: a fingerprint of
+    // another version's state must not be taken for this one's.
     let described = format!(
-        "v2 {:?}",
+        "v2 h{HASH_VERSION} {:?}",
         (
             &def.table,
             &def.columns,
@@ -617,7 +652,7 @@ pub async fn import_set(
     // One join of the typed file rows with the target classifies them; the
     // target's rows are rendered as JSON only where they differ (for the
     // report) and only hashed where a base must be compared.
-    let legacy = load_base(client, def, &loaded).await?;
+    let base = load_base(client, def, &loaded).await?;
     exec(
         client,
         &format!("matching {} by natural key", def.display),
@@ -694,7 +729,7 @@ pub async fn import_set(
         return Ok(plan);
     }
     if opts.apply {
-        apply(client, def, &plan, legacy).await?;
+        apply(client, def, &plan, base).await?;
         record_fingerprint(client, def, &plan, &fingerprint).await?;
     }
     Ok(plan)
@@ -828,7 +863,19 @@ impl Loaded<'_> {
 /// keys of the file's rows and of the target's rows; an entry that names
 /// neither is dropped. Returns whether the base was such a one (it then
 /// moves to the new table when the import is applied).
-async fn load_base(client: &Client, def: &SetDef, loaded: &Loaded<'_>) -> Result<bool, DataError> {
+/// How the base was found: in the legacy table, or with an older hash.
+#[derive(Debug, Clone, Copy)]
+struct BaseFound {
+    legacy: bool,
+    /// Converted from an older hash: to be written back as this one.
+    stale: bool,
+}
+
+async fn load_base(
+    client: &Client,
+    def: &SetDef,
+    loaded: &Loaded<'_>,
+) -> Result<BaseFound, DataError> {
     let what = "reading what was last imported";
     let set = quote_literal(&def.name);
     let legacy = client
@@ -874,7 +921,50 @@ async fn load_base(client: &Client, def: &SetDef, loaded: &Loaded<'_>) -> Result
         )
     };
     exec(client, what, &sql).await?;
-    Ok(legacy)
+    let version: i32 = client
+        .query_opt(
+            &format!("select hash_version from shipsafe.data_base where set_name = {set}"),
+            &[],
+        )
+        .await
+        .map_err(|e| DataError::db(what, &e))?
+        .map_or(HASH_VERSION, |r| r.get(0));
+    // Legacy bases were matched with the old hashes of today's rows.
+    let old = if legacy { 1 } else { version };
+    if old < HASH_VERSION {
+        exec(client, what, &convert_base(def, old)).await?;
+    }
+    Ok(BaseFound {
+        legacy,
+        stale: old < HASH_VERSION,
+    })
+}
+
+/// Rewrites the base's row hashes in `ss_b`, written by hash `version`, as
+/// this version hashes: for each base key, the rows (target and file) whose
+/// old hash is the base's give the new one. Rows without a NULL hash alike
+/// in both versions. Where those rows disagree (one holds NULL, the other
+/// a value the old hash took for NULL), the base cannot tell which it was:
+/// it then matches neither, and an edit shows as a conflict rather than
+/// being overwritten.
+fn convert_base(def: &SetDef, version: i32) -> String {
+    format!(
+        "with m as ( \
+           select {tkh} as kh, {old_t} as orh, {new_t} as nrh from {from} \
+           union all \
+           select s._ss_kh, {old_s}, {new_s} from ss_s s), \
+         c as ( \
+           select b.kh, min(m.nrh) as lo, max(m.nrh) as hi \
+             from ss_b b join m on m.kh = b.kh and m.orh = b.rh group by b.kh) \
+         update ss_b b set rh = case when c.lo = c.hi then c.lo else b.rh # 1 end \
+           from c where c.kh = b.kh and (c.lo <> b.rh or c.hi <> b.rh)",
+        tkh = key_hash(def, true),
+        old_t = target_row_hash_v(def, version),
+        new_t = target_row_hash_v(def, HASH_VERSION),
+        from = def.from_clause("t"),
+        old_s = row_hash_v(def, "s", &|i| format!("s._ss_fk{i}"), version),
+        new_s = row_hash_v(def, "s", &|i| format!("s._ss_fk{i}"), HASH_VERSION),
+    )
 }
 
 /// Reference `i`'s key column `k` (of type `ty`) typed from the file row's
@@ -1346,7 +1436,7 @@ async fn apply(
     client: &Client,
     def: &SetDef,
     plan: &SetPlan,
-    legacy: bool,
+    base: BaseFound,
 ) -> Result<(), DataError> {
     let mut cols: Vec<String> = def.columns.iter().map(|c| quote_ident(c)).collect();
     cols.extend(def.references.iter().map(|r| quote_ident(&r.column)));
@@ -1381,7 +1471,8 @@ async fn apply(
     }
     // The base changes when rows were written or removed, or when an
     // unchanged row's base is missing or stale; a no-op writes nothing.
-    let refresh: bool = legacy
+    let refresh: bool = base.legacy
+        || base.stale
         || client
         .query_one(
             "select exists (select 1 from ss_plan where action in ('insert', 'update', 'delete', 'absent') \
@@ -1395,16 +1486,17 @@ async fn apply(
         // Both arrays from one pass over the same rows are in the same
         // order, which is all `unnest(kh, rh)` needs: no sort.
         sql.push_str(&format!(
-        "insert into shipsafe.data_base (set_name, kh, rh) \
-           select {set_name}, coalesce(array_agg(kh), '{{}}'), coalesce(array_agg(rh), '{{}}') from ( \
+        "insert into shipsafe.data_base (set_name, kh, rh, hash_version) \
+           select {set_name}, coalesce(array_agg(kh), '{{}}'), coalesce(array_agg(rh), '{{}}'), {HASH_VERSION} from ( \
              select kh, rh from ss_plan where action in ('insert', 'update', 'unchanged') \
              union all \
              select b.kh, b.rh from ss_b b where not exists (select 1 from ss_plan p where p.kh = b.kh \
                and p.action in ('insert', 'update', 'unchanged', 'delete', 'absent'))) n \
-           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, imported_at = now(); "
+           on conflict (set_name) do update set kh = excluded.kh, rh = excluded.rh, \
+             hash_version = excluded.hash_version, imported_at = now(); "
         ));
     }
-    if legacy {
+    if base.legacy {
         sql.push_str(&format!(
             "delete from {LEGACY_BASE} where set_name = {set_name}; "
         ));

@@ -1,0 +1,163 @@
+//! Reference data keeps every value and sees every edit: values a hash
+//! takes for one another (NULL and 0, NULL and NaN), and bases written by
+//! earlier versions of the hash.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Project;
+use shipsafe_testkit::TestDb;
+
+const SET: &str = r#"
+[data.t]
+table = "t"
+key = ["k"]
+columns = ["k", "f", "n"]
+"#;
+
+const TABLE: &str =
+    "create table t (id serial primary key, k text not null unique, f float8, n numeric);";
+
+/// A source with `rows` (`(k, f, n)` SQL tuples), a target, and the set
+/// exported from the source and imported into the target once.
+async fn imported(rows: &str) -> (TestDb, TestDb, Project) {
+    let source = TestDb::new().await;
+    let target = TestDb::new().await;
+    source
+        .client()
+        .await
+        .batch_execute(&format!("{TABLE} insert into t (k, f, n) values {rows};"))
+        .await
+        .unwrap();
+    target.client().await.batch_execute(TABLE).await.unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        SET,
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    (source, target, p)
+}
+
+/// The conflicts of the one set, from an import's run or a diff.
+fn conflicts(run: &serde_json::Value) -> Vec<serde_json::Value> {
+    let sets = if run["report"].is_object() {
+        &run["report"]["sets"]
+    } else {
+        &run["sets"]
+    };
+    sets[0]["conflicts"].as_array().cloned().unwrap_or_default()
+}
+
+fn edit_file(p: &Project, edit: impl Fn(&mut Vec<serde_json::Value>)) {
+    let path = p.dir.path().join("data/t.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(file["rows"].as_array_mut().unwrap());
+    std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+}
+
+async fn row(db: &TestDb, k: &str) -> (Option<f64>, Option<String>) {
+    let r = db
+        .client()
+        .await
+        .query_one("select f, n::text from t where k = $1", &[&k])
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// An edit in the target from 0 / NaN to NULL is seen (`diff` and
+/// `import` report it as a conflict) and never written over, though
+/// `hash_record_extended` hashes NULL like float 0 and numeric NaN.
+#[tokio::test]
+async fn an_edit_from_zero_or_nan_to_null_is_a_conflict_not_overwritten() {
+    let (_source, target, p) = imported("('a', 0, 'NaN'), ('b', 1, 2)").await;
+    target
+        .client()
+        .await
+        .batch_execute("update t set f = null, n = null where k = 'a'")
+        .await
+        .unwrap();
+    // The file unchanged: the edit is still a difference to report.
+    let (code, run, err) = p.json(&["data", "diff", "--all", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    assert_eq!(conflicts(&run).len(), 1, "{run}");
+    // Another change to the file: the edit is a conflict, not overwritten.
+    edit_file(&p, |rows| {
+        let b = rows.iter_mut().find(|r| r["k"] == "b").unwrap();
+        b["n"] = serde_json::json!(3);
+    });
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    let c = conflicts(&run);
+    assert_eq!(c.len(), 1, "{run}");
+    assert_eq!(c[0]["kind"], "changed_in_target", "{run}");
+    assert_eq!(row(&target, "a").await, (None, None), "the edit is kept");
+    // And the other way: NULL in the target edited to 0.
+    let (_source, target, p) = imported("('a', null, null)").await;
+    target
+        .client()
+        .await
+        .batch_execute("update t set f = 0, n = 'NaN' where k = 'a'")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["data", "diff", "--all", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    assert_eq!(conflicts(&run).len(), 1, "{run}");
+}
+
+/// A base written by the earlier hash (NULL hashed like 0) is converted
+/// on its next use: a row holding NULL that the file changes is an update,
+/// not a false conflict, and a row the old hash cannot tell apart (the
+/// target edited 0 to NULL since) is a conflict, not overwritten.
+#[tokio::test]
+async fn a_base_from_the_earlier_hash_is_converted_without_false_conflicts() {
+    let (_source, target, p) = imported("('a', 0, 'NaN'), ('b', 1, 2), ('c', null, 5)").await;
+    let db = target.client().await;
+    // The base as the earlier hash wrote it: the set's columns in order,
+    // NULL hashed as the fields' own hash of nothing.
+    db.batch_execute(
+        "update shipsafe.data_base d set hash_version = 1, rh = ( \
+           select array_agg(hash_record_extended(row(t.k, t.f, t.n), 0) order by u.i) \
+             from unnest(d.kh) with ordinality u(kh, i) \
+             join t on hash_record_extended(row(t.k), 0) = u.kh) \
+         where set_name = 't'",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("update t set f = null where k = 'a'")
+        .await
+        .unwrap();
+    edit_file(&p, |rows| {
+        let c = rows.iter_mut().find(|r| r["k"] == "c").unwrap();
+        c["n"] = serde_json::json!(6);
+    });
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    let c = conflicts(&run);
+    assert_eq!(c.len(), 1, "only the ambiguous edit: {run}");
+    assert_eq!(c[0]["key"][0], "a", "{run}");
+    assert_eq!(run["report"]["sets"][0]["updates"], 1, "{run}");
+    // The conflict stopped the import; settle it and import again.
+    db.batch_execute("update t set f = 0 where k = 'a'")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}\n{run}");
+    assert_eq!(row(&target, "c").await, (None, Some("6".into())));
+    let version: i32 = db
+        .query_one(
+            "select hash_version from shipsafe.data_base where set_name = 't'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2, "the base is written back in the current hash");
+}
