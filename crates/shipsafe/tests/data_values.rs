@@ -161,3 +161,51 @@ async fn a_base_from_the_earlier_hash_is_converted_without_false_conflicts() {
         .get(0);
     assert_eq!(version, 2, "the base is written back in the current hash");
 }
+
+/// Every value the record hash takes for NULL (float4/float8 0 and -0,
+/// numeric NaN, Infinity and -Infinity): an edit to NULL in the target is
+/// reported, column by column.
+#[tokio::test]
+async fn every_value_that_hashes_like_null_is_told_from_null() {
+    let source = TestDb::new().await;
+    let target = TestDb::new().await;
+    let table = "create table z (id serial primary key, k text not null unique, \
+                 a float4, b float8, c numeric, d numeric, e numeric);";
+    source
+        .client()
+        .await
+        .batch_execute(&format!(
+            "{table} insert into z (k, a, b, c, d, e) values ('x', 0, '-0', 'NaN', 'Infinity', '-Infinity');"
+        ))
+        .await
+        .unwrap();
+    target.client().await.batch_execute(table).await.unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        "[data.z]\ntable = \"z\"\nkey = [\"k\"]\ncolumns = [\"k\", \"a\", \"b\", \"c\", \"d\", \"e\"]\n",
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    let db = target.client().await;
+    for column in ["a", "b", "c", "d", "e"] {
+        let before: String = db
+            .query_one(&format!("select {column}::text from z"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        db.batch_execute(&format!("update z set {column} = null"))
+            .await
+            .unwrap();
+        let (code, run, err) = p.json(&["data", "diff", "--all", "--env", "staging"]);
+        assert_eq!(code, 1, "{column} ({before}) to NULL: {err}\n{run}");
+        assert_eq!(conflicts(&run).len(), 1, "{column}: {run}");
+        db.batch_execute(&format!("update z set {column} = '{before}'"))
+            .await
+            .unwrap();
+    }
+}
