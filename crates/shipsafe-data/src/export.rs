@@ -39,6 +39,12 @@ pub(crate) async fn rows_in_transaction(
     let mut last: Option<String> = None;
     for r in &found {
         let key: String = r.get(1);
+        if let Some(why) = null_in_key(&key) {
+            return Err(DataError::Invalid(format!(
+                "data set {}: the row of {} with the natural key {key} has {why}; give it a value (or the column NOT NULL) or choose other key columns",
+                def.name, def.display
+            )));
+        }
         if last.as_deref() == Some(key.as_str()) {
             return Err(DataError::Invalid(format!(
                 "data set {}: two rows of {} have the natural key {key}; make the key unique (a unique index on it) or choose other key columns",
@@ -49,4 +55,33 @@ pub(crate) async fn rows_in_transaction(
         last = Some(key);
     }
     Ok(out)
+}
+
+/// Why a natural key (as JSON) cannot name its row elsewhere: NULL equals
+/// nothing, not even NULL, so a key holding one matches no row (and a
+/// unique index lets such rows repeat).
+pub(crate) fn null_in_key(key: &str) -> Option<&'static str> {
+    fn has_null(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Null => true,
+            serde_json::Value::Array(a) => a.iter().any(has_null),
+            serde_json::Value::Object(o) => o.values().any(has_null),
+            _ => false,
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(key).ok()?;
+    has_null(&v).then_some(
+        "NULL in its key (a key column, or a reference in the key that is not set or whose own key holds NULL): NULL equals nothing, so the row could not be found again in another environment",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_holding_null_anywhere_is_named() {
+        assert!(super::null_in_key(r#"["x", null]"#).is_some());
+        assert!(super::null_in_key(r#"[{"username": "a", "email": null}]"#).is_some());
+        assert!(super::null_in_key(r#"["x", {"code": "B"}]"#).is_none());
+        assert!(super::null_in_key(r#"["null"]"#).is_none());
+    }
 }

@@ -858,11 +858,6 @@ impl Loaded<'_> {
     }
 }
 
-/// Reads the set's base into `ss_b` (key hash, row hash). A base an
-/// earlier version kept (keys hashed as JSON) is converted through the
-/// keys of the file's rows and of the target's rows; an entry that names
-/// neither is dropped. Returns whether the base was such a one (it then
-/// moves to the new table when the import is applied).
 /// How the base was found: in the legacy table, or with an older hash.
 #[derive(Debug, Clone, Copy)]
 struct BaseFound {
@@ -871,6 +866,12 @@ struct BaseFound {
     stale: bool,
 }
 
+/// Reads the set's base into `ss_b` (key hash, row hash). A base an
+/// earlier version kept (keys hashed as JSON) is converted through the
+/// keys of the file's rows and of the target's rows; an entry that names
+/// neither is dropped. Says whether the base was such a one (it then moves
+/// to the new table when the import is applied) or was converted from an
+/// older row hash.
 async fn load_base(
     client: &Client,
     def: &SetDef,
@@ -1136,6 +1137,42 @@ async fn duplicate_keys(
         return Err(DataError::Invalid(format!(
             "data set {}: the file has two rows with the natural key {k}; a natural key must name one row",
             def.name
+        )));
+    }
+    // A key holding NULL matches no row (NULL equals nothing): refused, as
+    // export refuses it, rather than inserted again on every import.
+    let null_part: Vec<String> = def
+        .key
+        .iter()
+        .map(|p| match p {
+            KeyPart::Column(c) => format!("s.{} is null", quote_ident(c)),
+            KeyPart::Reference(i) => format!("not coalesce(s._ss_has{i}, false)"),
+        })
+        .collect();
+    let with_null = format!(
+        "select s._ss_fid from ss_s s where {} limit 1",
+        null_part.join(" or ")
+    );
+    let found: bool = client
+        .query_one(&format!("select exists ({with_null})"), &[])
+        .await
+        .map_err(|e| DataError::db("checking keys", &e))?
+        .get(0);
+    if found {
+        loaded.show(client, &with_null).await?;
+        let k: Option<String> = client
+            .query_one(
+                &format!("select s._ss_k::text from ss_sx s where s._ss_fid = ({with_null})"),
+                &[],
+            )
+            .await
+            .map_err(|e| DataError::db("checking keys", &e))?
+            .get(0);
+        let k = k.unwrap_or_else(|| "?".into());
+        return Err(DataError::Invalid(format!(
+            "data set {}: the file's row with the natural key {k} has {}",
+            def.name,
+            crate::export::null_in_key(&k).unwrap_or("NULL in its key")
         )));
     }
     let cols: Vec<String> = def

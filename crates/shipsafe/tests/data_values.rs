@@ -209,3 +209,67 @@ async fn every_value_that_hashes_like_null_is_told_from_null() {
             .unwrap();
     }
 }
+
+/// NULL in a natural key matches no row (NULL equals nothing, and a unique
+/// index lets such rows repeat): export refuses it, naming the row, and so
+/// does an import of a hand-edited file, instead of a false "deleted in
+/// the target" conflict on every import and a second copy with --force.
+#[tokio::test]
+async fn a_null_in_a_natural_key_is_refused_naming_the_row() {
+    let source = TestDb::new().await;
+    let target = TestDb::new().await;
+    let table =
+        "create table u (id serial primary key, a text not null, b text, v int, unique (a, b));";
+    source
+        .client()
+        .await
+        .batch_execute(&format!(
+            "{table} insert into u (a, b, v) values ('x', 'y', 1), ('x', null, 2);"
+        ))
+        .await
+        .unwrap();
+    target.client().await.batch_execute(table).await.unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        "[data.u]\ntable = \"u\"\nkey = [\"a\", \"b\"]\ncolumns = [\"a\", \"b\", \"v\"]\n",
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("[\"x\", null]") && err.contains("NULL in its key"),
+        "{err}"
+    );
+    // A file written by hand with such a row.
+    source
+        .client()
+        .await
+        .batch_execute("delete from u where b is null")
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let path = p.dir.path().join("data/u.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file["rows"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"a": "x", "b": null, "v": 2}));
+    std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+    for _ in 0..2 {
+        let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging", "--force"]);
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains("NULL in its key"), "{err}");
+    }
+    let rows: i64 = target
+        .client()
+        .await
+        .query_one("select count(*) from u", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "nothing was imported");
+}
