@@ -592,6 +592,15 @@ pub async fn import_set(
          drop table if exists pg_temp.ss_file, pg_temp.ss_json, pg_temp.ss_s, pg_temp.ss_th, pg_temp.ss_b, pg_temp.ss_plan",
     )
     .await?;
+    for (n, row) in rows.iter().enumerate() {
+        def.check_fields(row).map_err(|why| {
+            DataError::Invalid(format!(
+                "data set {}: row {} of its file: {why}; nothing was changed",
+                def.name,
+                n + 1
+            ))
+        })?;
+    }
     let layout = load_rows(client, def, rows).await?;
     let loaded = Loaded {
         rows,

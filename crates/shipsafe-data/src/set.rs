@@ -404,6 +404,52 @@ impl SetDef {
         names
     }
 
+    /// Whether the file row `row` (its JSON text) holds the fields the set
+    /// writes: every column and reference of the set, and nothing that is
+    /// not a column of the table. `Err` says what is wrong: a misspelt or
+    /// missing field would otherwise be read as NULL and blank the column.
+    pub fn check_fields(&self, row: &str) -> Result<(), String> {
+        let fields: std::collections::BTreeMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny> =
+            serde_json::from_str(row).map_err(|e| format!("not a JSON object ({e})"))?;
+        let expected = self
+            .columns
+            .iter()
+            .map(String::as_str)
+            .chain(self.references.iter().map(|r| r.name.as_str()));
+        let missing: Vec<&str> = expected.filter(|f| !fields.contains_key(*f)).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "no field {} (the set writes every one of its columns and references; a missing one would blank the column)",
+                missing
+                    .iter()
+                    .map(|m| format!("{m:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let unknown: Vec<&str> = fields
+            .keys()
+            .map(|k| k.as_ref())
+            .filter(|k| {
+                !self.types.contains_key(*k) && !self.references.iter().any(|r| r.name == *k)
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "the field{} {} {} not a column of {} nor a reference of the set (misspelt?)",
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown
+                    .iter()
+                    .map(|m| format!("{m:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if unknown.len() == 1 { "is" } else { "are" },
+                self.display
+            ));
+        }
+        Ok(())
+    }
+
     /// Tables this set's references point at.
     pub fn referenced_tables(&self) -> Vec<&str> {
         self.references.iter().map(|r| r.table.as_str()).collect()

@@ -273,3 +273,39 @@ async fn a_null_in_a_natural_key_is_refused_naming_the_row() {
         .get(0);
     assert_eq!(rows, 0, "nothing was imported");
 }
+
+/// A hand-edited file with a misspelt field (or a configured column left
+/// out) is refused, naming the row and the field, instead of importing
+/// NULL over the column.
+#[tokio::test]
+async fn a_misspelt_or_missing_field_is_refused_not_imported_as_null() {
+    let (_source, target, p) = imported("('a', 1.5, 2), ('b', 1, 2)").await;
+    let before = row(&target, "a").await;
+    for (edit, says) in [
+        (
+            (|r: &mut serde_json::Value| {
+                let f = r.as_object_mut().unwrap().remove("f").unwrap();
+                r["ff"] = f;
+            }) as fn(&mut serde_json::Value),
+            "no field \"f\"",
+        ),
+        (
+            |r: &mut serde_json::Value| r["fx"] = serde_json::json!(1),
+            "the field \"fx\" is not a column of public.t",
+        ),
+    ] {
+        let path = p.dir.path().join("data/t.json");
+        let original = std::fs::read_to_string(&path).unwrap();
+        edit_file(&p, |rows| {
+            edit(rows.iter_mut().find(|r| r["k"] == "a").unwrap())
+        });
+        let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+        assert_ne!(code, 0, "{err}");
+        assert!(
+            err.contains("row 1 of its file") && err.contains(says),
+            "{err}"
+        );
+        assert_eq!(row(&target, "a").await, before, "nothing was changed");
+        std::fs::write(&path, original).unwrap();
+    }
+}
