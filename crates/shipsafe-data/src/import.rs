@@ -158,14 +158,18 @@ fn row_hash(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String) -> String {
 }
 
 /// The hashes a base written by this version holds. 1: NULL hashed like a
-/// zero-hash value; 2: NULL fields also hashed as such.
-const HASH_VERSION: i32 = 2;
+/// zero-hash value; 2: NULL fields also hashed as such; 3: values hashed
+/// by their text, as [`Sql::same_row`] compares them.
+const HASH_VERSION: i32 = 3;
 
 fn row_hash_v(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String, version: i32) -> String {
     let mut parts: Vec<String> = def
         .columns
         .iter()
-        .map(|c| def.comparable(c, &format!("{alias}.{}", quote_ident(c))))
+        .map(|c| {
+            let v = def.comparable(c, &format!("{alias}.{}", quote_ident(c)));
+            if version >= 3 { as_text(&v) } else { v }
+        })
         .collect();
     parts.extend((0..def.references.len()).map(fk));
     if parts.is_empty() {
@@ -185,6 +189,20 @@ fn row_hash_v(def: &SetDef, alias: &str, fk: &dyn Fn(usize) -> String, version: 
         flags.join(", ")
     )
 }
+
+/// A value as the comparison of rows takes it: its text. Values equal
+/// under `=` can differ (`interval '30 days'` and `'1 mon'`, numeric
+/// `1.50` and `1.5`, citext `'Abc'` and `'abc'`): the file's value must
+/// still reach the target. The session's output settings are pinned
+/// ([`PINNED_OUTPUT`]) so the text is the same in every run.
+fn as_text(expr: &str) -> String {
+    format!("({expr})::text")
+}
+
+/// Output settings that decide a value's text, pinned for every import so
+/// hashes of text agree between runs and roles.
+const PINNED_OUTPUT: &str = "set local datestyle = 'ISO, MDY'; set local intervalstyle = 'postgres'; \
+     set local extra_float_digits = 1; set local bytea_output = 'hex'; ";
 
 /// Where earlier versions kept the base, with the natural key hashed as
 /// JSON (`jsonb_hash_extended`); read once and converted (see
@@ -272,15 +290,16 @@ fn pieces(def: &SetDef) -> Sql {
             ),
         })
         .collect();
+    // Values by their text (see `as_text`); keys matched by `=` above.
     let mut left: Vec<String> = def
         .columns
         .iter()
-        .map(|c| def.comparable(c, &format!("t.{}", quote_ident(c))))
+        .map(|c| as_text(&def.comparable(c, &format!("t.{}", quote_ident(c)))))
         .collect();
     let mut right: Vec<String> = def
         .columns
         .iter()
-        .map(|c| def.comparable(c, &format!("s.{}", quote_ident(c))))
+        .map(|c| as_text(&def.comparable(c, &format!("s.{}", quote_ident(c)))))
         .collect();
     for (i, r) in def.references.iter().enumerate() {
         left.push(format!("t.{}", quote_ident(&r.column)));
@@ -560,9 +579,11 @@ pub async fn import_set(
     exec(
         client,
         "preparing the import",
-        "set local timezone = 'UTC'; set local work_mem = '256MB'; \
-         do $$ begin perform set_config('temp_buffers', '512MB', false); \
-         exception when others then null; end $$",
+        &format!(
+            "{PINNED_OUTPUT}set local timezone = 'UTC'; set local work_mem = '256MB'; \
+             do $$ begin perform set_config('temp_buffers', '512MB', false); \
+             exception when others then null; end $$"
+        ),
     )
     .await?;
     if opts.apply {

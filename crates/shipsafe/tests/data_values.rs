@@ -159,7 +159,7 @@ async fn a_base_from_the_earlier_hash_is_converted_without_false_conflicts() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 2, "the base is written back in the current hash");
+    assert_eq!(version, 3, "the base is written back in the current hash");
 }
 
 /// Every value the record hash takes for NULL (float4/float8 0 and -0,
@@ -308,4 +308,73 @@ async fn a_misspelt_or_missing_field_is_refused_not_imported_as_null() {
         assert_eq!(row(&target, "a").await, before, "nothing was changed");
         std::fs::write(&path, original).unwrap();
     }
+}
+
+/// A change to a value equal to the old one under `=` (interval '30 days'
+/// and '1 mon', numeric 1.50 and 1.5, citext 'Abc' and 'abc', jsonb 1.0
+/// and 1) reaches the target: values are compared by their text.
+#[tokio::test]
+async fn changes_equal_under_equality_still_reach_the_target() {
+    let source = TestDb::new().await;
+    let target = TestDb::new().await;
+    let table = "create extension if not exists citext; \
+                 create table e (id serial primary key, k text not null unique, \
+                 iv interval, n numeric, c citext, j jsonb);";
+    source
+        .client()
+        .await
+        .batch_execute(&format!(
+            "{table} insert into e (k, iv, n, c, j) values ('x', '30 days', 1.50, 'Abc', '{{\"x\": 1.0}}');"
+        ))
+        .await
+        .unwrap();
+    target.client().await.batch_execute(table).await.unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        "[data.e]\ntable = \"e\"\nkey = [\"k\"]\ncolumns = [\"k\", \"iv\", \"n\", \"c\", \"j\"]\n",
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    source
+        .client()
+        .await
+        .batch_execute("update e set iv = '1 mon', n = 1.5, c = 'abc', j = '{\"x\": 1}'")
+        .await
+        .unwrap();
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["sets"][0]["updates"], 1, "{run}");
+    let text = |db: &TestDb| {
+        let db = db.url().clone();
+        async move {
+            let c = shipsafe_pg::connect(&db).await.unwrap();
+            let r = c
+                .query_one("select iv::text, n::text, c::text, j::text from e", &[])
+                .await
+                .unwrap();
+            (0..4).map(|i| r.get::<_, String>(i)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(text(&target).await, text(&source).await);
+    // Imported again: nothing to do, and an edit of that kind in the
+    // target is a conflict.
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["sets"][0]["updates"], 0, "{run}");
+    target
+        .client()
+        .await
+        .batch_execute("update e set iv = '30 days'")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["data", "diff", "--all", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(conflicts(&run).len(), 1, "{run}");
 }
