@@ -32,13 +32,10 @@ pub struct Layout {
 }
 
 /// Reference key types compared as text, as [`Layout`] sends them.
+/// `character(n)` is not one: its type compares without trailing blanks,
+/// which text keeps ('ab   ' is 'ab' as `character(5)`, not as text).
 pub(crate) fn text_like(ty: &str) -> bool {
-    ty == "text"
-        || ty == "citext"
-        || ty == "name"
-        || ty.starts_with("character varying")
-        || ty.starts_with("character(")
-        || ty == "character"
+    ty == "text" || ty == "citext" || ty == "name" || ty.starts_with("character varying")
 }
 
 impl Layout {

@@ -299,26 +299,26 @@ pub fn empty_downgrades(tool: MigrationTool, sql: &str) -> Vec<(String, bool)> {
     if !matches!(tool, MigrationTool::Alembic | MigrationTool::FlaskMigrate) {
         return Vec::new();
     }
-    let mut parts: Vec<(String, String)> = Vec::new();
+    // (revision, whether it is a merge point, its SQL)
+    let mut parts: Vec<(String, bool, String)> = Vec::new();
     for line in sql.lines() {
         if let Some(rest) = line.trim_start().strip_prefix("-- Running downgrade ") {
-            let rev = rest
-                .split(" -> ")
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            parts.push((rev, String::new()));
-        } else if let Some((_, text)) = parts.last_mut() {
+            let (rev, to) = rest.split_once(" -> ").unwrap_or((rest, ""));
+            // `0005 -> 0003, 0004`: going back splits the heads again.
+            let merge = to.contains(',');
+            parts.push((rev.trim().to_string(), merge, String::new()));
+        } else if let Some((_, _, text)) = parts.last_mut() {
             text.push_str(line);
             text.push('\n');
         }
     }
     parts
         .into_iter()
-        .filter(|(rev, _)| !rev.is_empty())
-        .map(|(rev, text)| {
-            let empty = !has_statement(&tidy_sql(tool, &text));
+        .filter(|(rev, _, _)| !rev.is_empty())
+        .map(|(rev, merge, text)| {
+            // A merge point only joins branches (`flask db merge` writes
+            // `pass` both ways): nothing to undo.
+            let empty = !merge && !has_statement(&tidy_sql(tool, &text));
             (rev, empty)
         })
         .collect()
@@ -732,6 +732,15 @@ INFO  [alembic.runtime.migration] something logged\n\
                 &state(&["b"])
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_merge_point_is_not_an_empty_downgrade() {
+        let sql = "BEGIN;\n\n-- Running downgrade 0005 -> 0003, 0004\n\nDELETE FROM alembic_version WHERE alembic_version.version_num = '0005';\n\nINSERT INTO alembic_version (version_num) VALUES ('0003');\n\nINSERT INTO alembic_version (version_num) VALUES ('0004');\n\n-- Running downgrade 0004 -> 0002\n\nUPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0004';\n\nCOMMIT;\n";
+        assert_eq!(
+            empty_downgrades(MigrationTool::Alembic, sql),
+            [("0005".to_string(), false), ("0004".to_string(), true)]
         );
     }
 

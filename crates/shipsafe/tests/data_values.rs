@@ -432,3 +432,60 @@ async fn types_without_an_extended_hash_import_and_compare() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(conflicts(&run).len(), 1, "{run}");
 }
+
+/// A `character(n)` key is compared as its type compares it (trailing
+/// blanks do not count), so a child referencing a parent by such a key
+/// resolves, and `diff` and `import` agree.
+#[tokio::test]
+async fn a_fixed_length_character_key_resolves_references() {
+    let source = TestDb::new().await;
+    let target = TestDb::new().await;
+    let schema = "create table p (id serial primary key, code char(5) not null unique); \
+                  create table c (id serial primary key, name text not null unique, p_id int references p (id));";
+    source
+        .client()
+        .await
+        .batch_execute(&format!(
+            "{schema} insert into p (code) values ('ab'), ('cdefg'); \
+             insert into c (name, p_id) select 'c1', id from p where code = 'ab'; \
+             insert into c (name, p_id) select 'c2', id from p where code = 'cdefg';"
+        ))
+        .await
+        .unwrap();
+    target
+        .client()
+        .await
+        .batch_execute(&format!("{schema} insert into p (code) values ('zz');"))
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        "[data.p]\ntable = \"p\"\nkey = [\"code\"]\n\n[data.c]\ntable = \"c\"\nkey = [\"name\"]\nreferences.parent = { table = \"p\", key = [\"code\"], column = \"p_id\" }\n",
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, diff, err) = p.json(&["data", "diff", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}\n{diff}");
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}\n{run}");
+    let linked: i64 = target
+        .client()
+        .await
+        .query_one(
+            "select count(*) from c join p on p.id = c.p_id where (c.name, p.code) in (('c1', 'ab'), ('c2', 'cdefg'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(linked, 2);
+    let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    for set in run["report"]["sets"].as_array().unwrap() {
+        assert_eq!(set["inserts"], 0, "{run}");
+        assert_eq!(set["updates"], 0, "{run}");
+    }
+}
