@@ -1189,3 +1189,53 @@ async fn a_native_rehearsal_does_not_blame_itself_for_the_apps_own_ddl() {
     assert_eq!(run["report"]["rehearsal"]["target_changed"], false, "{run}");
     assert!(err.contains("another session changed it"), "{err}");
 }
+
+/// The app changes the schema after the backup for the rehearsal was
+/// taken (here, while the clone is being provided). The rehearsal then ran
+/// on a copy without that change: the deploy stops before applying
+/// anything instead of calling it safe.
+#[tokio::test]
+async fn a_schema_change_after_the_rehearsals_backup_stops_the_deploy() {
+    let prod = target().await;
+    let clone = TestDb::new().await;
+    let p = Project::new(&[("production", "protected", prod.url())], "");
+    write(
+        p.dir.path(),
+        "make-clone.sh",
+        &format!(
+            "#!/bin/sh\npsql -X -q '{}' -c 'create table audit_2026_12 (id int)' >/dev/null\necho '{}'\n",
+            prod.url().expose(),
+            clone.url().expose()
+        ),
+    );
+    let toml = std::fs::read_to_string(p.dir.path().join("shipsafe.toml")).unwrap();
+    write(
+        p.dir.path(),
+        "shipsafe.toml",
+        &format!("{toml}[rehearsal]\nclone = 'command:\"sh make-clone.sh\"'\n"),
+    );
+    migration(
+        &p,
+        "1_status",
+        "alter table orders add column status text;",
+        Some("alter table orders drop column status;"),
+    );
+    let (code, run, err) = p.json(&["deploy", "production", "--confirm", "production"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    assert!(
+        err.contains("changed after its backup for the rehearsal"),
+        "{err}"
+    );
+    let status: bool = prod
+        .client()
+        .await
+        .query_one(
+            "select exists (select 1 from information_schema.columns where table_name = 'orders' and column_name = 'status')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!status, "nothing was applied");
+}

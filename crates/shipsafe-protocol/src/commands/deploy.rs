@@ -222,6 +222,15 @@ async fn locked(
     // 2. lint: unsuppressed errors block (exit 1) before anything changes.
     lint(cx, client, p, report, pending, rehearsing).await?;
 
+    // The schema the rehearsal's backup is about to hold: another session
+    // changing it later (during the backup, the rehearsal or the prompt)
+    // leaves the rehearsal no evidence for the target as it will be.
+    let rehearsed_schema = if rehearsing {
+        shipsafe_pg::schema_fingerprint(client).await.ok()
+    } else {
+        None
+    };
+
     // 3. backup, and 4. rehearse on a clone made from it.
     let backup_id = if rehearsing {
         Some(rehearse(cx, p, report, pending).await?)
@@ -265,6 +274,14 @@ async fn locked(
         Ok(b) => b,
         Err(e) => return Err(Stop::nothing_changed(e)),
     };
+    if let (Some(then), Some(now)) = (&rehearsed_schema, &before.fingerprint)
+        && then != now
+    {
+        return Err(Stop::blocked(CoreError::Problems(format!(
+            "{env}'s schema changed after its backup for the rehearsal was started (another session: the app's own DDL, a migrate-on-boot?): the rehearsal ran on a copy without that change, so it is no evidence for {env} as it is now; nothing was applied. Deploy again when {env} is quiet",
+            env = cx.env
+        ))));
+    }
     if let Some(t) = &pending.tool {
         before.empty_down = t.empty_down.clone();
     }
