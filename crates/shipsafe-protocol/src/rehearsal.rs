@@ -98,11 +98,6 @@ pub struct RehearsalReport {
     /// personal data: that environment received it unmasked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub privacy: Option<String>,
-    /// Nothing the rehearsal ran could reach the target (shipsafe's own
-    /// migrations on the clone, or the tool in a network namespace): a
-    /// change there is another session's.
-    #[serde(skip)]
-    pub cannot_reach_target: bool,
     pub error: Option<String>,
 }
 
@@ -130,7 +125,6 @@ impl RehearsalReport {
             created: Vec::new(),
             target_changed: false,
             privacy: None,
-            cannot_reach_target: false,
             error: None,
         }
     }

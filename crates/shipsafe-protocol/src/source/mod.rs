@@ -345,9 +345,9 @@ impl Source {
     /// Why the target's schema may have changed during a rehearsal.
     pub fn target_changed_reason(&self, config: &Config) -> String {
         match self {
-            Self::Native => "the target's schema changed during the rehearsal".to_string(),
+            Self::Native => "the target's schema changed during the rehearsal: a migration reached it from the clone's server (dblink, postgres_fdw, COPY ... PROGRAM) or another session changed it at the same time (the app's own DDL); shipsafe cannot tell which: check what changed before anything else".to_string(),
             Self::Tool(_) => format!(
-                "the target's schema changed during the rehearsal: the migration tool did not use the clone's URL in {} (does it read .env or a config file?), or another session changed it at the same time (shipsafe cannot tell which without both a network namespace and a history it reads)",
+                "the target's schema changed during the rehearsal: the migration tool did not use the clone's URL in {} (does it read .env or a config file?), or another session changed it at the same time (the app's own DDL); shipsafe cannot tell which: check what changed before anything else",
                 config.file().migrations.url_env
             ),
         }

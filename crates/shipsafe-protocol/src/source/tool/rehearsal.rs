@@ -48,9 +48,6 @@ pub(crate) async fn rehearse(
             if let Some(w) = watch.as_mut() {
                 w.isolated = true;
             }
-            // A preset's history tells the tool's own change from another
-            // session's; a written command's cannot.
-            report.cannot_reach_target = ext.reads_history();
             prepared.hide_sockets = hide;
             report.tool_isolation = Some(format!(
                 "network namespace: only the clone's Unix socket is reachable (no TCP; the other PostgreSQL sockets of this machine are hidden); {watched}"
@@ -133,7 +130,7 @@ async fn on_clone(
             report.target_changed = true;
             why
         }
-        Reached::Connected(why) | Reached::Elsewhere(why) => why,
+        Reached::Connected(why) => why,
     };
     let before = schema_description(&client).await.map_err(describe)?;
     let tool_before = state(config, ext, clone).await.map_err(|e| e.to_string())?;

@@ -44,10 +44,6 @@ pub(crate) enum Reached {
     Changed(String),
     /// The tool connected to the target and was cut off; nothing changed.
     Connected(String),
-    /// The target changed while the tool could not reach it: another
-    /// session did it (the app's own DDL, a migrate-on-boot); the clone no
-    /// longer matches the target.
-    Elsewhere(String),
 }
 
 impl Watch {
@@ -150,13 +146,9 @@ impl Watch {
                     ""
                 }
             )));
-        } else if self.isolated && self.history.is_some() {
-            return Err(Reached::Elsewhere(format!(
-                "the target's schema changed while `{command}` ran on the clone, but the tool could not reach the target (network namespace) and the target's migration history did not move: another session changed it (the app's own DDL, a partition cron?). The clone no longer matches the target, so this rehearsal is no evidence for it; nothing was applied. Rehearse again when the target is quiet"
-            )));
         } else {
             return Err(Reached::Changed(format!(
-                "the target's schema changed while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?), or another session changed it at the same time (shipsafe cannot tell which without both a network namespace and a history it reads)",
+                "the target's schema changed while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?), or another session changed it at the same time (the app's own DDL): shipsafe cannot tell which, since even a tool in a network namespace can reach the target through the clone's server (dblink, postgres_fdw) or a socket it does not hide; check what changed before anything else",
                 ext.url_env
             )));
         }
