@@ -94,11 +94,14 @@ async fn end_with_client(client: &Client) {
         .await;
 }
 
-/// The dead-client check of shipsafe's own session on `client`, as a
-/// setting for sessions shipsafe does not open itself (the team's tool),
-/// when this server took it: a server without it (before 14, or a platform
-/// that cannot tell) would refuse a connection naming it.
-pub async fn dead_client_check(client: &Client) -> Option<(&'static str, String)> {
+/// The dead-client check of shipsafe's own session on `client`, as an
+/// option for sessions shipsafe does not open itself (the team's tool,
+/// through `PGOPTIONS`), when both the server took it and a connection to
+/// `url` with it in its startup packet is accepted: a server without the
+/// setting (before 14, or a platform that cannot tell) would refuse it, and
+/// so does PgBouncer unless told to ignore `options`. `None` also when the
+/// URL's own options set it already.
+pub async fn dead_client_check(client: &Client, url: &DbUrl) -> Option<String> {
     let row = client
         .query_one(
             "select current_setting('client_connection_check_interval', true)",
@@ -106,10 +109,22 @@ pub async fn dead_client_check(client: &Client) -> Option<(&'static str, String)
         )
         .await
         .ok()?;
-    let value: Option<String> = row.get(0);
-    value
-        .filter(|v| v != "0")
-        .map(|v| ("client_connection_check_interval", v))
+    let value: String = row.get::<_, Option<String>>(0).filter(|v| v != "0")?;
+    let option = format!("-c client_connection_check_interval={value}");
+    let mut info = url.conninfo().ok()?;
+    if info
+        .options
+        .as_deref()
+        .is_some_and(|o| o.contains("client_connection_check_interval"))
+    {
+        return None;
+    }
+    info.options = Some(match info.options.take() {
+        Some(o) if !o.trim().is_empty() => format!("{o} {option}"),
+        _ => option.clone(),
+    });
+    shipsafe_pg::connect_info(&info, &url.masked()).await.ok()?;
+    Some(option)
 }
 
 /// The checks, for a connection already open.

@@ -349,6 +349,13 @@ pub struct Pgbouncer {
 
 impl Pgbouncer {
     pub fn start(upstream_port: u16, mode: &str) -> Self {
+        Self::start_ignoring(upstream_port, mode, "extra_float_digits,options")
+    }
+
+    /// [`Pgbouncer::start`] with `ignore_startup_parameters = ignore`
+    /// (pgbouncer's own default is none: a client sending `options` it
+    /// cannot handle is refused).
+    pub fn start_ignoring(upstream_port: u16, mode: &str, ignore: &str) -> Self {
         let dir = server_dir("shipsafe-pgbouncer-test");
         let port = free_port();
         let ini = dir.join("pgbouncer.ini");
@@ -359,7 +366,7 @@ impl Pgbouncer {
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
                  unix_socket_dir =\nauth_type = any\npool_mode = {mode}\n\
                  default_pool_size = 10\nmax_client_conn = 50\n\
-                 ignore_startup_parameters = extra_float_digits,options\n\
+                 ignore_startup_parameters = {ignore}\n\
                  logfile = {}\npidfile = {}\n",
                 dir.join("log").display(),
                 dir.join("pid").display()

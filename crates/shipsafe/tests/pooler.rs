@@ -85,3 +85,32 @@ async fn session_pooler_deploys() {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert!(has_note(&db).await);
 }
+
+/// The team's tool deploys through a session pooler that refuses startup
+/// options it does not handle (pgbouncer's default): shipsafe gives the
+/// tool the dead-client check only where a connection with it is accepted.
+#[tokio::test]
+async fn a_tool_deploys_through_a_pooler_that_refuses_startup_options() {
+    let db = TestDb::new().await;
+    let upstream = db.url().conninfo().unwrap().port();
+    let bouncer = tokio::task::spawn_blocking(move || {
+        Pgbouncer::start_ignoring(upstream, "session", "extra_float_digits")
+    })
+    .await
+    .unwrap();
+    let url = DbUrl::new(bouncer.url(db.name()));
+    let p = Project::new(
+        &[("dev", "open", &url)],
+        "\n[migrations]\ntool = \"command\"\nup = \"psql -X -v ON_ERROR_STOP=1 \\\"$DATABASE_URL\\\" -c 'create table t_tool (id int)'\"\npending = \"false\"\n",
+    );
+    let out = p.cmd().args(["deploy", "dev"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let made: bool = db
+        .client()
+        .await
+        .query_one("select to_regclass('t_tool') is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(made);
+}

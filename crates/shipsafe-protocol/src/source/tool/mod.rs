@@ -114,9 +114,7 @@ pub(crate) async fn apply(
     let mut out = Applied::default();
     let named = External {
         app_name: Some(config::deploy_app_name()),
-        pg_options: crate::connection::dead_client_check(client)
-            .await
-            .map(|(name, value)| format!("-c {name}={value}")),
+        pg_options: crate::connection::dead_client_check(client, url).await,
         ..ext.clone()
     };
     match run_tool(config, &ext.up, url, &named).await {
