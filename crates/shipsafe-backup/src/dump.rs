@@ -289,7 +289,19 @@ async fn run(
     });
 
     let mut upload_err = None;
-    while let Some(chunk) = rx.recv().await {
+    // A backup that waits long (pg_dump behind a lock) still touches its
+    // staging file, so prune never takes it for abandoned.
+    let mut alive = tokio::time::interval(std::time::Duration::from_secs(600));
+    alive.tick().await;
+    loop {
+        let chunk = tokio::select! {
+            chunk = rx.recv() => chunk,
+            _ = alive.tick() => {
+                store.touch_upload(id);
+                continue;
+            }
+        };
+        let Some(chunk) = chunk else { break };
         if let Err(e) = upload.wait_for_capacity(4).await {
             upload_err = Some(e);
             break;

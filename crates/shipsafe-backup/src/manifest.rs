@@ -171,6 +171,23 @@ pub fn new_id(env: &str, at: jiff::Timestamp) -> String {
     format!("{env}-{}-{}", at.strftime("%Y%m%dT%H%M%SZ"), &salt[..4])
 }
 
+/// The environment of a backup id [`new_id`] made (`ENV-YYYYMMDDTHHMMSSZ-xxxx`),
+/// or `None` when `id` is not one.
+pub fn env_of_id(id: &str) -> Option<&str> {
+    let (rest, salt) = id.rsplit_once('-')?;
+    let (env, at) = rest.rsplit_once('-')?;
+    let stamp = at.as_bytes();
+    let is_stamp = stamp.len() == 16
+        && stamp[8] == b'T'
+        && stamp[15] == b'Z'
+        && stamp
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 8 || i == 15 || b.is_ascii_digit());
+    let is_salt = salt.len() == 4 && salt.bytes().all(|b| b.is_ascii_hexdigit());
+    (is_stamp && is_salt && !env.is_empty()).then_some(env)
+}
+
 /// What a committed restore proved about its own result, beyond `[[checks]]`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreProof {

@@ -345,25 +345,29 @@ impl BackupStore {
         stray.sort();
         Ok(stray)
     }
-    /// Leftovers of uploads that never finished (a backup killed or cut off
-    /// before its manifest): local `#` staging files, and archives without
-    /// a manifest, untouched for `older_than` (a live backup writes to its
-    /// files all along, and its archive is never older than the manifest
-    /// that follows it within seconds). Returns each name and its size;
-    /// Only names starting with `starts_with` (an environment's `ENV-`);
+    /// Leftovers of backups that never finished (killed or cut off before
+    /// their manifest): local `#N` staging files of an archive or a
+    /// manifest, and archives without a manifest, untouched for
+    /// `older_than` (a live backup's files are touched while it runs, see
+    /// [`BackupStore::touch_upload`]). Only files directly in the storage
+    /// folder, named as shipsafe names backups, of environment `env` when
+    /// given, and never through a symlink. Returns each name and its size;
     /// `dry_run` removes nothing. S3 keeps an interrupted multipart upload's
     /// parts out of any listing: a bucket lifecycle rule
     /// (AbortIncompleteMultipartUpload) removes them.
     pub async fn stale_uploads(
         &self,
         older_than: Duration,
-        starts_with: &str,
+        env: Option<&str>,
         dry_run: bool,
     ) -> Result<Vec<(String, u64)>, BackupError> {
         let mut out = Vec::new();
         let now = std::time::SystemTime::now();
         let old =
             |t: std::time::SystemTime| now.duration_since(t).is_ok_and(|age| age >= older_than);
+        let ours = |id: &str| {
+            crate::manifest::env_of_id(id).is_some_and(|e| env.is_none_or(|want| want == e))
+        };
         if let Kind::Local(dir) = &self.kind
             && let Ok(rd) = std::fs::read_dir(dir)
         {
@@ -372,14 +376,16 @@ impl BackupStore {
                 let Some((base, n)) = name.rsplit_once('#') else {
                     continue;
                 };
-                if !name.starts_with(starts_with) {
+                let id = base
+                    .strip_suffix(ARCHIVE_SUFFIX)
+                    .or_else(|| base.strip_suffix(MANIFEST_SUFFIX));
+                let staging =
+                    id.is_some_and(ours) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+                // symlink_metadata: a link is never followed nor removed.
+                let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
                     continue;
-                }
-                let staging = base.ends_with(ARCHIVE_SUFFIX)
-                    && !n.is_empty()
-                    && n.bytes().all(|b| b.is_ascii_digit());
-                let Ok(meta) = e.metadata() else { continue };
-                if staging && meta.is_file() && meta.modified().is_ok_and(old) {
+                };
+                if staging && meta.file_type().is_file() && meta.modified().is_ok_and(old) {
                     if !dry_run {
                         std::fs::remove_file(e.path()).map_err(|source| {
                             BackupError::io("removing an unfinished upload", e.path(), source)
@@ -390,10 +396,15 @@ impl BackupStore {
             }
         }
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let depth = self.prefix.parts().count() + 1;
         let mut metas = Vec::new();
         let mut entries = self.inner.list(prefix);
         while let Some(meta) = entries.next().await {
-            metas.push(meta.map_err(|e| self.err(e))?);
+            let meta = meta.map_err(|e| self.err(e))?;
+            // Directly in the storage folder: nothing in a subfolder is ours.
+            if meta.location.parts().count() == depth {
+                metas.push(meta);
+            }
         }
         let names: Vec<String> = metas
             .iter()
@@ -403,7 +414,12 @@ impl BackupStore {
             let Some(id) = name.strip_suffix(ARCHIVE_SUFFIX) else {
                 continue;
             };
-            if !name.starts_with(starts_with) {
+            if !ours(id) {
+                continue;
+            }
+            if let Kind::Local(dir) = &self.kind
+                && std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| !m.file_type().is_file())
+            {
                 continue;
             }
             let has_manifest = names.iter().any(|n| *n == format!("{id}{MANIFEST_SUFFIX}"));
@@ -420,9 +436,73 @@ impl BackupStore {
         out.sort();
         Ok(out)
     }
+
+    /// Marks backup `id`'s unfinished local upload as alive (its staging
+    /// files' modification time set to now), so that `stale_uploads` never
+    /// takes a backup that waits long (pg_dump behind a lock) for abandoned.
+    pub fn touch_upload(&self, id: &str) {
+        let Kind::Local(dir) = &self.kind else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{id}{ARCHIVE_SUFFIX}#");
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix)
+                && let Ok(f) = std::fs::File::options().append(true).open(e.path())
+            {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+        }
+    }
 }
 
 /// An object_store error with its sources (the root cause is often deep).
 fn describe(e: &object_store::Error) -> String {
     shipsafe_pg::error_chain(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_uploads_staging_file_is_touched_and_only_its_own() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = BackupStore::open(&StorageSpec {
+            url: dir.path().display().to_string(),
+            root: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let old = std::time::SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+        let mine = dir.path().join("prod-20261101T000000Z-abcd.dump.zst#3");
+        let other = dir.path().join("prod-20261101T000000Z-ef01.dump.zst#3");
+        for f in [&mine, &other] {
+            std::fs::write(f, b"x").unwrap_or_else(|e| panic!("{e}"));
+            let h = std::fs::File::options()
+                .append(true)
+                .open(f)
+                .unwrap_or_else(|e| panic!("{e}"));
+            h.set_modified(old).unwrap_or_else(|e| panic!("{e}"));
+        }
+        store.touch_upload("prod-20261101T000000Z-abcd");
+        let age = |f: &std::path::Path| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(age(&mine) < Duration::from_secs(60));
+        assert!(age(&other) > Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn backup_ids_name_their_environment_exactly() {
+        use crate::manifest::env_of_id;
+        assert_eq!(env_of_id("prod-eu-20261101T000000Z-abcd"), Some("prod-eu"));
+        assert_eq!(env_of_id("prod-20261101T000000Z-abcd"), Some("prod"));
+        assert_eq!(env_of_id("pre-upgrade"), None);
+        assert_eq!(env_of_id("prod-20261101T000000Z-zzzz"), None);
+        assert_eq!(env_of_id("-20261101T000000Z-abcd"), None);
+    }
 }

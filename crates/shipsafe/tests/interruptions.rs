@@ -618,12 +618,32 @@ async fn prune_removes_uploads_that_never_finished_once_they_are_a_day_old() {
     assert_eq!(code, 0, "{err}");
     let dir = p.backups_dir();
     let stale = dir.join("staging-20261101T000000Z-dead.dump.zst#1");
-    let fresh = dir.join("staging-20261207T000000Z-live.dump.zst#1");
-    let orphan = dir.join("staging-20261101T000000Z-nomf.dump.zst");
+    let fresh = dir.join("staging-20261207T000000Z-cafe.dump.zst#1");
+    let orphan = dir.join("staging-20261101T000000Z-beef.dump.zst");
     for f in [&stale, &fresh, &orphan] {
         std::fs::write(f, vec![7u8; 4096]).unwrap();
     }
-    for f in [&stale, &orphan] {
+    // Not a backup of this environment, or not shipsafe's at all: kept
+    // however old (another environment whose name starts the same, a
+    // person's own dump, a file in a subfolder, a symlinked file).
+    let other_env = dir.join("staging-eu-20261101T000000Z-abcd.dump.zst");
+    let theirs = dir.join("pre-upgrade.dump.zst");
+    std::fs::create_dir_all(dir.join("old")).unwrap();
+    let nested = dir.join("old/staging-20261101T000000Z-1234.dump.zst");
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    let linked = dir.join("staging-20261101T000000Z-5678.dump.zst");
+    std::os::unix::fs::symlink(outside.path(), &linked).unwrap();
+    for f in [&other_env, &theirs, &nested] {
+        std::fs::write(f, vec![7u8; 4096]).unwrap();
+    }
+    for f in [
+        &stale,
+        &orphan,
+        &other_env,
+        &theirs,
+        &nested,
+        &outside.path().to_path_buf(),
+    ] {
         let status = std::process::Command::new("touch")
             .args(["-d", "2 days ago"])
             .arg(f)
@@ -631,14 +651,14 @@ async fn prune_removes_uploads_that_never_finished_once_they_are_a_day_old() {
             .unwrap();
         assert!(status.success());
     }
-    let (code, dry, err) = p.json(&["backup", "prune", "--dry-run"]);
+    let (code, dry, err) = p.json(&["backup", "prune", "staging", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dry["unfinished"].as_array().unwrap().len(), 2, "{dry}");
     assert!(
         stale.exists() && orphan.exists(),
         "a dry run removes nothing"
     );
-    let (code, r, err) = p.json(&["backup", "prune"]);
+    let (code, r, err) = p.json(&["backup", "prune", "staging"]);
     assert_eq!(code, 0, "{err}");
     let names: Vec<&str> = r["unfinished"]
         .as_array()
@@ -649,12 +669,24 @@ async fn prune_removes_uploads_that_never_finished_once_they_are_a_day_old() {
     assert_eq!(
         names,
         [
-            "staging-20261101T000000Z-dead.dump.zst#1",
-            "staging-20261101T000000Z-nomf.dump.zst"
+            "staging-20261101T000000Z-beef.dump.zst",
+            "staging-20261101T000000Z-dead.dump.zst#1"
         ]
     );
     assert!(!stale.exists() && !orphan.exists());
     assert!(fresh.exists(), "an upload touched today may be live");
+    assert!(other_env.exists(), "staging-eu is another environment");
+    // Every environment: staging-eu's leftover goes too, nothing else.
+    let (_, r, _) = p.json(&["backup", "prune"]);
+    assert_eq!(r["unfinished"].as_array().unwrap().len(), 1, "{r}");
+    assert!(!other_env.exists());
+    for kept in [&theirs, &nested, &outside.path().to_path_buf()] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    assert!(
+        std::fs::symlink_metadata(&linked).is_ok(),
+        "the link was removed"
+    );
     let (_, list, _) = p.json(&["backup", "list"]);
     assert_eq!(list.as_array().map_or(0, Vec::len), 1, "{list}");
 }

@@ -46,9 +46,8 @@ pub fn prune<'a>(
         }
         let protected = backups_in_use(config.state_dir(), env)?;
         let decisions = shipsafe_backup::plan(&all, config.file().backups.retention, &protected);
-        let of_env = env.map(|e| format!("{e}-")).unwrap_or_default();
         let unfinished: Vec<Unfinished> = store
-            .stale_uploads(UNFINISHED_AFTER, &of_env, dry_run)
+            .stale_uploads(UNFINISHED_AFTER, env, dry_run)
             .await?
             .into_iter()
             .map(|(name, bytes)| Unfinished { name, bytes })
