@@ -46,6 +46,13 @@ pub struct DumpRequest<'a> {
     pub checks: Option<Vec<crate::manifest::RecordedCheck>>,
     /// Recorded in the manifest (see [`Manifest::database_identity`]).
     pub database_identity: Option<String>,
+    /// Turns true when the backup is to stop (Ctrl-C): pg_dump is ended and
+    /// nothing is stored. Once pg_dump has finished, the backup is
+    /// completed and published whatever this says.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// `PGOPTIONS` added for pg_dump (the dead-client check, so its session
+    /// ends when it is killed instead of waiting on with its locks).
+    pub pg_options: Option<String>,
 }
 
 impl std::fmt::Debug for DumpRequest<'_> {
@@ -171,6 +178,8 @@ pub async fn create(store: &BackupStore, req: DumpRequest<'_>) -> Result<Manifes
             }
             Ok(manifest)
         }
+        // Stopped by the person: nothing to record (the audit log says it).
+        Err(BackupError::Interrupted) => Err(BackupError::Interrupted),
         Err(e) => {
             manifest.finished_at = rfc3339(jiff::Timestamp::now());
             manifest.error = Some(e.to_string());
@@ -201,6 +210,12 @@ async fn run(
     cmd.args(["--format=custom", "-Z0", "--encoding=UTF8"]);
     for s in req.exclude_schemas {
         cmd.arg(format!("--exclude-schema={s}"));
+    }
+    if let Some(options) = &req.pg_options {
+        let theirs = std::env::var("PGOPTIONS").unwrap_or_default();
+        if !theirs.contains("client_connection_check_interval") && !theirs.ends_with('\\') {
+            cmd.env("PGOPTIONS", format!("{theirs} {options}").trim_start());
+        }
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
@@ -293,12 +308,24 @@ async fn run(
     // staging file, so prune never takes it for abandoned.
     let mut alive = tokio::time::interval(std::time::Duration::from_secs(600));
     alive.tick().await;
+    let mut stop = req.stop.clone();
+    let mut stopped = false;
     loop {
         let chunk = tokio::select! {
             chunk = rx.recv() => chunk,
             _ = alive.tick() => {
                 store.touch_upload(id);
                 continue;
+            }
+            () = async {
+                match stop.as_mut() {
+                    Some(s) => { let _ = s.wait_for(|asked| *asked).await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                stopped = true;
+                let _ = child.kill();
+                break;
             }
         };
         let Some(chunk) = chunk else { break };
@@ -318,6 +345,11 @@ async fn run(
     ends_dump.0 = None;
     let stderr_text = stderr_reader.join().unwrap_or_default();
 
+    if stopped {
+        let _ = compressed;
+        let _ = upload.abort().await;
+        return Err(BackupError::Interrupted);
+    }
     let outcome = judge(
         upload_err.map(|e| BackupError::Storage {
             url: store.url().to_string(),

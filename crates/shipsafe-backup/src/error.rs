@@ -6,6 +6,9 @@ use shipsafe_pg::PgError;
 /// backup (never published, refused, ...) and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    #[error("interrupted (Ctrl-C): pg_dump was ended and nothing was stored")]
+    Interrupted,
+
     #[error("backup storage {url} is not usable: {reason}")]
     InvalidStorage { url: String, reason: String },
 

@@ -41,6 +41,11 @@ pub fn request_stop() {
     stop_channel().send_replace(true);
 }
 
+/// Turns true when a stop is asked for (for work that ends itself then).
+pub fn stop_signal() -> tokio::sync::watch::Receiver<bool> {
+    stop_channel().subscribe()
+}
+
 /// Whether a stop was asked for.
 pub fn stop_requested() -> bool {
     STOP_REQUESTED.load(Ordering::SeqCst)
@@ -50,16 +55,6 @@ pub fn stop_requested() -> bool {
 async fn stopped() {
     let mut rx = stop_channel().subscribe();
     let _ = rx.wait_for(|asked| *asked).await;
-}
-
-/// Runs `work`, which changes nothing (a backup on its own): `None` when a
-/// stop was asked for first, and `work` was dropped (its child processes
-/// and unfinished uploads with it).
-pub async fn unless_stopped<T>(work: impl Future<Output = T>) -> Option<T> {
-    tokio::select! {
-        done = work => Some(done),
-        () = stopped() => None,
-    }
 }
 
 /// Runs `work` (a change); if a stop is asked for meanwhile, runs `cancel`

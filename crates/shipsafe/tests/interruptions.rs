@@ -543,68 +543,71 @@ async fn ctrl_c_cancels_a_standalone_rehearsal() {
 /// is left in storage, and the audit log says it was interrupted.
 #[tokio::test]
 async fn ctrl_c_cancels_a_backup_and_leaves_no_unfinished_upload() {
-    let db = target().await;
-    let p = Project::new(&[("staging", "guarded", db.url())], "");
-    let holder = db.client().await;
-    holder
-        .batch_execute("begin; lock table orders in access exclusive mode;")
-        .await
-        .unwrap();
-    let mut child = p.spawn(&["backup", "create", "staging"]);
-    let c = db.client().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting: i64 = c
-            .query_one(
-                "select count(*) from pg_stat_activity where datname = current_database() \
-                 and wait_event_type = 'Lock' and query ilike 'lock table%orders%'",
-                &[],
-            )
+    // SIGHUP too: a closed terminal stops the backup the same way.
+    for sig in [Signal::SIGINT, Signal::SIGHUP] {
+        let db = target().await;
+        let p = Project::new(&[("staging", "guarded", db.url())], "");
+        let holder = db.client().await;
+        holder
+            .batch_execute("begin; lock table orders in access exclusive mode;")
             .await
-            .unwrap()
-            .get(0);
-        if waiting == 1 {
-            break;
+            .unwrap();
+        let mut child = p.spawn(&["backup", "create", "staging"]);
+        let c = db.client().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let waiting: i64 = c
+                .query_one(
+                    "select count(*) from pg_stat_activity where datname = current_database() \
+                     and wait_event_type = 'Lock' and query ilike 'lock table%orders%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pg_dump never waited");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "pg_dump never waited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let unfinished = || {
+            std::fs::read_dir(p.backups_dir())
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        // The upload under way is in storage as a staging file.
+        assert!(
+            unfinished().iter().any(|n| n.contains('#')),
+            "{:?}",
+            unfinished()
+        );
+        signal(&child, sig);
+        let started = Instant::now();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(4), "{status:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        holder.batch_execute("rollback").await.unwrap();
+        assert_eq!(
+            unfinished(),
+            Vec::<String>::new(),
+            "nothing left in storage"
+        );
+        let (code, log, err) = p.json(&["log"]);
+        assert_eq!(code, 0, "{err}");
+        let entry = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["command"] == "backup create")
+            .cloned()
+            .unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(entry["outcome"], "interrupted", "{entry}");
     }
-    let unfinished = || {
-        std::fs::read_dir(p.backups_dir())
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-    };
-    // The upload under way is in storage as a staging file.
-    assert!(
-        unfinished().iter().any(|n| n.contains('#')),
-        "{:?}",
-        unfinished()
-    );
-    signal(&child, Signal::SIGINT);
-    let started = Instant::now();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10));
-    holder.batch_execute("rollback").await.unwrap();
-    assert_eq!(
-        unfinished(),
-        Vec::<String>::new(),
-        "nothing left in storage"
-    );
-    let (code, log, err) = p.json(&["log"]);
-    assert_eq!(code, 0, "{err}");
-    let entry = log["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["command"] == "backup create")
-        .cloned()
-        .unwrap_or_else(|| panic!("{log}"));
-    assert_eq!(entry["outcome"], "interrupted", "{entry}");
 }
 
 /// What a backup killed outright (kill -9, a power cut) leaves behind is

@@ -32,13 +32,18 @@ pub fn create<'a>(
 ) -> crate::Task<'a, Result<Manifest, CoreError>> {
     Box::pin(async move {
         config.environment(env)?;
-        let take = steps::backup::take_backup(config, vars, env, reason, progress);
-        let result = crate::pipeline::unless_stopped(take)
+        // A Ctrl-C ends pg_dump (nothing is stored); once the dump is
+        // complete, the backup is published rather than left half-written.
+        let result = steps::backup::take_backup(config, vars, env, reason, progress)
             .await
-            .unwrap_or_else(|| {
-                Err(CoreError::RolledBack(format!(
-                    "interrupted (Ctrl-C): the backup of {env} was cancelled and nothing was stored"
-                )))
+            .map_err(|e| {
+                if crate::pipeline::stop_requested() {
+                    CoreError::RolledBack(format!(
+                        "interrupted (Ctrl-C): the backup of {env} was cancelled and nothing was stored ({e})"
+                    ))
+                } else {
+                    e
+                }
             });
         let interrupted = crate::pipeline::stop_requested() && result.is_err();
         let (outcome, ids, detail) = match &result {

@@ -72,6 +72,11 @@ pub async fn take_backup_teed(
     let database_level = shipsafe_backup::dblevel::read(&client)
         .await
         .unwrap_or_default();
+    // pg_dump's session should end with pg_dump, not wait on with its locks.
+    let _ = client
+        .batch_execute("set client_connection_check_interval = '1s'")
+        .await;
+    let pg_options = crate::connection::dead_client_check(&client, &url).await;
     drop(client);
     let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;
     progress.stage(&format!(
@@ -100,6 +105,8 @@ pub async fn take_backup_teed(
             writes_at_backup,
             database_level,
             database_identity,
+            stop: Some(crate::pipeline::stop_signal()),
+            pg_options,
             checks: Some(
                 config
                     .checks_for(env)

@@ -103,6 +103,8 @@ pub async fn masked_copy(
             database_level: source.database_level.clone(),
             database_identity: source.database_identity.clone(),
             checks: source.checks.clone(),
+            stop: None,
+            pg_options: None,
         },
     )
     .await?;

@@ -57,16 +57,19 @@ impl Ctx {
     }
 }
 
-/// A first Ctrl-C (or SIGTERM) asks the run to stop before its next step
+/// A first Ctrl-C (or SIGTERM, SIGHUP) asks the run to stop before its next step
 /// (nothing is changed before the change; during it, the change is rolled
 /// back); a second one removes the scratch clones and ends the process at
 /// once.
 pub(crate) fn stop_between_steps_on_ctrl_c() {
     use tokio::signal::unix::{SignalKind, signal};
     shipsafe_serve::stop_gracefully_on_signals();
-    let (Ok(mut int), Ok(mut term)) = (
+    // SIGHUP: the terminal was closed; the run stops as on Ctrl-C rather
+    // than dying with pg_dump or the tool left running.
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) else {
         return;
     };
@@ -75,6 +78,7 @@ pub(crate) fn stop_between_steps_on_ctrl_c() {
             tokio::select! {
                 _ = int.recv() => ("Ctrl-C", 130),
                 _ = term.recv() => ("SIGTERM", 143),
+                _ = hup.recv() => ("SIGHUP", 129),
             }
         };
         let (first, _) = next().await;
