@@ -1547,3 +1547,46 @@ async fn a_lock_missed_after_earlier_work_is_waited_for_whole() {
         "{retries} attempts redid the rewrite of a: {run}"
     );
 }
+
+/// A rollback that restores the pre-deploy backup throws away what was
+/// written since; its safety backup holds that, and retention keeps it for
+/// a month however few backups it keeps otherwise (the next deploy's
+/// retention step pruned it within minutes).
+#[tokio::test]
+async fn retention_keeps_what_a_rollback_threw_away() {
+    let db = TestDb::new().await;
+    let p = Project::new(
+        &[("staging", "guarded", db.url())],
+        "[backups]\nretention = { keep_last = 1, keep_daily = 0, keep_monthly = 0 }\n",
+    );
+    migration(&p, "1_t", "create table t (id int);", None, None);
+    let (code, _, err) = p.json(&["deploy", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    db.client()
+        .await
+        .batch_execute("insert into t values (1), (2)")
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["rollback", "staging", "--confirm", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run["report"]["method"], "restore", "{run}");
+    let safety = run["report"]["safety_backup"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let (code, _, err) = p.json(&["backup", "create", "staging"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, pruned, err) = p.json(&["backup", "prune", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !pruned["deleted"].as_array().unwrap().is_empty(),
+        "{pruned}"
+    );
+    let kept = pruned["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == safety.as_str())
+        .unwrap_or_else(|| panic!("{pruned}"));
+    assert_eq!(kept["keep"], true, "{pruned}");
+    assert!(kept["reasons"].to_string().contains("discarded"), "{kept}");
+}

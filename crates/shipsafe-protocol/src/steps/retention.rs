@@ -97,6 +97,23 @@ pub fn backups_in_use(
         .filter(|r| r.command == "rollback" && r.outcome == "rolled_back")
         .filter_map(|r| r.report["rolled_back_run"].as_str())
         .collect();
+    // A rollback's safety backup holds what the rollback threw away (the
+    // writes since the deploy): kept for a month, whatever the count.
+    let month_ago = jiff::Timestamp::now().as_second() - 30 * 24 * 3600;
+    for r in runs.iter().filter(|r| r.command == "rollback") {
+        let recent = r
+            .started_at
+            .parse::<jiff::Timestamp>()
+            .is_ok_and(|t| t.as_second() >= month_ago);
+        if let (true, Some(b)) = (recent, r.report["safety_backup"].as_str()) {
+            out.entry(b.to_string()).or_insert_with(|| {
+                format!(
+                    "rollback {} took it: it holds what that rollback discarded (kept 30 days)",
+                    r.run_id
+                )
+            });
+        }
+    }
     let mut newest_seen: Vec<Option<String>> = Vec::new();
     // A rehearsal whose tool changed the target is undone like a deploy.
     let undoable = |r: &&shipsafe_state::RunRecord| {

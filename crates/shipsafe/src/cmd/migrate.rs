@@ -275,12 +275,17 @@ pub async fn rollback(
     }
     let run = result.with_context(|| format!("rollback of {env}"))?;
     drop(progress);
-    let text = format!(
+    let mut text = format!(
         "rollback {env}: {} (run {}): {}\n",
         run.outcome,
         run.run_id,
         run.report["detail"].as_str().unwrap_or_default()
     );
+    if let Some(b) = run.report["safety_backup"].as_str() {
+        text.push_str(&format!(
+            "  what it replaced is in backup {b} (kept 30 days by retention)\n"
+        ));
+    }
     Ok(Rendered {
         json: serde_json::to_value(&run)?,
         text,
