@@ -424,6 +424,24 @@ pub fn parse_pending(
     }
 }
 
+/// alembic / Flask-Migrate: the heads its history listing marks
+/// (`0003 -> 0004 (head), ...`); empty for other tools.
+pub fn alembic_heads(tool: MigrationTool, listing: &str) -> Vec<String> {
+    if !matches!(tool, MigrationTool::Alembic | MigrationTool::FlaskMigrate) {
+        return Vec::new();
+    }
+    listing
+        .lines()
+        .filter_map(|l| {
+            let (_, right) = l.split_once(" -> ")?;
+            let (head, _) = right.split_once(", ").unwrap_or((right, ""));
+            let mut words = head.split_whitespace();
+            let rev = words.next()?;
+            words.any(|w| w == "(head)").then(|| rev.to_string())
+        })
+        .collect()
+}
+
 /// How many revisions the tool's listing names, applied or not (alembic's
 /// history lines, Django's `[X]`/`[ ]` plan lines, Rails's status rows);
 /// `None` where the listing does not name them all.
@@ -608,6 +626,16 @@ INFO  [alembic.runtime.migration] something logged\n\
                 .unwrap_err()
                 .contains("9999")
         );
+    }
+
+    #[test]
+    fn heads_are_read_from_the_history_listing() {
+        let listing = "0002 -> 0004 (head), b\n0002 -> 0003 (head), a\n<base> -> 0002, first\n";
+        assert_eq!(
+            alembic_heads(MigrationTool::FlaskMigrate, listing),
+            ["0004", "0003"]
+        );
+        assert!(alembic_heads(MigrationTool::Django, listing).is_empty());
     }
 
     #[test]

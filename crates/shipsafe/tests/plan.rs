@@ -310,3 +310,62 @@ async fn readiness_fails_reversible_for_an_empty_downgrade() {
     );
     assert!(item["fix"].as_str().unwrap().contains("0002"), "{item}");
 }
+
+/// Two unmerged alembic heads: `flask db upgrade` refuses to choose (and
+/// says nothing), so plan names the heads as a problem instead of showing a
+/// deploy that would fail.
+#[tokio::test]
+async fn plan_names_unmerged_heads_the_flask_preset_cannot_upgrade() {
+    let db = TestDb::new().await;
+    let p = flask_project(db.url());
+    revision(
+        &p.dir.path().join("migrations/versions"),
+        "0004",
+        Some("0002"),
+        "op.add_column('accounts', sa.Column('region', sa.Text))",
+        "op.drop_column('accounts', 'region')",
+    );
+    let (code, plan, err) = p.json(&["plan", "production"]);
+    assert_eq!(code, 1, "{err}\n{plan}");
+    let problems = plan["problems"].to_string();
+    assert!(
+        problems.contains("2 heads") && problems.contains("0003") && problems.contains("0004"),
+        "{plan}"
+    );
+}
+
+/// The text of `plan` shows every lint finding of the team's tool's SQL
+/// that its JSON holds, errors included (they inform; they were left out
+/// as if they were listed among the problems).
+#[tokio::test]
+async fn plan_text_shows_the_tools_lint_errors() {
+    let db = TestDb::new().await;
+    let p = alembic_project(db.url());
+    revision(
+        &p.dir.path().join("alembic/versions"),
+        "0004",
+        Some("0003"),
+        "op.drop_column('accounts', 'email')",
+        "op.add_column('accounts', sa.Column('email', sa.Text))",
+    );
+    // The table exists before the pending batch: dropping its column is a
+    // change to an existing table.
+    run(
+        p.dir.path(),
+        "alembic",
+        &["upgrade", "0003"],
+        &db.url().expose().replace("postgres://", "postgresql://"),
+    );
+    let (plan, text) = plan_both(&p);
+    let errors: Vec<&str> = plan["lint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert!(errors.contains(&"ban-drop-column"), "{plan}");
+    for rule in errors {
+        assert!(text.contains(rule), "{rule} missing from: {text}");
+    }
+}

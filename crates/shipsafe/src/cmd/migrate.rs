@@ -87,13 +87,12 @@ pub async fn plan(ctx: &Ctx, env: &str) -> anyhow::Result<Rendered> {
             "\n"
         });
     }
-    // Every finding that is not an error (errors are the problems below):
-    // rule, severity after the catalog's evidence, and that evidence.
-    for f in r
-        .lint
-        .iter()
-        .filter(|f| !f.suppressed && f.severity != shipsafe_lint::Severity::Error)
-    {
+    // Every finding that is not an error (errors are the problems below;
+    // the team's tool's are not, they inform): rule, severity after the
+    // catalog's evidence, and that evidence.
+    for f in r.lint.iter().filter(|f| {
+        !f.suppressed && (r.tool.is_some() || f.severity != shipsafe_lint::Severity::Error)
+    }) {
         text.push_str(&f.render());
     }
     // What deploy would not stop for but a person should know: start-up

@@ -22,6 +22,10 @@ pub struct Pending {
     /// migration but the state holds the latest per app).
     #[serde(skip)]
     pub applied: Option<usize>,
+    /// alembic / Flask-Migrate: the heads the migration scripts have (more
+    /// than one: branches not merged).
+    #[serde(skip)]
+    pub heads: Vec<String>,
     /// Pending revisions whose way back does nothing (an empty
     /// `downgrade()`), or all of them when the tool's offline downgrade SQL
     /// could not be printed: only a backup undoes them.
@@ -53,6 +57,7 @@ pub async fn pending(config: &Config, ext: &External, url: &DbUrl) -> Result<Pen
                 tool::parse_pending(ext.tool, &stdout, &out.state).map_err(CoreError::Failed)?;
             out.applied =
                 tool::count_listed(ext.tool, &stdout).map(|n| n.saturating_sub(pending.len()));
+            out.heads = tool::alembic_heads(ext.tool, &stdout);
             out.revisions = Some(pending);
         } else if ext.tool == MigrationTool::Rails && out.state.revisions.is_empty() {
             // No schema_migrations yet: Rails says so and exits 1.

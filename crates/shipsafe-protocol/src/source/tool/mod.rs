@@ -277,6 +277,15 @@ pub(crate) async fn plan(
             Err(why) => warnings.push(format!("lint skipped: {why}")),
         }
     }
+    let mut problems = Vec::new();
+    if pending.heads.len() > 1 && !ext.up.split_whitespace().any(|w| w == "heads") {
+        problems.push(format!(
+            "the migration scripts have {} heads ({}): branches not merged, and `{}` will refuse to choose; merge them (`flask db merge heads` / `alembic merge heads`) or set [migrations] up to upgrade `heads`",
+            pending.heads.len(),
+            pending.heads.join(", "),
+            ext.up
+        ));
+    }
     if pending.any && protection != Protection::Open && !ext.has_down() {
         warnings.push(
             "no way back with the tool: a failed deploy is undone by restoring the pre-deploy backup".into(),
@@ -300,7 +309,7 @@ pub(crate) async fn plan(
             .collect(),
         external_pending: Some(pending.any),
         tool: Some(ext.tool.as_str().to_string()),
-        problems: Vec::new(),
+        problems,
         warnings,
         lint: report.findings,
         empty_down: pending.empty_down,
