@@ -78,8 +78,12 @@ impl Protection {
 /// make production changes backup-free.
 /// A list where "every one" is spelled by leaving the key out: `[]` would
 /// otherwise quietly mean the opposite of what it says.
-pub(crate) fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let v = Vec::<String>::deserialize(d)?;
+pub(crate) fn non_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let v = Vec::<T>::deserialize(d)?;
     if v.is_empty() {
         return Err(serde::de::Error::custom(
             "an empty list names nothing: leave the key out to mean every one, or name at least one",

@@ -118,8 +118,8 @@ pub struct NotifyConfig {
     pub kind: NotifyKind,
     /// The webhook or ping URL; usually a `${VARIABLE}`: it is a secret.
     pub url: Spanned<Template>,
-    /// Default: failure and recovery.
-    #[serde(default = "default_on")]
+    /// Default: failure and recovery (`[]` would never notify: refused).
+    #[serde(default = "default_on", deserialize_with = "crate::model::non_empty")]
     pub on: Vec<NotifyOn>,
     /// Only these environments; left out: all.
     #[serde(default, deserialize_with = "crate::model::non_empty")]

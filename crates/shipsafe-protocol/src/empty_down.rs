@@ -46,6 +46,13 @@ pub async fn empty_downs(
             shipsafe_config::mask_secrets(&run.failure())
         ));
     }
+    // A cut output would leave the older revisions unread, and an empty
+    // downgrade among them unseen.
+    if stdout.ends_with(crate::source::tool::process::CUT_MARK) {
+        return Err(format!(
+            "`{command}` printed more than 4 MiB, which was not read whole"
+        ));
+    }
     Ok(EmptyDowns {
         revisions: tool::empty_downgrades(ext.tool, &stdout),
         command,

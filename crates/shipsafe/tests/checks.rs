@@ -341,6 +341,7 @@ fn an_empty_envs_or_jobs_list_is_a_config_error_not_every_environment() {
         ),
         "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example/x\"\nenvs = []\n".to_string(),
         "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example/x\"\njobs = []\n".to_string(),
+        "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example/x\"\non = []\n".to_string(),
     ] {
         common::write(dir.path(), "shipsafe.toml", &format!("{envs}{extra}"));
         let out = common::shipsafe(dir.path())

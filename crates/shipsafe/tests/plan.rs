@@ -369,3 +369,33 @@ async fn plan_text_shows_the_tools_lint_errors() {
         assert!(text.contains(rule), "{rule} missing from: {text}");
     }
 }
+
+/// An offline downgrade SQL longer than what is kept of a tool's output
+/// (4 MiB) is not read as if it were whole: the older revisions it cut off
+/// (here 0002, whose downgrade is empty) would go unseen, and readiness
+/// would pass. It is unknown instead.
+#[tokio::test]
+async fn readiness_does_not_pass_on_a_cut_offline_downgrade() {
+    let db = TestDb::new().await;
+    let p = alembic_project(db.url());
+    revision(
+        &p.dir.path().join("alembic/versions"),
+        "0004",
+        Some("0003"),
+        "op.execute('select 1')",
+        "op.execute('select ' + '1+' * 2600000 + '1')",
+    );
+    let (_, card, err) = p.json(&["readiness", "production"]);
+    let item = card["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{err}"))
+        .iter()
+        .find(|i| i["id"] == "migrations-reversible")
+        .unwrap_or_else(|| panic!("{card}"))
+        .clone();
+    assert_eq!(item["status"], "unknown", "{item}");
+    assert!(
+        item["evidence"]["summary"].to_string().contains("4 MiB"),
+        "{item}"
+    );
+}

@@ -29,6 +29,9 @@ const DIES_WITH_SHIPSAFE: &str =
 
 /// How much of a tool's standard output and of its error output is kept.
 const OUTPUT_CAP: usize = 4 << 20;
+/// Ends an output that was cut at [`OUTPUT_CAP`]: what reads the output
+/// whole must not take the part for all of it.
+pub(crate) const CUT_MARK: &str = "\n[output cut at 4 MiB]\n";
 /// How long a stopped group gets to exit after SIGTERM, and after SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -220,7 +223,7 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<&mut R>) -> Vec<
         }
     }
     if kept.len() >= OUTPUT_CAP {
-        kept.extend_from_slice(b"\n[output cut at 4 MiB]\n");
+        kept.extend_from_slice(CUT_MARK.as_bytes());
     }
     kept
 }
