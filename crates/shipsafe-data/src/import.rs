@@ -1404,7 +1404,9 @@ async fn unresolved(
         return Ok(());
     }
     // Rows with a reference given but not found: usually none, and then
-    // nothing more to look at.
+    // nothing more to look at. An unchanged row counts too: the target's
+    // row may have lost that reference (its parent deleted there), which
+    // the file still names.
     let candidates: Vec<String> = (0..def.references.len())
         .map(|i| format!("(s._ss_has{i} and s._ss_fk{i} is null)"))
         .collect();
@@ -1413,7 +1415,7 @@ async fn unresolved(
             client,
             &format!(
                 "select s._ss_fid from ss_s s join ss_plan p on p.kh = s._ss_kh \
-                  where p.action in ('insert', 'update') and ({})",
+                  where p.action in ('insert', 'update', 'unchanged') and ({})",
                 candidates.join(" or ")
             ),
         )
@@ -1437,7 +1439,7 @@ async fn unresolved(
             .query(
                 &format!(
                     "select s._ss_k::text, s._ss_ref{i}::text from ss_sx s join ss_plan p on p.kh = s._ss_kh \
-                      where p.action in ('insert', 'update') and {m} \
+                      where p.action in ('insert', 'update', 'unchanged') and {m} \
                       order by s._ss_k::text collate \"C\"",
                     m = missing(i)
                 ),
@@ -1460,7 +1462,7 @@ async fn unresolved(
             "leaving out unresolved rows",
             &format!(
                 "update ss_plan p set action = 'unresolved' from ss_sx s \
-                  where s._ss_kh = p.kh and p.action in ('insert', 'update') and ({})",
+                  where s._ss_kh = p.kh and p.action in ('insert', 'update', 'unchanged') and ({})",
                 cond.join(" or ")
             ),
         )
@@ -1475,6 +1477,12 @@ async fn unresolved(
             client,
             "recounting",
             "select count(*) from ss_plan where action = 'update'",
+        )
+        .await? as u64;
+        plan.unchanged = count(
+            client,
+            "recounting",
+            "select count(*) from ss_plan where action = 'unchanged'",
         )
         .await? as u64;
     }

@@ -489,3 +489,50 @@ async fn a_fixed_length_character_key_resolves_references() {
         assert_eq!(set["updates"], 0, "{run}");
     }
 }
+
+/// A child-only import when the target deleted a parent the file's child
+/// still names (the target's child lost the reference): the file's
+/// reference is unresolved and reported, not taken as "nothing to do".
+#[tokio::test]
+async fn a_child_whose_parent_the_target_deleted_is_unresolved_not_unchanged() {
+    let source = TestDb::new().await;
+    let target = TestDb::new().await;
+    let schema = "create table p (id serial primary key, code text not null unique); \
+                  create table c (id serial primary key, name text not null unique, p_id int references p (id));";
+    let rows = "insert into p (code) values ('A'), ('B'); \
+                insert into c (name, p_id) select 'c1', id from p where code = 'A'; \
+                insert into c (name, p_id) select 'c2', id from p where code = 'B';";
+    for db in [&source, &target] {
+        db.client()
+            .await
+            .batch_execute(&format!("{schema} {rows}"))
+            .await
+            .unwrap();
+    }
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        "[data.p]\ntable = \"p\"\nkey = [\"code\"]\n\n[data.c]\ntable = \"c\"\nkey = [\"name\"]\nreferences.parent = { table = \"p\", key = [\"code\"], column = \"p_id\" }\n",
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    target
+        .client()
+        .await
+        .batch_execute(
+            "update c set p_id = null where name = 'c2'; delete from p where code = 'B';",
+        )
+        .await
+        .unwrap();
+    let (code, run, err) = p.json(&["data", "import", "c", "--env", "staging"]);
+    assert_eq!(code, 1, "{err}\n{run}");
+    let unresolved = run["report"]["sets"][0]["unresolved"].to_string();
+    assert!(
+        unresolved.contains("c2") && unresolved.contains("\"B\""),
+        "{run}"
+    );
+}
