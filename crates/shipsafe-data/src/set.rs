@@ -64,6 +64,9 @@ struct TableInfo {
     columns: Vec<(String, bool)>,
     /// Column name → type name (`format_type`).
     types: std::collections::HashMap<String, String>,
+    /// Generated columns (`GENERATED ALWAYS AS (...) STORED`): the database
+    /// computes them, and writing one is an error.
+    generated: Vec<String>,
     scalar: std::collections::HashSet<String>,
     primary_key: Vec<String>,
 }
@@ -87,7 +90,7 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
     let columns = client
         .query(
             "select a.attname::text, (a.atthasdef or a.attidentity <> '' or a.attgenerated <> ''), format_type(a.atttypid, a.atttypmod), \
-                    t.typtype in ('b', 'e') and t.typcategory <> 'A' \
+                    t.typtype in ('b', 'e') and t.typcategory <> 'A', a.attgenerated <> '' \
                from pg_attribute a join pg_type t on t.oid = a.atttypid \
               where a.attrelid = $1::int8::oid and a.attnum > 0 and not a.attisdropped \
               order by a.attnum",
@@ -102,6 +105,11 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
     let scalar = columns
         .iter()
         .filter(|r| r.get::<_, bool>(3))
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let generated = columns
+        .iter()
+        .filter(|r| r.get::<_, bool>(4))
         .map(|r| r.get::<_, String>(0))
         .collect();
     let columns = columns.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -122,6 +130,7 @@ async fn table_info(client: &Client, set: &str, name: &str) -> Result<TableInfo,
         quoted: row.get(1),
         display: row.get(2),
         columns,
+        generated,
         types,
         scalar,
         primary_key,
@@ -203,18 +212,25 @@ impl SetDef {
                             info.display
                         )));
                     }
+                    if info.generated.contains(c) {
+                        return Err(def(format!(
+                            "column {c:?} of {} is generated: the database computes it and it cannot be written; leave it out of columns",
+                            info.display
+                        )));
+                    }
                 }
                 list.clone()
             }
-            // Every column but foreign keys (written as references) and a
-            // surrogate primary key the database fills in.
+            // Every column but foreign keys (written as references), a
+            // surrogate primary key the database fills in, and generated
+            // columns (computed, never written).
             None => info
                 .columns
                 .iter()
                 .filter(|(c, defaulted)| {
                     let surrogate =
                         *defaulted && info.primary_key.len() == 1 && &info.primary_key[0] == c;
-                    !(fk_columns.contains(&c.as_str()) || surrogate)
+                    !(fk_columns.contains(&c.as_str()) || surrogate || info.generated.contains(c))
                 })
                 .map(|(c, _)| c.clone())
                 .collect(),
