@@ -173,6 +173,30 @@ impl SetDef {
                     target.display, r.column
                 )));
             };
+            // The column holds the primary key's values (that is how it is
+            // resolved): a foreign key to another column of the table
+            // would resolve to nothing and export every reference as null.
+            let points_at: Vec<String> = client
+                .query(
+                    "select af.attname::text from pg_constraint c \
+                       join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1] \
+                       join pg_attribute af on af.attrelid = c.confrelid and af.attnum = c.confkey[1] \
+                      where c.contype = 'f' and cardinality(c.conkey) = 1 \
+                        and c.conrelid = $1::text::regclass and c.confrelid = $2::text::regclass \
+                        and a.attname = $3",
+                    &[&info.quoted, &target.quoted, &r.column],
+                )
+                .await
+                .map_err(|e| DataError::db(format!("reading the foreign keys of {}", info.display), &e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if let Some(other) = points_at.iter().find(|c| *c != pk) {
+                return Err(def(format!(
+                    "references.{rname}: {}.{} is a foreign key to {}.{other}, not to its primary key {pk}; a reference resolves through the primary key, so write {other} as a plain column instead",
+                    info.display, r.column, target.display
+                )));
+            }
             let key_types = r
                 .key
                 .iter()

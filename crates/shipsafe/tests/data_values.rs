@@ -583,3 +583,35 @@ async fn generated_columns_are_left_out_not_written() {
         "{err}"
     );
 }
+
+/// A reference whose column is a foreign key to a unique column other than
+/// the primary key would resolve to nothing (every child exported with a
+/// null reference): refused at export, naming both columns.
+#[tokio::test]
+async fn a_reference_to_a_non_key_column_is_refused() {
+    let source = TestDb::new().await;
+    source
+        .client()
+        .await
+        .batch_execute(
+            "create table p (id serial primary key, code text not null unique); \
+             create table c (id serial primary key, name text not null unique, p_code text references p (code)); \
+             insert into p (code) values ('A'); insert into c (name, p_code) values ('c1', 'A');",
+        )
+        .await
+        .unwrap();
+    let p = Project::new(
+        &[("local", "open", source.url())],
+        "[data.c]\ntable = \"c\"\nkey = [\"name\"]\nreferences.parent = { table = \"p\", key = [\"code\"], column = \"p_code\" }\n",
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("p_code is a foreign key to public.p.code") && err.contains("primary key id"),
+        "{err}"
+    );
+    assert!(
+        !p.dir.path().join("data/c.json").exists(),
+        "no file written"
+    );
+}
