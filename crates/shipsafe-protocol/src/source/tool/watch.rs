@@ -31,8 +31,9 @@ pub(crate) struct Watch {
     fingerprint: String,
     history: Option<ToolState>,
     ended: Arc<AtomicUsize>,
-    /// The tool runs where it cannot reach the target (network and mount
-    /// namespace): a change there is another session's.
+    /// The tool runs in a network and mount namespace: a change to the
+    /// target then went another way (named in the message, never taken
+    /// for harmless).
     pub isolated: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -135,9 +136,10 @@ impl Watch {
         if now == self.fingerprint && !history_moved {
             // As it was.
         } else if history_moved {
-            // The tool's own history moving is its doing, namespace or not.
+            // The history moving is the tool's doing, namespace or not, or
+            // the app migrating on boot at that moment.
             return Err(Reached::Changed(format!(
-                "the target's {} history moved while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?){}",
+                "the target's {} history moved while `{command}` ran on the clone: the tool did not use the clone's URL in {} (does the app read .env or a config file?), or the app migrated the target itself at that moment (a migrate-on-boot){}",
                 ext.tool.as_str(),
                 ext.url_env,
                 if self.isolated {
