@@ -211,11 +211,10 @@ async fn run(
     for s in req.exclude_schemas {
         cmd.arg(format!("--exclude-schema={s}"));
     }
-    if let Some(options) = &req.pg_options {
-        let theirs = std::env::var("PGOPTIONS").unwrap_or_default();
-        if !theirs.contains("client_connection_check_interval") && !theirs.ends_with('\\') {
-            cmd.env("PGOPTIONS", format!("{theirs} {options}").trim_start());
-        }
+    if let Some(options) = req.pg_options.as_deref().and_then(|o| {
+        shipsafe_pg::child::pgoptions_with(&std::env::var("PGOPTIONS").unwrap_or_default(), o)
+    }) {
+        cmd.env("PGOPTIONS", options);
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
@@ -229,8 +228,9 @@ async fn run(
             ));
         }
     };
-    // A cancelled backup (Ctrl-C drops this future) must not leave pg_dump
-    // running: its reader threads would keep the process from ending.
+    // A dropped backup (a deploy's Ctrl-C cancels its backup step) must not
+    // leave pg_dump running: its reader threads would keep the process from
+    // ending.
     let mut ends_dump = EndOnDrop(Some(nix::unistd::Pid::from_raw(child.id() as i32)));
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
@@ -346,7 +346,6 @@ async fn run(
     let stderr_text = stderr_reader.join().unwrap_or_default();
 
     if stopped {
-        let _ = compressed;
         let _ = upload.abort().await;
         return Err(BackupError::Interrupted);
     }

@@ -120,3 +120,40 @@ mod tests {
         assert!(c.set.contains(&("PGSSLMODE", "require".into())));
     }
 }
+
+/// `PGOPTIONS` for a child that should also get `option` (`-c name=value`),
+/// the caller's own being `theirs`: added to it, or `None` (leave theirs
+/// alone) when they set that setting themselves or end in a backslash,
+/// which would escape the separating blank.
+pub fn pgoptions_with(theirs: &str, option: &str) -> Option<String> {
+    let name = option
+        .trim_start_matches("-c")
+        .trim()
+        .split('=')
+        .next()
+        .unwrap_or_default();
+    if theirs.contains(name) || theirs.ends_with('\\') {
+        return None;
+    }
+    Some(format!("{theirs} {option}").trim_start().to_string())
+}
+
+#[cfg(test)]
+mod pgoptions_tests {
+    use super::pgoptions_with;
+
+    #[test]
+    fn an_option_is_added_to_the_callers_own_but_never_over_them() {
+        let o = "-c client_connection_check_interval=1s";
+        assert_eq!(pgoptions_with("", o).as_deref(), Some(o));
+        assert_eq!(
+            pgoptions_with("-c work_mem=64MB", o).as_deref(),
+            Some("-c work_mem=64MB -c client_connection_check_interval=1s")
+        );
+        assert_eq!(
+            pgoptions_with("-c client_connection_check_interval=0", o),
+            None
+        );
+        assert_eq!(pgoptions_with("-c search_path=a\\", o), None);
+    }
+}

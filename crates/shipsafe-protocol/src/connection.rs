@@ -94,14 +94,17 @@ async fn end_with_client(client: &Client) {
         .await;
 }
 
-/// The dead-client check of shipsafe's own session on `client`, as an
-/// option for sessions shipsafe does not open itself (the team's tool,
-/// through `PGOPTIONS`), when both the server took it and a connection to
+/// The dead-client check, set on shipsafe's own session `client` and then
+/// given as an option for sessions shipsafe does not open itself (the
+/// team's tool and pg_dump, through `PGOPTIONS`), when both the server took it and a connection to
 /// `url` with it in its startup packet is accepted: a server without the
 /// setting (before 14, or a platform that cannot tell) would refuse it, and
 /// so does PgBouncer unless told to ignore `options`. `None` also when the
 /// URL's own options set it already.
 pub async fn dead_client_check(client: &Client, url: &DbUrl) -> Option<String> {
+    // Set here as on every changing connection (a no-op there): what the
+    // server kept says whether it has the setting.
+    end_with_client(client).await;
     let row = client
         .query_one(
             "select current_setting('client_connection_check_interval', true)",

@@ -73,9 +73,6 @@ pub async fn take_backup_teed(
         .await
         .unwrap_or_default();
     // pg_dump's session should end with pg_dump, not wait on with its locks.
-    let _ = client
-        .batch_execute("set client_connection_check_interval = '1s'")
-        .await;
     let pg_options = crate::connection::dead_client_check(&client, &url).await;
     drop(client);
     let binaries = PgBinaries::for_server(info.major, &["pg_dump", "pg_restore"])?;

@@ -111,13 +111,10 @@ pub(crate) async fn run_with(
     if let Some(name) = &ext.app_name {
         cmd.env("PGAPPNAME", name);
     }
-    if let Some(options) = &ext.pg_options {
-        // Added to the caller's own, unless they set it themselves or end
-        // in a backslash (which would escape the separating blank).
-        let theirs = std::env::var("PGOPTIONS").unwrap_or_default();
-        if !theirs.contains("client_connection_check_interval") && !theirs.ends_with('\\') {
-            cmd.env("PGOPTIONS", format!("{theirs} {options}").trim_start());
-        }
+    if let Some(options) = ext.pg_options.as_deref().and_then(|o| {
+        shipsafe_pg::child::pgoptions_with(&std::env::var("PGOPTIONS").unwrap_or_default(), o)
+    }) {
+        cmd.env("PGOPTIONS", options);
     }
     // If shipsafe dies (kill -9), `sh` gets SIGTERM and ends its group: a
     // tool outliving shipsafe would go on changing the database unseen.
