@@ -18,6 +18,21 @@ columns = ["k", "f", "n"]
 const TABLE: &str =
     "create table t (id serial primary key, k text not null unique, f float8, n numeric);";
 
+/// A project with `source` as `local` and `target` as `staging` (both
+/// open) and `sets`, the sets exported from `local`.
+fn exported(source: &TestDb, target: &TestDb, sets: &str) -> Project {
+    let p = Project::new(
+        &[
+            ("local", "open", source.url()),
+            ("staging", "open", target.url()),
+        ],
+        sets,
+    );
+    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
+    assert_eq!(code, 0, "{err}");
+    p
+}
+
 /// A source with `rows` (`(k, f, n)` SQL tuples), a target, and the set
 /// exported from the source and imported into the target once.
 async fn imported(rows: &str) -> (TestDb, TestDb, Project) {
@@ -30,15 +45,7 @@ async fn imported(rows: &str) -> (TestDb, TestDb, Project) {
         .await
         .unwrap();
     target.client().await.batch_execute(TABLE).await.unwrap();
-    let p = Project::new(
-        &[
-            ("local", "open", source.url()),
-            ("staging", "open", target.url()),
-        ],
-        SET,
-    );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
+    let p = exported(&source, &target, SET);
     let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}");
     (source, target, p)
@@ -180,15 +187,11 @@ async fn every_value_that_hashes_like_null_is_told_from_null() {
         .await
         .unwrap();
     target.client().await.batch_execute(table).await.unwrap();
-    let p = Project::new(
-        &[
-            ("local", "open", source.url()),
-            ("staging", "open", target.url()),
-        ],
+    let p = exported(
+        &source,
+        &target,
         "[data.z]\ntable = \"z\"\nkey = [\"k\"]\ncolumns = [\"k\", \"a\", \"b\", \"c\", \"d\", \"e\"]\n",
     );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
     let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}");
     let db = target.client().await;
@@ -329,15 +332,11 @@ async fn changes_equal_under_equality_still_reach_the_target() {
         .await
         .unwrap();
     target.client().await.batch_execute(table).await.unwrap();
-    let p = Project::new(
-        &[
-            ("local", "open", source.url()),
-            ("staging", "open", target.url()),
-        ],
+    let p = exported(
+        &source,
+        &target,
         "[data.e]\ntable = \"e\"\nkey = [\"k\"]\ncolumns = [\"k\", \"iv\", \"n\", \"c\", \"j\"]\n",
     );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
     let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}");
     source
@@ -398,15 +397,11 @@ async fn types_without_an_extended_hash_import_and_compare() {
         .await
         .unwrap();
     target.client().await.batch_execute(table).await.unwrap();
-    let p = Project::new(
-        &[
-            ("local", "open", source.url()),
-            ("staging", "open", target.url()),
-        ],
+    let p = exported(
+        &source,
+        &target,
         "[data.m]\ntable = \"m\"\nkey = [\"k\"]\ncolumns = [\"k\", \"price\", \"flags\", \"bits\", \"doc\", \"q\"]\n",
     );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
     let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}\n{run}");
     let text = "select k, price::text, flags::text, bits::text, doc::text, q::text from m";
@@ -458,15 +453,11 @@ async fn a_fixed_length_character_key_resolves_references() {
         .batch_execute(&format!("{schema} insert into p (code) values ('zz');"))
         .await
         .unwrap();
-    let p = Project::new(
-        &[
-            ("local", "open", source.url()),
-            ("staging", "open", target.url()),
-        ],
+    let p = exported(
+        &source,
+        &target,
         "[data.p]\ntable = \"p\"\nkey = [\"code\"]\n\n[data.c]\ntable = \"c\"\nkey = [\"name\"]\nreferences.parent = { table = \"p\", key = [\"code\"], column = \"p_id\" }\n",
     );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
     let (code, diff, err) = p.json(&["data", "diff", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}\n{diff}");
     let (code, run, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
@@ -509,15 +500,11 @@ async fn a_child_whose_parent_the_target_deleted_is_unresolved_not_unchanged() {
             .await
             .unwrap();
     }
-    let p = Project::new(
-        &[
-            ("local", "open", source.url()),
-            ("staging", "open", target.url()),
-        ],
+    let p = exported(
+        &source,
+        &target,
         "[data.p]\ntable = \"p\"\nkey = [\"code\"]\n\n[data.c]\ntable = \"c\"\nkey = [\"name\"]\nreferences.parent = { table = \"p\", key = [\"code\"], column = \"p_id\" }\n",
     );
-    let (code, _, err) = p.json(&["data", "export", "--all", "--env", "local"]);
-    assert_eq!(code, 0, "{err}");
     let (code, _, err) = p.json(&["data", "import", "--all", "--env", "staging"]);
     assert_eq!(code, 0, "{err}");
     target
