@@ -1081,18 +1081,7 @@ async fn a_killed_deploys_tool_session_does_not_run_on_without_its_client() {
     let c = db.client().await;
     let sleeping = "select count(*) from pg_stat_activity where datname = current_database() \
                     and query like 'select pg_sleep(40)%' and application_name like 'shipsafe-deploy-%'";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let n: i64 = c.query_one(sleeping, &[]).await.unwrap().get(0);
-        if n == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the tool's statement never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::wait_for_sessions(&c, sleeping, "the tool's statement").await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,

@@ -554,23 +554,13 @@ async fn ctrl_c_cancels_a_backup_and_leaves_no_unfinished_upload() {
             .unwrap();
         let mut child = p.spawn(&["backup", "create", "staging"]);
         let c = db.client().await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let waiting: i64 = c
-                .query_one(
-                    "select count(*) from pg_stat_activity where datname = current_database() \
-                     and wait_event_type = 'Lock' and query ilike 'lock table%orders%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting == 1 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "pg_dump never waited");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_for_sessions(
+            &c,
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and wait_event_type = 'Lock' and query ilike 'lock table%orders%'",
+            "pg_dump's lock wait",
+        )
+        .await;
         let unfinished = || {
             std::fs::read_dir(p.backups_dir())
                 .map(|rd| {

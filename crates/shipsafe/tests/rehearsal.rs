@@ -1156,25 +1156,12 @@ async fn a_change_to_the_target_during_a_native_rehearsal_is_never_called_harmle
     );
     let child = p.spawn_capturing(&["rehearse", "production", "--format", "json"]);
     let c = staging.client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let n: i64 = c
-            .query_one(
-                "select count(*) from pg_stat_activity where datname = current_database() and query like '%pg_sleep(2)%' and pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the migration never ran on the clone"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::wait_for_sessions(
+        &c,
+        "select count(*) from pg_stat_activity where datname = current_database() and query like '%pg_sleep(2)%' and pid <> pg_backend_pid()",
+        "the migration on the clone",
+    )
+    .await;
     prod.client()
         .await
         .batch_execute("create table events_2026_12 (id int)")

@@ -256,3 +256,21 @@ pub async fn add_noise(db: &shipsafe_testkit::TestDb, megabytes: u32) {
         .await
         .unwrap();
 }
+
+/// Waits (up to a minute) until `count_sql`, a `select count(*)` on
+/// `client`, is above zero; panics naming `what` otherwise. For waiting on
+/// a session of the process under test (a statement running, a lock wait).
+pub async fn wait_for_sessions(client: &tokio_postgres::Client, count_sql: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n: i64 = client.query_one(count_sql, &[]).await.unwrap().get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
